@@ -1,0 +1,41 @@
+//! Wire protocol of rfmount: message types, framing, the codec, limits and
+//! error codes. See `docs/PROTOCOL.md` for the byte-level description.
+//!
+//! This crate does no networking and holds no policy: it turns messages into
+//! frames on any [`std::io::Write`] and frames from any [`std::io::Read`] back
+//! into messages, checking every length against [`MAX_FRAME`] before it
+//! allocates.
+//!
+//! ```
+//! use rfmount_proto::{ClientMsg, Op, RelPath, read_frame, write_frame};
+//! let msg = ClientMsg::Request { id: 7, op: Op::Stat { path: RelPath::new("a/b.txt").unwrap() } };
+//! let mut wire = Vec::new();
+//! write_frame(&mut wire, &msg).unwrap();
+//! let back: ClientMsg = read_frame(&mut wire.as_slice()).unwrap();
+//! assert_eq!(back, msg);
+//! ```
+#![deny(missing_docs)]
+
+mod auth;
+mod checksum;
+mod codec;
+mod error;
+mod frame;
+mod messages;
+mod path;
+
+pub use auth::{AuthKey, Nonce, new_nonce};
+pub use checksum::{Checksum, Hasher};
+pub use codec::{DecodeError, EncodeError};
+pub use error::{ErrorCode, WireError};
+pub use frame::{FrameError, MAX_FRAME, read_frame, write_frame};
+pub use messages::{
+    ClientHello, ClientMsg, DirEntry, FileKind, Limits, MAGIC, Meta, Op, PROTOCOL_VERSION, Reply,
+    ServerHello, ServerMsg, SetAttr, SetTime, StatFs, Timestamp, Version,
+};
+pub use path::{MAX_NAME, MAX_PATH, PathError, RelPath};
+
+/// Default TCP port of `rfserve`, inherited from the classic file server.
+pub const DEFAULT_PORT: u16 = 9500;
+/// Size of one data chunk in `GET` and `PUT` streams.
+pub const CHUNK_SIZE: usize = 256 * 1024;

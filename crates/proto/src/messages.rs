@@ -1,0 +1,365 @@
+//! Every message that crosses the wire.
+//!
+//! bincode encodes an enum variant by its index and a struct by its field
+//! order, so **every enum and struct here is append-only**: add variants and
+//! fields at the end only, and bump [`PROTOCOL_VERSION`] when doing so. The
+//! golden-bytes tests in `tests.rs` fail when an edit changes the encoding.
+//! Variant 0 of both top-level enums (`Hello`) and the first two fields of the
+//! hello structs (`magic`, `version`) are frozen forever, so that peers of
+//! different versions can always tell each other what they speak.
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Nonce;
+use crate::checksum::Checksum;
+use crate::error::WireError;
+use crate::path::RelPath;
+
+/// First bytes of both hellos.
+pub const MAGIC: [u8; 4] = *b"RFMT";
+/// The protocol version this build speaks. Peers must match exactly.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A file's content version: changes whenever its content may have changed.
+pub type Version = u64;
+
+/// Seconds and nanoseconds since the Unix epoch.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Timestamp {
+    /// Whole seconds (negative before 1970).
+    pub secs: i64,
+    /// Nanoseconds, `0..1_000_000_000`.
+    pub nanos: u32,
+}
+
+impl Timestamp {
+    /// Converts from a system time, saturating far outside the `i64` range.
+    pub fn from_system(t: std::time::SystemTime) -> Self {
+        match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => Timestamp {
+                secs: d.as_secs() as i64,
+                nanos: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                if d.subsec_nanos() == 0 {
+                    Timestamp {
+                        secs: -(d.as_secs() as i64),
+                        nanos: 0,
+                    }
+                } else {
+                    Timestamp {
+                        secs: -(d.as_secs() as i64) - 1,
+                        nanos: 1_000_000_000 - d.subsec_nanos(),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Converts to a system time.
+    pub fn to_system(self) -> std::time::SystemTime {
+        let nanos = std::time::Duration::from_nanos(u64::from(self.nanos.min(999_999_999)));
+        if self.secs >= 0 {
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.secs as u64) + nanos
+        } else {
+            std::time::UNIX_EPOCH - std::time::Duration::from_secs(self.secs.unsigned_abs()) + nanos
+        }
+    }
+}
+
+/// What kind of object a directory entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FileKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (listed, never followed out of the export).
+    Symlink,
+    /// A device, FIFO or socket: listed, never served.
+    Other,
+}
+
+/// Attributes of one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// File, directory, ...
+    pub kind: FileKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits (`0o7777` part of `st_mode`).
+    pub mode: u32,
+    /// Last modification.
+    pub mtime: Timestamp,
+    /// Content version (see [`Version`]).
+    pub version: Version,
+}
+
+/// One entry of a listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// The entry's name (one component).
+    pub name: String,
+    /// Its attributes.
+    pub meta: Meta,
+}
+
+/// A time to set: the server's clock now, or a given instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetTime {
+    /// The server's current time.
+    Now,
+    /// This instant.
+    At(Timestamp),
+}
+
+/// Attribute changes; `None` leaves a field alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetAttr {
+    /// New permission bits.
+    pub mode: Option<u32>,
+    /// Truncate or extend to this size.
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<SetTime>,
+    /// New modification time.
+    pub mtime: Option<SetTime>,
+}
+
+/// Filesystem statistics of the export, as `statvfs` reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatFs {
+    /// Total blocks of `frsize` bytes.
+    pub blocks: u64,
+    /// Free blocks.
+    pub bfree: u64,
+    /// Free blocks for unprivileged users.
+    pub bavail: u64,
+    /// Total inodes.
+    pub files: u64,
+    /// Free inodes.
+    pub ffree: u64,
+    /// Preferred block size.
+    pub bsize: u32,
+    /// Longest name.
+    pub namelen: u32,
+    /// Fragment size (the unit of `blocks`).
+    pub frsize: u32,
+}
+
+/// The server's limits, announced in its hello.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest frame payload the server accepts or sends.
+    pub max_frame: u32,
+    /// Data chunk size the server sends and expects at most.
+    pub chunk_size: u32,
+    /// Requests one connection may have in flight at once.
+    pub max_in_flight: u32,
+    /// Seconds of silence after which the server closes a connection.
+    pub idle_timeout_secs: u32,
+}
+
+/// The client's first frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientHello {
+    /// Always [`MAGIC`].
+    pub magic: [u8; 4],
+    /// The client's [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The client's half of the authentication challenge.
+    pub client_nonce: Nonce,
+}
+
+/// The server's answer to [`ClientHello`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerHello {
+    /// Always [`MAGIC`].
+    pub magic: [u8; 4],
+    /// The server's [`PROTOCOL_VERSION`]. On a mismatch the server closes the
+    /// connection after this frame and both sides report the two versions.
+    pub version: u32,
+    /// Stable identity of the export (same root, same id across restarts).
+    pub export_id: String,
+    /// True when every change will be refused with `ReadOnly`.
+    pub read_only: bool,
+    /// The server's limits.
+    pub limits: Limits,
+    /// `Some(nonce)` when the client must authenticate before any request.
+    pub auth_challenge: Option<Nonce>,
+}
+
+/// A request's operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// List a directory: answered by one or more [`Reply::Entries`].
+    List {
+        /// The directory.
+        path: RelPath,
+    },
+    /// Attributes of one object: [`Reply::Meta`].
+    Stat {
+        /// The object.
+        path: RelPath,
+    },
+    /// Fetch a whole file: [`Reply::NotModified`] when `have` is current,
+    /// otherwise [`Reply::Get`] followed by [`ServerMsg::Data`] chunks and a
+    /// [`ServerMsg::DataEnd`].
+    Get {
+        /// The file.
+        path: RelPath,
+        /// The version the client already holds, if any.
+        have: Option<Version>,
+    },
+    /// Replace a whole file: the client follows with [`ClientMsg::PutData`]
+    /// chunks and a [`ClientMsg::PutEnd`]; the server answers [`Reply::Meta`]
+    /// once the new content is durable and in place.
+    Put {
+        /// The file to create or replace.
+        path: RelPath,
+        /// Exact number of bytes that will follow.
+        size: u64,
+        /// Permission bits for the file (default: keep the old file's, or 0644).
+        mode: Option<u32>,
+        /// Modification time to set (default: now).
+        mtime: Option<Timestamp>,
+    },
+    /// Remove a file (not a directory): [`Reply::Done`].
+    Remove {
+        /// The file.
+        path: RelPath,
+    },
+    /// Rename, replacing a target as `rename(2)` does: [`Reply::Done`].
+    Rename {
+        /// The current path.
+        from: RelPath,
+        /// The new path.
+        to: RelPath,
+    },
+    /// Create a directory: [`Reply::Meta`].
+    Mkdir {
+        /// The new directory.
+        path: RelPath,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Remove an empty directory: [`Reply::Done`].
+    Rmdir {
+        /// The directory.
+        path: RelPath,
+    },
+    /// Change attributes: [`Reply::Meta`] with the result.
+    SetAttr {
+        /// The object.
+        path: RelPath,
+        /// What to change.
+        attr: SetAttr,
+    },
+    /// Filesystem statistics: [`Reply::StatFs`].
+    StatFs,
+    /// Keep-alive: [`Reply::Done`].
+    Ping,
+}
+
+/// A successful answer to a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Part of a listing; `more` is false on the last part.
+    Entries {
+        /// Entries in this part.
+        entries: Vec<DirEntry>,
+        /// True when further parts follow.
+        more: bool,
+    },
+    /// Attributes.
+    Meta(Meta),
+    /// The file is about to be streamed; its attributes at open time.
+    Get(Meta),
+    /// The client's copy is current.
+    NotModified(Meta),
+    /// Done, nothing to report.
+    Done,
+    /// Filesystem statistics.
+    StatFs(StatFs),
+}
+
+/// Client-to-server frames.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// The first frame of a connection.
+    Hello(ClientHello),
+    /// Answer to the server's challenge.
+    Auth {
+        /// `AuthKey::proof(server_nonce, client_nonce)`.
+        proof: [u8; 32],
+    },
+    /// A request; `id` is chosen by the client and unique among its
+    /// requests in flight.
+    Request {
+        /// Request id, echoed in every frame of the answer.
+        id: u64,
+        /// The operation.
+        op: Op,
+    },
+    /// A chunk of a `Put`'s content.
+    PutData {
+        /// The `Put` request's id.
+        id: u64,
+        /// At most `limits.chunk_size` bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// End of a `Put`'s content with its checksum.
+    PutEnd {
+        /// The `Put` request's id.
+        id: u64,
+        /// BLAKE3 of the whole content.
+        checksum: Checksum,
+    },
+    /// Abandon a request in flight (a `Put` is discarded, a `Get` stops).
+    Cancel {
+        /// The request's id.
+        id: u64,
+    },
+}
+
+/// Server-to-client frames.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMsg {
+    /// The answer to [`ClientHello`].
+    Hello(ServerHello),
+    /// Outcome of authentication; on `Err` the server closes the connection.
+    AuthResult(Result<(), WireError>),
+    /// The answer to a request (for `List`, possibly one of several).
+    Reply {
+        /// The request's id.
+        id: u64,
+        /// Its outcome.
+        result: Result<Reply, WireError>,
+    },
+    /// A chunk of a `Get`'s content.
+    Data {
+        /// The `Get` request's id.
+        id: u64,
+        /// At most `limits.chunk_size` bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// End of a `Get`'s content: the checksum, or the error that cut it short.
+    DataEnd {
+        /// The `Get` request's id.
+        id: u64,
+        /// BLAKE3 of everything sent, or why the stream stopped.
+        result: Result<Checksum, WireError>,
+    },
+    /// A connection-level error (bad frame, timeout); the server closes the
+    /// connection after sending it.
+    Fatal(WireError),
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

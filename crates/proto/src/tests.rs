@@ -1,0 +1,389 @@
+//! Codec tests: round trips of every message, golden bytes that pin the
+//! format to `PROTOCOL_VERSION`, and hostile input that must decode to an
+//! error, never a panic.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::checksum::Checksum;
+use crate::error::{ErrorCode, WireError};
+use crate::frame::{FrameError, MAX_FRAME, read_frame, write_frame};
+use crate::path::RelPath;
+
+fn p(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+fn meta() -> Meta {
+    Meta {
+        kind: FileKind::File,
+        size: 5,
+        mode: 0o644,
+        mtime: Timestamp {
+            secs: 1_700_000_000,
+            nanos: 42,
+        },
+        version: 0x0102_0304_0506_0708,
+    }
+}
+
+fn all_client_msgs() -> Vec<ClientMsg> {
+    let ops = vec![
+        Op::List { path: p("d") },
+        Op::Stat { path: p("a/b") },
+        Op::Get {
+            path: p("f"),
+            have: Some(9),
+        },
+        Op::Get {
+            path: p("f"),
+            have: None,
+        },
+        Op::Put {
+            path: p("f"),
+            size: 3,
+            mode: Some(0o600),
+            mtime: Some(Timestamp::default()),
+        },
+        Op::Remove { path: p("f") },
+        Op::Rename {
+            from: p("a"),
+            to: p("b/c"),
+        },
+        Op::Mkdir {
+            path: p("d"),
+            mode: 0o755,
+        },
+        Op::Rmdir { path: p("d") },
+        Op::SetAttr {
+            path: p("f"),
+            attr: SetAttr {
+                mode: Some(0o600),
+                size: Some(0),
+                atime: Some(SetTime::Now),
+                mtime: Some(SetTime::At(Timestamp { secs: -1, nanos: 5 })),
+            },
+        },
+        Op::StatFs,
+        Op::Ping,
+    ];
+    let mut msgs = vec![
+        ClientMsg::Hello(ClientHello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            client_nonce: [7; 32],
+        }),
+        ClientMsg::Auth { proof: [1; 32] },
+        ClientMsg::PutData {
+            id: 3,
+            data: vec![1, 2, 3],
+        },
+        ClientMsg::PutEnd {
+            id: 3,
+            checksum: Checksum([9; 32]),
+        },
+        ClientMsg::Cancel { id: 3 },
+    ];
+    msgs.extend(
+        ops.into_iter()
+            .enumerate()
+            .map(|(i, op)| ClientMsg::Request { id: i as u64, op }),
+    );
+    msgs
+}
+
+fn all_server_msgs() -> Vec<ServerMsg> {
+    let err = WireError::new(ErrorCode::NotFound, "/x");
+    vec![
+        ServerMsg::Hello(ServerHello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            export_id: "abc".into(),
+            read_only: true,
+            limits: Limits {
+                max_frame: 1,
+                chunk_size: 2,
+                max_in_flight: 3,
+                idle_timeout_secs: 4,
+            },
+            auth_challenge: Some([2; 32]),
+        }),
+        ServerMsg::AuthResult(Ok(())),
+        ServerMsg::AuthResult(Err(err.clone())),
+        ServerMsg::Reply {
+            id: 1,
+            result: Ok(Reply::Entries {
+                entries: vec![DirEntry {
+                    name: "n".into(),
+                    meta: meta(),
+                }],
+                more: false,
+            }),
+        },
+        ServerMsg::Reply {
+            id: 1,
+            result: Ok(Reply::Meta(meta())),
+        },
+        ServerMsg::Reply {
+            id: 1,
+            result: Ok(Reply::Get(meta())),
+        },
+        ServerMsg::Reply {
+            id: 1,
+            result: Ok(Reply::NotModified(meta())),
+        },
+        ServerMsg::Reply {
+            id: 1,
+            result: Ok(Reply::Done),
+        },
+        ServerMsg::Reply {
+            id: 1,
+            result: Ok(Reply::StatFs(StatFs::default())),
+        },
+        ServerMsg::Reply {
+            id: 1,
+            result: Err(err.clone()),
+        },
+        ServerMsg::Data {
+            id: 2,
+            data: vec![0; 10],
+        },
+        ServerMsg::DataEnd {
+            id: 2,
+            result: Ok(Checksum([3; 32])),
+        },
+        ServerMsg::DataEnd {
+            id: 2,
+            result: Err(err.clone()),
+        },
+        ServerMsg::Fatal(err),
+    ]
+}
+
+fn roundtrip<T>(msg: &T) -> T
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let mut wire = Vec::new();
+    write_frame(&mut wire, msg).unwrap();
+    read_frame(&mut wire.as_slice()).unwrap()
+}
+
+#[test]
+fn every_message_round_trips() {
+    for m in all_client_msgs() {
+        assert_eq!(roundtrip(&m), m);
+    }
+    for m in all_server_msgs() {
+        assert_eq!(roundtrip(&m), m);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn frame_hex<T: serde::Serialize>(msg: &T) -> String {
+    let mut wire = Vec::new();
+    write_frame(&mut wire, msg).unwrap();
+    hex(&wire)
+}
+
+/// If one of these fails, the wire format changed: bump `PROTOCOL_VERSION`,
+/// describe the change in docs/PROTOCOL.md, then update the bytes.
+#[test]
+fn golden_bytes_version_bump_required() {
+    assert_eq!(
+        PROTOCOL_VERSION, 1,
+        "version bump required: update the golden bytes below"
+    );
+    // len=44 | variant 0 Hello | magic "RFMT" | version 1 | nonce 32 x 07
+    let hello = ClientMsg::Hello(ClientHello {
+        magic: MAGIC,
+        version: 1,
+        client_nonce: [7; 32],
+    });
+    assert_eq!(
+        frame_hex(&hello),
+        format!(
+            "2c000000{}{}{}{}",
+            "00000000",
+            "52464d54",
+            "01000000",
+            "07".repeat(32)
+        )
+    );
+    // len=25 | variant 2 Request | id 5 | op variant 1 Stat | path len 1 "f"
+    let stat = ClientMsg::Request {
+        id: 5,
+        op: Op::Stat { path: p("f") },
+    };
+    assert_eq!(
+        frame_hex(&stat),
+        concat!(
+            "19000000",
+            "02000000",
+            "0500000000000000",
+            "01000000",
+            "0100000000000000",
+            "66"
+        )
+    );
+    // len=23 | variant 3 Data | id 2 | byte-string len 3 | 61 62 63
+    let data = ServerMsg::Data {
+        id: 2,
+        data: b"abc".to_vec(),
+    };
+    assert_eq!(
+        frame_hex(&data),
+        concat!(
+            "17000000",
+            "03000000",
+            "0200000000000000",
+            "0300000000000000",
+            "616263"
+        )
+    );
+    // Reply{id 1, Ok(Meta(...))}: pins Meta's field order.
+    let reply = ServerMsg::Reply {
+        id: 1,
+        result: Ok(Reply::Meta(meta())),
+    };
+    assert_eq!(
+        frame_hex(&reply),
+        concat!(
+            "38000000",         // len 56
+            "02000000",         // Reply
+            "0100000000000000", // id 1
+            "00000000",         // Ok
+            "01000000",         // Reply::Meta
+            "00000000",         // FileKind::File
+            "0500000000000000", // size 5
+            "a4010000",         // mode 0o644
+            "00f1536500000000", // mtime.secs
+            "2a000000",         // mtime.nanos
+            "0807060504030201", // version
+        )
+    );
+}
+
+#[test]
+fn truncated_frames_are_errors() {
+    for m in all_client_msgs() {
+        let mut wire = Vec::new();
+        write_frame(&mut wire, &m).unwrap();
+        for cut in 1..wire.len() {
+            let r: Result<ClientMsg, _> = read_frame(&mut &wire[..cut]);
+            assert!(r.is_err(), "decoded a frame cut at {cut} of {}", wire.len());
+        }
+    }
+}
+
+#[test]
+fn empty_stream_is_closed_not_garbage() {
+    let r: Result<ClientMsg, _> = read_frame(&mut &[][..]);
+    assert!(matches!(r, Err(FrameError::Closed)));
+}
+
+#[test]
+fn oversized_length_is_refused_before_allocating() {
+    let wire = (u32::MAX).to_le_bytes();
+    let r: Result<ServerMsg, _> = read_frame(&mut &wire[..]);
+    assert!(matches!(r, Err(FrameError::TooLarge(n)) if n == u64::from(u32::MAX)));
+    let wire = ((MAX_FRAME + 1) as u32).to_le_bytes();
+    let r: Result<ServerMsg, _> = read_frame(&mut &wire[..]);
+    assert!(matches!(r, Err(FrameError::TooLarge(_))));
+}
+
+#[test]
+fn hostile_inner_length_is_an_error() {
+    // A PutData claiming a 2^60-byte body inside a small frame.
+    let mut payload = vec![3, 0, 0, 0];
+    payload.extend_from_slice(&1u64.to_le_bytes());
+    payload.extend_from_slice(&(1u64 << 60).to_le_bytes());
+    let mut wire = (payload.len() as u32).to_le_bytes().to_vec();
+    wire.extend_from_slice(&payload);
+    let r: Result<ClientMsg, _> = read_frame(&mut wire.as_slice());
+    assert!(matches!(r, Err(FrameError::Decode(_))));
+}
+
+#[test]
+fn unknown_variant_and_trailing_bytes_are_errors() {
+    let mut wire = 4u32.to_le_bytes().to_vec();
+    wire.extend_from_slice(&99u32.to_le_bytes());
+    assert!(read_frame::<_, ClientMsg>(&mut wire.as_slice()).is_err());
+
+    let mut good = Vec::new();
+    write_frame(&mut good, &ClientMsg::Cancel { id: 1 }).unwrap();
+    let len = u32::from_le_bytes(good[..4].try_into().unwrap()) + 1;
+    let mut wire = len.to_le_bytes().to_vec();
+    wire.extend_from_slice(&good[4..]);
+    wire.push(0);
+    assert!(matches!(
+        read_frame::<_, ClientMsg>(&mut wire.as_slice()),
+        Err(FrameError::Decode(_))
+    ));
+}
+
+#[test]
+fn bad_path_in_frame_is_an_error() {
+    let msg = ClientMsg::Request {
+        id: 1,
+        op: Op::Stat { path: p("etc") },
+    };
+    let mut wire = Vec::new();
+    write_frame(&mut wire, &msg).unwrap();
+    // Turn "etc" into "../" in place; the length stays the same.
+    let at = wire.len() - 3;
+    wire[at..].copy_from_slice(b"../");
+    assert!(matches!(
+        read_frame::<_, ClientMsg>(&mut wire.as_slice()),
+        Err(FrameError::Decode(_))
+    ));
+}
+
+#[test]
+fn timestamps_convert_both_ways() {
+    for t in [
+        Timestamp { secs: 0, nanos: 0 },
+        Timestamp {
+            secs: 1_700_000_000,
+            nanos: 999_999_999,
+        },
+        Timestamp {
+            secs: -5,
+            nanos: 250,
+        },
+    ] {
+        assert_eq!(Timestamp::from_system(t.to_system()), t);
+    }
+}
+
+proptest! {
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut framed = (bytes.len() as u32).to_le_bytes().to_vec();
+        framed.extend_from_slice(&bytes);
+        for input in [&bytes[..], &framed[..]] {
+            if let Ok(m) = read_frame::<_, ClientMsg>(&mut &input[..]) {
+                prop_assert_eq!(roundtrip(&m), m);
+            }
+            if let Ok(m) = read_frame::<_, ServerMsg>(&mut &input[..]) {
+                prop_assert_eq!(roundtrip(&m), m);
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_valid_frames_never_panic(idx in 0usize..19, pos in any::<usize>(), byte in any::<u8>()) {
+        let msgs = all_client_msgs();
+        let m = &msgs[idx % msgs.len()];
+        let mut wire = Vec::new();
+        write_frame(&mut wire, m).unwrap();
+        let at = 4 + pos % (wire.len() - 4);
+        wire[at] = byte;
+        if let Ok(back) = read_frame::<_, ClientMsg>(&mut wire.as_slice()) {
+            prop_assert_eq!(roundtrip(&back), back);
+        }
+    }
+}
