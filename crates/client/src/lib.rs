@@ -1,1 +1,33 @@
+//! The client side of rfmount: one TCP connection with the handshake and
+//! request multiplexing ([`Connection`]), the [`Remote`] API that the mount
+//! and the `rf` command program against, [`TcpRemote`] (the real one, which
+//! reconnects), and the `rf` command itself ([`cli`]).
+//!
+//! The [`Remote`] trait returns `rfmount_proto` types only: no FUSE types, no
+//! sockets. Its errors say whether the server refused ([`RemoteError::Service`],
+//! map it to an errno) or could not be reached ([`RemoteError::Transport`],
+//! keep data and retry later).
+//!
+//! ```no_run
+//! use rfmount_client::{Remote, TcpRemote, ConnectConfig};
+//! use rfmount_proto::RelPath;
+//! let remote = TcpRemote::connect(ConnectConfig::new("127.0.0.1:9500")).unwrap();
+//! for e in remote.list(&RelPath::root()).unwrap() {
+//!     println!("{} {}", e.name, e.meta.size);
+//! }
+//! ```
+#![deny(missing_docs)]
 
+pub mod cli;
+mod connection;
+mod error;
+#[cfg(any(test, feature = "mock"))]
+#[doc(hidden)]
+pub mod mock;
+mod remote;
+mod tcp;
+
+pub use connection::{ConnectConfig, Connection};
+pub use error::RemoteError;
+pub use remote::{ExportInfo, GetOutcome, PutOptions, Remote};
+pub use tcp::TcpRemote;

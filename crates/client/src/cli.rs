@@ -1,0 +1,346 @@
+//! The `rf` command: one-shot file operations and the classic interactive
+//! shell, for scripts and for machines without FUSE.
+//!
+//! `main` turns every failure into one line on stderr and a non-zero exit:
+//! 1 for an operation that failed, 2 for bad usage. A closed stdout (`rf get
+//! host f - | head`) counts as success.
+
+mod format;
+mod progress;
+mod shell;
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use rfmount_proto::{FileKind, RelPath};
+
+use crate::connection::ConnectConfig;
+use crate::remote::{GetOutcome, PutOptions, Remote};
+use crate::tcp::TcpRemote;
+
+/// Command line of `rf`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "rf",
+    version,
+    about = "Command-line client for an rfserve export"
+)]
+struct Args {
+    /// File holding the export's shared secret.
+    #[arg(long, global = true, env = "RF_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// List a directory, `ls -l` style.
+    Ls { server: String, dir: Option<String> },
+    /// Download a file (LOCAL `-` writes to stdout).
+    Get {
+        server: String,
+        remote: String,
+        local: Option<PathBuf>,
+    },
+    /// Upload a file.
+    Put {
+        server: String,
+        local: PathBuf,
+        remote: Option<String>,
+    },
+    /// Remove a file.
+    Rm { server: String, path: String },
+    /// Rename or move.
+    Mv {
+        server: String,
+        from: String,
+        to: String,
+    },
+    /// Create a directory.
+    Mkdir {
+        server: String,
+        path: String,
+        /// Create missing parents, no error if it exists.
+        #[arg(short, long)]
+        parents: bool,
+    },
+    /// Remove an empty directory.
+    Rmdir { server: String, path: String },
+    /// Show one entry's attributes.
+    Stat { server: String, path: String },
+    /// Interactive shell with ls, get, put, close.
+    Shell { server: String },
+}
+
+/// Entry point of the `rf` binary.
+pub fn main() -> ExitCode {
+    init_logging();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match run(args) {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rf: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let env = env_logger::Env::default().default_filter_or("warn");
+    let _ = env_logger::Builder::from_env(env)
+        .format_timestamp(None)
+        .try_init();
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn connect(server: &str, token: Option<&Path>) -> Result<TcpRemote> {
+    let server = with_default_port(server);
+    let mut cfg = ConnectConfig::new(server);
+    if let Some(t) = token {
+        cfg = cfg.with_token_file(t)?;
+    }
+    Ok(TcpRemote::connect(cfg)?)
+}
+
+/// `host` alone means the default port, as with the classic server.
+fn with_default_port(server: &str) -> String {
+    let port = rfmount_proto::DEFAULT_PORT;
+    if server.starts_with('[') {
+        if server.contains("]:") {
+            server.to_owned()
+        } else {
+            format!("{server}:{port}")
+        }
+    } else if server.matches(':').count() > 1 {
+        format!("[{server}]:{port}")
+    } else if server.contains(':') {
+        server.to_owned()
+    } else {
+        format!("{server}:{port}")
+    }
+}
+
+pub(crate) fn remote_path(s: &str) -> Result<RelPath> {
+    RelPath::from_user(s).map_err(|e| anyhow!("bad remote path: {e}"))
+}
+
+fn run(args: Args) -> Result<ExitCode> {
+    let token = args.token_file.as_deref();
+    let server = match &args.cmd {
+        Cmd::Ls { server, .. }
+        | Cmd::Get { server, .. }
+        | Cmd::Put { server, .. }
+        | Cmd::Rm { server, .. }
+        | Cmd::Mv { server, .. }
+        | Cmd::Mkdir { server, .. }
+        | Cmd::Rmdir { server, .. }
+        | Cmd::Stat { server, .. }
+        | Cmd::Shell { server } => server.clone(),
+    };
+    // Paths are validated before any connection is made.
+    let remote_arg = match &args.cmd {
+        Cmd::Ls { dir, .. } => Some(remote_path(dir.as_deref().unwrap_or(""))?),
+        Cmd::Get { remote, .. }
+        | Cmd::Rm { path: remote, .. }
+        | Cmd::Rmdir { path: remote, .. } => Some(remote_path(remote)?),
+        Cmd::Mkdir { path, .. } | Cmd::Stat { path, .. } => Some(remote_path(path)?),
+        _ => None,
+    };
+    let r = connect(&server, token)?;
+    let out = &mut io::stdout().lock();
+    match args.cmd {
+        Cmd::Ls { .. } => ls(&r, &remote_arg.unwrap_or_default(), out)?,
+        Cmd::Get { local, .. } => {
+            let remote = remote_arg.unwrap_or_default();
+            get(&r, &remote, local.as_deref())?;
+        }
+        Cmd::Put { local, remote, .. } => {
+            put(&r, &local, remote.as_deref())?;
+        }
+        Cmd::Rm { .. } => {
+            let p = remote_arg.unwrap_or_default();
+            r.remove(&p).with_context(|| format!("rm {p}"))?;
+        }
+        Cmd::Mv { from, to, .. } => {
+            let (from, to) = (remote_path(&from)?, remote_path(&to)?);
+            r.rename(&from, &to)
+                .with_context(|| format!("mv {from} {to}"))?;
+        }
+        Cmd::Mkdir { parents, .. } => mkdir(&r, &remote_arg.unwrap_or_default(), parents)?,
+        Cmd::Rmdir { .. } => {
+            let p = remote_arg.unwrap_or_default();
+            r.rmdir(&p).with_context(|| format!("rmdir {p}"))?;
+        }
+        Cmd::Stat { .. } => {
+            let p = remote_arg.unwrap_or_default();
+            let m = r.stat(&p).with_context(|| format!("stat {p}"))?;
+            writeln!(out, "{}", format::stat_text(&p, &m))?;
+        }
+        Cmd::Shell { .. } => return shell::run(&r, io::stdin().lock(), out),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn ls(r: &dyn Remote, dir: &RelPath, out: &mut dyn Write) -> Result<()> {
+    let meta = r.stat(dir).with_context(|| format!("ls {dir}"))?;
+    if meta.kind != FileKind::Dir {
+        writeln!(
+            out,
+            "{}",
+            format::ls_line(dir.file_name().unwrap_or(""), &meta)
+        )?;
+        return Ok(());
+    }
+    let mut entries = r.list(dir).with_context(|| format!("ls {dir}"))?;
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    for e in &entries {
+        writeln!(out, "{}", format::ls_line(&e.name, &e.meta))?;
+    }
+    Ok(())
+}
+
+fn mkdir(r: &dyn Remote, p: &RelPath, parents: bool) -> Result<()> {
+    if !parents {
+        r.mkdir(p, 0o755).with_context(|| format!("mkdir {p}"))?;
+        return Ok(());
+    }
+    let mut cur = RelPath::root();
+    for comp in p.as_str().split('/').filter(|c| !c.is_empty()) {
+        cur = cur.join(comp)?;
+        match r.mkdir(&cur, 0o755) {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(rfmount_proto::ErrorCode::Exists) => {
+                let m = r.stat(&cur).with_context(|| format!("mkdir {cur}"))?;
+                if m.kind != FileKind::Dir {
+                    bail!("mkdir {cur}: exists and is not a directory");
+                }
+            }
+            Err(e) => return Err(e).with_context(|| format!("mkdir {cur}")),
+        }
+    }
+    Ok(())
+}
+
+/// Downloads `remote` to `local` (default: its name in the current
+/// directory; a directory means "inside it"; `-` is stdout). The content
+/// lands in a temporary file beside the target first, so a failed transfer
+/// never leaves a truncated file under the real name.
+pub(crate) fn get(r: &dyn Remote, remote: &RelPath, local: Option<&Path>) -> Result<PathBuf> {
+    let name = remote
+        .file_name()
+        .ok_or_else(|| anyhow!("get: {remote} is a directory"))?;
+    if local == Some(Path::new("-")) {
+        let mut out = io::stdout().lock();
+        r.get(remote, None, &mut out)
+            .with_context(|| format!("get {remote}"))?;
+        out.flush()?;
+        return Ok(PathBuf::from("-"));
+    }
+    let target = match local {
+        None => PathBuf::from(name),
+        Some(l) if l.is_dir() => l.join(name),
+        Some(l) => l.to_path_buf(),
+    };
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let size = r.stat(remote).map(|m| m.size).unwrap_or(0);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".rf-get-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let bar = progress::Bar::new(size, name);
+    let outcome = {
+        let mut sink = bar.writer(io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut()));
+        let o = r
+            .get(remote, None, &mut sink)
+            .with_context(|| format!("get {remote}"))?;
+        sink.flush()?;
+        o
+    };
+    bar.finish();
+    if let GetOutcome::Fetched(meta) = outcome {
+        let f = tmp.as_file();
+        let _ = f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
+            meta.mode & 0o777,
+        ));
+        let _ = f.set_modified(meta.mtime.to_system());
+    }
+    tmp.persist(&target)
+        .with_context(|| format!("saving {}", target.display()))?;
+    Ok(target)
+}
+
+/// Uploads `local` to `remote` (default: its file name at the export root;
+/// a trailing `/` or an existing remote directory means "inside it").
+pub(crate) fn put(r: &dyn Remote, local: &Path, remote: Option<&str>) -> Result<RelPath> {
+    let name = local
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow!("put: {} has no usable file name", local.display()))?;
+    let target = match remote {
+        None => RelPath::root().join(name)?,
+        Some(s) => {
+            let p = remote_path(s)?;
+            let is_dir = s.ends_with('/')
+                || p.is_root()
+                || r.stat(&p).is_ok_and(|m| m.kind == FileKind::Dir);
+            if is_dir { p.join(name)? } else { p }
+        }
+    };
+    let file =
+        File::open(local).with_context(|| format!("put: cannot open {}", local.display()))?;
+    let md = file
+        .metadata()
+        .with_context(|| format!("put: {}", local.display()))?;
+    if !md.is_file() {
+        bail!("put: {} is not a regular file", local.display());
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o7777;
+    let bar = progress::Bar::new(md.len(), name);
+    let mut src = bar.reader(io::BufReader::with_capacity(1 << 20, file));
+    r.put(
+        &target,
+        &mut src,
+        md.len(),
+        PutOptions {
+            mode: Some(mode),
+            mtime: None,
+        },
+    )
+    .with_context(|| format!("put {target}"))?;
+    bar.finish();
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_port_is_added_only_when_missing() {
+        assert_eq!(with_default_port("host"), "host:9500");
+        assert_eq!(with_default_port("host:1234"), "host:1234");
+        assert_eq!(with_default_port("[::1]:80"), "[::1]:80");
+        assert_eq!(with_default_port("::1"), "[::1]:9500");
+    }
+}

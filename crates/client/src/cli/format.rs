@@ -1,0 +1,126 @@
+//! Text output of `rf`: `ls -l`-style lines and `stat`.
+
+use rfmount_proto::{FileKind, Meta, RelPath, Timestamp};
+
+/// `drwxr-xr-x         4096 2026-11-23 13:30:00 name` (times in UTC).
+pub(crate) fn ls_line(name: &str, m: &Meta) -> String {
+    format!(
+        "{}{} {:>12} {} {}",
+        kind_char(m.kind),
+        perms(m.mode),
+        m.size,
+        utc(m.mtime),
+        name
+    )
+}
+
+/// Multi-line attributes of one entry.
+pub(crate) fn stat_text(path: &RelPath, m: &Meta) -> String {
+    format!(
+        "path: {path}\nkind: {}\nsize: {}\nmode: {:04o} ({}{})\nmtime: {} UTC\nversion: {:016x}",
+        kind_name(m.kind),
+        m.size,
+        m.mode & 0o7777,
+        kind_char(m.kind),
+        perms(m.mode),
+        utc(m.mtime),
+        m.version
+    )
+}
+
+fn kind_char(k: FileKind) -> char {
+    match k {
+        FileKind::File => '-',
+        FileKind::Dir => 'd',
+        FileKind::Symlink => 'l',
+        FileKind::Other => '?',
+    }
+}
+
+fn kind_name(k: FileKind) -> &'static str {
+    match k {
+        FileKind::File => "file",
+        FileKind::Dir => "directory",
+        FileKind::Symlink => "symlink",
+        FileKind::Other => "special",
+    }
+}
+
+fn perms(mode: u32) -> String {
+    let mut s = String::with_capacity(9);
+    for (shift, special, set_ch, unset_ch) in [
+        (6, 0o4000, 's', 'S'),
+        (3, 0o2000, 's', 'S'),
+        (0, 0o1000, 't', 'T'),
+    ] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(match (bits & 1 != 0, mode & special != 0) {
+            (true, true) => set_ch,
+            (false, true) => unset_ch,
+            (true, false) => 'x',
+            (false, false) => '-',
+        });
+    }
+    s
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC, without a time-zone database.
+fn utc(t: Timestamp) -> String {
+    let days = t.secs.div_euclid(86_400);
+    let secs = t.secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_like_ls() {
+        let m = Meta {
+            kind: FileKind::File,
+            size: 42,
+            mode: 0o4755,
+            mtime: Timestamp {
+                secs: 1_700_000_000,
+                nanos: 0,
+            },
+            version: 1,
+        };
+        assert_eq!(
+            ls_line("x", &m),
+            "-rwsr-xr-x           42 2023-11-14 22:13:20 x"
+        );
+        assert_eq!(perms(0o1777), "rwxrwxrwt");
+        assert_eq!(utc(Timestamp { secs: 0, nanos: 0 }), "1970-01-01 00:00:00");
+        assert_eq!(
+            utc(Timestamp {
+                secs: 951_782_400,
+                nanos: 0
+            }),
+            "2000-02-29 00:00:00"
+        );
+    }
+}

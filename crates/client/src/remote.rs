@@ -1,0 +1,127 @@
+//! The `Remote` API: everything the mount and `rf` can ask of an export.
+
+use std::io::{Read, Write};
+
+use rfmount_proto::{DirEntry, Meta, RelPath, SetAttr, StatFs, Timestamp, Version};
+
+use crate::error::RemoteError;
+
+/// What the server said about its export in the handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportInfo {
+    /// Stable identity of the export; keys the client's cache.
+    pub export_id: String,
+    /// Every change will be refused.
+    pub read_only: bool,
+}
+
+/// Result of a [`Remote::get`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GetOutcome {
+    /// The version the caller named is current; nothing was written.
+    NotModified(Meta),
+    /// The whole content was written to the sink and its checksum verified.
+    Fetched(Meta),
+}
+
+impl GetOutcome {
+    /// The file's attributes either way.
+    pub fn meta(&self) -> Meta {
+        match self {
+            GetOutcome::NotModified(m) | GetOutcome::Fetched(m) => *m,
+        }
+    }
+}
+
+/// Optional attributes of an uploaded file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Permission bits (default: keep the old file's, or 0644).
+    pub mode: Option<u32>,
+    /// Modification time (default: the server's now).
+    pub mtime: Option<Timestamp>,
+}
+
+/// A remote export. Implemented over TCP by [`crate::TcpRemote`] and in
+/// memory by the `mock` feature's `MemRemote`. Implementations are shared
+/// between threads, and calls may run concurrently.
+pub trait Remote: Send + Sync + 'static {
+    /// Handshake facts about the export.
+    fn export(&self) -> ExportInfo;
+
+    /// All entries of a directory, with attributes.
+    ///
+    /// # Errors
+    /// `Service(NotFound | NotDir | ...)` or a transport error.
+    fn list(&self, dir: &RelPath) -> Result<Vec<DirEntry>, RemoteError>;
+
+    /// Attributes of one object.
+    ///
+    /// # Errors
+    /// As [`Remote::list`].
+    fn stat(&self, path: &RelPath) -> Result<Meta, RemoteError>;
+
+    /// Streams a whole file into `sink` unless `have` names the current
+    /// version. On error the sink holds partial data: the caller must discard
+    /// it (write to a temporary file and rename on success).
+    ///
+    /// # Errors
+    /// Service errors, transport errors, a checksum mismatch (`Protocol`), or
+    /// the sink's write error (`Local`).
+    fn get(
+        &self,
+        path: &RelPath,
+        have: Option<Version>,
+        sink: &mut dyn Write,
+    ) -> Result<GetOutcome, RemoteError>;
+
+    /// Replaces a whole file with exactly `size` bytes read from `src`. The
+    /// server makes the new content visible atomically, or not at all.
+    ///
+    /// # Errors
+    /// Service errors (`ReadOnly`, `NoSpace`, ...), transport errors, or the
+    /// source's read error / short read (`Local`).
+    fn put(
+        &self,
+        path: &RelPath,
+        src: &mut dyn Read,
+        size: u64,
+        opts: PutOptions,
+    ) -> Result<Meta, RemoteError>;
+
+    /// Removes a file.
+    ///
+    /// # Errors
+    /// Service or transport errors.
+    fn remove(&self, path: &RelPath) -> Result<(), RemoteError>;
+
+    /// Renames, replacing the target as `rename(2)` does.
+    ///
+    /// # Errors
+    /// Service or transport errors.
+    fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), RemoteError>;
+
+    /// Creates a directory.
+    ///
+    /// # Errors
+    /// Service or transport errors.
+    fn mkdir(&self, path: &RelPath, mode: u32) -> Result<Meta, RemoteError>;
+
+    /// Removes an empty directory.
+    ///
+    /// # Errors
+    /// Service or transport errors.
+    fn rmdir(&self, path: &RelPath) -> Result<(), RemoteError>;
+
+    /// Changes attributes and returns the result.
+    ///
+    /// # Errors
+    /// Service or transport errors.
+    fn setattr(&self, path: &RelPath, attr: SetAttr) -> Result<Meta, RemoteError>;
+
+    /// Filesystem statistics of the export.
+    ///
+    /// # Errors
+    /// Service or transport errors.
+    fn statfs(&self) -> Result<StatFs, RemoteError>;
+}
