@@ -1,1 +1,55 @@
+//! `rfserve`, the server side of rfmount: it accepts connections, runs the
+//! handshake (version check, optional shared-secret authentication), and
+//! answers requests from a [`Store`] — by default [`LocalStore`], a local
+//! directory.
+//!
+//! # What this crate owns
+//! - sessions: one reader thread per connection, a worker thread per
+//!   request so a large GET never holds up a LIST for more than one chunk,
+//!   uploads written to a temporary file and renamed into place only when
+//!   complete, checksummed and fsynced;
+//! - policy: read-only exports, authentication, idle timeouts, limits on
+//!   connections and requests in flight, the per-request log line;
+//! - path confinement: [`LocalStore`] resolves every path beneath its root
+//!   with `openat2(RESOLVE_BENEATH)`, so no `..`, absolute path or symlink
+//!   can reach outside the export;
+//! - the [`Store`] trait, the seam where another backend (an object store)
+//!   plugs in without touching sessions or framing.
+//!
+//! # What it must not know
+//! Anything of the client side: it depends on `rfmount-proto` for the wire
+//! format and never on `rfmount-client` or `rfmount-mount`. Byte encoding
+//! stays in `rfmount-proto`; sessions know only the [`Store`] trait, and a
+//! store knows nothing of connections.
+//!
+//! # Running one in-process
+//! ```no_run
+//! use std::sync::Arc;
+//! use rfmount_server::{LocalStore, Server, ServerConfig};
+//! let store = LocalStore::open("/srv/share".as_ref())?;
+//! let server = Server::bind("127.0.0.1:0", Arc::new(store), ServerConfig::default())?;
+//! let addr = server.local_addr()?;
+//! let stop = server.shutdown_handle();
+//! let thread = std::thread::spawn(move || server.run());
+//! // ... talk to `addr` ...
+//! stop.shutdown();
+//! thread.join().expect("server thread")?;
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+#![deny(missing_docs)]
 
+pub mod cli;
+mod config;
+mod handshake;
+mod listener;
+mod local;
+mod requests;
+mod session;
+mod store;
+mod upload;
+mod writer;
+
+pub use config::ServerConfig;
+pub use listener::{Server, ShutdownHandle};
+pub use local::{LocalStore, TEMP_PREFIX};
+pub use store::{Content, Listing, PendingPut, Store, StoreResult};

@@ -1,0 +1,205 @@
+//! The `rfserve` command line: parse, check, bind, announce, serve.
+//!
+//! stdout carries exactly one line, `rfserve listening on ADDR:PORT`, so
+//! scripts and tests can read the bound port; everything else is logged to
+//! stderr. Bad arguments exit with status 2 and one `rfserve: error:` line.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use rfmount_proto::{AuthKey, DEFAULT_PORT};
+
+use crate::{LocalStore, Server, ServerConfig};
+
+/// Serve a directory to rfmount and rf clients.
+#[derive(Debug, Parser)]
+#[command(name = "rfserve", version, about, long_about = None)]
+pub struct Args {
+    /// Directory to export.
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR:PORT", default_value_t = format!("0.0.0.0:{DEFAULT_PORT}"))]
+    pub listen: String,
+
+    /// Refuse every change.
+    #[arg(long)]
+    pub read_only: bool,
+
+    /// File holding the shared secret clients must prove they know.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Close connections silent for this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub idle_timeout: u32,
+}
+
+/// Runs `rfserve` with the process's arguments; the binary's whole `main`.
+pub fn main() -> ExitCode {
+    // clap prints usage errors itself and exits with status 2.
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let server = match prepare(&args) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("rfserve: error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let stop = server.shutdown_handle();
+    if let Err(e) = ctrlc::set_handler(move || stop.shutdown()) {
+        log::warn!("cannot handle Ctrl-C and SIGTERM, they will kill the server outright: {e}");
+    }
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rfserve: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Checks the arguments, opens the export, binds, and announces the bound
+/// address on stdout.
+///
+/// # Errors
+/// Anything that makes the arguments unusable, described for the user.
+pub fn prepare(args: &Args) -> anyhow::Result<Server> {
+    let config = config(args)?;
+    let store = LocalStore::open(&args.root).context("cannot export --root")?;
+    let server = Server::bind(args.listen.as_str(), Arc::new(store), config)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = server
+        .local_addr()
+        .context("cannot read the bound address")?;
+    log::info!(
+        "exporting {} ({}){}",
+        args.root.display(),
+        if args.read_only {
+            "read-only"
+        } else {
+            "read-write"
+        },
+        if args.token_file.is_some() {
+            ", token required"
+        } else {
+            ""
+        }
+    );
+    let mut out = std::io::stdout().lock();
+    // A closed stdout is the caller's choice, not a reason to refuse to serve.
+    let _ = writeln!(out, "rfserve listening on {addr}").and_then(|()| out.flush());
+    Ok(server)
+}
+
+/// The server policy the arguments describe.
+///
+/// # Errors
+/// When the token file cannot be read or holds no token.
+pub fn config(args: &Args) -> anyhow::Result<ServerConfig> {
+    let auth = match &args.token_file {
+        None => None,
+        Some(path) => {
+            let token = std::fs::read(path)
+                .with_context(|| format!("cannot read --token-file {}", path.display()))?;
+            if token.trim_ascii().is_empty() {
+                bail!("--token-file {} is empty", path.display());
+            }
+            Some(AuthKey::from_token(&token))
+        }
+    };
+    Ok(ServerConfig {
+        read_only: args.read_only,
+        auth,
+        idle_timeout: Duration::from_secs(u64::from(args.idle_timeout)),
+        ..ServerConfig::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<Args, clap::Error> {
+        let mut v = vec!["rfserve"];
+        v.extend_from_slice(extra);
+        Args::try_parse_from(v)
+    }
+
+    fn error_of(a: &Args) -> String {
+        match prepare(a) {
+            Ok(_) => panic!("accepted {a:?}"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let a = args(&["--root", "/tmp"]).unwrap();
+        assert_eq!(a.listen, "0.0.0.0:9500");
+        assert_eq!(a.idle_timeout, 300);
+        assert!(!a.read_only);
+        assert!(args(&[]).is_err(), "--root is required");
+        assert!(args(&["--root", "/tmp", "--idle-timeout", "0"]).is_err());
+    }
+
+    #[test]
+    fn bad_arguments_are_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "  \n").unwrap();
+        let root = dir.path().to_str().unwrap();
+
+        let missing = args(&["--root", "/nonexistent/rf", "--listen", "127.0.0.1:0"]).unwrap();
+        assert!(
+            error_of(&missing).contains("No such file"),
+            "{}",
+            error_of(&missing)
+        );
+        let not_dir = args(&["--root", file.to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();
+        assert!(
+            error_of(&not_dir).contains("not a directory"),
+            "{}",
+            error_of(&not_dir)
+        );
+        let no_token = args(&[
+            "--root",
+            root,
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            "/nonexistent/t",
+        ])
+        .unwrap();
+        assert!(error_of(&no_token).contains("cannot read --token-file"));
+        let empty_token = args(&[
+            "--root",
+            root,
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            empty.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert!(error_of(&empty_token).contains("is empty"));
+
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let busy = args(&["--root", root, "--listen", &addr]).unwrap();
+        assert!(
+            error_of(&busy).contains("cannot listen on"),
+            "{}",
+            error_of(&busy)
+        );
+    }
+}

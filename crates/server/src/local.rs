@@ -1,0 +1,223 @@
+//! `LocalStore`: a directory on the server's own filesystem.
+//!
+//! Every path is resolved beneath the root descriptor by the kernel (see
+//! [`resolve`]); nothing is ever written into the root except by the
+//! client's own requests, and an upload exists only as a hidden temporary
+//! file until it is complete.
+
+mod listing;
+mod meta;
+mod put;
+mod resolve;
+mod sys;
+
+#[cfg(test)]
+mod tests;
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rfmount_proto::{ErrorCode, FileKind, Meta, RelPath, SetAttr, StatFs, WireError};
+
+use crate::store::{Content, Listing, PendingPut, Store, StoreResult};
+use resolve::Root;
+
+/// Names of upload temporaries start with this; listings hide such names.
+pub const TEMP_PREFIX: &str = ".rfput-";
+
+/// A local directory served as an export.
+pub struct LocalStore {
+    root: Root,
+    export_id: String,
+}
+
+impl std::fmt::Debug for LocalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStore")
+            .field("export_id", &self.export_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalStore {
+    /// Opens `root` for serving.
+    ///
+    /// # Errors
+    /// When `root` is missing or not a directory, or when the kernel cannot
+    /// confine lookups (no `openat2`): serving without it would be unsafe.
+    pub fn open(root: &Path) -> anyhow::Result<LocalStore> {
+        let canonical = root
+            .canonicalize()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", root.display()))?;
+        let handle = Root::new(&canonical)?;
+        let st =
+            sys::fstat(handle.fd()).map_err(|e| anyhow::anyhow!("{}: {e}", canonical.display()))?;
+        let export_id = meta::export_id(canonical.as_os_str().as_bytes(), &st);
+        Ok(LocalStore {
+            root: handle,
+            export_id,
+        })
+    }
+
+    /// Opens an object that some operation will act on through its
+    /// descriptor, refusing devices, FIFOs and sockets: opening those can
+    /// block or have side effects (a tape rewinds).
+    fn open_object(
+        &self,
+        path: &RelPath,
+        flags: libc::c_int,
+    ) -> StoreResult<(OwnedFd, libc::stat)> {
+        // openat2 refuses O_PATH combined with anything but a few flags.
+        let extra = if flags & libc::O_PATH == 0 {
+            libc::O_NONBLOCK | libc::O_NOCTTY
+        } else {
+            0
+        };
+        let fd = self.root.open(path, flags | extra)?;
+        let st = sys::fstat(fd.as_fd()).map_err(|e| WireError::from_io(&e, path))?;
+        Ok((fd, st))
+    }
+
+    fn check_plain(path: &RelPath, st: &libc::stat) -> StoreResult<()> {
+        match meta::kind_of(st) {
+            FileKind::File | FileKind::Dir => Ok(()),
+            _ => Err(WireError::new(
+                ErrorCode::Invalid,
+                format!("{path}: not a regular file or directory"),
+            )),
+        }
+    }
+}
+
+fn io_err(path: &RelPath) -> impl Fn(io::Error) -> WireError + '_ {
+    move |e| WireError::from_io(&e, path)
+}
+
+impl Store for LocalStore {
+    fn export_id(&self) -> String {
+        self.export_id.clone()
+    }
+
+    fn list(&self, dir: &RelPath) -> StoreResult<Listing> {
+        let fd = self.root.open(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        Ok(Box::new(listing::DirStream::new(fd, dir)?))
+    }
+
+    fn stat(&self, path: &RelPath) -> StoreResult<Meta> {
+        if path.is_root() {
+            let st = sys::fstat(self.root.fd()).map_err(io_err(path))?;
+            return Ok(meta::meta_of(&st));
+        }
+        let (dir, name) = self.root.parent(path, libc::O_PATH)?;
+        let st = sys::lstatat(dir.as_fd(), &name).map_err(io_err(path))?;
+        Ok(meta::meta_of(&st))
+    }
+
+    fn open_read(&self, path: &RelPath) -> StoreResult<(Meta, Content)> {
+        let (fd, st) = self.open_object(path, libc::O_RDONLY)?;
+        match meta::kind_of(&st) {
+            FileKind::File => Ok((meta::meta_of(&st), Box::new(File::from(fd)))),
+            FileKind::Dir => Err(WireError::new(
+                ErrorCode::IsDir,
+                format!("{path}: is a directory"),
+            )),
+            _ => Err(WireError::new(
+                ErrorCode::Invalid,
+                format!("{path}: not a regular file"),
+            )),
+        }
+    }
+
+    fn begin_put(&self, path: &RelPath, size: u64) -> StoreResult<Box<dyn PendingPut>> {
+        // Read access to the parent is what lets the commit fsync it.
+        let (dir, name) = self.root.parent(path, libc::O_RDONLY)?;
+        Ok(Box::new(put::LocalPut::create(dir, name, path, size)?))
+    }
+
+    fn remove(&self, path: &RelPath) -> StoreResult<()> {
+        let (dir, name) = self.root.parent(path, libc::O_PATH)?;
+        // Linux's unlink already answers EISDIR for a directory.
+        sys::unlinkat(dir.as_fd(), &name, 0).map_err(io_err(path))
+    }
+
+    fn rename(&self, from: &RelPath, to: &RelPath) -> StoreResult<()> {
+        let (from_dir, from_name) = self.root.parent(from, libc::O_PATH)?;
+        let (to_dir, to_name) = self.root.parent(to, libc::O_PATH)?;
+        sys::renameat(from_dir.as_fd(), &from_name, to_dir.as_fd(), &to_name)
+            .map_err(|e| WireError::from_io(&e, format!("{from} -> {to}")))
+    }
+
+    fn mkdir(&self, path: &RelPath, mode: u32) -> StoreResult<Meta> {
+        let (dir, name) = self.root.parent(path, libc::O_PATH)?;
+        sys::mkdirat(dir.as_fd(), &name, mode & 0o7777).map_err(io_err(path))?;
+        // mkdir applies the server's umask; the client asked for exact bits.
+        // O_NOFOLLOW: if someone swapped in a symlink meanwhile, fail rather
+        // than chmod whatever it points to.
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        match sys::openat(dir.as_fd(), &name, flags, 0) {
+            Ok(fd) => {
+                sys::fchmod(fd.as_fd(), mode).map_err(io_err(path))?;
+                let st = sys::fstat(fd.as_fd()).map_err(io_err(path))?;
+                Ok(meta::meta_of(&st))
+            }
+            // A mode without read permission for us: keep what mkdir made.
+            Err(_) => {
+                let st = sys::lstatat(dir.as_fd(), &name).map_err(io_err(path))?;
+                Ok(meta::meta_of(&st))
+            }
+        }
+    }
+
+    fn rmdir(&self, path: &RelPath) -> StoreResult<()> {
+        let (dir, name) = self.root.parent(path, libc::O_PATH)?;
+        sys::unlinkat(dir.as_fd(), &name, libc::AT_REMOVEDIR).map_err(io_err(path))
+    }
+
+    fn setattr(&self, path: &RelPath, attr: &SetAttr) -> StoreResult<Meta> {
+        // Look first through O_PATH, which opens nothing, so that a device or
+        // FIFO is refused before a real open could touch it.
+        let (_, st) = self.open_object(path, libc::O_PATH)?;
+        Self::check_plain(path, &st)?;
+        let flags = if attr.size.is_some() {
+            libc::O_WRONLY
+        } else {
+            libc::O_RDONLY
+        };
+        let (fd, st2) = self.open_object(path, flags)?;
+        if (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino) {
+            Self::check_plain(path, &st2)?;
+        }
+        if let Some(mode) = attr.mode {
+            sys::fchmod(fd.as_fd(), mode).map_err(io_err(path))?;
+        }
+        if let Some(size) = attr.size {
+            File::from(fd.try_clone().map_err(io_err(path))?)
+                .set_len(size)
+                .map_err(io_err(path))?;
+        }
+        if attr.atime.is_some() || attr.mtime.is_some() {
+            sys::futimens(fd.as_fd(), attr.atime, attr.mtime).map_err(io_err(path))?;
+        }
+        let st = sys::fstat(fd.as_fd()).map_err(io_err(path))?;
+        Ok(meta::meta_of(&st))
+    }
+
+    fn statfs(&self) -> StoreResult<StatFs> {
+        let v =
+            sys::fstatvfs(self.root.fd()).map_err(|e| WireError::from_io(&e, RelPath::root()))?;
+        let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        Ok(StatFs {
+            blocks: v.f_blocks,
+            bfree: v.f_bfree,
+            bavail: v.f_bavail,
+            files: v.f_files,
+            ffree: v.f_ffree,
+            bsize: small(v.f_bsize),
+            namelen: small(v.f_namemax),
+            frsize: small(v.f_frsize),
+        })
+    }
+}

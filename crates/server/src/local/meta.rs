@@ -1,0 +1,70 @@
+//! From `struct stat` to the wire's [`Meta`], and the identities derived
+//! from it: a file's content version and the export id.
+
+use rfmount_proto::{FileKind, Meta, Timestamp, Version};
+
+/// The kind of object a `st_mode` describes.
+pub(super) fn kind_of(st: &libc::stat) -> FileKind {
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => FileKind::File,
+        libc::S_IFDIR => FileKind::Dir,
+        libc::S_IFLNK => FileKind::Symlink,
+        _ => FileKind::Other,
+    }
+}
+
+/// A value that changes whenever the content may have changed.
+///
+/// Size and mtime catch ordinary writes; the inode catches a file replaced by
+/// rename (every PUT); ctime catches a writer that restores mtime afterwards
+/// (`touch -r`, `cp -p`, `tar`), since nobody can set ctime back. Hashing
+/// them keeps the number opaque, so no client is tempted to compare
+/// versions for order.
+pub(super) fn version_of(st: &libc::stat) -> Version {
+    let mut h = blake3::Hasher::new();
+    for field in [
+        st.st_dev,
+        st.st_ino,
+        st.st_size as u64,
+        st.st_mtime as u64,
+        st.st_mtime_nsec as u64,
+        st.st_ctime as u64,
+        st.st_ctime_nsec as u64,
+    ] {
+        h.update(&field.to_le_bytes());
+    }
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    u64::from_le_bytes(first)
+}
+
+/// The wire attributes of an object.
+pub(super) fn meta_of(st: &libc::stat) -> Meta {
+    Meta {
+        kind: kind_of(st),
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        mode: st.st_mode & 0o7777,
+        mtime: Timestamp {
+            secs: st.st_mtime,
+            nanos: u32::try_from(st.st_mtime_nsec)
+                .unwrap_or(0)
+                .min(999_999_999),
+        },
+        version: version_of(st),
+    }
+}
+
+/// The export id of a root directory: the canonical path tells two exports
+/// of one machine apart, device and inode tell a root that was deleted and
+/// recreated (whose old cache would be wrong) from the same root restarted.
+pub(super) fn export_id(canonical_root: &[u8], st: &libc::stat) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"rfmount export id v1\0");
+    h.update(canonical_root);
+    h.update(&st.st_dev.to_le_bytes());
+    h.update(&st.st_ino.to_le_bytes());
+    h.finalize().as_bytes()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

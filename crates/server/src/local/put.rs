@@ -1,0 +1,152 @@
+//! An upload in progress: a temporary file next to the target, renamed over
+//! it only once complete and durable, unlinked on drop otherwise.
+//!
+//! The temporary lives in the target's directory so that the final rename is
+//! atomic (same filesystem) and inherits the directory's quota; its name
+//! starts with [`TEMP_PREFIX`] so listings can hide it while it exists.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
+
+use rfmount_proto::{ErrorCode, Meta, RelPath, SetTime, Timestamp, WireError};
+
+use super::{TEMP_PREFIX, meta, sys};
+use crate::store::{PendingPut, StoreResult};
+
+/// How often to draw a new random name when one is taken.
+const NAME_TRIES: usize = 8;
+
+/// A temporary file being filled; see the module documentation.
+pub(super) struct LocalPut {
+    dir: OwnedFd,
+    temp: CString,
+    target: CString,
+    path: RelPath,
+    file: File,
+    /// Permission bits of the file being replaced, to keep by default.
+    old_mode: Option<u32>,
+    committed: bool,
+}
+
+fn temp_name() -> io::Result<CString> {
+    let mut r = [0u8; 8];
+    getrandom::fill(&mut r).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
+    let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    sys::cstring(&format!("{TEMP_PREFIX}{hex}.tmp"))
+}
+
+impl LocalPut {
+    /// Creates the temporary in `dir` (the target's parent, opened for
+    /// reading so it can be fsynced) and reserves `size` bytes.
+    pub(super) fn create(
+        dir: OwnedFd,
+        target: CString,
+        path: &RelPath,
+        size: u64,
+    ) -> StoreResult<LocalPut> {
+        let io_err = |e: io::Error| WireError::from_io(&e, path);
+        let old_mode = match sys::lstatat(dir.as_fd(), &target) {
+            Ok(st) if meta::kind_of(&st) == rfmount_proto::FileKind::Dir => {
+                return Err(WireError::new(
+                    ErrorCode::IsDir,
+                    format!("{path}: is a directory"),
+                ));
+            }
+            Ok(st) if meta::kind_of(&st) == rfmount_proto::FileKind::File => {
+                Some(st.st_mode & 0o7777)
+            }
+            Ok(_) => None,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+            Err(e) => return Err(io_err(e)),
+        };
+        let mut tries = 0;
+        let (temp, fd) = loop {
+            let temp = temp_name().map_err(io_err)?;
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+            match sys::openat(dir.as_fd(), &temp, flags, 0o600) {
+                Ok(fd) => break (temp, fd),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && tries < NAME_TRIES => {
+                    tries += 1;
+                }
+                Err(e) => return Err(io_err(e)),
+            }
+        };
+        let put = LocalPut {
+            dir,
+            temp,
+            target,
+            path: path.clone(),
+            file: File::from(fd),
+            old_mode,
+            committed: false,
+        };
+        // Filesystems without fallocate simply find out while writing.
+        if let Err(e) = sys::reserve(put.file.as_fd(), size) {
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG)
+            ) {
+                return Err(io_err(e));
+            }
+        }
+        Ok(put)
+    }
+
+    fn finish(&mut self, mode: Option<u32>, mtime: Option<Timestamp>) -> StoreResult<Meta> {
+        let path = &self.path;
+        let io_err = |e: io::Error| WireError::from_io(&e, path);
+        let mode = mode.or(self.old_mode).unwrap_or(0o644);
+        sys::fchmod(self.file.as_fd(), mode).map_err(io_err)?;
+        if let Some(t) = mtime {
+            sys::futimens(self.file.as_fd(), None, Some(SetTime::At(t))).map_err(io_err)?;
+        }
+        self.file.sync_all().map_err(io_err)?;
+        sys::renameat(self.dir.as_fd(), &self.temp, self.dir.as_fd(), &self.target)
+            .map_err(io_err)?;
+        self.committed = true;
+        // Without this the rename itself may be lost in a crash, and the
+        // client would have been told its data is safe.
+        File::from(self.dir.try_clone().map_err(io_err)?)
+            .sync_all()
+            .map_err(io_err)?;
+        let st = sys::fstat(self.file.as_fd()).map_err(io_err)?;
+        Ok(meta::meta_of(&st))
+    }
+}
+
+impl Write for LocalPut {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl PendingPut for LocalPut {
+    fn commit(
+        mut self: Box<Self>,
+        mode: Option<u32>,
+        mtime: Option<Timestamp>,
+    ) -> StoreResult<Meta> {
+        self.finish(mode, mtime)
+    }
+}
+
+impl Drop for LocalPut {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        if let Err(e) = sys::unlinkat(self.dir.as_fd(), &self.temp, 0) {
+            log::warn!(
+                "{}: cannot remove temporary upload file {:?}: {e}",
+                self.path,
+                self.temp
+            );
+        }
+    }
+}

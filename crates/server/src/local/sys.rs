@@ -1,0 +1,196 @@
+//! Thin safe wrappers over the `*at` system calls the local store needs and
+//! std does not offer on a directory fd. Each returns `io::Error` with the
+//! OS errno intact so that the caller can map it to a wire code.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use rfmount_proto::SetTime;
+
+/// Resolution flags for every lookup: stay beneath the directory fd, and
+/// never follow `/proc`-style magic links, which could point anywhere.
+pub(super) const BENEATH: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+
+/// openat2(2) returns EAGAIN when a concurrent rename made it unable to prove
+/// the lookup safe; it is correct to retry, but not forever.
+const OPENAT2_RETRIES: usize = 16;
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// A name or path as a C string. `RelPath` already excludes NUL bytes, so
+/// this fails only for callers that bypass it.
+pub(super) fn cstring(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// `openat2(dir, path, flags, mode, resolve)`; `O_CLOEXEC` is always added.
+pub(super) fn openat2(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    flags: libc::c_int,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
+    // SAFETY: `open_how` is plain data and all-zero is its "no options"
+    // value; it is `non_exhaustive`, so it cannot be built field by field.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    // Open flags are small positive bit sets; the cast cannot lose bits.
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = resolve;
+    let mut tries = 0;
+    loop {
+        // SAFETY: `path` is NUL-terminated and `how` outlives the call; the
+        // kernel reads exactly `size_of::<open_how>()` bytes from it.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                path.as_ptr(),
+                &raw const how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if r >= 0 {
+            // SAFETY: the kernel just returned this descriptor; nobody else
+            // owns it. File descriptors always fit in a c_int.
+            return Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) });
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::EAGAIN) if tries < OPENAT2_RETRIES => tries += 1,
+            _ => return Err(e),
+        }
+    }
+}
+
+/// `openat(dir, name, flags, mode)` for a single name; `O_CLOEXEC` added.
+pub(super) fn openat(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is NUL-terminated; the mode argument is read only when
+    // `flags` has O_CREAT, and is passed as the variadic `mode_t` it expects.
+    let fd = cvt(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode,
+        )
+    })?;
+    // SAFETY: a descriptor fresh from the kernel, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `fstatat(dir, name, flags)`.
+pub(super) fn fstatat(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: libc::c_int,
+) -> io::Result<libc::stat> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `name` is NUL-terminated and `st` is a valid place for the
+    // kernel to write one `struct stat`.
+    cvt(unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), st.as_mut_ptr(), flags) })?;
+    // SAFETY: fstatat succeeded, so it filled in the whole struct.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// `lstat` of a name in a directory.
+pub(super) fn lstatat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
+    fstatat(dir, name, libc::AT_SYMLINK_NOFOLLOW)
+}
+
+/// `fstat`, which also works on `O_PATH` descriptors.
+pub(super) fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    fstatat(fd, c"", libc::AT_EMPTY_PATH)
+}
+
+/// `unlinkat(dir, name, flags)`.
+pub(super) fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated; the call touches no memory of ours.
+    cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
+}
+
+/// `renameat(from_dir, from, to_dir, to)`.
+pub(super) fn renameat(
+    from_dir: BorrowedFd<'_>,
+    from: &CStr,
+    to_dir: BorrowedFd<'_>,
+    to: &CStr,
+) -> io::Result<()> {
+    // SAFETY: both names are NUL-terminated; no memory of ours is written.
+    cvt(unsafe {
+        libc::renameat(
+            from_dir.as_raw_fd(),
+            from.as_ptr(),
+            to_dir.as_raw_fd(),
+            to.as_ptr(),
+        )
+    })
+    .map(drop)
+}
+
+/// `mkdirat(dir, name, mode)`.
+pub(super) fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated; no memory of ours is written.
+    cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
+}
+
+/// `fchmod(fd, mode)`.
+pub(super) fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    // SAFETY: plain syscall on a descriptor we borrow.
+    cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode & 0o7777) }).map(drop)
+}
+
+fn timespec(t: Option<SetTime>) -> libc::timespec {
+    let (tv_sec, tv_nsec) = match t {
+        None => (0, libc::UTIME_OMIT),
+        Some(SetTime::Now) => (0, libc::UTIME_NOW),
+        Some(SetTime::At(ts)) => (ts.secs, libc::c_long::from(ts.nanos.min(999_999_999))),
+    };
+    libc::timespec { tv_sec, tv_nsec }
+}
+
+/// `futimens(fd, [atime, mtime])`; `None` leaves a time alone.
+pub(super) fn futimens(
+    fd: BorrowedFd<'_>,
+    atime: Option<SetTime>,
+    mtime: Option<SetTime>,
+) -> io::Result<()> {
+    let times = [timespec(atime), timespec(mtime)];
+    // SAFETY: `times` is the two-element array futimens reads.
+    cvt(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
+}
+
+/// `fstatvfs(fd)`.
+pub(super) fn fstatvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
+    let mut st = MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `st` is a valid place for one `struct statvfs`.
+    cvt(unsafe { libc::fstatvfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstatvfs succeeded, so the struct is filled in.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// Reserves `len` bytes for `fd` without changing its size, so that a full
+/// disk is reported before the client streams anything.
+pub(super) fn reserve(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    let Ok(len) = libc::off_t::try_from(len) else {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: plain syscall on a descriptor we borrow.
+    cvt(unsafe { libc::fallocate(fd.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) }).map(drop)
+}

@@ -1,0 +1,363 @@
+//! LocalStore against real directories: confinement under hostile symlinks,
+//! and the atomic-upload contract.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+
+use rfmount_proto::{ErrorCode, FileKind, RelPath, SetAttr, SetTime, Timestamp};
+
+use super::{LocalStore, TEMP_PREFIX};
+use crate::store::Store;
+
+fn p(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+/// A root inside a scratch directory, with a sibling `outside` directory
+/// holding a secret that must never be reachable.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: std::path::PathBuf,
+    store: LocalStore,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&root).unwrap();
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("secret"), "secret").unwrap();
+    fs::create_dir(root.join("d")).unwrap();
+    fs::write(root.join("d/inner.txt"), "inner").unwrap();
+    fs::write(root.join("f.txt"), "hello").unwrap();
+    symlink("/etc", root.join("etc")).unwrap();
+    symlink("../outside", root.join("out")).unwrap();
+    symlink("../outside/secret", root.join("secret_link")).unwrap();
+    symlink("/tmp", root.join("d/sub")).unwrap();
+    symlink("f.txt", root.join("good_link")).unwrap();
+    symlink("../f.txt", root.join("d/up_link")).unwrap();
+    symlink("d", root.join("dir_link")).unwrap();
+    let store = LocalStore::open(&root).unwrap();
+    Fixture {
+        _tmp: tmp,
+        root,
+        store,
+    }
+}
+
+fn code<T>(r: Result<T, rfmount_proto::WireError>) -> ErrorCode {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.code,
+    }
+}
+
+fn assert_escape<T: std::fmt::Debug>(r: Result<T, rfmount_proto::WireError>) {
+    match r {
+        Ok(v) => panic!("escaped the root: {v:?}"),
+        Err(e) => {
+            assert_eq!(e.code, ErrorCode::Access, "{e}");
+            assert!(e.message.contains("path escapes the export"), "{e}");
+        }
+    }
+}
+
+fn read_all(store: &LocalStore, path: &str) -> Vec<u8> {
+    let (_, mut r) = store.open_read(&p(path)).unwrap();
+    let mut v = Vec::new();
+    r.read_to_end(&mut v).unwrap();
+    v
+}
+
+fn put(
+    store: &LocalStore,
+    path: &str,
+    data: &[u8],
+) -> Result<rfmount_proto::Meta, rfmount_proto::WireError> {
+    let mut w = store.begin_put(&p(path), data.len() as u64)?;
+    w.write_all(data).unwrap();
+    w.commit(None, None)
+}
+
+fn temp_files(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(TEMP_PREFIX))
+        .collect()
+}
+
+#[test]
+fn symlink_to_etc_is_refused_for_every_operation() {
+    let f = fixture();
+    let s = &f.store;
+    assert_escape(s.stat(&p("etc/passwd")));
+    assert_escape(s.list(&p("etc")).map(|_| ()));
+    assert_escape(s.open_read(&p("etc/passwd")).map(|(m, _)| m));
+    assert_escape(s.begin_put(&p("etc/rfmount-test"), 1).map(|_| ()));
+    assert_escape(s.remove(&p("etc/rfmount-test")));
+    assert_escape(s.mkdir(&p("etc/rfmount-test"), 0o755));
+    assert_escape(s.rename(&p("f.txt"), &p("etc/rfmount-test")));
+    assert_escape(s.setattr(&p("etc/passwd"), &SetAttr::default()));
+    assert!(!Path::new("/etc/rfmount-test").exists());
+    // The link itself is visible for what it is, never followed.
+    assert_eq!(s.stat(&p("etc")).unwrap().kind, FileKind::Symlink);
+    // And opening it as a file follows it only beneath the root.
+    assert_escape(s.open_read(&p("etc")).map(|(m, _)| m));
+}
+
+#[test]
+fn relative_escapes_are_refused() {
+    let f = fixture();
+    let s = &f.store;
+    assert_escape(s.list(&p("out")).map(|_| ()));
+    assert_escape(s.open_read(&p("out/secret")).map(|(m, _)| m));
+    assert_escape(s.open_read(&p("secret_link")).map(|(m, _)| m));
+    assert_escape(s.setattr(
+        &p("secret_link"),
+        &SetAttr {
+            mode: Some(0o777),
+            ..SetAttr::default()
+        },
+    ));
+    assert_escape(s.begin_put(&p("out/new"), 1).map(|_| ()));
+    assert!(!f.root.join("../outside/new").exists());
+    let secret = f.root.join("../outside/secret");
+    assert_eq!(fs::read_to_string(&secret).unwrap(), "secret");
+}
+
+#[test]
+fn directory_symlink_out_of_the_root_is_refused_below_it() {
+    let f = fixture();
+    let s = &f.store;
+    assert_escape(s.stat(&p("d/sub/x")));
+    assert_escape(s.open_read(&p("d/sub/x")).map(|(m, _)| m));
+    assert_escape(s.begin_put(&p("d/sub/x"), 0).map(|_| ()));
+    assert_escape(s.list(&p("d/sub")).map(|_| ()));
+}
+
+#[test]
+fn symlinks_inside_the_root_work_for_get() {
+    let f = fixture();
+    assert_eq!(read_all(&f.store, "good_link"), b"hello");
+    assert_eq!(read_all(&f.store, "d/up_link"), b"hello");
+    assert_eq!(read_all(&f.store, "dir_link/inner.txt"), b"inner");
+    let names: Vec<String> = f
+        .store
+        .list(&p("dir_link"))
+        .unwrap()
+        .map(|e| e.unwrap().name)
+        .collect();
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, ["inner.txt", "sub", "up_link"]);
+}
+
+#[test]
+fn list_reports_kinds_and_hides_temporaries() {
+    let f = fixture();
+    fs::write(f.root.join(".rfput-0123.tmp"), "partial").unwrap();
+    let mut entries: Vec<_> = f
+        .store
+        .list(&RelPath::root())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "d",
+            "dir_link",
+            "etc",
+            "f.txt",
+            "good_link",
+            "out",
+            "secret_link"
+        ]
+    );
+    let kind = |n: &str| entries.iter().find(|e| e.name == n).unwrap().meta.kind;
+    assert_eq!(kind("d"), FileKind::Dir);
+    assert_eq!(kind("f.txt"), FileKind::File);
+    assert_eq!(kind("etc"), FileKind::Symlink);
+    let f_meta = entries.iter().find(|e| e.name == "f.txt").unwrap().meta;
+    assert_eq!(f_meta, f.store.stat(&p("f.txt")).unwrap());
+    assert_eq!(f_meta.size, 5);
+}
+
+#[test]
+fn non_utf8_names_are_skipped() {
+    use std::os::unix::ffi::OsStrExt;
+    let f = fixture();
+    let bad = std::ffi::OsStr::from_bytes(b"bad\xff");
+    fs::write(f.root.join("d").join(bad), "x").unwrap();
+    let names: Vec<String> = f
+        .store
+        .list(&p("d"))
+        .unwrap()
+        .map(|e| e.unwrap().name)
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with("bad")), "{names:?}");
+    assert!(names.contains(&"inner.txt".to_owned()));
+}
+
+#[test]
+fn wrong_kinds_get_their_errno() {
+    let f = fixture();
+    let s = &f.store;
+    assert_eq!(code(s.list(&p("f.txt")).map(|_| ())), ErrorCode::NotDir);
+    assert_eq!(code(s.open_read(&p("d")).map(|(m, _)| m)), ErrorCode::IsDir);
+    assert_eq!(code(s.remove(&p("d"))), ErrorCode::IsDir);
+    assert_eq!(code(s.rmdir(&p("f.txt"))), ErrorCode::NotDir);
+    assert_eq!(code(s.rmdir(&p("d"))), ErrorCode::NotEmpty);
+    assert_eq!(code(s.stat(&p("nope"))), ErrorCode::NotFound);
+    assert_eq!(code(s.mkdir(&p("d"), 0o755)), ErrorCode::Exists);
+    assert_eq!(code(s.begin_put(&p("d"), 0).map(|_| ())), ErrorCode::IsDir);
+    assert_eq!(code(s.rmdir(&RelPath::root())), ErrorCode::Busy);
+    assert_eq!(code(s.rename(&RelPath::root(), &p("x"))), ErrorCode::Busy);
+}
+
+#[test]
+fn put_replaces_atomically_and_keeps_mode() {
+    let f = fixture();
+    fs::set_permissions(f.root.join("f.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    let before = f.store.stat(&p("f.txt")).unwrap();
+    let mut w = f.store.begin_put(&p("f.txt"), 3).unwrap();
+    w.write_all(b"new").unwrap();
+    // Until the commit, readers see the old content and the temporary is
+    // hidden from listings.
+    assert_eq!(read_all(&f.store, "f.txt"), b"hello");
+    assert_eq!(temp_files(&f.root).len(), 1);
+    assert!(
+        !f.store
+            .list(&RelPath::root())
+            .unwrap()
+            .any(|e| e.unwrap().name.starts_with(TEMP_PREFIX))
+    );
+    let mtime = Timestamp {
+        secs: 1_600_000_000,
+        nanos: 5,
+    };
+    let meta = w.commit(None, Some(mtime)).unwrap();
+    assert_eq!(meta.mode, 0o600);
+    assert_eq!(meta.size, 3);
+    assert_eq!(meta.mtime, mtime);
+    assert_ne!(meta.version, before.version);
+    assert_eq!(read_all(&f.store, "f.txt"), b"new");
+    assert!(temp_files(&f.root).is_empty());
+    // A new file gets 0644, or what the client asks for.
+    assert_eq!(put(&f.store, "d/new", b"x").unwrap().mode, 0o644);
+    let mut w = f.store.begin_put(&p("d/x"), 0).unwrap();
+    w.flush().unwrap();
+    assert_eq!(w.commit(Some(0o640), None).unwrap().mode, 0o640);
+}
+
+#[test]
+fn dropped_put_leaves_old_file_and_no_temporary() {
+    let f = fixture();
+    let mut w = f.store.begin_put(&p("f.txt"), 10).unwrap();
+    w.write_all(b"half").unwrap();
+    drop(w);
+    assert_eq!(read_all(&f.store, "f.txt"), b"hello");
+    assert!(temp_files(&f.root).is_empty());
+}
+
+#[test]
+fn put_onto_symlink_replaces_the_link_not_its_target() {
+    let f = fixture();
+    put(&f.store, "secret_link", b"mine").unwrap();
+    assert_eq!(
+        fs::read_to_string(f.root.join("../outside/secret")).unwrap(),
+        "secret"
+    );
+    assert_eq!(
+        f.store.stat(&p("secret_link")).unwrap().kind,
+        FileKind::File
+    );
+}
+
+#[test]
+fn namespace_operations() {
+    let f = fixture();
+    let s = &f.store;
+    let m = s.mkdir(&p("new"), 0o750).unwrap();
+    assert_eq!((m.kind, m.mode), (FileKind::Dir, 0o750));
+    s.rename(&p("f.txt"), &p("new/g.txt")).unwrap();
+    assert_eq!(read_all(s, "new/g.txt"), b"hello");
+    assert_eq!(code(s.rmdir(&p("new"))), ErrorCode::NotEmpty);
+    s.remove(&p("new/g.txt")).unwrap();
+    s.rmdir(&p("new")).unwrap();
+    assert_eq!(code(s.stat(&p("new"))), ErrorCode::NotFound);
+    // Removing a symlink removes the link, never its target.
+    s.remove(&p("secret_link")).unwrap();
+    assert!(f.root.join("../outside/secret").exists());
+}
+
+#[test]
+fn setattr_changes_mode_size_and_times() {
+    let f = fixture();
+    let s = &f.store;
+    let t = Timestamp {
+        secs: 1_500_000_000,
+        nanos: 7,
+    };
+    let attr = SetAttr {
+        mode: Some(0o604),
+        size: Some(2),
+        atime: Some(SetTime::Now),
+        mtime: Some(SetTime::At(t)),
+    };
+    let m = s.setattr(&p("f.txt"), &attr).unwrap();
+    assert_eq!((m.mode, m.size, m.mtime), (0o604, 2, t));
+    assert_eq!(read_all(s, "f.txt"), b"he");
+    assert_eq!(s.stat(&p("f.txt")).unwrap(), m);
+    let d = s
+        .setattr(
+            &p("d"),
+            &SetAttr {
+                mode: Some(0o700),
+                ..SetAttr::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((d.kind, d.mode), (FileKind::Dir, 0o700));
+    let trunc_dir = SetAttr {
+        size: Some(0),
+        ..SetAttr::default()
+    };
+    assert_eq!(code(s.setattr(&p("d"), &trunc_dir)), ErrorCode::IsDir);
+}
+
+#[test]
+fn export_id_is_stable_and_distinct() {
+    let f = fixture();
+    let again = LocalStore::open(&f.root).unwrap();
+    assert_eq!(f.store.export_id(), again.export_id());
+    assert_eq!(f.store.export_id().len(), 32);
+    let other = LocalStore::open(&f.root.join("d")).unwrap();
+    assert_ne!(f.store.export_id(), other.export_id());
+    let s = f.store.statfs().unwrap();
+    assert!(s.blocks > 0 && s.namelen > 0);
+}
+
+#[test]
+fn fifo_is_refused_without_blocking() {
+    let f = fixture();
+    let fifo = f.root.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    assert_eq!(
+        code(f.store.open_read(&p("fifo")).map(|(m, _)| m)),
+        ErrorCode::Invalid
+    );
+    assert_eq!(
+        code(f.store.setattr(&p("fifo"), &SetAttr::default())),
+        ErrorCode::Invalid
+    );
+    assert_eq!(f.store.stat(&p("fifo")).unwrap().kind, FileKind::Other);
+}

@@ -1,0 +1,81 @@
+//! The `Store` trait: everything a session may do to the exported tree.
+//!
+//! Sessions, framing and policy (read-only, limits, authentication) live
+//! above this line and know nothing of where bytes are kept; a store knows
+//! nothing of connections. A second store (an S3-compatible bucket, say)
+//! implements this trait and plugs into [`crate::Server`] unchanged.
+//!
+//! Errors are [`WireError`]s because they travel to the client as they are:
+//! a store decides which [`rfmount_proto::ErrorCode`] describes a failure,
+//! since only it knows what its backend's failures mean.
+
+use std::io::{Read, Write};
+
+use rfmount_proto::{DirEntry, Meta, RelPath, SetAttr, StatFs, Timestamp, WireError};
+
+/// The outcome of a store operation.
+pub type StoreResult<T> = Result<T, WireError>;
+
+/// A directory's entries, produced lazily so that listing a huge directory
+/// needs memory for one listing part, not for the whole directory.
+pub type Listing = Box<dyn Iterator<Item = StoreResult<DirEntry>> + Send>;
+
+/// A file's content, read sequentially once.
+pub type Content = Box<dyn Read + Send>;
+
+/// An upload in progress: bytes written to it are invisible to everyone
+/// until [`PendingPut::commit`] puts them in place in one step.
+///
+/// Dropping it without committing must discard everything written, leaving
+/// the old file (if any) untouched; sessions rely on that to clean up after
+/// a client that disappears mid-upload.
+pub trait PendingPut: Write + Send {
+    /// Makes the written content durable and atomically replaces the target
+    /// with it. `mode` defaults to the old file's permission bits, else
+    /// `0o644`; `mtime` defaults to the time of the commit.
+    ///
+    /// # Errors
+    /// Any failure leaves the old file in place and discards the upload.
+    fn commit(self: Box<Self>, mode: Option<u32>, mtime: Option<Timestamp>) -> StoreResult<Meta>;
+}
+
+/// An exported tree. Every path is relative to the export's root and a store
+/// must never act on anything outside it, whatever symlinks it contains.
+pub trait Store: Send + Sync + 'static {
+    /// Stable identity of the export: the same for the same tree across
+    /// restarts, different for different trees. Clients key caches by it.
+    fn export_id(&self) -> String;
+
+    /// The entries of directory `dir`, in no particular order, without `.`
+    /// and `..`. Symlinks are reported as such, never followed.
+    fn list(&self, dir: &RelPath) -> StoreResult<Listing>;
+
+    /// Attributes of `path` itself (a symlink is reported, not followed).
+    fn stat(&self, path: &RelPath) -> StoreResult<Meta>;
+
+    /// Opens a regular file for reading: its attributes at open time and a
+    /// reader of its content. A directory is [`rfmount_proto::ErrorCode::IsDir`].
+    fn open_read(&self, path: &RelPath) -> StoreResult<(Meta, Content)>;
+
+    /// Starts replacing (or creating) the file at `path` with `size` bytes
+    /// that the caller is about to write.
+    fn begin_put(&self, path: &RelPath, size: u64) -> StoreResult<Box<dyn PendingPut>>;
+
+    /// Removes a file (not a directory).
+    fn remove(&self, path: &RelPath) -> StoreResult<()>;
+
+    /// Renames `from` to `to`, replacing `to` as `rename(2)` does.
+    fn rename(&self, from: &RelPath, to: &RelPath) -> StoreResult<()>;
+
+    /// Creates a directory with permission bits `mode`.
+    fn mkdir(&self, path: &RelPath, mode: u32) -> StoreResult<Meta>;
+
+    /// Removes an empty directory.
+    fn rmdir(&self, path: &RelPath) -> StoreResult<()>;
+
+    /// Changes permission bits, size or times; returns the new attributes.
+    fn setattr(&self, path: &RelPath, attr: &SetAttr) -> StoreResult<Meta>;
+
+    /// Capacity figures of the export.
+    fn statfs(&self) -> StoreResult<StatFs>;
+}

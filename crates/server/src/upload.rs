@@ -1,0 +1,185 @@
+//! The receiving half of PUT, run on the reader thread: data frames arrive
+//! in order on the connection, so writing them where they are read keeps
+//! them in order without a queue, and the socket's own flow control paces
+//! the client to the disk. Only the commit (fsync, rename) goes to a worker,
+//! so that a slow disk flush does not stall the connection's other requests.
+//!
+//! An upload that failed early (read-only, no space, bad path) is answered at
+//! once and forgotten: its later `PutData` and `PutEnd` frames find no entry
+//! and are dropped, so a failed upload costs no memory however long the
+//! client keeps streaming before it notices.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+
+use rfmount_proto::{
+    Checksum, ErrorCode, Hasher, Op, RelPath, Reply, ServerMsg, Timestamp, WireError,
+};
+
+use crate::requests::{Label, Outcome, cancelled, log_request, refuse, writable};
+use crate::session::Conn;
+use crate::store::PendingPut;
+
+struct Upload {
+    label: Label,
+    path: RelPath,
+    size: u64,
+    received: u64,
+    hasher: Hasher,
+    /// Dropping this deletes the temporary file.
+    pending: Box<dyn PendingPut>,
+    mode: Option<u32>,
+    mtime: Option<Timestamp>,
+}
+
+impl Upload {
+    /// Deletes the temporary file, then answers: a client that reads the
+    /// error can rely on the temporary being gone.
+    fn discard(self, conn: &Conn, id: u64, err: WireError) {
+        let Upload { label, pending, .. } = self;
+        drop(pending);
+        refuse(conn, id, &label, err);
+    }
+}
+
+/// The connection's uploads still receiving data, by request id.
+#[derive(Default)]
+pub(crate) struct Uploads {
+    map: HashMap<u64, Upload>,
+}
+
+impl Uploads {
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn contains(&self, id: u64) -> bool {
+        self.map.contains_key(&id)
+    }
+
+    /// Starts receiving request `id`, or refuses it at once.
+    pub(crate) fn start(
+        &mut self,
+        conn: &Conn,
+        id: u64,
+        path: RelPath,
+        size: u64,
+        mode: Option<u32>,
+        mtime: Option<Timestamp>,
+    ) {
+        let label = Label::of(&Op::Put {
+            path: path.clone(),
+            size,
+            mode,
+            mtime,
+        });
+        let pending = writable(conn).and_then(|()| conn.store.begin_put(&path, size));
+        match pending {
+            Ok(pending) => {
+                let upload = Upload {
+                    label,
+                    path,
+                    size,
+                    received: 0,
+                    hasher: Hasher::new(),
+                    pending,
+                    mode,
+                    mtime,
+                };
+                self.map.insert(id, upload);
+            }
+            Err(e) => refuse(conn, id, &label, e),
+        }
+    }
+
+    /// Writes one chunk; a failure ends the upload with an answer now.
+    pub(crate) fn data(&mut self, conn: &Conn, id: u64, data: &[u8]) {
+        let Some(up) = self.map.get_mut(&id) else {
+            return;
+        };
+        let len = data.len() as u64;
+        let failure = if len > up.size - up.received {
+            Some(WireError::new(
+                ErrorCode::Invalid,
+                format!(
+                    "{}: more data than the {} bytes announced",
+                    up.path, up.size
+                ),
+            ))
+        } else {
+            match up.pending.write_all(data) {
+                Ok(()) => {
+                    up.hasher.update(data);
+                    up.received += len;
+                    None
+                }
+                Err(e) => Some(WireError::from_io(&e, &up.path)),
+            }
+        };
+        if let Some(err) = failure {
+            if let Some(up) = self.map.remove(&id) {
+                up.discard(conn, id, err);
+            }
+        }
+    }
+
+    /// Checks the upload and hands its commit to a worker.
+    pub(crate) fn end(&mut self, conn: &Arc<Conn>, id: u64, checksum: Checksum) {
+        let Some(mut up) = self.map.remove(&id) else {
+            return;
+        };
+        let check = if up.received != up.size {
+            Err(WireError::new(
+                ErrorCode::Invalid,
+                format!(
+                    "{}: size mismatch: {} bytes announced, {} received; the old file is unchanged",
+                    up.path, up.size, up.received
+                ),
+            ))
+        } else if up.hasher.finish() != checksum {
+            Err(WireError::new(
+                ErrorCode::Io,
+                format!(
+                    "{}: checksum mismatch: data corrupted in transit; the old file is unchanged",
+                    up.path
+                ),
+            ))
+        } else {
+            up.pending
+                .flush()
+                .map_err(|e| WireError::from_io(&e, &up.path))
+        };
+        if let Err(err) = check {
+            up.discard(conn, id, err);
+            return;
+        }
+        let label = up.label.clone();
+        let job = Box::new(move |conn: &Conn, _: &_| {
+            let bytes = up.received;
+            let result = up.pending.commit(up.mode, up.mtime);
+            match &result {
+                Ok(_) => log_request(conn, &up.label, Outcome::Ok, &format!(" bytes={bytes}")),
+                Err(e) => log_request(conn, &up.label, Outcome::Err(e), ""),
+            }
+            Some(ServerMsg::Reply {
+                id,
+                result: result.map(Reply::Meta),
+            })
+        });
+        if let Err(err) = conn.spawn(id, job) {
+            refuse(conn, id, &label, err);
+        }
+    }
+
+    /// Abandons upload `id`, if it is one; true when it was.
+    pub(crate) fn cancel(&mut self, conn: &Conn, id: u64) -> bool {
+        match self.map.remove(&id) {
+            Some(up) => {
+                up.discard(conn, id, cancelled());
+                true
+            }
+            None => false,
+        }
+    }
+}
