@@ -1,0 +1,316 @@
+//! The filesystem core: every FUSE operation as a plain method over a
+//! [`Remote`], returning plain structs. The FUSE adapter (`fuse.rs`) only
+//! unpacks arguments and replies; tests drive this core directly with an
+//! in-memory remote.
+//!
+//! Semantics are close-to-open: `open` revalidates the file with one `GET`
+//! naming the cached version (answered `NotModified` when current), reads
+//! and writes go to the cache file, and `flush`/`fsync` upload a dirty file
+//! with one whole-file `PUT`, so `close(2)` reports the upload's error.
+//!
+//! Locks: `inodes`, `meta`, `files`, `handles` and `dirs` are each held only
+//! for a map operation and never while another of them is taken, and never
+//! across network I/O. The one lock held across a `PUT` is the per-file
+//! `FileState::upload`, which serialises uploads of that file alone.
+
+mod dir;
+mod files;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use parking_lot::{Mutex, RwLock};
+use rfmount_client::Remote;
+use rfmount_proto::{ErrorCode, FileKind, Meta, RelPath, Timestamp};
+
+use crate::data_cache::DataCache;
+use crate::error::{FsError, FsResult};
+use crate::inodes::InodeTable;
+use crate::meta_cache::MetaCache;
+use crate::options::MountConfig;
+
+pub use dir::DirSink;
+use dir::DirSnapshot;
+use files::{FileState, Handle};
+
+/// An inode number with its attributes, as replied to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    /// FUSE inode number.
+    pub ino: u64,
+    /// Attributes.
+    pub meta: Meta,
+}
+
+/// A file opened by `open` or `create`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// The handle for later calls.
+    pub fh: u64,
+    /// The kernel's cached pages of this file are still valid.
+    pub keep_cache: bool,
+}
+
+/// Called with an inode whose kernel-cached attributes and pages are stale.
+pub type Invalidator = Box<dyn Fn(u64) + Send + Sync>;
+
+/// The filesystem over one remote export.
+pub struct RemoteFs<R: Remote> {
+    remote: Arc<R>,
+    cfg: MountConfig,
+    cache: Arc<DataCache>,
+    inodes: Mutex<InodeTable>,
+    meta: Mutex<MetaCache>,
+    /// Per-inode state of regular files that are or were open.
+    files: Mutex<HashMap<u64, Arc<FileState>>>,
+    handles: RwLock<HashMap<u64, Arc<Handle>>>,
+    dirs: RwLock<HashMap<u64, Arc<DirSnapshot>>>,
+    next_fh: AtomicU64,
+    invalidator: OnceLock<Invalidator>,
+}
+
+impl<R: Remote> RemoteFs<R> {
+    /// A filesystem over `remote`, caching data in `cache`.
+    pub fn new(remote: Arc<R>, cfg: MountConfig, cache: Arc<DataCache>) -> Self {
+        let meta = MetaCache::new(cfg.attr_timeout, cfg.dir_timeout);
+        RemoteFs {
+            remote,
+            cfg,
+            cache,
+            inodes: Mutex::new(InodeTable::default()),
+            meta: Mutex::new(meta),
+            files: Mutex::new(HashMap::new()),
+            handles: RwLock::new(HashMap::new()),
+            dirs: RwLock::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            invalidator: OnceLock::new(),
+        }
+    }
+
+    /// Installs the hook that tells the kernel to drop cached attributes and
+    /// pages of an inode (set once the FUSE session exists).
+    pub fn set_invalidator(&self, f: Invalidator) {
+        let _ = self.invalidator.set(f);
+    }
+
+    /// The mount configuration.
+    pub fn config(&self) -> &MountConfig {
+        &self.cfg
+    }
+
+    /// The data cache.
+    pub fn cache(&self) -> &Arc<DataCache> {
+        &self.cache
+    }
+
+    fn path(&self, ino: u64) -> FsResult<RelPath> {
+        self.inodes.lock().path(ino).ok_or_else(FsError::enoent)
+    }
+
+    fn child(&self, parent: u64, name: &str) -> FsResult<RelPath> {
+        Ok(self.path(parent)?.join(name)?)
+    }
+
+    fn check_writable(&self) -> FsResult<()> {
+        if self.cfg.read_only || self.remote.export().read_only {
+            return Err(FsError::Errno {
+                errno: libc::EROFS,
+                what: "read-only mount",
+            });
+        }
+        Ok(())
+    }
+
+    /// Looks `name` up in `parent`, counting one kernel reference.
+    ///
+    /// # Errors
+    /// `ENOENT` when absent; remote errors.
+    pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        let path = self.child(parent, name)?;
+        let meta = self.meta_of(&path)?;
+        let ino = self.inodes.lock().lookup(&path);
+        Ok(Attr { ino, meta })
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        let mut inodes = self.inodes.lock();
+        inodes.forget(ino, n);
+        if inodes.path(ino).is_none() {
+            drop(inodes);
+            let mut files = self.files.lock();
+            if files.get(&ino).is_some_and(|f| f.open_count() == 0) {
+                files.remove(&ino);
+            }
+        }
+    }
+
+    /// Attributes of `ino`.
+    ///
+    /// # Errors
+    /// `ENOENT` for a detached inode; remote errors.
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let path = self.path(ino)?;
+        Ok(Attr {
+            ino,
+            meta: self.meta_of(&path)?,
+        })
+    }
+
+    /// Attributes of `path`: the local copy while it has unsent changes,
+    /// else cached attributes, else the parent's cached listing, else `STAT`.
+    fn meta_of(&self, path: &RelPath) -> FsResult<Meta> {
+        if let Some(m) = self.local_meta(path) {
+            return Ok(m);
+        }
+        if let Some(m) = self.meta.lock().attr(path) {
+            return Ok(m);
+        }
+        if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
+            let listing = self.meta.lock().listing(&parent);
+            if let Some(l) = listing {
+                return l.get(name).map(|e| e.meta).ok_or_else(FsError::enoent);
+            }
+        }
+        match self.remote.stat(path) {
+            Ok(m) => {
+                self.meta.lock().put_attr(path, m);
+                Ok(m)
+            }
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => Err(FsError::enoent()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Attributes of a file with changes not yet uploaded, from the cache
+    /// file itself: the server's are stale until the upload.
+    fn local_meta(&self, path: &RelPath) -> Option<Meta> {
+        let entry = self.cache.entry(path).filter(|e| e.dirty)?;
+        let md = std::fs::metadata(self.cache.data_path(path)).ok()?;
+        let server = self.meta.lock().attr(path);
+        let mode = entry.mode.or(server.map(|m| m.mode)).unwrap_or(0o644);
+        let mtime = entry.mtime.unwrap_or_else(|| {
+            md.modified()
+                .map(Timestamp::from_system)
+                .unwrap_or_else(|_| Timestamp::from_system(SystemTime::now()))
+        });
+        Some(Meta {
+            kind: FileKind::File,
+            size: md.len(),
+            mode,
+            mtime,
+            version: entry.version.unwrap_or(0),
+        })
+    }
+
+    fn next_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Creates a directory.
+    ///
+    /// # Errors
+    /// Remote errors (`EEXIST`, `EROFS`, ...).
+    pub fn mkdir(&self, parent: u64, name: &str, mode: u32) -> FsResult<Attr> {
+        self.check_writable()?;
+        let path = self.child(parent, name)?;
+        let meta = self.remote.mkdir(&path, mode & 0o7777)?;
+        let mut mc = self.meta.lock();
+        mc.invalidate(&path);
+        mc.put_attr(&path, meta);
+        drop(mc);
+        let ino = self.inodes.lock().lookup(&path);
+        Ok(Attr { ino, meta })
+    }
+
+    /// Removes a file.
+    ///
+    /// # Errors
+    /// Remote errors.
+    pub fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.check_writable()?;
+        let path = self.child(parent, name)?;
+        let local_only = self
+            .cache
+            .entry(&path)
+            .is_some_and(|e| e.dirty && e.version.is_none());
+        match self.remote.remove(&path) {
+            Ok(()) => {}
+            // Created here and never uploaded: it only ever existed locally.
+            Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.meta.lock().invalidate(&path);
+        self.inodes.lock().detach(&path);
+        self.cache.remove(&path);
+        Ok(())
+    }
+
+    /// Removes an empty directory.
+    ///
+    /// # Errors
+    /// Remote errors (`ENOTEMPTY`, ...).
+    pub fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.check_writable()?;
+        let path = self.child(parent, name)?;
+        self.remote.rmdir(&path)?;
+        self.meta.lock().invalidate_tree(&path);
+        self.inodes.lock().detach(&path);
+        Ok(())
+    }
+
+    /// Renames; flags other than 0 are refused with `EINVAL` so that tools
+    /// fall back to a plain rename.
+    ///
+    /// # Errors
+    /// Remote errors.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        newparent: u64,
+        newname: &str,
+        flags: u32,
+    ) -> FsResult<()> {
+        self.check_writable()?;
+        if flags != 0 {
+            return Err(FsError::Errno {
+                errno: libc::EINVAL,
+                what: "rename flags not supported",
+            });
+        }
+        let from = self.child(parent, name)?;
+        let to = self.child(newparent, newname)?;
+        let local_only = self
+            .cache
+            .entry(&from)
+            .is_some_and(|e| e.dirty && e.version.is_none());
+        match self.remote.rename(&from, &to) {
+            Ok(()) => {}
+            Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        {
+            let mut mc = self.meta.lock();
+            mc.invalidate_tree(&from);
+            mc.invalidate_tree(&to);
+        }
+        self.inodes.lock().rename(&from, &to);
+        self.cache.rename(&from, &to);
+        Ok(())
+    }
+
+    /// Filesystem statistics of the export.
+    ///
+    /// # Errors
+    /// Remote errors.
+    pub fn statfs(&self) -> FsResult<rfmount_proto::StatFs> {
+        Ok(self.remote.statfs()?)
+    }
+}
+
+#[cfg(test)]
+#[path = "fs/tests.rs"]
+mod tests;

@@ -1,0 +1,438 @@
+//! Regular files: open, read, write, flush, release, create, setattr, and
+//! the uploads that make local changes visible on the server.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use log::{info, warn};
+use parking_lot::Mutex;
+use rfmount_client::{GetOutcome, PutOptions, Remote};
+use rfmount_proto::{ErrorCode, FileKind, Meta, RelPath, SetAttr, SetTime, Timestamp, Version};
+
+use super::{Attr, Opened, RemoteFs};
+use crate::data_cache::{EntryInfo, open_data};
+use crate::error::{FsError, FsResult};
+
+/// Per-inode state shared by all handles of one file.
+#[derive(Default)]
+pub(crate) struct FileState {
+    /// Bumped by every local change; an upload only marks the file clean if
+    /// no change happened while it ran.
+    write_gen: AtomicU64,
+    /// Held across fetches and uploads of this file (never across anything
+    /// else), so that they do not interleave.
+    upload: Mutex<()>,
+    open: AtomicU32,
+    writers: AtomicU32,
+    /// Content version whose pages the kernel may hold.
+    kernel_version: Mutex<Option<Version>>,
+}
+
+impl FileState {
+    pub(crate) fn open_count(&self) -> u32 {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
+/// An open file.
+pub(crate) struct Handle {
+    ino: u64,
+    file: File,
+    writable: bool,
+    state: Arc<FileState>,
+}
+
+fn ebadf() -> FsError {
+    FsError::Errno {
+        errno: libc::EBADF,
+        what: "unknown or read-only file handle",
+    }
+}
+
+impl<R: Remote> RemoteFs<R> {
+    fn file_state(&self, ino: u64) -> Arc<FileState> {
+        self.files.lock().entry(ino).or_default().clone()
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
+        self.handles.read().get(&fh).cloned().ok_or_else(ebadf)
+    }
+
+    /// Opens a file. Reading: fetch the current version into the cache
+    /// unless the cached copy is current. Writing with `O_TRUNC`: start from
+    /// an empty local copy without a transfer.
+    ///
+    /// # Errors
+    /// `ENOENT`, `EISDIR`, `EROFS`, remote and cache errors.
+    pub fn open(&self, ino: u64, flags: i32) -> FsResult<Opened> {
+        let path = self.path(ino)?;
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let trunc = writable && flags & libc::O_TRUNC != 0;
+        if writable {
+            self.check_writable()?;
+        }
+        let state = self.file_state(ino);
+        let guard = state.upload.lock();
+        let entry = self.cache.entry(&path);
+        let keep_cache = if entry.as_ref().is_some_and(|e| e.dirty) {
+            // Unsent local changes are the newest content there is.
+            if trunc {
+                self.truncate_local(&path, &state, 0)?;
+            }
+            !trunc
+        } else if trunc {
+            self.cache
+                .create_empty(&path, None)
+                .map_err(|e| FsError::cache(format!("creating {path}"), e))?;
+            state.write_gen.fetch_add(1, Ordering::SeqCst);
+            false
+        } else {
+            let meta = self.fetch(&path, entry.as_ref())?;
+            let mut kv = state.kernel_version.lock();
+            let same = *kv == Some(meta.version);
+            if kv.is_some() && !same {
+                // The kernel may hold attributes (size) and pages of the old
+                // content; without this a grown file reads truncated until
+                // the attribute timeout.
+                if let Some(inval) = self.invalidator.get() {
+                    inval(ino);
+                }
+            }
+            *kv = Some(meta.version);
+            same
+        };
+        let file = open_data(&self.cache.data_path(&path), writable)
+            .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
+        drop(guard);
+        self.cache.pin(&path);
+        state.open.fetch_add(1, Ordering::SeqCst);
+        if writable {
+            state.writers.fetch_add(1, Ordering::SeqCst);
+        }
+        let fh = self.next_fh();
+        self.handles.write().insert(
+            fh,
+            Arc::new(Handle {
+                ino,
+                file,
+                writable,
+                state,
+            }),
+        );
+        Ok(Opened { fh, keep_cache })
+    }
+
+    /// Brings the cache up to date with the server: one `GET` naming the
+    /// cached version. When the server is unreachable a cached clean copy is
+    /// served as it is (reads keep working offline).
+    fn fetch(&self, path: &RelPath, entry: Option<&EntryInfo>) -> FsResult<Meta> {
+        let have = entry.and_then(|e| e.version);
+        let mut tmp = self
+            .cache
+            .begin_fetch(path)
+            .map_err(|e| FsError::cache(format!("preparing to fetch {path}"), e))?;
+        let outcome = {
+            let mut sink = BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
+            let r = self.remote.get(path, have, &mut sink);
+            match r {
+                Ok(o) => sink
+                    .flush()
+                    .map(|()| o)
+                    .map_err(|e| FsError::cache(format!("writing {path}"), e)),
+                Err(e) => Err(e.into()),
+            }
+        };
+        match outcome {
+            Ok(GetOutcome::NotModified(meta)) => {
+                self.meta.lock().put_attr(path, meta);
+                Ok(meta)
+            }
+            Ok(GetOutcome::Fetched(meta)) => {
+                let size = tmp
+                    .as_file()
+                    .metadata()
+                    .map_err(|e| FsError::cache(format!("fetching {path}"), e))?
+                    .len();
+                self.cache
+                    .finish_fetch(path, tmp, meta.version, size)
+                    .map_err(|e| FsError::cache(format!("storing {path}"), e))?;
+                let meta = Meta { size, ..meta };
+                self.meta.lock().put_attr(path, meta);
+                Ok(meta)
+            }
+            Err(FsError::Remote(e)) if e.code() == Some(ErrorCode::NotFound) => {
+                self.meta.lock().invalidate(path);
+                self.cache.remove(path);
+                Err(FsError::enoent())
+            }
+            Err(FsError::Remote(e)) if e.is_transport() && have.is_some() => {
+                warn!("{path}: server unreachable, serving the cached copy: {e}");
+                let size = entry.map_or(0, |e| e.size);
+                let old = self.meta.lock().attr(path);
+                Ok(old.unwrap_or(Meta {
+                    kind: FileKind::File,
+                    size,
+                    mode: 0o644,
+                    mtime: Timestamp::default(),
+                    version: have.unwrap_or(0),
+                }))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates and opens a new file; it reaches the server at `close`.
+    ///
+    /// # Errors
+    /// `EROFS`, bad names, cache errors.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        umask: u32,
+    ) -> FsResult<(Attr, Opened)> {
+        self.check_writable()?;
+        let path = self.child(parent, name)?;
+        self.cache
+            .create_empty(&path, Some(mode & !umask & 0o7777))
+            .map_err(|e| FsError::cache(format!("creating {path}"), e))?;
+        self.meta.lock().invalidate(&path);
+        let ino = self.inodes.lock().lookup(&path);
+        let state = self.file_state(ino);
+        state.write_gen.fetch_add(1, Ordering::SeqCst);
+        *state.kernel_version.lock() = None;
+        let file = open_data(&self.cache.data_path(&path), true)
+            .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
+        let meta = self.local_meta(&path).ok_or_else(FsError::enoent)?;
+        self.cache.pin(&path);
+        state.open.fetch_add(1, Ordering::SeqCst);
+        state.writers.fetch_add(1, Ordering::SeqCst);
+        let fh = self.next_fh();
+        self.handles.write().insert(
+            fh,
+            Arc::new(Handle {
+                ino,
+                file,
+                writable: true,
+                state,
+            }),
+        );
+        Ok((
+            Attr { ino, meta },
+            Opened {
+                fh,
+                keep_cache: false,
+            },
+        ))
+    }
+
+    /// Reads from the cache file.
+    ///
+    /// # Errors
+    /// `EBADF`, cache I/O errors.
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let h = self.handle(fh)?;
+        let mut buf = vec![0u8; size as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            match h.file.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(FsError::cache("reading cached file", e)),
+            }
+        }
+        buf.truncate(got);
+        Ok(buf)
+    }
+
+    /// Writes to the cache file; the file becomes dirty.
+    ///
+    /// # Errors
+    /// `EBADF` for a read-only handle, cache errors (`ENOSPC` of the cache disk).
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let h = self.handle(fh)?;
+        if !h.writable {
+            return Err(ebadf());
+        }
+        h.file
+            .write_all_at(data, offset)
+            .map_err(|e| FsError::cache("writing cached file", e))?;
+        h.state.write_gen.fetch_add(1, Ordering::SeqCst);
+        if let Some(path) = self.inodes.lock().path(h.ino) {
+            self.cache
+                .mark_dirty(&path)
+                .map_err(|e| FsError::cache(format!("marking {path}"), e))?;
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// `close(2)` of one descriptor: uploads the file if this handle may
+    /// have changed it and it has unsent changes.
+    ///
+    /// # Errors
+    /// The upload's error (`EIO`, `ENOSPC`, `EROFS`, ...); the changes stay
+    /// in the cache and are retried.
+    pub fn flush(&self, fh: u64) -> FsResult<()> {
+        let h = self.handle(fh)?;
+        if !h.writable {
+            return Ok(());
+        }
+        self.upload(h.ino, &h.state)
+    }
+
+    /// `fsync(2)`: the same as a flush.
+    ///
+    /// # Errors
+    /// As [`RemoteFs::flush`].
+    pub fn fsync(&self, fh: u64) -> FsResult<()> {
+        self.flush(fh)
+    }
+
+    /// Last close of a handle. An upload still pending is tried once more;
+    /// if it fails the file stays dirty in the cache for the retry loop.
+    pub fn release(&self, fh: u64) {
+        let Some(h) = self.handles.write().remove(&fh) else {
+            return;
+        };
+        if h.writable {
+            if let Err(e) = self.upload(h.ino, &h.state) {
+                warn!("upload at close failed, kept for retry: {e}");
+            }
+            h.state.writers.fetch_sub(1, Ordering::SeqCst);
+        }
+        h.state.open.fetch_sub(1, Ordering::SeqCst);
+        if let Some(path) = self.inodes.lock().path(h.ino) {
+            self.cache.unpin(&path);
+        }
+    }
+
+    /// Uploads `ino`'s cached content if it is dirty.
+    fn upload(&self, ino: u64, state: &FileState) -> FsResult<()> {
+        let _guard = state.upload.lock();
+        // An unlinked file's changes go nowhere, as on a local disk.
+        let Some(path) = self.inodes.lock().path(ino) else {
+            return Ok(());
+        };
+        let Some(entry) = self.cache.entry(&path).filter(|e| e.dirty) else {
+            return Ok(());
+        };
+        let started_gen = state.write_gen.load(Ordering::SeqCst);
+        let meta = self.put_cached(&path, &entry)?;
+        if state.write_gen.load(Ordering::SeqCst) == started_gen {
+            self.cache
+                .mark_clean(&path, meta.version, meta.size)
+                .map_err(|e| FsError::cache(format!("recording upload of {path}"), e))?;
+        }
+        *state.kernel_version.lock() = Some(meta.version);
+        let mut mc = self.meta.lock();
+        mc.invalidate(&path);
+        mc.put_attr(&path, meta);
+        Ok(())
+    }
+
+    fn put_cached(&self, path: &RelPath, entry: &EntryInfo) -> FsResult<Meta> {
+        let f = File::open(self.cache.data_path(path))
+            .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
+        let size = f
+            .metadata()
+            .map_err(|e| FsError::cache(format!("{path}"), e))?
+            .len();
+        let opts = PutOptions {
+            mode: entry.mode,
+            mtime: entry.mtime,
+        };
+        let mut src = BufReader::with_capacity(256 * 1024, f);
+        Ok(self.remote.put(path, &mut src, size, opts)?)
+    }
+
+    fn truncate_local(&self, path: &RelPath, state: &FileState, size: u64) -> FsResult<()> {
+        let f = open_data(&self.cache.data_path(path), true)
+            .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
+        f.set_len(size)
+            .map_err(|e| FsError::cache(format!("truncating {path}"), e))?;
+        state.write_gen.fetch_add(1, Ordering::SeqCst);
+        self.cache
+            .mark_dirty(path)
+            .map_err(|e| FsError::cache(format!("marking {path}"), e))
+    }
+
+    /// Changes attributes. A file with unsent changes (or open for writing,
+    /// for a truncate) is changed locally and carries the change in its
+    /// upload; anything else is changed on the server at once.
+    ///
+    /// # Errors
+    /// `EROFS`, remote and cache errors.
+    pub fn setattr(
+        &self,
+        ino: u64,
+        mode: Option<u32>,
+        size: Option<u64>,
+        atime: Option<SetTime>,
+        mtime: Option<SetTime>,
+    ) -> FsResult<Attr> {
+        if mode.is_none() && size.is_none() && atime.is_none() && mtime.is_none() {
+            return self.getattr(ino);
+        }
+        self.check_writable()?;
+        let path = self.path(ino)?;
+        let state = self.files.lock().get(&ino).cloned();
+        let dirty = self.cache.entry(&path).is_some_and(|e| e.dirty);
+        let writing = state
+            .as_ref()
+            .is_some_and(|s| s.writers.load(Ordering::SeqCst) > 0);
+        if dirty || (writing && size.is_some()) {
+            let state = state.unwrap_or_else(|| self.file_state(ino));
+            if let Some(sz) = size {
+                self.truncate_local(&path, &state, sz)?;
+            }
+            let mtime = mtime.map(|t| match t {
+                SetTime::Now => Timestamp::from_system(SystemTime::now()),
+                SetTime::At(t) => t,
+            });
+            self.cache
+                .set_overrides(&path, mode.map(|m| m & 0o7777), mtime)
+                .map_err(|e| FsError::cache(format!("recording attributes of {path}"), e))?;
+            let meta = self.local_meta(&path).ok_or_else(FsError::enoent)?;
+            return Ok(Attr { ino, meta });
+        }
+        let attr = SetAttr {
+            mode: mode.map(|m| m & 0o7777),
+            size,
+            atime,
+            mtime,
+        };
+        let meta = self.remote.setattr(&path, attr)?;
+        self.meta.lock().put_attr(&path, meta);
+        Ok(Attr { ino, meta })
+    }
+
+    /// Uploads files whose earlier upload failed (or that a previous mount
+    /// left dirty), skipping files open for writing: their close uploads
+    /// them. Returns how many are still dirty.
+    pub fn retry_dirty(&self) -> usize {
+        let dirty = self.cache.dirty_paths();
+        let mut left = 0;
+        for path in dirty {
+            let ino = self.inodes.lock().peek(&path);
+            let state = self.file_state(ino);
+            if state.writers.load(Ordering::SeqCst) > 0 {
+                left += 1;
+                continue;
+            }
+            match self.upload(ino, &state) {
+                Ok(()) => info!("uploaded {path} (retry)"),
+                Err(e) => {
+                    left += 1;
+                    log::debug!("retry of {path} failed: {e}");
+                }
+            }
+        }
+        left
+    }
+}

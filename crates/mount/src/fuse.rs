@@ -1,0 +1,487 @@
+//! The FUSE adapter: unpacks kernel requests, calls the core in `fs.rs`, and
+//! replies. Every failure leaves through [`reply_error`], which logs it at
+//! the right level and replies with its errno.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    Request, TimeOrNow, WriteFlags,
+};
+use log::{debug, warn};
+use rfmount_client::Remote;
+use rfmount_proto::{FileKind, Meta, SetTime, Timestamp};
+
+use crate::error::FsError;
+use crate::fs::{Attr, DirSink, Opened, RemoteFs};
+
+/// `fuser::Filesystem` over the core.
+pub struct FuseFs<R: Remote> {
+    fs: Arc<RemoteFs<R>>,
+    ttl: Duration,
+    uid: u32,
+    gid: u32,
+}
+
+impl<R: Remote> FuseFs<R> {
+    /// Wraps the core; files appear owned by the mounting user.
+    pub fn new(fs: Arc<RemoteFs<R>>) -> Self {
+        let ttl = fs.config().attr_timeout;
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        FuseFs { fs, ttl, uid, gid }
+    }
+
+    fn attr(&self, a: &Attr) -> FileAttr {
+        to_file_attr(a.ino, &a.meta, self.uid, self.gid)
+    }
+}
+
+/// Kernel attributes from protocol attributes.
+pub fn to_file_attr(ino: u64, m: &Meta, uid: u32, gid: u32) -> FileAttr {
+    let (kind, nlink) = match m.kind {
+        FileKind::Dir => (FileType::Directory, 2),
+        FileKind::Symlink => (FileType::Symlink, 1),
+        FileKind::File | FileKind::Other => (FileType::RegularFile, 1),
+    };
+    let t = m.mtime.to_system();
+    FileAttr {
+        ino: INodeNo(ino),
+        size: m.size,
+        blocks: m.size.div_ceil(512),
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: t,
+        kind,
+        perm: (m.mode & 0o7777) as u16,
+        nlink,
+        uid,
+        gid,
+        rdev: 0,
+        blksize: 128 * 1024,
+        flags: 0,
+    }
+}
+
+fn reply_error(op: &str, e: &FsError) -> Errno {
+    let errno = e.errno();
+    if errno == libc::ENOENT {
+        debug!("{op}: {e}");
+    } else {
+        warn!("{op}: {e}");
+    }
+    Errno::from_i32(errno)
+}
+
+fn name_str<'a>(name: &'a OsStr) -> Result<&'a str, Errno> {
+    name.to_str().ok_or(Errno::from_i32(libc::EINVAL))
+}
+
+fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
+    t.map(|t| match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(s) => SetTime::At(Timestamp::from_system(s)),
+    })
+}
+
+fn open_flags(o: &Opened) -> FopenFlags {
+    if o.keep_cache {
+        FopenFlags::FOPEN_KEEP_CACHE
+    } else {
+        FopenFlags::empty()
+    }
+}
+
+const GEN: Generation = Generation(0);
+
+struct PlainSink<'a>(&'a mut ReplyDirectory);
+
+impl DirSink for PlainSink<'_> {
+    fn add(&mut self, ino: u64, offset: u64, name: &str, meta: &Meta) -> bool {
+        let kind = if meta.kind == FileKind::Dir {
+            FileType::Directory
+        } else {
+            FileType::RegularFile
+        };
+        self.0.add(INodeNo(ino), offset, kind, name)
+    }
+}
+
+struct PlusSink<'a> {
+    reply: &'a mut ReplyDirectoryPlus,
+    ttl: Duration,
+    uid: u32,
+    gid: u32,
+}
+
+impl DirSink for PlusSink<'_> {
+    fn add(&mut self, ino: u64, offset: u64, name: &str, meta: &Meta) -> bool {
+        let attr = to_file_attr(ino, meta, self.uid, self.gid);
+        self.reply
+            .add(INodeNo(ino), offset, name, &self.ttl, &attr, GEN)
+    }
+}
+
+impl<R: Remote> Filesystem for FuseFs<R> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // readdirplus: `ls -l` gets every attribute from the listing, with
+        // no lookup per entry. Atomic O_TRUNC: `open(O_TRUNC)` arrives as
+        // one request, so a truncating open needs no fetch.
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_ATOMIC_O_TRUNC;
+        if let Err(missing) = config.add_capabilities(wanted) {
+            debug!("kernel lacks capabilities {missing:?}");
+        }
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        match self.fs.lookup(parent.0, name) {
+            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Err(e) => reply.error(reply_error("lookup", &e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(ino.0) {
+            Ok(a) => reply.attr(&self.ttl, &self.attr(&a)),
+            Err(e) => reply.error(reply_error("getattr", &e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        match self
+            .fs
+            .setattr(ino.0, mode, size, set_time(atime), set_time(mtime))
+        {
+            Ok(a) => reply.attr(&self.ttl, &self.attr(&a)),
+            Err(e) => reply.error(reply_error("setattr", &e)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        match self.fs.mkdir(parent.0, name, mode & !umask) {
+            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Err(e) => reply.error(reply_error("mkdir", &e)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        match self.fs.unlink(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_error("unlink", &e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        match self.fs.rmdir(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_error("rmdir", &e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (name, newname) = match (name_str(name), name_str(newname)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        match self
+            .fs
+            .rename(parent.0, name, newparent.0, newname, flags.bits())
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_error("rename", &e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.open(ino.0, flags.0) {
+            Ok(o) => reply.opened(FileHandle(o.fh), open_flags(&o)),
+            Err(e) => reply.error(reply_error("open", &e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.fs.read(fh.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(reply_error("read", &e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.fs.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(reply_error("write", &e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.flush(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_error("flush (upload)", &e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.release(fh.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.fsync(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_error("fsync (upload)", &e)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(reply_error("opendir", &e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self
+            .fs
+            .readdir(fh.0, offset, false, &mut PlainSink(&mut reply))
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_error("readdir", &e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let mut sink = PlusSink {
+            reply: &mut reply,
+            ttl: self.ttl,
+            uid: self.uid,
+            gid: self.gid,
+        };
+        match self.fs.readdir(fh.0, offset, true, &mut sink) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_error("readdirplus", &e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Every directory change is applied on the server synchronously.
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.fs.statfs() {
+            Ok(s) => reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+            ),
+            Err(e) => reply.error(reply_error("statfs", &e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // Permission checks are the kernel's (default_permissions) or the
+        // server's; access(2) itself always succeeds here.
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        match self.fs.create(parent.0, name, mode, umask) {
+            Ok((a, o)) => reply.created(
+                &self.ttl,
+                &self.attr(&a),
+                GEN,
+                FileHandle(o.fh),
+                open_flags(&o),
+            ),
+            Err(e) => reply.error(reply_error("create", &e)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        // Symlinks are not part of the protocol yet (see README).
+        reply.error(Errno::from_i32(libc::EPERM));
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        // Hard links cannot be expressed by a path-based protocol.
+        reply.error(Errno::from_i32(libc::EPERM));
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        // Device nodes and FIFOs cannot live on a remote export.
+        reply.error(Errno::from_i32(libc::EPERM));
+    }
+}

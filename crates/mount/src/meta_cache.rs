@@ -1,0 +1,111 @@
+//! Short-lived caches of attributes and directory listings.
+//!
+//! One `LIST` fills both: the listing (for readdir and for lookups of names
+//! in that directory) and the attributes of every child, so `ls -l` of a
+//! 10,000-file directory costs one round trip. Entries expire after the
+//! configured timeouts; every local change invalidates what it touches.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rfmount_proto::{DirEntry, Meta, RelPath};
+
+/// A directory's entries as of one `LIST`.
+pub struct Listing {
+    /// Entries in server order.
+    pub entries: Vec<DirEntry>,
+    index: HashMap<String, usize>,
+}
+
+impl Listing {
+    /// Indexes a listing by name.
+    pub fn new(entries: Vec<DirEntry>) -> Self {
+        let index = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
+        Listing { entries, index }
+    }
+
+    /// The entry called `name`.
+    pub fn get(&self, name: &str) -> Option<&DirEntry> {
+        self.index.get(name).map(|&i| &self.entries[i])
+    }
+}
+
+/// Attribute and listing caches with expiry.
+pub struct MetaCache {
+    attr_ttl: Duration,
+    dir_ttl: Duration,
+    attrs: HashMap<RelPath, (Meta, Instant)>,
+    dirs: HashMap<RelPath, (Arc<Listing>, Instant)>,
+}
+
+impl MetaCache {
+    /// Empty caches with these lifetimes.
+    pub fn new(attr_ttl: Duration, dir_ttl: Duration) -> Self {
+        MetaCache {
+            attr_ttl,
+            dir_ttl,
+            attrs: HashMap::new(),
+            dirs: HashMap::new(),
+        }
+    }
+
+    /// Fresh attributes of `path`, if cached.
+    pub fn attr(&self, path: &RelPath) -> Option<Meta> {
+        self.attrs
+            .get(path)
+            .filter(|(_, t)| t.elapsed() < self.attr_ttl)
+            .map(|(m, _)| *m)
+    }
+
+    /// Records attributes just received.
+    pub fn put_attr(&mut self, path: &RelPath, meta: Meta) {
+        self.attrs.insert(path.clone(), (meta, Instant::now()));
+    }
+
+    /// A fresh listing of `dir`, if cached.
+    pub fn listing(&self, dir: &RelPath) -> Option<Arc<Listing>> {
+        self.dirs
+            .get(dir)
+            .filter(|(_, t)| t.elapsed() < self.dir_ttl)
+            .map(|(l, _)| l.clone())
+    }
+
+    /// Records a listing and the attributes of its children.
+    pub fn put_listing(&mut self, dir: &RelPath, listing: Arc<Listing>) {
+        let now = Instant::now();
+        // Bound memory: expired entries are dropped whenever a big listing
+        // arrives, so repeated `ls -R` of a huge tree does not accumulate.
+        if self.attrs.len() > 100_000 {
+            let ttl = self.attr_ttl;
+            self.attrs.retain(|_, (_, t)| t.elapsed() < ttl);
+            let dttl = self.dir_ttl;
+            self.dirs.retain(|_, (_, t)| t.elapsed() < dttl);
+        }
+        for e in &listing.entries {
+            if let Ok(p) = dir.join(&e.name) {
+                self.attrs.insert(p, (e.meta, now));
+            }
+        }
+        self.dirs.insert(dir.clone(), (listing, now));
+    }
+
+    /// Forgets the attributes of `path` and the listing of its parent.
+    pub fn invalidate(&mut self, path: &RelPath) {
+        self.attrs.remove(path);
+        if let Some(parent) = path.parent() {
+            self.dirs.remove(&parent);
+        }
+    }
+
+    /// Forgets `path`, everything beneath it, and its parent's listing.
+    pub fn invalidate_tree(&mut self, path: &RelPath) {
+        self.invalidate(path);
+        self.attrs.retain(|p, _| !p.starts_with(path));
+        self.dirs.retain(|p, _| !p.starts_with(path));
+    }
+}

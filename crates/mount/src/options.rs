@@ -1,0 +1,128 @@
+//! Mount configuration: the `-o` options and cache settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the filesystem core needs to know about how it is mounted.
+#[derive(Clone, Debug)]
+pub struct MountConfig {
+    /// How long the kernel and we may trust a file's attributes. Zero would
+    /// make the kernel re-stat every entry of every `ls`; 1 s is the default.
+    pub attr_timeout: Duration,
+    /// How long a directory listing may be reused for lookups and readdir.
+    pub dir_timeout: Duration,
+    /// Mounted read-only (`-o ro`, or the export is read-only).
+    pub read_only: bool,
+    /// `-o allow_other`.
+    pub allow_other: bool,
+    /// `-o default_permissions`: the kernel checks modes.
+    pub default_permissions: bool,
+    /// Root of the on-disk cache (the export id is appended).
+    pub cache_dir: PathBuf,
+    /// Bound of the data cache in bytes (dirty files may exceed it).
+    pub cache_size: u64,
+    /// How often files whose upload failed are retried.
+    pub retry_interval: Duration,
+}
+
+impl MountConfig {
+    /// Defaults with the cache under `cache_dir`.
+    pub fn new(cache_dir: PathBuf) -> Self {
+        MountConfig {
+            attr_timeout: Duration::from_secs(1),
+            dir_timeout: Duration::from_secs(1),
+            read_only: false,
+            allow_other: false,
+            default_permissions: false,
+            cache_dir,
+            cache_size: 1 << 30,
+            retry_interval: Duration::from_secs(5),
+        }
+    }
+
+    /// Applies a comma-separated `-o` string.
+    ///
+    /// # Errors
+    /// An unknown option or a bad number, named in the message.
+    pub fn apply_options(&mut self, opts: &str) -> Result<(), String> {
+        for opt in opts.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            let (key, value) = match opt.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (opt, None),
+            };
+            match (key, value) {
+                ("ro", None) => self.read_only = true,
+                ("rw", None) => self.read_only = false,
+                ("allow_other", None) => self.allow_other = true,
+                ("default_permissions", None) => self.default_permissions = true,
+                ("attr_timeout", Some(v)) => self.attr_timeout = seconds(key, v)?,
+                ("dir_timeout", Some(v)) => self.dir_timeout = seconds(key, v)?,
+                ("attr_timeout" | "dir_timeout", None) => {
+                    return Err(format!("option {key} needs a value, e.g. {key}=1"));
+                }
+                _ => return Err(format!("unknown mount option {opt:?}")),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn seconds(key: &str, v: &str) -> Result<Duration, String> {
+    let secs: f64 = v
+        .parse()
+        .map_err(|_| format!("{key}={v}: not a number of seconds"))?;
+    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("{key}={v}: must be between 0 and 86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a size like `512M`, `2G`, `1048576` or `10GiB`.
+///
+/// # Errors
+/// A message naming the bad input.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().map_err(|_| format!("bad size {s:?}"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("bad size unit in {s:?} (use K, M, G or T)")),
+    };
+    Ok((num * mult as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse() {
+        let mut c = MountConfig::new(PathBuf::from("/tmp"));
+        c.apply_options("ro,allow_other,attr_timeout=2.5,dir_timeout=0")
+            .unwrap();
+        assert!(c.read_only && c.allow_other && !c.default_permissions);
+        assert_eq!(c.attr_timeout, Duration::from_millis(2500));
+        assert_eq!(c.dir_timeout, Duration::ZERO);
+        assert!(c.apply_options("bogus").is_err());
+        assert!(c.apply_options("attr_timeout=x").is_err());
+        assert!(c.apply_options("attr_timeout").is_err());
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1.5k").unwrap(), 1536);
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("").is_err());
+    }
+}
