@@ -1,61 +1,99 @@
 //! The one writer of a connection, shared by the reader thread and every
-//! worker: each frame is written whole under a lock, so frames of
-//! concurrent replies interleave but never mix.
+//! worker: each frame is written whole, in the order senders asked, so
+//! frames of concurrent replies interleave but never mix.
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use rfmount_proto::{FrameError, ServerMsg};
+use parking_lot::{Condvar, Mutex};
+use rfmount_proto::ServerMsg;
 
 /// Writes frames to one connection. Once a write fails the connection is
 /// dead for everyone: the socket is shut down (which also wakes the reader)
 /// and later sends fail fast instead of each waiting for a timeout.
+///
+/// Senders take turns strictly first come, first served. A plain mutex
+/// would let a GET worker, which asks again right after each chunk, win the
+/// lock over and over while a LIST reply waits (measured: 35 chunks); with
+/// turns, a reply waits for at most the one frame being written.
 pub(crate) struct FrameWriter {
-    // parking_lot's mutex is eventually fair: a GET looping over chunks
-    // cannot starve a LIST reply waiting for its turn.
-    out: Mutex<BufWriter<TcpStream>>,
     stream: TcpStream,
+    turns: Mutex<Turns>,
+    next_turn: Condvar,
     broken: AtomicBool,
+}
+
+#[derive(Default)]
+struct Turns {
+    issued: u64,
+    serving: u64,
 }
 
 /// Sending failed; the connection is closed.
 #[derive(Debug)]
 pub(crate) struct Broken;
 
+/// Passes the turn on when dropped, so that no failure can stall the queue.
+struct Turn<'a>(&'a FrameWriter);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.turns.lock().serving += 1;
+        self.0.next_turn.notify_all();
+    }
+}
+
 impl FrameWriter {
     /// Wraps a clone of the connection. `timeout` bounds how long one frame
     /// may wait for a peer that stopped reading.
     pub(crate) fn new(stream: &TcpStream, timeout: Duration) -> std::io::Result<FrameWriter> {
         stream.set_write_timeout(Some(timeout))?;
+        limit_unsent(stream);
         Ok(FrameWriter {
-            out: Mutex::new(BufWriter::new(stream.try_clone()?)),
             stream: stream.try_clone()?,
+            turns: Mutex::default(),
+            next_turn: Condvar::new(),
             broken: AtomicBool::new(false),
         })
     }
 
-    /// Sends one frame and flushes it.
+    /// Sends one frame.
     pub(crate) fn send(&self, msg: &ServerMsg) -> Result<(), Broken> {
+        // Encoded before queueing, so a turn lasts only as long as the write.
+        let mut frame = Vec::new();
+        if let Err(e) = rfmount_proto::write_frame(&mut frame, msg) {
+            log::error!("cannot encode a reply: {e}");
+            self.fail();
+            return Err(Broken);
+        }
+        let _turn = self.wait_turn();
         if self.is_broken() {
             return Err(Broken);
         }
-        let mut out = self.out.lock();
-        let result = rfmount_proto::write_frame(&mut *out, msg)
-            .and_then(|()| out.flush().map_err(FrameError::Io));
-        drop(out);
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                if !self.broken.swap(true, Ordering::SeqCst) {
-                    log::debug!("write to peer failed: {e}");
-                }
-                self.close();
-                Err(Broken)
-            }
+        if let Err(e) = (&self.stream).write_all(&frame) {
+            log::debug!("write to peer failed: {e}");
+            self.fail();
+            return Err(Broken);
         }
+        Ok(())
+    }
+
+    fn wait_turn(&self) -> Turn<'_> {
+        let mut turns = self.turns.lock();
+        let mine = turns.issued;
+        turns.issued += 1;
+        while turns.serving != mine {
+            self.next_turn.wait(&mut turns);
+        }
+        Turn(self)
+    }
+
+    fn fail(&self) {
+        self.broken.store(true, Ordering::SeqCst);
+        self.close();
     }
 
     /// True once a send has failed.
@@ -66,5 +104,33 @@ impl FrameWriter {
     /// Shuts the connection down in both directions.
     pub(crate) fn close(&self) {
         let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// Unsent bytes the kernel may queue per connection before a write blocks.
+/// Without a cap, autotuning lets megabytes of a GET pile up in the send
+/// queue, and a LIST reply written after them waits for all of them; with
+/// it, the reply queues behind at most this much. Data already sent but not
+/// acknowledged does not count, so throughput is not limited.
+const UNSENT_LIMIT: libc::c_int = 2 * rfmount_proto::CHUNK_SIZE as libc::c_int;
+
+fn limit_unsent(stream: &TcpStream) {
+    let value = UNSENT_LIMIT;
+    // SAFETY: `value` is a live c_int and we pass its exact size.
+    let r = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        // Only latency suffers; the connection works the same.
+        log::debug!(
+            "cannot set TCP_NOTSENT_LOWAT: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
