@@ -78,7 +78,7 @@ fn reply_error(op: &str, e: &FsError) -> Errno {
     Errno::from_i32(errno)
 }
 
-fn name_str<'a>(name: &'a OsStr) -> Result<&'a str, Errno> {
+fn name_str(name: &OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::from_i32(libc::EINVAL))
 }
 

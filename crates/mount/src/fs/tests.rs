@@ -1,1 +1,265 @@
+//! Core tests: the filesystem driven directly, over the in-memory remote,
+//! with no kernel involved.
 
+use std::sync::Arc;
+
+use rfmount_client::mock::MemRemote;
+use rfmount_proto::{FileKind, Meta, SetTime, Timestamp};
+
+use super::*;
+use crate::inodes::ROOT;
+
+struct Fixture {
+    remote: Arc<MemRemote>,
+    fs: RemoteFs<MemRemote>,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture_with(remote: MemRemote, cache_size: u64) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = Arc::new(remote);
+    let mut cfg = MountConfig::new(dir.path().to_path_buf());
+    cfg.cache_size = cache_size;
+    let cache = Arc::new(DataCache::open(dir.path(), "mem-export", cache_size).unwrap());
+    let fs = RemoteFs::new(remote.clone(), cfg, cache);
+    Fixture {
+        remote,
+        fs,
+        _dir: dir,
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(MemRemote::new(false), 1 << 30)
+}
+
+const RD: i32 = libc::O_RDONLY;
+const WR: i32 = libc::O_WRONLY;
+
+fn read_all(f: &Fixture, name: &str) -> Vec<u8> {
+    let a = f.fs.lookup(ROOT, name).unwrap();
+    let o = f.fs.open(a.ino, RD).unwrap();
+    let data = f.fs.read(o.fh, 0, 1 << 20).unwrap();
+    f.fs.flush(o.fh).unwrap();
+    f.fs.release(o.fh);
+    data
+}
+
+struct Collect(Vec<(String, u64)>, usize);
+
+impl DirSink for Collect {
+    fn add(&mut self, ino: u64, _offset: u64, name: &str, _meta: &Meta) -> bool {
+        if self.0.len() >= self.1 {
+            return true;
+        }
+        self.0.push((name.to_owned(), ino));
+        false
+    }
+}
+
+#[test]
+fn reads_fetch_once_then_revalidate_with_not_modified() {
+    let f = fixture();
+    f.remote.write_file("a.txt", b"hello");
+    assert_eq!(read_all(&f, "a.txt"), b"hello");
+    assert_eq!(read_all(&f, "a.txt"), b"hello");
+    // Two opens, two GETs: the second was answered NotModified (MemRemote
+    // writes nothing then); the content came from the cache.
+    assert_eq!(f.remote.calls("get"), 2);
+    f.remote.write_file("a.txt", b"changed!");
+    assert_eq!(read_all(&f, "a.txt"), b"changed!");
+}
+
+#[test]
+fn create_write_close_uploads_once_with_mode() {
+    let f = fixture();
+    let (a, o) = f.fs.create(ROOT, "new.bin", 0o640, 0o022).unwrap();
+    assert_eq!(a.meta.kind, FileKind::File);
+    assert_eq!(f.fs.write(o.fh, 0, b"abc").unwrap(), 3);
+    assert_eq!(f.fs.write(o.fh, 3, b"def").unwrap(), 3);
+    assert_eq!(
+        f.remote.read_file("new.bin"),
+        None,
+        "nothing is sent before close"
+    );
+    f.fs.flush(o.fh).unwrap();
+    f.fs.release(o.fh);
+    assert_eq!(f.remote.read_file("new.bin").unwrap(), b"abcdef");
+    assert_eq!(f.remote.calls("put"), 1);
+    let st = f.remote.stat(&RelPath::new("new.bin").unwrap()).unwrap();
+    assert_eq!(st.mode, 0o640);
+}
+
+#[test]
+fn open_close_without_writes_does_not_upload() {
+    let f = fixture();
+    f.remote.write_file("a", b"x");
+    let a = f.fs.lookup(ROOT, "a").unwrap();
+    let o = f.fs.open(a.ino, libc::O_RDWR).unwrap();
+    f.fs.flush(o.fh).unwrap();
+    f.fs.release(o.fh);
+    assert_eq!(f.remote.calls("put"), 0);
+}
+
+#[test]
+fn append_keeps_old_content() {
+    let f = fixture();
+    f.remote.write_file("log", b"one\n");
+    let a = f.fs.lookup(ROOT, "log").unwrap();
+    let o = f.fs.open(a.ino, WR | libc::O_APPEND).unwrap();
+    f.fs.write(o.fh, a.meta.size, b"two\n").unwrap();
+    f.fs.flush(o.fh).unwrap();
+    f.fs.release(o.fh);
+    assert_eq!(f.remote.read_file("log").unwrap(), b"one\ntwo\n");
+}
+
+#[test]
+fn truncating_open_needs_no_fetch_and_uploads_even_without_writes() {
+    let f = fixture();
+    f.remote.write_file("t", b"old content");
+    let a = f.fs.lookup(ROOT, "t").unwrap();
+    let o = f.fs.open(a.ino, WR | libc::O_TRUNC).unwrap();
+    assert_eq!(f.remote.calls("get"), 0);
+    f.fs.flush(o.fh).unwrap();
+    f.fs.release(o.fh);
+    assert_eq!(f.remote.read_file("t").unwrap(), b"");
+}
+
+#[test]
+fn failed_upload_reports_error_keeps_data_and_retries() {
+    let f = fixture();
+    let (_, o) = f.fs.create(ROOT, "precious", 0o644, 0).unwrap();
+    f.fs.write(o.fh, 0, b"do not lose me").unwrap();
+    f.remote.set_offline(true);
+    let err = f.fs.flush(o.fh).unwrap_err();
+    assert_eq!(err.errno(), libc::EIO);
+    f.fs.release(o.fh);
+    assert_eq!(f.fs.retry_dirty(), 1);
+    f.remote.set_offline(false);
+    assert_eq!(f.fs.retry_dirty(), 0);
+    assert_eq!(f.remote.read_file("precious").unwrap(), b"do not lose me");
+}
+
+#[test]
+fn server_errors_map_to_errno() {
+    let f = fixture_with(MemRemote::new(true), 1 << 30);
+    f.remote.write_file("ro", b"x");
+    assert_eq!(
+        f.fs.mkdir(ROOT, "d", 0o755).unwrap_err().errno(),
+        libc::EROFS
+    );
+    assert_eq!(
+        f.fs.lookup(ROOT, "missing").unwrap_err().errno(),
+        libc::ENOENT
+    );
+    let a = f.fs.lookup(ROOT, "ro").unwrap();
+    assert_eq!(f.fs.open(a.ino, WR).unwrap_err().errno(), libc::EROFS);
+}
+
+#[test]
+fn readdir_snapshot_merges_unsent_files_and_counts_plus_lookups() {
+    let f = fixture();
+    f.remote.write_file("d/x", b"1");
+    f.remote.write_file("d/y", b"2");
+    let d = f.fs.lookup(ROOT, "d").unwrap();
+    let (_, o) = f.fs.create(d.ino, "z", 0o644, 0).unwrap();
+    let fh = f.fs.opendir(d.ino).unwrap();
+    // A reply buffer that takes three entries: ".", "..", "x".
+    let mut first = Collect(Vec::new(), 3);
+    f.fs.readdir(fh, 0, true, &mut first).unwrap();
+    let mut rest = Collect(Vec::new(), 100);
+    f.fs.readdir(fh, 3, true, &mut rest).unwrap();
+    f.fs.releasedir(fh);
+    let mut names: Vec<String> = first
+        .0
+        .iter()
+        .chain(&rest.0)
+        .map(|(n, _)| n.clone())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".", "..", "x", "y", "z"]);
+    f.fs.release(o.fh);
+}
+
+#[test]
+fn rename_moves_unsent_changes_with_the_file() {
+    let f = fixture();
+    f.fs.mkdir(ROOT, "dst", 0o755).unwrap();
+    let (_, o) = f.fs.create(ROOT, "draft", 0o644, 0).unwrap();
+    f.fs.write(o.fh, 0, b"text").unwrap();
+    let dst = f.fs.lookup(ROOT, "dst").unwrap();
+    // Never uploaded: the rename is local only.
+    f.fs.rename(ROOT, "draft", dst.ino, "final", 0).unwrap();
+    f.fs.flush(o.fh).unwrap();
+    f.fs.release(o.fh);
+    assert_eq!(f.remote.read_file("dst/final").unwrap(), b"text");
+    assert_eq!(f.remote.read_file("draft"), None);
+}
+
+#[test]
+fn unlinked_open_file_is_not_resurrected() {
+    let f = fixture();
+    let (_, o) = f.fs.create(ROOT, "tmp", 0o644, 0).unwrap();
+    f.fs.write(o.fh, 0, b"scratch").unwrap();
+    f.fs.unlink(ROOT, "tmp").unwrap();
+    f.fs.flush(o.fh).unwrap();
+    f.fs.release(o.fh);
+    assert_eq!(f.remote.read_file("tmp"), None);
+    assert_eq!(f.remote.calls("put"), 0);
+}
+
+#[test]
+fn setattr_on_unsent_file_travels_with_upload() {
+    let f = fixture();
+    let (a, o) = f.fs.create(ROOT, "p", 0o644, 0).unwrap();
+    f.fs.write(o.fh, 0, b"123456").unwrap();
+    let t = Timestamp {
+        secs: 1_000_000_000,
+        nanos: 0,
+    };
+    let got =
+        f.fs.setattr(a.ino, Some(0o600), Some(4), None, Some(SetTime::At(t)))
+            .unwrap();
+    assert_eq!(
+        (got.meta.size, got.meta.mode, got.meta.mtime),
+        (4, 0o600, t)
+    );
+    f.fs.flush(o.fh).unwrap();
+    f.fs.release(o.fh);
+    let st = f.remote.stat(&RelPath::new("p").unwrap()).unwrap();
+    assert_eq!((st.size, st.mode, st.mtime), (4, 0o600, t));
+    assert_eq!(f.remote.read_file("p").unwrap(), b"1234");
+    // A clean file is changed on the server directly.
+    f.fs.setattr(a.ino, Some(0o644), None, None, None).unwrap();
+    assert_eq!(f.remote.calls("setattr"), 1);
+}
+
+#[test]
+fn offline_reads_serve_cached_copy() {
+    let f = fixture();
+    f.remote.write_file("doc", b"cached");
+    assert_eq!(read_all(&f, "doc"), b"cached");
+    f.remote.set_offline(true);
+    assert_eq!(read_all(&f, "doc"), b"cached");
+}
+
+#[test]
+fn listing_answers_lookups_without_stat() {
+    let f = fixture();
+    for i in 0..50 {
+        f.remote.write_file(&format!("many/f{i}"), b"");
+    }
+    let d = f.fs.lookup(ROOT, "many").unwrap();
+    let fh = f.fs.opendir(d.ino).unwrap();
+    f.fs.releasedir(fh);
+    let stats = f.remote.calls("stat");
+    for i in 0..50 {
+        f.fs.lookup(d.ino, &format!("f{i}")).unwrap();
+    }
+    assert_eq!(
+        f.remote.calls("stat"),
+        stats,
+        "lookups after a LIST need no STAT"
+    );
+    assert_eq!(f.remote.calls("list"), 1);
+}
