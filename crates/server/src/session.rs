@@ -134,6 +134,11 @@ fn serve(
     };
     if ending.abort {
         conn.cancel_all();
+    } else {
+        // The peer only stopped sending (or the server is shutting down,
+        // which has closed the socket already): answers in progress may
+        // still reach it.
+        conn.wait_workers();
     }
     if let Some(fatal) = &ending.fatal {
         log::warn!("{peer}: closing connection: {}", fatal.message);

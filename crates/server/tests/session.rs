@@ -746,3 +746,33 @@ fn shutdown_closes_sessions_and_removes_partial_uploads() {
     assert!(h.temp_files().is_empty());
     c.expect_closed();
 }
+
+#[test]
+fn answers_in_progress_survive_a_half_close() {
+    let h = start(ServerConfig::default());
+    let data = content(3 << 20, 3);
+    std::fs::write(h.root.join("f"), &data).unwrap();
+    let mut c = h.client();
+    c.send(&ClientMsg::Request {
+        id: 1,
+        op: Op::Get {
+            path: p("f"),
+            have: None,
+        },
+    });
+    c.s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    loop {
+        match c.recv() {
+            ServerMsg::Reply { id: 1, result } => assert!(matches!(result, Ok(Reply::Get(_)))),
+            ServerMsg::Data { id: 1, data } => got.extend_from_slice(&data),
+            ServerMsg::DataEnd { id: 1, result } => {
+                assert_eq!(result.unwrap(), checksum(&data));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got, data);
+    assert_eq!(c.expect_closed(), None);
+}
