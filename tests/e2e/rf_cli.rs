@@ -125,6 +125,8 @@ fn put_then_get_small_files_byte_identical() {
         find_with_prefix(root.path(), ".rfput-"),
         Vec::<std::path::PathBuf>::new()
     );
+    // rfserve's stdout is the one `listening` line, nothing else.
+    assert_eq!(srv.extra_stdout(), "");
 }
 
 #[test]
@@ -218,6 +220,29 @@ fn ls_shows_names_sizes_kinds_modes_and_times() {
         srv.rf("ls", ["a.txt"]).stdout(),
         ls_line("-rw-r--r--", 5, "2026-11-23 13:30:00", "a.txt") + "\n"
     );
+}
+
+#[test]
+fn ls_of_a_large_directory_lists_every_entry() {
+    let root = TestDir::new("root");
+    // Long names make the listing several times the 256 KiB part size.
+    let names: Vec<String> = (0..3000)
+        .map(|i| format!("{i:05}-{}", "n".repeat(200)))
+        .collect();
+    for (i, n) in names.iter().enumerate() {
+        root.write(format!("big/{n}"), vec![b'x'; i % 7]);
+    }
+    let srv = Server::start(root.path(), &[]);
+    let listing = srv.rf("ls", ["big"]).stdout();
+    let got: Vec<&str> = listing.lines().collect();
+    assert_eq!(got.len(), names.len());
+    for (i, (line, name)) in got.iter().zip(&names).enumerate() {
+        assert!(
+            line.starts_with("-rw") && line.ends_with(&format!(" {name}")),
+            "line {i}: {line}"
+        );
+        assert!(line.contains(&format!(" {} ", i % 7)), "line {i}: {line}");
+    }
 }
 
 #[test]

@@ -691,6 +691,50 @@ fn server_killed_mid_put() {
 }
 
 #[test]
+fn sigterm_mid_put_shuts_down_cleanly() {
+    let root = TestDir::new("root");
+    let local = TestDir::new("local");
+    let old = root.write_random("big.bin", MIB, 1);
+    let old_copy = local.write_random("old-copy", MIB, 1);
+    let new = local.write_random("new.bin", 100 * MIB, 2);
+    let mut srv = Server::start(root.path(), &[]);
+
+    let mut put = srv
+        .rf("put", [s(&new), "big.bin"])
+        .spawn_logged(local.path(), "rf-put");
+    let seen = wait_for(Duration::from_secs(20), || {
+        if !names_with_prefix(root.path(), ".rfput-").is_empty() {
+            return Some(true);
+        }
+        put.try_wait().map(|_| false)
+    });
+    assert_eq!(
+        seen,
+        Some(true),
+        "{}",
+        put.report("never showed a .rfput-* file in the server root")
+    );
+    let st = srv.terminate(Duration::from_secs(15));
+    assert!(st.success(), "rfserve should exit 0 on SIGTERM, got {st}");
+
+    let st = put.wait(Duration::from_secs(30));
+    assert!(
+        st.code().is_some_and(|c| c != 0),
+        "{}",
+        put.report(&format!(
+            "should fail when the server stops, ended with {st}"
+        ))
+    );
+    assert_eq!(put.stderr().lines().count(), 1, "{}", put.stderr());
+    assert_same_file(&old_copy, &old);
+    assert_eq!(
+        find_with_prefix(root.path(), ".rfput-"),
+        Vec::<std::path::PathBuf>::new(),
+        "a clean shutdown should remove partial uploads"
+    );
+}
+
+#[test]
 fn export_id_is_stable_per_root_and_distinct_across_roots() {
     let a = TestDir::new("root-a");
     let b = TestDir::new("root-b");

@@ -953,6 +953,28 @@ impl Server {
         .unwrap_or_else(|| self.count(pattern))
     }
 
+    /// Sends SIGTERM and waits up to `timeout` for a clean exit; kills it
+    /// and panics if it does not exit in time.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("rfserve is not running");
+        // SAFETY: plain syscall with a PID we started and have not reaped.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let st = wait_for(timeout, || child.try_wait().ok().flatten());
+        match st {
+            Some(st) => st,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "rfserve did not exit within {timeout:?} of SIGTERM\n---- log ----\n{}",
+                    tail(&self.log(), 40)
+                );
+            }
+        }
+    }
+
     /// SIGKILL, then reap. A no-op when it is not running.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -1074,27 +1096,42 @@ pub fn fuse_missing() -> Option<String> {
 /// (panics); elsewhere the caller should skip — prefer the
 /// [`skip_without_fuse!`] macro, which also prints that the test skipped.
 pub fn require_fuse(test: &str) -> bool {
-    match fuse_missing() {
-        None => true,
-        Some(what) if in_ci() => {
-            panic!("FUSE is required in CI, but {what} is missing (test {test})")
+    match fuse_decision(fuse_missing(), in_ci()) {
+        Ok(run) => {
+            if !run {
+                eprintln!(
+                    "SKIPPED {test}: {} missing, so no FUSE mount is possible here \
+                     (in CI this is a failure)",
+                    fuse_missing().unwrap_or_default()
+                );
+            }
+            run
         }
-        Some(what) => {
-            eprintln!("SKIPPED {test}: {what} missing, so no FUSE mount is possible here");
-            false
-        }
+        Err(e) => panic!("{e} (test {test})"),
     }
 }
 
-/// Returns early from a mount test (printing that it skipped) when FUSE is
+/// Run (`Ok(true)`), skip (`Ok(false)`) or fail (`Err`) a mount test.
+fn fuse_decision(missing: Option<String>, ci: bool) -> Result<bool, String> {
+    match missing {
+        None => Ok(true),
+        Some(what) if ci => Err(format!("FUSE is required in CI, but {what} is missing")),
+        Some(_) => Ok(false),
+    }
+}
+
+/// Returns early from a mount test (printing `SKIPPED <test>`) when FUSE is
 /// unavailable outside CI; panics in CI.
 #[macro_export]
 macro_rules! skip_without_fuse {
-    () => {
-        if !$crate::util::require_fuse(module_path!()) {
+    () => {{
+        fn here() {}
+        let name = std::any::type_name_of_val(&here);
+        let name = name.strip_suffix("::here").unwrap_or(name);
+        if !$crate::util::require_fuse(name) {
             return;
         }
-    };
+    }};
 }
 
 /// The full path of `prog` found on `PATH`.
@@ -1175,7 +1212,8 @@ impl Mount {
             panic!("cannot mount: {what} missing (call require_fuse first)");
         }
         let dir = TestDir::new("mount");
-        let mountpoint = dir.mkdir("mnt");
+        // Canonical, as the mount table shows it.
+        let mountpoint = dir.mkdir("mnt").canonicalize().unwrap();
         let cache_dir = dir.mkdir("cache");
         let log_path = dir.join("rfmount.log");
         let mut m = Mount {
@@ -1509,5 +1547,45 @@ mod harness_tests {
             msg.contains("timed out") && msg.contains("sleep 30"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn fuse_is_required_in_ci_and_optional_elsewhere() {
+        assert_eq!(fuse_decision(None, true), Ok(true));
+        assert_eq!(fuse_decision(None, false), Ok(true));
+        assert_eq!(fuse_decision(Some("/dev/fuse".into()), false), Ok(false));
+        let e = fuse_decision(Some("/dev/fuse".into()), true).unwrap_err();
+        assert!(e.contains("FUSE is required in CI"), "{e}");
+    }
+
+    #[test]
+    fn mount_guard_mounts_unmounts_remounts_and_cleans_up() {
+        skip_without_fuse!();
+        let root = TestDir::new("root");
+        root.write("hello.txt", "hi\n");
+        let srv = Server::start(root.path(), &[]);
+        let mut m = Mount::start(&srv, &[]);
+        assert!(is_mounted(m.path()));
+        assert_eq!(m.cmd("cat").arg("hello.txt").stdout(), "hi\n");
+        let st = m.unmount_and_wait();
+        assert!(
+            st.success(),
+            "rfmount exited with {st} after fusermount3 -u"
+        );
+        assert!(!is_mounted(m.path()));
+        assert!(!m.path().join("hello.txt").exists());
+
+        m.remount(&srv.addr());
+        assert_eq!(fs::read(m.join("hello.txt")).unwrap(), b"hi\n");
+        // A crash leaves a dead mount that kill() detaches.
+        m.kill();
+        assert!(!is_mounted(m.path()));
+        m.remount(&srv.addr());
+        assert_eq!(fs::read(m.join("hello.txt")).unwrap(), b"hi\n");
+
+        let mountpoint = m.path().to_path_buf();
+        drop(m);
+        assert!(!is_mounted(&mountpoint), "still mounted after drop");
+        assert!(!mountpoint.exists(), "mount directory not removed on drop");
     }
 }
