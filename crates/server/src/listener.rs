@@ -45,16 +45,28 @@ pub struct Server {
 
 /// Asks a running [`Server`] to stop; cheap to clone, usable from a signal
 /// handler thread.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ShutdownHandle {
     stop: Arc<AtomicBool>,
+    sessions: Arc<Sessions>,
+}
+
+impl std::fmt::Debug for ShutdownHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShutdownHandle")
+            .field("stopping", &self.stop.load(Ordering::SeqCst))
+            .finish()
+    }
 }
 
 impl ShutdownHandle {
     /// Makes [`Server::run`] stop accepting, close every connection and
-    /// return. Idempotent.
+    /// return. Connections are closed here and now, not at the accept
+    /// loop's next look at the flag: a signal means stop, not finish the
+    /// uploads that happen to be running. Idempotent.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.sessions.close_all();
     }
 }
 
@@ -64,6 +76,16 @@ struct Sessions {
     live: Mutex<HashMap<u64, TcpStream>>,
     gone: Condvar,
     next: AtomicU64,
+}
+
+impl Sessions {
+    /// Shuts every live connection down; each session then ends by itself,
+    /// dropping (and so deleting) its unfinished uploads.
+    fn close_all(&self) {
+        for stream in self.live.lock().values() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
 }
 
 /// Unregisters a session when its thread ends, however it ends.
@@ -122,6 +144,7 @@ impl Server {
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
             stop: Arc::clone(&self.stop),
+            sessions: Arc::clone(&self.sessions),
         }
     }
 
@@ -164,6 +187,11 @@ impl Server {
         let id = self.sessions.next.fetch_add(1, Ordering::Relaxed);
         {
             let mut live = self.sessions.live.lock();
+            // Checked under the lock that `close_all` takes: a connection
+            // is either refused here or registered before the sweep.
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
             if live.len() >= self.config.max_connections {
                 drop(live);
                 log::warn!(
@@ -193,9 +221,7 @@ impl Server {
     }
 
     fn drain(&self) {
-        for stream in self.sessions.live.lock().values() {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
+        self.sessions.close_all();
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         let mut live = self.sessions.live.lock();
         while !live.is_empty() {

@@ -167,7 +167,7 @@ fn read_loop<R: Read>(
                 }
                 return Ending::fatal(
                     ErrorCode::Protocol,
-                    format!("idle for {} s, closing", cfg.idle_secs()),
+                    format!("idle for {} s", cfg.idle_secs()),
                 );
             }
             Err(FrameError::Io(e)) if conn.writer.is_broken() => {
