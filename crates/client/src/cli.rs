@@ -259,6 +259,17 @@ pub(crate) fn get(r: &dyn Remote, remote: &RelPath, local: Option<&Path>) -> Res
         Some(l) if l.is_dir() => l.join(name),
         Some(l) => l.to_path_buf(),
     };
+    // A device or FIFO (`/dev/null`, a named pipe) is written through: a
+    // rename over it would replace the node itself.
+    if std::fs::metadata(&target).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .with_context(|| format!("opening {}", target.display()))?;
+        r.get(remote, None, &mut f)
+            .with_context(|| format!("get {remote}"))?;
+        return Ok(target);
+    }
     let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
