@@ -699,6 +699,61 @@ fn get_to_stdout_and_into_a_closed_pipe() {
     assert_eq!(head_bytes, fs::read(&f).unwrap()[..10]);
 }
 
+/// `rf get HOST F SPECIAL` writes through a FIFO or device (think
+/// `/dev/null`, a named pipe): it must never rename a file over it.
+#[test]
+fn get_into_a_fifo_or_device_writes_through_it() {
+    use std::os::unix::fs::FileTypeExt;
+    let root = TestDir::new("root");
+    let local = TestDir::new("local");
+    let f = root.write_random("f.bin", MIB, 12);
+    let srv = Server::start(root.path(), &[]);
+
+    let fifo = local.join("fifo");
+    let c = std::ffi::CString::new(s(&fifo)).unwrap();
+    // SAFETY: plain syscall on a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader_path = fifo.clone();
+    std::thread::spawn(move || {
+        let got = fs::read(&reader_path);
+        let _ = tx.send(got);
+    });
+    srv.rf("get", ["f.bin", s(&fifo)])
+        .timeout(Duration::from_secs(30))
+        .ok();
+    let got = rx.recv_timeout(Duration::from_secs(10));
+    let kind = fs::symlink_metadata(&fifo).map(|m| m.file_type());
+    assert!(
+        kind.as_ref().is_ok_and(|t| t.is_fifo()),
+        "rf get replaced the FIFO with {kind:?}"
+    );
+    let got = got
+        .expect("nothing was written into the FIFO")
+        .expect("reading the FIFO");
+    assert!(got == fs::read(&f).unwrap(), "FIFO content differs");
+
+    // A character device like /dev/null (a private node: never the real one).
+    let null = local.join("null");
+    let c = std::ffi::CString::new(s(&null)).unwrap();
+    // SAFETY: plain syscall on a NUL-terminated path.
+    let made = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+    if made != 0 {
+        eprintln!("note: cannot mknod here (not root?), skipping the device part");
+        return;
+    }
+    srv.rf("get", ["f.bin", s(&null)]).ok();
+    let kind = fs::symlink_metadata(&null).unwrap().file_type();
+    assert!(
+        kind.is_char_device(),
+        "rf get replaced a device node with {kind:?}"
+    );
+    assert_eq!(
+        names_with_prefix(local.path(), ".rf-get-"),
+        Vec::<String>::new()
+    );
+}
+
 #[test]
 fn put_replaces_existing_file_atomically_visible() {
     let root = TestDir::new("root");
