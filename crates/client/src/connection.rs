@@ -186,8 +186,12 @@ impl Connection {
                 Err(e) => return Err(RemoteError::from_frame(e, addr)),
             }
         }
+        // Ping often enough that the server's idle timeout never fires on a
+        // quiet but healthy connection.
+        let idle = Duration::from_secs(u64::from(hello.limits.idle_timeout_secs.max(1)));
+        let interval = cfg.keepalive.min(idle / 3).max(Duration::from_millis(200));
         reader
-            .set_read_timeout(Some(cfg.keepalive * 3))
+            .set_read_timeout(Some(interval * 3))
             .map_err(io_err)?;
 
         let shared = Arc::new(Shared {
@@ -209,7 +213,6 @@ impl Connection {
             .spawn(move || read_loop(reader, shared, reader_addr))
             .map_err(|e| RemoteError::local("spawning reader thread", e))?;
         let weak = Arc::downgrade(&conn);
-        let interval = cfg.keepalive;
         thread::Builder::new()
             .name("rf-keepalive".into())
             .spawn(move || keepalive_loop(weak, stop_rx, interval))
