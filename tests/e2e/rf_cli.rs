@@ -480,6 +480,12 @@ fn bad_paths_and_local_errors_are_reported() {
         &["absent"],
     );
     assert!(!root.join("x").exists());
+    let src = local.write("y", b"y");
+    one_line_error(
+        &srv.rf("put", [s(&src), "no/such/dir/y"]).fails(),
+        &["no such file"],
+    );
+    assert!(!root.join("no").exists());
     one_line_error(
         &srv.rf("put", [s(local.path()), "x"]).fails(),
         &["not a regular file"],

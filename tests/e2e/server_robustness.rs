@@ -247,6 +247,90 @@ fn garbage_peers_are_closed_while_others_are_served() {
 }
 
 #[test]
+fn stalled_readers_and_writers_do_not_block_others() {
+    let root = TestDir::new("root");
+    let local = TestDir::new("local");
+    let big = root.write_random("big.bin", 64 * MIB, 3);
+    let mut srv = Server::start(root.path(), &[]);
+
+    // A: asks for 64 MiB and never reads a byte of it.
+    let (mut a, _) = raw_session(&srv);
+    write_frame(
+        &mut a,
+        &ClientMsg::Request {
+            id: 1,
+            op: Op::Get {
+                path: RelPath::new("big.bin").unwrap(),
+                have: None,
+            },
+        },
+    )
+    .unwrap();
+    // B: starts a 10 MiB upload of stall.bin, sends 256 KiB and stops.
+    let (mut b, _) = raw_session(&srv);
+    write_frame(
+        &mut b,
+        &ClientMsg::Request {
+            id: 1,
+            op: Op::Put {
+                path: RelPath::new("stall.bin").unwrap(),
+                size: 10 * MIB,
+                mode: None,
+                mtime: None,
+            },
+        },
+    )
+    .unwrap();
+    write_frame(
+        &mut b,
+        &ClientMsg::PutData {
+            id: 1,
+            data: vec![0xAB; 256 * 1024],
+        },
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Everyone else: the same big file, and a complete upload to the very
+    // path B is stuck on.
+    let start = Instant::now();
+    let copy = local.join("big.copy");
+    srv.rf("get", ["big.bin", s(&copy)])
+        .timeout(Duration::from_secs(30))
+        .ok();
+    assert_same_file(&big, &copy);
+    let mine = local.write_random("stall.bin", 3 * MIB, 4);
+    srv.rf("put", [s(&mine)])
+        .timeout(Duration::from_secs(30))
+        .ok();
+    assert_same_file(&mine, &root.join("stall.bin"));
+    srv.rf("ls", [] as [&str; 0])
+        .timeout(Duration::from_secs(30))
+        .ok();
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "others were held up: {:?}",
+        start.elapsed()
+    );
+
+    // B gives up: its partial upload never replaces the good file.
+    drop(b);
+    drop(a);
+    let clean = wait_for(Duration::from_secs(10), || {
+        find_with_prefix(root.path(), ".rfput-")
+            .is_empty()
+            .then_some(())
+    });
+    assert!(
+        clean.is_some(),
+        "abandoned upload left {:?}",
+        find_with_prefix(root.path(), ".rfput-")
+    );
+    assert_same_file(&mine, &root.join("stall.bin"));
+    assert_healthy(&mut srv);
+}
+
+#[test]
 fn version_mismatch_is_answered_then_closed() {
     let root = TestDir::new("root");
     let mut srv = Server::start(root.path(), &[]);
