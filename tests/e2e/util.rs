@@ -408,6 +408,7 @@ pub struct TestCommand {
     stdin: Option<Vec<u8>>,
     timeout: Duration,
     logs: Vec<(String, PathBuf)>,
+    group: bool,
 }
 
 impl TestCommand {
@@ -425,7 +426,18 @@ impl TestCommand {
             stdin: None,
             timeout: COMMAND_TIMEOUT,
             logs: Vec::new(),
+            group: false,
         }
+    }
+
+    /// `bash -euo pipefail -c SCRIPT`, for pipelines of ordinary tools
+    /// (`tar c . | tar x -C ...`). It runs in its own process group, and a
+    /// timeout kills the whole group, not just bash.
+    pub fn sh(script: &str) -> TestCommand {
+        let mut c = TestCommand::new("bash");
+        c.args(["-euo", "pipefail", "-c", script]);
+        c.group = true;
+        c
     }
 
     /// The `rf` binary.
@@ -514,6 +526,9 @@ impl TestCommand {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if self.group {
+            std::os::unix::process::CommandExt::process_group(&mut self.cmd, 0);
+        }
         let mut child = self
             .cmd
             .spawn()
@@ -541,6 +556,13 @@ impl TestCommand {
         let status = match status {
             Some(st) => st,
             None => {
+                if self.group {
+                    // SAFETY: plain syscall; the group is the one the child
+                    // leads, created above.
+                    unsafe {
+                        libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
+                    }
+                }
                 let _ = child.kill();
                 child.wait().expect("wait after kill")
             }
@@ -1259,7 +1281,10 @@ impl Mount {
             .arg(&self.cache_dir)
             .args(&self.extra)
             .env_remove("RF_TOKEN_FILE")
-            .env("RUST_LOG", "debug")
+            .env(
+                "RUST_LOG",
+                "info,rfmount_mount=debug,rfmount_client=debug,rfmount=debug",
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -1547,6 +1572,31 @@ mod harness_tests {
             msg.contains("timed out") && msg.contains("sleep 30"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn shell_pipelines_run_and_time_out_as_a_group() {
+        let out = TestCommand::sh("printf 'a\\nb\\n' | sort -r | head -1").ok();
+        assert_eq!(text(&out.stdout), "b\n");
+        TestCommand::sh("false | true").fails();
+        let d = TestDir::new("group");
+        let marker = d.join("late");
+        let script = format!("(sleep 2; touch {}) & sleep 30", marker.display());
+        let start = Instant::now();
+        let r = std::panic::catch_unwind(|| {
+            TestCommand::sh(&script)
+                .timeout(Duration::from_millis(300))
+                .run()
+        });
+        assert!(r.is_err(), "should have timed out");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        // The background subshell died with the group.
+        thread::sleep(Duration::from_millis(2500));
+        assert!(!marker.exists(), "a grandchild survived the timeout");
     }
 
     #[test]
