@@ -80,7 +80,13 @@ pub fn main() -> ExitCode {
             }
         }
     };
-    let level = if args.foreground { "info" } else { "warn" };
+    // fuser warns when its own unmount finds the mount already gone (after
+    // `fusermount3 -u`), which is the normal way to stop: keep it quiet.
+    let level = if args.foreground {
+        "info,fuser=error"
+    } else {
+        "warn,fuser=error"
+    };
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .try_init();
     match run(&args, cfg, status) {

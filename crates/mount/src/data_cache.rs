@@ -49,11 +49,14 @@ struct Entry {
     key: String,
     info: EntryInfo,
     last_use: u64,
-    pins: u32,
 }
 
 struct State {
     entries: HashMap<RelPath, Entry>,
+    /// Open handles per path. Kept apart from `entries` because a path is
+    /// pinned *before* its content is fetched: otherwise a fetch larger than
+    /// the limit would be evicted before the handle could open it.
+    pins: HashMap<RelPath, u32>,
     tick: u64,
 }
 
@@ -96,6 +99,7 @@ impl DataCache {
             limit,
             state: Mutex::new(State {
                 entries: HashMap::new(),
+                pins: HashMap::new(),
                 tick: 0,
             }),
         };
@@ -135,7 +139,6 @@ impl DataCache {
                                 key: key.to_owned(),
                                 info,
                                 last_use,
-                                pins: 0,
                             },
                         );
                     }
@@ -354,23 +357,30 @@ impl DataCache {
                 warn!("cache: recording {new}: {err}");
             }
             // Open handles follow the file to its new name.
-            if let Some(moved) = self.state.lock().entries.get_mut(&new) {
-                moved.pins = e.pins;
+            let mut st = self.state.lock();
+            if let Some(n) = st.pins.remove(&old) {
+                *st.pins.entry(new).or_default() += n;
             }
         }
     }
 
-    /// A handle has `path` open: never evict it meanwhile.
+    /// A handle is about to open `path`: never evict it until unpinned.
+    /// Pin before fetching, so the fetched content cannot be evicted before
+    /// the handle opens it.
     pub fn pin(&self, path: &RelPath) {
-        if let Some(e) = self.state.lock().entries.get_mut(path) {
-            e.pins += 1;
-        }
+        *self.state.lock().pins.entry(path.clone()).or_default() += 1;
     }
 
     /// The handle is closed.
     pub fn unpin(&self, path: &RelPath) {
-        if let Some(e) = self.state.lock().entries.get_mut(path) {
-            e.pins = e.pins.saturating_sub(1);
+        {
+            let mut st = self.state.lock();
+            if let Some(n) = st.pins.get_mut(path) {
+                *n -= 1;
+                if *n == 0 {
+                    st.pins.remove(path);
+                }
+            }
         }
         self.evict();
     }
@@ -406,7 +416,6 @@ impl DataCache {
             key,
             info: info.clone(),
             last_use: tick,
-            pins: 0,
         });
         e.info = info;
         e.last_use = tick;
@@ -423,7 +432,7 @@ impl DataCache {
             let mut clean: Vec<(u64, RelPath)> = st
                 .entries
                 .iter()
-                .filter(|(_, e)| !e.info.dirty && e.pins == 0)
+                .filter(|(p, e)| !e.info.dirty && !st.pins.contains_key(*p))
                 .map(|(p, e)| (e.last_use, p.clone()))
                 .collect();
             clean.sort();
@@ -455,8 +464,8 @@ fn write_meta(meta_path: &Path, path: &RelPath, info: &EntryInfo) -> io::Result<
         .create(dir)?;
     let mut tmp = tempfile::Builder::new().prefix(".tmp").tempfile_in(dir)?;
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    write!(
-        tmp,
+    // One write: formatting straight into the file costs a syscall per field.
+    let text = format!(
         "{META_MAGIC}\nversion {}\ndirty {}\nsize {}\nmode {}\nmtime {}\npath {}\n",
         opt(info.version.map(|v| v.to_string())),
         u8::from(info.dirty),
@@ -464,7 +473,8 @@ fn write_meta(meta_path: &Path, path: &RelPath, info: &EntryInfo) -> io::Result<
         opt(info.mode.map(|m| m.to_string())),
         opt(info.mtime.map(|t| format!("{}.{}", t.secs, t.nanos))),
         path.as_str(),
-    )?;
+    );
+    tmp.write_all(text.as_bytes())?;
     tmp.persist(meta_path).map_err(|e| e.error)?;
     Ok(())
 }

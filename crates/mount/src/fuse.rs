@@ -447,6 +447,41 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         }
     }
 
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        // ENOSYS makes the kernel stop asking (it then answers EOPNOTSUPP
+        // itself), so `ls -l` does not cost a request per file.
+        reply.error(Errno::from_i32(libc::ENOSYS));
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
+        reply.error(Errno::from_i32(libc::ENOSYS));
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        // Extended attributes are not part of the protocol.
+        reply.error(Errno::from_i32(libc::ENOSYS));
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::from_i32(libc::ENOSYS));
+    }
+
     fn symlink(
         &self,
         _req: &Request,

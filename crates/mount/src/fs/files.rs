@@ -76,39 +76,16 @@ impl<R: Remote> RemoteFs<R> {
             self.check_writable()?;
         }
         let state = self.file_state(ino);
-        let guard = state.upload.lock();
-        let entry = self.cache.entry(&path);
-        let keep_cache = if entry.as_ref().is_some_and(|e| e.dirty) {
-            // Unsent local changes are the newest content there is.
-            if trunc {
-                self.truncate_local(&path, &state, 0)?;
-            }
-            !trunc
-        } else if trunc {
-            self.cache
-                .create_empty(&path, None)
-                .map_err(|e| FsError::cache(format!("creating {path}"), e))?;
-            state.write_gen.fetch_add(1, Ordering::SeqCst);
-            false
-        } else {
-            let meta = self.fetch(&path, entry.as_ref())?;
-            let mut kv = state.kernel_version.lock();
-            let same = *kv == Some(meta.version);
-            if kv.is_some() && !same {
-                // The kernel may hold attributes (size) and pages of the old
-                // content; without this a grown file reads truncated until
-                // the attribute timeout.
-                if let Some(inval) = self.invalidator.get() {
-                    inval(ino);
-                }
-            }
-            *kv = Some(meta.version);
-            same
-        };
-        let file = open_data(&self.cache.data_path(&path), writable)
-            .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
-        drop(guard);
+        // Pinned before the fetch: content larger than the cache limit must
+        // survive until the handle has it open.
         self.cache.pin(&path);
+        let (file, keep_cache) = match self.open_cached(ino, &path, &state, writable, trunc) {
+            Ok(v) => v,
+            Err(e) => {
+                self.cache.unpin(&path);
+                return Err(e);
+            }
+        };
         state.open.fetch_add(1, Ordering::SeqCst);
         if writable {
             state.writers.fetch_add(1, Ordering::SeqCst);
@@ -124,6 +101,50 @@ impl<R: Remote> RemoteFs<R> {
             }),
         );
         Ok(Opened { fh, keep_cache })
+    }
+
+    /// Brings the cache copy of `path` to the state `open` needs and opens
+    /// it; returns the file and whether the kernel may keep its pages.
+    fn open_cached(
+        &self,
+        ino: u64,
+        path: &RelPath,
+        state: &FileState,
+        writable: bool,
+        trunc: bool,
+    ) -> FsResult<(File, bool)> {
+        let _guard = state.upload.lock();
+        let entry = self.cache.entry(path);
+        let keep_cache = if entry.as_ref().is_some_and(|e| e.dirty) {
+            // Unsent local changes are the newest content there is.
+            if trunc {
+                self.truncate_local(path, state, 0)?;
+            }
+            !trunc
+        } else if trunc {
+            self.cache
+                .create_empty(path, None)
+                .map_err(|e| FsError::cache(format!("creating {path}"), e))?;
+            state.write_gen.fetch_add(1, Ordering::SeqCst);
+            false
+        } else {
+            let meta = self.fetch(path, entry.as_ref())?;
+            let mut kv = state.kernel_version.lock();
+            let same = *kv == Some(meta.version);
+            if kv.is_some() && !same {
+                // The kernel may hold attributes (size) and pages of the old
+                // content; without this a grown file reads truncated until
+                // the attribute timeout.
+                if let Some(inval) = self.invalidator.get() {
+                    inval(ino);
+                }
+            }
+            *kv = Some(meta.version);
+            same
+        };
+        let file = open_data(&self.cache.data_path(path), writable)
+            .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
+        Ok((file, keep_cache))
     }
 
     /// Brings the cache up to date with the server: one `GET` naming the

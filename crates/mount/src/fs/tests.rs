@@ -263,3 +263,14 @@ fn listing_answers_lookups_without_stat() {
     );
     assert_eq!(f.remote.calls("list"), 1);
 }
+
+#[test]
+fn file_larger_than_the_cache_is_still_readable() {
+    let f = fixture_with(MemRemote::new(false), 10);
+    f.remote.write_file("big", &[7u8; 20]);
+    f.remote.write_file("small", b"abc");
+    assert_eq!(read_all(&f, "big"), vec![7u8; 20]);
+    assert_eq!(read_all(&f, "small"), b"abc");
+    // Once closed, the oversized entry is the first to go.
+    assert!(f.fs.cache().entry(&RelPath::new("big").unwrap()).is_none());
+}
