@@ -744,8 +744,32 @@ fn server_killed_mid_put() {
 
     assert_same_file(&old_copy, &old);
     let on_disk_after_kill = find_with_prefix(root.path(), ".rfput-");
+    assert!(
+        !on_disk_after_kill.is_empty(),
+        "a SIGKILLed server cannot remove its temporary; expected one on disk"
+    );
 
     srv.restart();
+    // The restarted server sweeps the temporaries that predate it.
+    let swept = wait_for(Duration::from_secs(10), || {
+        find_with_prefix(root.path(), ".rfput-")
+            .is_empty()
+            .then_some(())
+    });
+    assert!(
+        swept.is_some(),
+        "the killed upload's temporary {on_disk_after_kill:?} was not removed within 10 s \
+         of the restart: {:?}\n{}",
+        find_with_prefix(root.path(), ".rfput-"),
+        tail(&srv.log(), 30)
+    );
+    let sweep_line = "removed 1 stale upload temp files";
+    assert_eq!(
+        srv.wait_count(sweep_line, 1, Duration::from_secs(5)),
+        1,
+        "expected {sweep_line:?} in the log:\n{}",
+        tail(&srv.log(), 30)
+    );
     let listing = srv.rf("ls", [] as [&str; 0]).stdout();
     assert!(
         !listing.contains(".rfput-"),
@@ -764,13 +788,9 @@ fn server_killed_mid_put() {
     // The same upload now succeeds.
     srv.rf("put", [s(&new), "big.bin"]).ok();
     assert_same_file(&new, &old);
-
-    // Not asserted (only what clients see is): whether the killed upload's
-    // temporary file survives on disk, for the report.
-    eprintln!(
-        "finding: .rfput-* on disk after the server was killed: {on_disk_after_kill:?}; \
-         after restart and a new put: {:?}",
-        find_with_prefix(root.path(), ".rfput-")
+    assert_eq!(
+        find_with_prefix(root.path(), ".rfput-"),
+        Vec::<std::path::PathBuf>::new()
     );
 }
 

@@ -3,53 +3,37 @@
 //! a time (std's `read_dir` wants a path, which would reopen the race that
 //! `openat2` closes).
 
-use std::ffi::CStr;
-use std::os::fd::{BorrowedFd, IntoRawFd, OwnedFd};
-use std::ptr::NonNull;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use rfmount_proto::{DirEntry, RelPath, WireError};
 
+use super::sweep::Temps;
 use super::{TEMP_PREFIX, meta, sys};
 use crate::store::StoreResult;
 
 /// An open directory stream, closed on drop.
 pub(super) struct DirStream {
-    dir: NonNull<libc::DIR>,
+    dir: sys::Dir,
     path: RelPath,
+    temps: Arc<Temps>,
     non_utf8: usize,
     done: bool,
 }
 
-// SAFETY: the DIR stream is owned exclusively by this value and only used
-// through `&mut self`, so it is never touched by two threads at once; glibc's
-// DIR carries no thread affinity.
-unsafe impl Send for DirStream {}
-
 impl DirStream {
-    /// Takes ownership of `fd`, a directory opened for reading.
-    pub(super) fn new(fd: OwnedFd, path: &RelPath) -> StoreResult<DirStream> {
-        let raw = fd.into_raw_fd();
-        // SAFETY: `raw` is a valid directory descriptor that we own; on
-        // success the DIR takes it over, on failure we still own it.
-        let dir = unsafe { libc::fdopendir(raw) };
-        let Some(dir) = NonNull::new(dir) else {
-            let e = std::io::Error::last_os_error();
-            // SAFETY: fdopendir failed, so `raw` is still ours to close.
-            unsafe { libc::close(raw) };
-            return Err(WireError::from_io(&e, path));
-        };
+    /// Takes ownership of `fd`, a directory opened for reading. Upload
+    /// temporaries the listing skips are removed on the way when `temps`
+    /// says they are stale.
+    pub(super) fn new(fd: OwnedFd, path: &RelPath, temps: Arc<Temps>) -> StoreResult<DirStream> {
+        let dir = sys::Dir::new(fd).map_err(|e| WireError::from_io(&e, path))?;
         Ok(DirStream {
             dir,
             path: path.clone(),
+            temps,
             non_utf8: 0,
             done: false,
         })
-    }
-
-    fn fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: dirfd of a live DIR is valid for as long as the DIR is,
-        // which the borrow of `self` guarantees.
-        unsafe { BorrowedFd::borrow_raw(libc::dirfd(self.dir.as_ptr())) }
     }
 
     fn finish(&mut self) {
@@ -69,25 +53,37 @@ impl Iterator for DirStream {
 
     fn next(&mut self) -> Option<Self::Item> {
         while !self.done {
-            // readdir reports errors only through errno, so clear it first.
-            // SAFETY: __errno_location returns this thread's errno slot.
-            unsafe { *libc::__errno_location() = 0 };
-            // SAFETY: `self.dir` is a live stream used by this thread only.
-            let ent = unsafe { libc::readdir(self.dir.as_ptr()) };
-            if ent.is_null() {
-                let e = std::io::Error::last_os_error();
-                self.finish();
-                if e.raw_os_error().is_some_and(|n| n != 0) {
+            let ent = match self.dir.next_entry() {
+                Some(Ok(ent)) => ent,
+                Some(Err(e)) => {
+                    self.finish();
                     return Some(Err(WireError::from_io(&e, &self.path)));
                 }
-                return None;
+                None => {
+                    self.finish();
+                    return None;
+                }
+            };
+            let bytes = ent.name.to_bytes();
+            if bytes == b"." || bytes == b".." {
+                continue;
             }
-            // SAFETY: readdir returned a valid entry whose d_name is
-            // NUL-terminated; it stays valid until the next readdir, and we
-            // copy what we need before that.
-            let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
-            let bytes = name.to_bytes();
-            if bytes == b"." || bytes == b".." || bytes.starts_with(TEMP_PREFIX.as_bytes()) {
+            if bytes.starts_with(TEMP_PREFIX.as_bytes()) {
+                // Hidden either way; one left by a server that died is
+                // removed now rather than when the startup sweep gets here.
+                match self.temps.remove_if_stale(ent.dir, ent.name) {
+                    Ok(true) => log::debug!(
+                        "{}: removed stale upload temp file {:?}",
+                        self.path,
+                        ent.name
+                    ),
+                    Ok(false) => {}
+                    Err(e) => log::debug!(
+                        "{}: cannot remove stale upload temp file {:?}: {e}",
+                        self.path,
+                        ent.name
+                    ),
+                }
                 continue;
             }
             let Ok(utf8) = std::str::from_utf8(bytes) else {
@@ -95,7 +91,7 @@ impl Iterator for DirStream {
                 continue;
             };
             let utf8 = utf8.to_owned();
-            match sys::lstatat(self.fd(), name) {
+            match sys::lstatat(ent.dir, ent.name) {
                 Ok(st) => {
                     return Some(Ok(DirEntry {
                         name: utf8,
@@ -115,13 +111,5 @@ impl Iterator for DirStream {
             }
         }
         None
-    }
-}
-
-impl Drop for DirStream {
-    fn drop(&mut self) {
-        // SAFETY: the stream is live and dropped exactly once; closedir also
-        // closes the descriptor it took over.
-        unsafe { libc::closedir(self.dir.as_ptr()) };
     }
 }

@@ -3,15 +3,19 @@
 //!
 //! The temporary lives in the target's directory so that the final rename is
 //! atomic (same filesystem) and inherits the directory's quota; its name
-//! starts with [`TEMP_PREFIX`] so listings can hide it while it exists.
+//! starts with [`TEMP_PREFIX`] so listings can hide it while it exists, and
+//! it is registered with [`Temps`] for its whole life so that neither
+//! listings nor the startup sweep mistake it for one a dead server left.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 
 use rfmount_proto::{ErrorCode, Meta, RelPath, SetTime, Timestamp, WireError};
 
+use super::sweep::{LiveTemp, Temps};
 use super::{TEMP_PREFIX, meta, sys};
 use crate::store::{PendingPut, StoreResult};
 
@@ -21,7 +25,9 @@ const NAME_TRIES: usize = 8;
 /// A temporary file being filled; see the module documentation.
 pub(super) struct LocalPut {
     dir: OwnedFd,
-    temp: CString,
+    /// Unregistered only when this value is gone, after the unlink in
+    /// `drop` (fields drop after the body).
+    temp: LiveTemp,
     target: CString,
     path: RelPath,
     file: File,
@@ -41,6 +47,7 @@ impl LocalPut {
     /// Creates the temporary in `dir` (the target's parent, opened for
     /// reading so it can be fsynced) and reserves `size` bytes.
     pub(super) fn create(
+        temps: &Arc<Temps>,
         dir: OwnedFd,
         target: CString,
         path: &RelPath,
@@ -63,9 +70,10 @@ impl LocalPut {
         };
         let mut tries = 0;
         let (temp, fd) = loop {
-            let temp = temp_name().map_err(io_err)?;
+            // Registered before it exists, so no sweep can see it unregistered.
+            let temp = temps.hold(temp_name().map_err(io_err)?);
             let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-            match sys::openat(dir.as_fd(), &temp, flags, 0o600) {
+            match sys::openat(dir.as_fd(), temp.name(), flags, 0o600) {
                 Ok(fd) => break (temp, fd),
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) && tries < NAME_TRIES => {
                     tries += 1;
@@ -103,8 +111,13 @@ impl LocalPut {
             sys::futimens(self.file.as_fd(), None, Some(SetTime::At(t))).map_err(io_err)?;
         }
         self.file.sync_all().map_err(io_err)?;
-        sys::renameat(self.dir.as_fd(), &self.temp, self.dir.as_fd(), &self.target)
-            .map_err(io_err)?;
+        sys::renameat(
+            self.dir.as_fd(),
+            self.temp.name(),
+            self.dir.as_fd(),
+            &self.target,
+        )
+        .map_err(io_err)?;
         self.committed = true;
         // Without this the rename itself may be lost in a crash, and the
         // client would have been told its data is safe.
@@ -141,11 +154,11 @@ impl Drop for LocalPut {
         if self.committed {
             return;
         }
-        if let Err(e) = sys::unlinkat(self.dir.as_fd(), &self.temp, 0) {
+        if let Err(e) = sys::unlinkat(self.dir.as_fd(), self.temp.name(), 0) {
             log::warn!(
                 "{}: cannot remove temporary upload file {:?}: {e}",
                 self.path,
-                self.temp
+                self.temp.name()
             );
         }
     }

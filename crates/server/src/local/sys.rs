@@ -5,7 +5,8 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
 
 use rfmount_proto::SetTime;
 
@@ -193,4 +194,89 @@ pub(super) fn reserve(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
     }
     // SAFETY: plain syscall on a descriptor we borrow.
     cvt(unsafe { libc::fallocate(fd.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) }).map(drop)
+}
+
+/// An open directory stream (`fdopendir(3)`/`readdir(3)`), read one entry
+/// at a time and closed on drop.
+pub(super) struct Dir {
+    dir: NonNull<libc::DIR>,
+}
+
+// SAFETY: the DIR stream is owned exclusively by this value and only used
+// through `&mut self`, so it is never touched by two threads at once; glibc's
+// DIR carries no thread affinity.
+unsafe impl Send for Dir {}
+
+/// One directory entry, valid until the stream is read again.
+pub(super) struct DirEntry<'a> {
+    /// The stream's own descriptor, for the `*at` calls on `name`.
+    pub(super) dir: BorrowedFd<'a>,
+    pub(super) name: &'a CStr,
+    /// `d_type`: `DT_DIR`, `DT_REG`, ... or `DT_UNKNOWN` on filesystems
+    /// that do not say.
+    pub(super) kind: u8,
+}
+
+impl Dir {
+    /// Takes ownership of `fd`, a directory opened for reading.
+    pub(super) fn new(fd: OwnedFd) -> io::Result<Dir> {
+        let raw = fd.into_raw_fd();
+        // SAFETY: `raw` is a valid directory descriptor that we own; on
+        // success the DIR takes it over, on failure we still own it.
+        let dir = unsafe { libc::fdopendir(raw) };
+        let Some(dir) = NonNull::new(dir) else {
+            let e = io::Error::last_os_error();
+            // SAFETY: fdopendir failed, so `raw` is still ours to close.
+            unsafe { libc::close(raw) };
+            return Err(e);
+        };
+        Ok(Dir { dir })
+    }
+
+    /// The next entry (`.` and `..` included), `None` at the end.
+    pub(super) fn next_entry(&mut self) -> Option<io::Result<DirEntry<'_>>> {
+        // readdir reports errors only through errno, so clear it first.
+        // SAFETY: __errno_location returns this thread's errno slot.
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: `self.dir` is a live stream used by this thread only.
+        let ent = unsafe { libc::readdir(self.dir.as_ptr()) };
+        if ent.is_null() {
+            let e = io::Error::last_os_error();
+            return e.raw_os_error().is_some_and(|n| n != 0).then_some(Err(e));
+        }
+        // SAFETY: readdir returned a valid entry whose d_name is
+        // NUL-terminated; it stays valid until the next readdir on this
+        // stream, which the borrow of `self` rules out. dirfd of a live DIR
+        // is valid for as long as the DIR is.
+        unsafe {
+            Some(Ok(DirEntry {
+                dir: BorrowedFd::borrow_raw(libc::dirfd(self.dir.as_ptr())),
+                name: CStr::from_ptr((*ent).d_name.as_ptr()),
+                kind: (*ent).d_type,
+            }))
+        }
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        // SAFETY: the stream is live and dropped exactly once; closedir also
+        // closes the descriptor it took over.
+        unsafe { libc::closedir(self.dir.as_ptr()) };
+    }
+}
+
+/// Seconds and nanoseconds of `CLOCK_REALTIME_COARSE`: the clock the kernel
+/// stamps file times with, so a file changed after this reading never has
+/// a time before it.
+pub(super) fn coarse_now() -> (i64, i64) {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the kernel to fill in; this clock
+    // id exists on every Linux since 2.6.32, and on failure `ts` stays zero,
+    // which makes nothing look older than it.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &raw mut ts) };
+    (ts.tv_sec, ts.tv_nsec)
 }
