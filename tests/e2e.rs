@@ -24,6 +24,16 @@ mod rf_cli;
 #[path = "e2e/server_robustness.rs"]
 mod server_robustness;
 
-// FUSE mount tests go here, one module per area, e.g.:
-// #[path = "e2e/mount_basic.rs"]
-// mod mount_basic;
+// Helpers shared by the FUSE mount tests below.
+#[path = "e2e/mount_common.rs"]
+mod mount_common;
+
+// Real FUSE mounts driven with ordinary shell tools. Files: cp in and out of
+// every awkward size (and 256 MiB), touch, chmod, truncate, >>, mv, rm.
+#[path = "e2e/mount_files.rs"]
+mod mount_files;
+
+// Directories: ls -l and stat against the server's disk, a 10,000-file
+// directory, mkdir -p / rmdir / mv across directories, tar x and tar c.
+#[path = "e2e/mount_dirs.rs"]
+mod mount_dirs;
