@@ -37,3 +37,8 @@ mod mount_files;
 // directory, mkdir -p / rmdir / mv across directories, tar x and tar c.
 #[path = "e2e/mount_dirs.rs"]
 mod mount_dirs;
+
+// Close-to-open: server-side changes, two mounts of one export, remounts
+// served from the on-disk cache.
+#[path = "e2e/mount_consistency.rs"]
+mod mount_consistency;
