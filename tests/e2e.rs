@@ -42,3 +42,8 @@ mod mount_dirs;
 // served from the on-disk cache.
 #[path = "e2e/mount_consistency.rs"]
 mod mount_consistency;
+
+// Read-only exports and -o ro, a full server disk, the server dying while
+// idle, before close and mid-upload: errors at close and no byte lost.
+#[path = "e2e/mount_failures.rs"]
+mod mount_failures;
