@@ -47,3 +47,7 @@ mod mount_consistency;
 // idle, before close and mid-upload: errors at close and no byte lost.
 #[path = "e2e/mount_failures.rs"]
 mod mount_failures;
+
+// The rfmount process: start errors, daemon mode, SIGTERM / SIGINT.
+#[path = "e2e/mount_process.rs"]
+mod mount_process;

@@ -1338,6 +1338,13 @@ impl Mount {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// Waits up to `timeout` for rfmount to exit by itself (after a signal
+    /// the test sent, say) and returns its exit status; `None` if it is
+    /// still running (or was not running).
+    pub fn wait_exited(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.wait_exit(timeout)
+    }
+
     /// Where rfmount's stdout and stderr go.
     pub fn log_path(&self) -> &Path {
         &self.log_path
