@@ -51,3 +51,7 @@ mod mount_failures;
 // The rfmount process: start errors, daemon mode, SIGTERM / SIGINT.
 #[path = "e2e/mount_process.rs"]
 mod mount_process;
+
+// 1 GiB in and out: ls stays responsive during a cold fetch, memory bounded.
+#[path = "e2e/mount_load.rs"]
+mod mount_load;
