@@ -287,12 +287,10 @@ fn idle_then_cp(extra: &[&str], idle: Duration) {
     srv.kill();
     // The scenario, not a race: the mount sits idle for `idle`.
     std::thread::sleep(idle);
+    let mut said = String::new();
     for name in ["new.bin", "existing.txt"] {
         let out = tool(&m, &srv, "cp").arg(&src).arg(name).run();
-        eprintln!(
-            "cp to {name} with the server down: {}",
-            text(&out.stderr).trim()
-        );
+        said.push_str(&text(&out.stderr));
         assert_failed_with(
             &out,
             &format!("cp to {name} while the server is down"),
@@ -307,6 +305,7 @@ fn idle_then_cp(extra: &[&str], idle: Duration) {
         if let Err(e) = wait_same_file(&src, &root.join(name), Duration::from_secs(15)) {
             panic!(
                 "{name} was not uploaded within 15 s of the server's restart ({e})\n\
+                 while the server was down, cp said:\n{said}\
                  ---- rfmount log ----\n{}",
                 tail(&m.log(), 30)
             );
