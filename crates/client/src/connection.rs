@@ -171,7 +171,11 @@ impl Connection {
                 .map_err(|e| RemoteError::from_frame(e, addr))?;
             match read_frame(&mut reader) {
                 Ok(ServerMsg::AuthResult(Ok(()))) => {}
-                Ok(ServerMsg::AuthResult(Err(e))) => return Err(RemoteError::Auth(e.message)),
+                Ok(ServerMsg::AuthResult(Err(_))) => {
+                    return Err(RemoteError::Auth(format!(
+                        "server {addr} refused the token"
+                    )));
+                }
                 Ok(other) => {
                     return Err(RemoteError::Protocol(format!(
                         "unexpected answer to authentication: {other:?}"

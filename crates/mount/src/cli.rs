@@ -16,7 +16,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use fuser::{Config, INodeNo, MountOption, Session, SessionACL};
 use log::{info, warn};
-use rfmount_client::{ConnectConfig, Remote, TcpRemote};
+use rfmount_client::{ConnectConfig, Remote, RemoteError, TcpRemote};
 
 use crate::daemon::{self, StatusPipe};
 use crate::data_cache::DataCache;
@@ -89,10 +89,15 @@ pub fn main() -> ExitCode {
     };
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .try_init();
+    let background = status.is_some();
     match run(&args, cfg, status) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rfmount: error: {e:#}");
+            // In the background the parent prints what the status pipe
+            // carried; printing here too would show the error twice.
+            if !background {
+                eprintln!("rfmount: error: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -191,8 +196,10 @@ fn mount(args: &Args, mut cfg: MountConfig) -> Result<Mounted> {
     if let Some(t) = &args.token_file {
         conn = conn.with_token_file(t)?;
     }
-    let remote =
-        TcpRemote::connect(conn).with_context(|| format!("cannot reach server {server}"))?;
+    let remote = TcpRemote::connect(conn).map_err(|e| match e {
+        RemoteError::Transport(_) => anyhow!("cannot reach server {server}: {e}"),
+        other => anyhow!("server {server}: {other}"),
+    })?;
     let export = remote.export();
     if export.read_only && !cfg.read_only {
         info!("the export is read-only; mounting read-only");

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
+use log::debug;
 use parking_lot::{Mutex, RwLock};
 use rfmount_client::Remote;
 use rfmount_proto::{ErrorCode, FileKind, Meta, RelPath, Timestamp};
@@ -180,8 +181,29 @@ impl<R: Remote> RemoteFs<R> {
                 Ok(m)
             }
             Err(e) if e.code() == Some(ErrorCode::NotFound) => Err(FsError::enoent()),
+            Err(e) if e.is_transport() => self.offline_meta(path).unwrap_or(Err(e.into())),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// While the server is unreachable, the last known attributes (from a
+    /// STAT or the parent's listing, however old) answer instead, so that
+    /// cached files stay readable and new files can be written locally;
+    /// their upload then fails at close and is retried.
+    fn offline_meta(&self, path: &RelPath) -> Option<FsResult<Meta>> {
+        let mc = self.meta.lock();
+        if let Some(m) = mc.attr_any(path) {
+            return Some(Ok(m));
+        }
+        let listing = mc.listing_any(&path.parent()?)?;
+        let name = path.file_name()?;
+        debug!("{path}: server unreachable, answering from the last listing");
+        Some(
+            listing
+                .get(name)
+                .map(|e| e.meta)
+                .ok_or_else(FsError::enoent),
+        )
     }
 
     /// Attributes of a file with changes not yet uploaded, from the cache

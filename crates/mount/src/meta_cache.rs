@@ -62,6 +62,17 @@ impl MetaCache {
             .map(|(m, _)| *m)
     }
 
+    /// Cached attributes of `path`, however old: for answering while the
+    /// server is unreachable.
+    pub fn attr_any(&self, path: &RelPath) -> Option<Meta> {
+        self.attrs.get(path).map(|(m, _)| *m)
+    }
+
+    /// The last listing of `dir`, however old (see [`MetaCache::attr_any`]).
+    pub fn listing_any(&self, dir: &RelPath) -> Option<Arc<Listing>> {
+        self.dirs.get(dir).map(|(l, _)| l.clone())
+    }
+
     /// Records attributes just received.
     pub fn put_attr(&mut self, path: &RelPath, meta: Meta) {
         self.attrs.insert(path.clone(), (meta, Instant::now()));

@@ -49,9 +49,16 @@ impl<R: Remote> RemoteFs<R> {
         }
         // A fresh LIST at every opendir: directories follow close-to-open
         // like files; the listing cache serves the lookups that follow.
-        let entries = self.remote.list(&dir)?;
-        let listing = Arc::new(crate::meta_cache::Listing::new(entries));
-        self.meta.lock().put_listing(&dir, listing.clone());
+        let listing = match self.remote.list(&dir) {
+            Ok(entries) => {
+                let listing = Arc::new(crate::meta_cache::Listing::new(entries));
+                self.meta.lock().put_listing(&dir, listing.clone());
+                listing
+            }
+            // Server unreachable: the last listing, however old, beats EIO.
+            Err(e) if e.is_transport() => self.meta.lock().listing_any(&dir).ok_or(e)?,
+            Err(e) => return Err(e.into()),
+        };
         let mut entries: Vec<(String, Meta)> = listing
             .entries
             .iter()
