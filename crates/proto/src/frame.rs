@@ -69,6 +69,16 @@ pub fn write_frame<W: Write + ?Sized, T: Serialize>(w: &mut W, msg: &T) -> Resul
 /// [`FrameError::Io`] for a truncated frame, [`FrameError::Decode`] for a bad
 /// payload.
 pub fn read_frame<R: Read + ?Sized, T: DeserializeOwned>(r: &mut R) -> Result<T, FrameError> {
+    decode_payload(&read_payload(r)?)
+}
+
+/// Reads one frame's raw payload, with the length checked before
+/// allocating; for a peer that must look at bytes before decoding them
+/// (the server reads a hello's frozen version prefix this way).
+///
+/// # Errors
+/// As [`read_frame`], except decoding.
+pub fn read_payload<R: Read + ?Sized>(r: &mut R) -> Result<Vec<u8>, FrameError> {
     let mut len = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -86,5 +96,13 @@ pub fn read_frame<R: Read + ?Sized, T: DeserializeOwned>(r: &mut R) -> Result<T,
     }
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload)?;
-    Ok(codec::decode(&payload)?)
+    Ok(payload)
+}
+
+/// Decodes a payload read by [`read_payload`].
+///
+/// # Errors
+/// [`FrameError::Decode`] for a bad payload.
+pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+    Ok(codec::decode(payload)?)
 }

@@ -28,7 +28,7 @@ pub use auth::{AuthKey, Nonce, new_nonce};
 pub use checksum::{Checksum, Hasher};
 pub use codec::{DecodeError, EncodeError};
 pub use error::{ErrorCode, WireError};
-pub use frame::{FrameError, MAX_FRAME, read_frame, write_frame};
+pub use frame::{FrameError, MAX_FRAME, decode_payload, read_frame, read_payload, write_frame};
 pub use messages::{
     ClientHello, ClientMsg, DirEntry, FileKind, Limits, MAGIC, Meta, Op, PROTOCOL_VERSION, Reply,
     ServerHello, ServerMsg, SetAttr, SetTime, StatFs, Timestamp, Version,

@@ -11,7 +11,7 @@ use std::io::{self, Read};
 
 use rfmount_proto::{
     AuthKey, CHUNK_SIZE, ClientMsg, ErrorCode, FrameError, Limits, MAGIC, MAX_FRAME, Nonce,
-    PROTOCOL_VERSION, ServerHello, ServerMsg, WireError, read_frame,
+    PROTOCOL_VERSION, ServerHello, ServerMsg, WireError, decode_payload, read_frame, read_payload,
 };
 
 use crate::config::ServerConfig;
@@ -23,7 +23,7 @@ use crate::session::{Conn, Ending};
 /// How the connection ends when the peer is not a client we can serve.
 pub(crate) fn run<R: Read>(reader: &mut R, conn: &Conn, cfg: &ServerConfig) -> Result<(), Ending> {
     let payload = read_payload(reader).map_err(|e| read_ending(&e, cfg, "hello"))?;
-    let hello = match decode(&payload) {
+    let hello = match decode_payload::<ClientMsg>(&payload) {
         Ok(ClientMsg::Hello(hello)) => hello,
         Ok(_) => {
             return Err(Ending::fatal(
@@ -135,36 +135,6 @@ fn nonce() -> Result<Nonce, Ending> {
         )
     })?;
     Ok(n)
-}
-
-/// One frame's raw payload, with the same length check as `read_frame`.
-fn read_payload<R: Read>(r: &mut R) -> Result<Vec<u8>, FrameError> {
-    let mut len = [0u8; 4];
-    let mut got = 0;
-    while got < 4 {
-        match r.read(&mut len[got..]) {
-            Ok(0) if got == 0 => return Err(FrameError::Closed),
-            Ok(0) => return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into())),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len as u64));
-    }
-    let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload)?;
-    Ok(payload)
-}
-
-/// Decodes a raw payload through the one codec, by re-framing it.
-fn decode(payload: &[u8]) -> Result<ClientMsg, FrameError> {
-    let mut frame = Vec::with_capacity(4 + payload.len());
-    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(payload);
-    read_frame(&mut frame.as_slice())
 }
 
 /// The version in a hello's frozen prefix: variant index 0 (`u32`), the
