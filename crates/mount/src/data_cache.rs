@@ -58,6 +58,24 @@ struct State {
     /// the limit would be evicted before the handle could open it.
     pins: HashMap<RelPath, u32>,
     tick: u64,
+    /// Sum of `info.size` over `entries`, kept up to date by `put`/`take`
+    /// so that eviction checks cost O(1), not a walk of every entry.
+    bytes: u64,
+}
+
+impl State {
+    fn put(&mut self, path: RelPath, e: Entry) {
+        self.bytes += e.info.size;
+        if let Some(old) = self.entries.insert(path, e) {
+            self.bytes -= old.info.size;
+        }
+    }
+
+    fn take(&mut self, path: &RelPath) -> Option<Entry> {
+        let e = self.entries.remove(path)?;
+        self.bytes -= e.info.size;
+        Some(e)
+    }
 }
 
 /// The on-disk whole-file cache of one export.
@@ -101,6 +119,7 @@ impl DataCache {
                 entries: HashMap::new(),
                 pins: HashMap::new(),
                 tick: 0,
+                bytes: 0,
             }),
         };
         cache.load()?;
@@ -133,7 +152,7 @@ impl DataCache {
                     Some((path, info)) if key_of(&path) == key && sub.join(key).exists() => {
                         st.tick += 1;
                         let last_use = st.tick;
-                        st.entries.insert(
+                        st.put(
                             path,
                             Entry {
                                 key: key.to_owned(),
@@ -315,7 +334,7 @@ impl DataCache {
 
     /// Drops `path`'s entry and content.
     pub fn remove(&self, path: &RelPath) {
-        let removed = self.state.lock().entries.remove(path);
+        let removed = self.state.lock().take(path);
         if let Some(e) = removed {
             let _ = fs::remove_file(self.meta_path(&e.key));
             let _ = fs::remove_file(self.root.join(&e.key[..2]).join(&e.key));
@@ -339,7 +358,7 @@ impl DataCache {
                 continue;
             };
             self.remove(&new);
-            let entry = self.state.lock().entries.remove(&old);
+            let entry = self.state.lock().take(&old);
             let Some(e) = entry else { continue };
             let _ = fs::remove_file(self.meta_path(&e.key));
             let new_data = self.data_path(&new);
@@ -398,12 +417,7 @@ impl DataCache {
 
     /// Bytes of cached content (clean and dirty).
     pub fn total_size(&self) -> u64 {
-        self.state
-            .lock()
-            .entries
-            .values()
-            .map(|e| e.info.size)
-            .sum()
+        self.state.lock().bytes
     }
 
     fn store(&self, path: &RelPath, info: EntryInfo) -> io::Result<()> {
@@ -412,21 +426,21 @@ impl DataCache {
         let mut st = self.state.lock();
         st.tick += 1;
         let tick = st.tick;
-        let e = st.entries.entry(path.clone()).or_insert(Entry {
-            key,
-            info: info.clone(),
-            last_use: tick,
-        });
-        e.info = info;
-        e.last_use = tick;
+        st.put(
+            path.clone(),
+            Entry {
+                key,
+                info,
+                last_use: tick,
+            },
+        );
         Ok(())
     }
 
     fn evict(&self) {
         let victims = {
             let mut st = self.state.lock();
-            let mut total: u64 = st.entries.values().map(|e| e.info.size).sum();
-            if total <= self.limit {
+            if st.bytes <= self.limit {
                 return;
             }
             let mut clean: Vec<(u64, RelPath)> = st
@@ -438,11 +452,10 @@ impl DataCache {
             clean.sort();
             let mut victims = Vec::new();
             for (_, p) in clean {
-                if total <= self.limit {
+                if st.bytes <= self.limit {
                     break;
                 }
-                if let Some(e) = st.entries.remove(&p) {
-                    total -= e.info.size;
+                if let Some(e) = st.take(&p) {
                     victims.push(e.key);
                 }
             }
@@ -585,6 +598,8 @@ mod tests {
         assert!(c.entry(&p("pinned")).is_some());
         assert!(c.entry(&p("dirty")).is_some());
         assert!(c.entry(&p("new")).is_some());
+        // pinned (10) + dirty (size known only once uploaded: 0) + new (10)
+        assert_eq!(c.total_size(), 20);
     }
 
     #[test]
