@@ -240,8 +240,8 @@ impl<R: Remote> RemoteFs<R> {
         let path = self.child(parent, name)?;
         let meta = self.remote.mkdir(&path, mode & 0o7777)?;
         let mut mc = self.meta.lock();
-        mc.invalidate(&path);
-        mc.put_attr(&path, meta);
+        mc.note_entry(&path, meta);
+        mc.note_empty_dir(&path);
         drop(mc);
         let ino = self.inodes.lock().lookup(&path);
         Ok(Attr { ino, meta })
@@ -264,7 +264,7 @@ impl<R: Remote> RemoteFs<R> {
             Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
-        self.meta.lock().invalidate(&path);
+        self.meta.lock().note_removed(&path);
         self.inodes.lock().detach(&path);
         self.cache.remove(&path);
         Ok(())
@@ -278,7 +278,7 @@ impl<R: Remote> RemoteFs<R> {
         self.check_writable()?;
         let path = self.child(parent, name)?;
         self.remote.rmdir(&path)?;
-        self.meta.lock().invalidate_tree(&path);
+        self.meta.lock().note_removed(&path);
         self.inodes.lock().detach(&path);
         Ok(())
     }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use rfmount_proto::{DirEntry, Meta, RelPath};
 
-/// A directory's entries as of one `LIST`.
+/// A directory's entries as of one `LIST`, plus the changes this mount
+/// made since.
+#[derive(Clone)]
 pub struct Listing {
     /// Entries in server order.
     pub entries: Vec<DirEntry>,
@@ -32,6 +34,29 @@ impl Listing {
     /// The entry called `name`.
     pub fn get(&self, name: &str) -> Option<&DirEntry> {
         self.index.get(name).map(|&i| &self.entries[i])
+    }
+
+    fn upsert(&mut self, name: &str, meta: Meta) {
+        match self.index.get(name) {
+            Some(&i) => self.entries[i].meta = meta,
+            None => {
+                self.index.insert(name.to_owned(), self.entries.len());
+                self.entries.push(DirEntry {
+                    name: name.to_owned(),
+                    meta,
+                });
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        let Some(i) = self.index.remove(name) else {
+            return;
+        };
+        self.entries.swap_remove(i);
+        if let Some(moved) = self.entries.get(i) {
+            self.index.insert(moved.name.clone(), i);
+        }
     }
 }
 
@@ -105,6 +130,40 @@ impl MetaCache {
         self.dirs.insert(dir.clone(), (listing, now));
     }
 
+    /// Records that this mount created or changed `path`: its attributes,
+    /// and the parent's cached listing updated in place rather than dropped,
+    /// so that looking up the next new name in that directory (`tar x`,
+    /// `cp -r`) needs no round trip.
+    pub fn note_entry(&mut self, path: &RelPath, meta: Meta) {
+        self.attrs.insert(path.clone(), (meta, Instant::now()));
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return;
+        };
+        if let Some((l, _)) = self.dirs.get_mut(&parent) {
+            Arc::make_mut(l).upsert(name, meta);
+        }
+    }
+
+    /// Records that this mount created the directory `dir`: it is empty.
+    pub fn note_empty_dir(&mut self, dir: &RelPath) {
+        self.dirs.insert(
+            dir.clone(),
+            (Arc::new(Listing::new(Vec::new())), Instant::now()),
+        );
+    }
+
+    /// Records that this mount removed `path` (a file or an empty directory).
+    pub fn note_removed(&mut self, path: &RelPath) {
+        self.attrs.remove(path);
+        self.dirs.remove(path);
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return;
+        };
+        if let Some((l, _)) = self.dirs.get_mut(&parent) {
+            Arc::make_mut(l).remove(name);
+        }
+    }
+
     /// Forgets the attributes of `path` and the listing of its parent.
     pub fn invalidate(&mut self, path: &RelPath) {
         self.attrs.remove(path);
@@ -118,5 +177,48 @@ impl MetaCache {
         self.invalidate(path);
         self.attrs.retain(|p, _| !p.starts_with(path));
         self.dirs.retain(|p, _| !p.starts_with(path));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rfmount_proto::{FileKind, Timestamp};
+
+    fn meta(size: u64) -> Meta {
+        Meta {
+            kind: FileKind::File,
+            size,
+            mode: 0o644,
+            mtime: Timestamp::default(),
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn local_changes_update_the_cached_listing_in_place() {
+        let mut mc = MetaCache::new(Duration::from_secs(60), Duration::from_secs(60));
+        let d = RelPath::new("d").unwrap();
+        let entries = ["a", "b", "c"]
+            .map(|n| DirEntry {
+                name: n.into(),
+                meta: meta(1),
+            })
+            .to_vec();
+        mc.put_listing(&d, Arc::new(Listing::new(entries)));
+        mc.note_entry(&d.join("new").unwrap(), meta(5));
+        mc.note_entry(&d.join("b").unwrap(), meta(7));
+        mc.note_removed(&d.join("a").unwrap());
+        let l = mc.listing(&d).unwrap();
+        let mut names: Vec<_> = l.entries.iter().map(|e| e.name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["b", "c", "new"]);
+        assert_eq!(l.get("b").unwrap().meta.size, 7);
+        assert_eq!(l.get("new").unwrap().meta.size, 5);
+        assert_eq!(l.get("c").unwrap().name, "c");
+        assert!(l.get("a").is_none());
+        let sub = d.join("sub").unwrap();
+        mc.note_empty_dir(&sub);
+        assert!(mc.listing(&sub).unwrap().entries.is_empty());
     }
 }

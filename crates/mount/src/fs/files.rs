@@ -222,7 +222,6 @@ impl<R: Remote> RemoteFs<R> {
         self.cache
             .create_empty(&path, Some(mode & !umask & 0o7777))
             .map_err(|e| FsError::cache(format!("creating {path}"), e))?;
-        self.meta.lock().invalidate(&path);
         let ino = self.inodes.lock().lookup(&path);
         let state = self.file_state(ino);
         state.write_gen.fetch_add(1, Ordering::SeqCst);
@@ -230,6 +229,7 @@ impl<R: Remote> RemoteFs<R> {
         let file = open_data(&self.cache.data_path(&path), true)
             .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
         let meta = self.local_meta(&path).ok_or_else(FsError::enoent)?;
+        self.meta.lock().note_entry(&path, meta);
         self.cache.pin(&path);
         state.open.fetch_add(1, Ordering::SeqCst);
         state.writers.fetch_add(1, Ordering::SeqCst);
@@ -351,9 +351,7 @@ impl<R: Remote> RemoteFs<R> {
                 .map_err(|e| FsError::cache(format!("recording upload of {path}"), e))?;
         }
         *state.kernel_version.lock() = Some(meta.version);
-        let mut mc = self.meta.lock();
-        mc.invalidate(&path);
-        mc.put_attr(&path, meta);
+        self.meta.lock().note_entry(&path, meta);
         Ok(())
     }
 

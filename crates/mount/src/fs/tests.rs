@@ -274,3 +274,24 @@ fn file_larger_than_the_cache_is_still_readable() {
     // Once closed, the oversized entry is the first to go.
     assert!(f.fs.cache().entry(&RelPath::new("big").unwrap()).is_none());
 }
+
+#[test]
+fn extracting_into_a_new_directory_needs_no_stat_per_file() {
+    let f = fixture();
+    let d = f.fs.mkdir(ROOT, "new", 0o755).unwrap();
+    let stats = f.remote.calls("stat");
+    for i in 0..20 {
+        let name = format!("f{i}");
+        // What the kernel does before create: a lookup that must say ENOENT.
+        assert_eq!(f.fs.lookup(d.ino, &name).unwrap_err().errno(), libc::ENOENT);
+        let (_, o) = f.fs.create(d.ino, &name, 0o644, 0).unwrap();
+        f.fs.write(o.fh, 0, b"x").unwrap();
+        f.fs.flush(o.fh).unwrap();
+        f.fs.release(o.fh);
+    }
+    assert_eq!(f.remote.calls("stat"), stats, "the new directory's listing answers lookups");
+    assert_eq!(f.fs.lookup(d.ino, "f3").unwrap().meta.size, 1);
+    f.fs.unlink(d.ino, "f3").unwrap();
+    assert_eq!(f.fs.lookup(d.ino, "f3").unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(f.remote.list(&RelPath::new("new").unwrap()).unwrap().len(), 19);
+}
