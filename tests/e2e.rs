@@ -55,3 +55,10 @@ mod mount_process;
 // 1 GiB in and out: ls stays responsive during a cold fetch, memory bounded.
 #[path = "e2e/mount_load.rs"]
 mod mount_load;
+
+// A randomised reference test: seeded sequences of file and directory
+// operations (with handles kept open across renames and unlinks) applied to
+// a local directory and to a mount must have the same outcomes, and the
+// export must end up equal to the local directory byte for byte.
+#[path = "e2e/mount_reftest.rs"]
+mod mount_reftest;
