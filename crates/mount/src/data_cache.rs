@@ -274,9 +274,12 @@ impl DataCache {
         let info = {
             let st = self.state.lock();
             match st.entries.get(path) {
-                Some(e) if e.info.dirty => return Ok(()),
+                Some(e) if e.info.dirty && e.info.mtime.is_none() => return Ok(()),
+                // A write after an explicit utimens makes the mtime "now"
+                // again, as on a local disk: the override is dropped.
                 Some(e) => EntryInfo {
                     dirty: true,
+                    mtime: None,
                     ..e.info.clone()
                 },
                 None => EntryInfo {

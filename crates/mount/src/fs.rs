@@ -153,11 +153,19 @@ impl<R: Remote> RemoteFs<R> {
     /// # Errors
     /// `ENOENT` for a detached inode; remote errors.
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
-        let path = self.path(ino)?;
-        Ok(Attr {
-            ino,
-            meta: self.meta_of(&path)?,
-        })
+        let path = self.inodes.lock().path(ino);
+        match path {
+            Some(path) => Ok(Attr {
+                ino,
+                meta: self.meta_of(&path)?,
+            }),
+            // Unlinked (or replaced) while open: fstat on its descriptors
+            // keeps working, as on a local disk.
+            None => Ok(Attr {
+                ino,
+                meta: self.detached_meta(ino)?,
+            }),
+        }
     }
 
     /// Attributes of `path`: the local copy while it has unsent changes,
@@ -211,7 +219,9 @@ impl<R: Remote> RemoteFs<R> {
     fn local_meta(&self, path: &RelPath) -> Option<Meta> {
         let entry = self.cache.entry(path).filter(|e| e.dirty)?;
         let md = std::fs::metadata(self.cache.data_path(path)).ok()?;
-        let server = self.meta.lock().attr(path);
+        // Any age will do: only the mode is taken, and nothing but this
+        // mount's own chmod (recorded in the entry) changes it meanwhile.
+        let server = self.meta.lock().attr_any(path);
         let mode = entry.mode.or(server.map(|m| m.mode)).unwrap_or(0o644);
         let mtime = entry.mtime.unwrap_or_else(|| {
             md.modified()
@@ -264,6 +274,7 @@ impl<R: Remote> RemoteFs<R> {
             Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
+        self.remember_if_open(&path);
         self.meta.lock().note_removed(&path);
         self.inodes.lock().detach(&path);
         self.cache.remove(&path);
@@ -277,6 +288,9 @@ impl<R: Remote> RemoteFs<R> {
     pub fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
         self.check_writable()?;
         let path = self.child(parent, name)?;
+        if self.has_unsent_beneath(&path) {
+            return Err(not_empty());
+        }
         self.remote.rmdir(&path)?;
         self.meta.lock().note_removed(&path);
         self.inodes.lock().detach(&path);
@@ -305,6 +319,9 @@ impl<R: Remote> RemoteFs<R> {
         }
         let from = self.child(parent, name)?;
         let to = self.child(newparent, newname)?;
+        if self.has_unsent_beneath(&to) {
+            return Err(not_empty());
+        }
         let local_only = self
             .cache
             .entry(&from)
@@ -316,12 +333,29 @@ impl<R: Remote> RemoteFs<R> {
         }
         {
             let mut mc = self.meta.lock();
+            let moved = mc.attr_any(&from);
             mc.invalidate_tree(&from);
             mc.invalidate_tree(&to);
+            // rename(2) keeps the mode; a file with unsent changes takes
+            // its mode from here until it is uploaded.
+            if let Some(m) = moved {
+                mc.put_attr(&to, m);
+            }
         }
+        self.remember_if_open(&to);
         self.inodes.lock().rename(&from, &to);
         self.cache.rename(&from, &to);
         Ok(())
+    }
+
+    /// True when files created or changed here, not yet uploaded, live
+    /// beneath `dir`: the server's copy of `dir` may look empty, but it is
+    /// not.
+    fn has_unsent_beneath(&self, dir: &RelPath) -> bool {
+        self.cache
+            .dirty_paths()
+            .iter()
+            .any(|p| p != dir && p.starts_with(dir))
     }
 
     /// Filesystem statistics of the export.
@@ -330,6 +364,13 @@ impl<R: Remote> RemoteFs<R> {
     /// Remote errors.
     pub fn statfs(&self) -> FsResult<rfmount_proto::StatFs> {
         Ok(self.remote.statfs()?)
+    }
+}
+
+fn not_empty() -> FsError {
+    FsError::Errno {
+        errno: libc::ENOTEMPTY,
+        what: "directory holds files not yet uploaded",
     }
 }
 

@@ -36,6 +36,11 @@ impl Listing {
         self.index.get(name).map(|&i| &self.entries[i])
     }
 
+    /// Position of `name` in `entries`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
     fn upsert(&mut self, name: &str, meta: Meta) {
         match self.index.get(name) {
             Some(&i) => self.entries[i].meta = meta,

@@ -64,14 +64,20 @@ impl<R: Remote> RemoteFs<R> {
             .iter()
             .map(|e| (e.name.clone(), e.meta))
             .collect();
+        // Files with unsent changes: the local copy's attributes, never the
+        // server's (readdirplus hands them to the kernel, and a stale size
+        // there would make the next append land inside the file).
         for p in self.cache.dirty_paths() {
-            if p.parent().as_ref() == Some(&dir) {
-                let name = p.file_name().unwrap_or_default().to_owned();
-                if listing.get(&name).is_none() {
-                    if let Some(m) = self.local_meta(&p) {
-                        entries.push((name, m));
-                    }
-                }
+            if p.parent().as_ref() != Some(&dir) {
+                continue;
+            }
+            let Some(m) = self.local_meta(&p) else {
+                continue;
+            };
+            let name = p.file_name().unwrap_or_default().to_owned();
+            match listing.index_of(&name) {
+                Some(i) => entries[i].1 = m,
+                None => entries.push((name, m)),
             }
         }
         let parent_ino = match dir.parent() {

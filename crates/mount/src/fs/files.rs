@@ -30,6 +30,9 @@ pub(crate) struct FileState {
     writers: AtomicU32,
     /// Content version whose pages the kernel may hold.
     kernel_version: Mutex<Option<Version>>,
+    /// Attributes at the moment the file was unlinked or replaced while
+    /// open; its descriptors go on answering fstat from these.
+    detached: Mutex<Option<Meta>>,
 }
 
 impl FileState {
@@ -127,6 +130,12 @@ impl<R: Remote> RemoteFs<R> {
                 .map_err(|e| FsError::cache(format!("creating {path}"), e))?;
             state.write_gen.fetch_add(1, Ordering::SeqCst);
             false
+        } else if entry.is_some() && state.open_count() > 0 {
+            // All descriptors of a file in one mount share one local copy,
+            // as on a local disk. A fetch now would put a new cache file in
+            // place while the open handles write to the old one, and their
+            // writes would never be uploaded.
+            true
         } else {
             let meta = self.fetch(path, entry.as_ref())?;
             let mut kv = state.kernel_version.lock();
@@ -399,7 +408,9 @@ impl<R: Remote> RemoteFs<R> {
             return self.getattr(ino);
         }
         self.check_writable()?;
-        let path = self.path(ino)?;
+        let Some(path) = self.inodes.lock().path(ino) else {
+            return self.setattr_detached(ino, mode, size, mtime);
+        };
         let state = self.files.lock().get(&ino).cloned();
         let dirty = self.cache.entry(&path).is_some_and(|e| e.dirty);
         let writing = state
@@ -429,6 +440,103 @@ impl<R: Remote> RemoteFs<R> {
         let meta = self.remote.setattr(&path, attr)?;
         self.meta.lock().put_attr(&path, meta);
         Ok(Attr { ino, meta })
+    }
+
+    /// Before `path` is unlinked or replaced: if it is open, keep its
+    /// attributes for the descriptors that outlive the name.
+    pub(super) fn remember_if_open(&self, path: &RelPath) {
+        let Some(ino) = self.inodes.lock().ino(path) else {
+            return;
+        };
+        let Some(state) = self.files.lock().get(&ino).cloned() else {
+            return;
+        };
+        if state.open_count() == 0 {
+            return;
+        }
+        let meta = self
+            .local_meta(path)
+            .or_else(|| self.meta.lock().attr_any(path));
+        *state.detached.lock() = meta;
+    }
+
+    fn detached_handle(&self, ino: u64, writable: bool) -> Option<Arc<Handle>> {
+        self.handles
+            .read()
+            .values()
+            .find(|h| h.ino == ino && (h.writable || !writable))
+            .cloned()
+    }
+
+    /// Attributes of an unlinked file that is still open.
+    pub(super) fn detached_meta(&self, ino: u64) -> FsResult<Meta> {
+        let h = self
+            .detached_handle(ino, false)
+            .ok_or_else(FsError::enoent)?;
+        let md = h
+            .file
+            .metadata()
+            .map_err(|e| FsError::cache("fstat of an unlinked file", e))?;
+        let known = *h.state.detached.lock();
+        let mtime = md
+            .modified()
+            .map(Timestamp::from_system)
+            .unwrap_or_default();
+        Ok(Meta {
+            kind: FileKind::File,
+            size: md.len(),
+            mode: known.map_or(0o644, |m| m.mode),
+            mtime: known
+                .filter(|m| m.size == md.len())
+                .map_or(mtime, |m| m.mtime),
+            version: 0,
+        })
+    }
+
+    /// ftruncate/fchmod/futimens of an unlinked file that is still open:
+    /// applied to the local copy only; it will never be uploaded.
+    fn setattr_detached(
+        &self,
+        ino: u64,
+        mode: Option<u32>,
+        size: Option<u64>,
+        mtime: Option<SetTime>,
+    ) -> FsResult<Attr> {
+        if let Some(sz) = size {
+            let h = self
+                .detached_handle(ino, true)
+                .ok_or_else(FsError::enoent)?;
+            h.file
+                .set_len(sz)
+                .map_err(|e| FsError::cache("truncating an unlinked file", e))?;
+        }
+        let h = self
+            .detached_handle(ino, false)
+            .ok_or_else(FsError::enoent)?;
+        {
+            let mut d = h.state.detached.lock();
+            let mut m = d.unwrap_or(Meta {
+                kind: FileKind::File,
+                size: 0,
+                mode: 0o644,
+                mtime: Timestamp::default(),
+                version: 0,
+            });
+            if let Some(mode) = mode {
+                m.mode = mode & 0o7777;
+            }
+            if let Some(t) = mtime {
+                m.mtime = match t {
+                    SetTime::Now => Timestamp::from_system(SystemTime::now()),
+                    SetTime::At(t) => t,
+                };
+            }
+            *d = Some(m);
+        }
+        Ok(Attr {
+            ino,
+            meta: self.detached_meta(ino)?,
+        })
     }
 
     /// Uploads files whose earlier upload failed (or that a previous mount

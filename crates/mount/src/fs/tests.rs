@@ -289,9 +289,16 @@ fn extracting_into_a_new_directory_needs_no_stat_per_file() {
         f.fs.flush(o.fh).unwrap();
         f.fs.release(o.fh);
     }
-    assert_eq!(f.remote.calls("stat"), stats, "the new directory's listing answers lookups");
+    assert_eq!(
+        f.remote.calls("stat"),
+        stats,
+        "the new directory's listing answers lookups"
+    );
     assert_eq!(f.fs.lookup(d.ino, "f3").unwrap().meta.size, 1);
     f.fs.unlink(d.ino, "f3").unwrap();
     assert_eq!(f.fs.lookup(d.ino, "f3").unwrap_err().errno(), libc::ENOENT);
-    assert_eq!(f.remote.list(&RelPath::new("new").unwrap()).unwrap().len(), 19);
+    assert_eq!(
+        f.remote.list(&RelPath::new("new").unwrap()).unwrap().len(),
+        19
+    );
 }
