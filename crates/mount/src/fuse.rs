@@ -82,6 +82,17 @@ fn name_str(name: &OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::from_i32(libc::EINVAL))
 }
 
+/// The name as UTF-8, or an `EINVAL` reply and return: names the protocol
+/// cannot carry are refused at the boundary.
+macro_rules! name_or_reply {
+    ($name:expr, $reply:expr) => {
+        match name_str($name) {
+            Ok(n) => n,
+            Err(e) => return $reply.error(e),
+        }
+    };
+}
+
 fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
     t.map(|t| match t {
         TimeOrNow::Now => SetTime::Now,
@@ -142,10 +153,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let name = match name_str(name) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
+        let name = name_or_reply!(name, reply);
         match self.fs.lookup(parent.0, name) {
             Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("lookup", &e)),
@@ -199,10 +207,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let name = match name_str(name) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
+        let name = name_or_reply!(name, reply);
         match self.fs.mkdir(parent.0, name, mode & !umask) {
             Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("mkdir", &e)),
@@ -210,10 +215,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let name = match name_str(name) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
+        let name = name_or_reply!(name, reply);
         match self.fs.unlink(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(reply_error("unlink", &e)),
@@ -221,10 +223,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let name = match name_str(name) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
+        let name = name_or_reply!(name, reply);
         match self.fs.rmdir(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(reply_error("rmdir", &e)),
@@ -431,10 +430,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let name = match name_str(name) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
+        let name = name_or_reply!(name, reply);
         match self.fs.create(parent.0, name, mode, umask) {
             Ok((a, o)) => reply.created(
                 &self.ttl,
