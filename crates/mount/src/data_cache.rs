@@ -224,16 +224,7 @@ impl DataCache {
         size: u64,
     ) -> io::Result<()> {
         tmp.persist(self.data_path(path)).map_err(|e| e.error)?;
-        let info = EntryInfo {
-            version: Some(version),
-            dirty: false,
-            size,
-            mode: None,
-            mtime: None,
-        };
-        self.store(path, info)?;
-        self.evict();
-        Ok(())
+        self.mark_clean(path, version, size)
     }
 
     /// Makes `path` an empty dirty file (a create or an open with

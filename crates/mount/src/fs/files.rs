@@ -89,6 +89,12 @@ impl<R: Remote> RemoteFs<R> {
                 return Err(e);
             }
         };
+        let fh = self.register_handle(ino, file, writable, state);
+        Ok(Opened { fh, keep_cache })
+    }
+
+    /// Counts a new open of `ino` and returns its file handle.
+    fn register_handle(&self, ino: u64, file: File, writable: bool, state: Arc<FileState>) -> u64 {
         state.open.fetch_add(1, Ordering::SeqCst);
         if writable {
             state.writers.fetch_add(1, Ordering::SeqCst);
@@ -103,7 +109,7 @@ impl<R: Remote> RemoteFs<R> {
                 state,
             }),
         );
-        Ok(Opened { fh, keep_cache })
+        fh
     }
 
     /// Brings the cache copy of `path` to the state `open` needs and opens
@@ -240,18 +246,7 @@ impl<R: Remote> RemoteFs<R> {
         let meta = self.local_meta(&path).ok_or_else(FsError::enoent)?;
         self.meta.lock().note_entry(&path, meta);
         self.cache.pin(&path);
-        state.open.fetch_add(1, Ordering::SeqCst);
-        state.writers.fetch_add(1, Ordering::SeqCst);
-        let fh = self.next_fh();
-        self.handles.write().insert(
-            fh,
-            Arc::new(Handle {
-                ino,
-                file,
-                writable: true,
-                state,
-            }),
-        );
+        let fh = self.register_handle(ino, file, true, state);
         Ok((
             Attr { ino, meta },
             Opened {
