@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use log::{info, warn};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rfmount_client::{GetOutcome, PutOptions, Remote};
 use rfmount_proto::{ErrorCode, FileKind, Meta, RelPath, SetAttr, SetTime, Timestamp, Version};
 
@@ -26,6 +26,12 @@ pub(crate) struct FileState {
     /// Held across fetches and uploads of this file (never across anything
     /// else), so that they do not interleave.
     upload: Mutex<()>,
+    /// Shared by local changes (from their record in the cache until they
+    /// have landed), exclusive while an upload seals the content it sends
+    /// or marks it clean: a change is either in what was sealed, or it
+    /// marks the file as being written again after the seal. Always taken
+    /// after `upload`, never before.
+    seal: RwLock<()>,
     open: AtomicU32,
     writers: AtomicU32,
     /// Content version whose pages the kernel may hold.
@@ -172,7 +178,7 @@ impl<R: Remote> RemoteFs<R> {
             .begin_fetch(path)
             .map_err(|e| FsError::cache(format!("preparing to fetch {path}"), e))?;
         let outcome = {
-            let mut sink = BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
+            let mut sink = BufWriter::with_capacity(256 * 1024, &mut tmp);
             let r = self.remote.get(path, have, &mut sink);
             match r {
                 Ok(o) => sink
@@ -189,10 +195,8 @@ impl<R: Remote> RemoteFs<R> {
             }
             Ok(GetOutcome::Fetched(meta)) => {
                 let size = tmp
-                    .as_file()
-                    .metadata()
-                    .map_err(|e| FsError::cache(format!("fetching {path}"), e))?
-                    .len();
+                    .len()
+                    .map_err(|e| FsError::cache(format!("fetching {path}"), e))?;
                 self.cache
                     .finish_fetch(path, tmp, meta.version, size)
                     .map_err(|e| FsError::cache(format!("storing {path}"), e))?;
@@ -276,24 +280,33 @@ impl<R: Remote> RemoteFs<R> {
         Ok(buf)
     }
 
-    /// Writes to the cache file; the file becomes dirty.
+    /// Writes to the cache file; the file becomes dirty, and is recorded as
+    /// being written (not to be uploaded after a crash) before the data
+    /// lands.
     ///
     /// # Errors
-    /// `EBADF` for a read-only handle, cache errors (`ENOSPC` of the cache disk).
+    /// `EBADF` for a read-only handle; `ENOSPC` when the cache is full of
+    /// unsent data (after a bounded wait for uploads) or its disk is full.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let h = self.handle(fh)?;
         if !h.writable {
             return Err(ebadf());
         }
+        let path = self.inodes.lock().path(h.ino);
+        let _changing = h.state.seal.read();
+        // An unlinked file's writes go to its descriptors only.
+        if let Some(path) = &path {
+            self.cache
+                .note_change(path)
+                .map_err(|e| FsError::cache(format!("recording a write to {path}"), e))?;
+            self.cache
+                .resize(path, offset + data.len() as u64, true)
+                .map_err(|e| FsError::cache(format!("cache full of unsent data: {path}"), e))?;
+        }
         h.file
             .write_all_at(data, offset)
             .map_err(|e| FsError::cache("writing cached file", e))?;
         h.state.write_gen.fetch_add(1, Ordering::SeqCst);
-        if let Some(path) = self.inodes.lock().path(h.ino) {
-            self.cache
-                .mark_dirty(&path)
-                .map_err(|e| FsError::cache(format!("marking {path}"), e))?;
-        }
         Ok(data.len() as u32)
     }
 
@@ -308,7 +321,7 @@ impl<R: Remote> RemoteFs<R> {
         if !h.writable {
             return Ok(());
         }
-        self.upload(h.ino, &h.state)
+        self.upload(h.ino, &h.state, true)
     }
 
     /// `fsync(2)`: the same as a flush.
@@ -326,7 +339,7 @@ impl<R: Remote> RemoteFs<R> {
             return;
         };
         if h.writable {
-            if let Err(e) = self.upload(h.ino, &h.state) {
+            if let Err(e) = self.upload(h.ino, &h.state, true) {
                 warn!("upload at close failed, kept for retry: {e}");
             }
             h.state.writers.fetch_sub(1, Ordering::SeqCst);
@@ -337,8 +350,11 @@ impl<R: Remote> RemoteFs<R> {
         }
     }
 
-    /// Uploads `ino`'s cached content if it is dirty.
-    fn upload(&self, ino: u64, state: &FileState) -> FsResult<()> {
+    /// Uploads `ino`'s cached content if it is dirty. Called when an
+    /// application closes or fsyncs the file (`closing`), or by the retry
+    /// loop: either way the content is sealed first, as the version that
+    /// may be uploaded after a crash too.
+    fn upload(&self, ino: u64, state: &FileState, closing: bool) -> FsResult<()> {
         let _guard = state.upload.lock();
         // An unlinked file's changes go nowhere, as on a local disk.
         let Some(path) = self.inodes.lock().path(ino) else {
@@ -347,12 +363,31 @@ impl<R: Remote> RemoteFs<R> {
         let Some(entry) = self.cache.entry(&path).filter(|e| e.dirty) else {
             return Ok(());
         };
-        let started_gen = state.write_gen.load(Ordering::SeqCst);
-        let meta = self.put_cached(&path, &entry)?;
-        if state.write_gen.load(Ordering::SeqCst) == started_gen {
+        let started_gen = {
+            let _sealing = state.seal.write();
             self.cache
-                .mark_clean(&path, meta.version, meta.size)
-                .map_err(|e| FsError::cache(format!("recording upload of {path}"), e))?;
+                .seal(&path)
+                .map_err(|e| FsError::cache(format!("recording the close of {path}"), e))?;
+            state.write_gen.load(Ordering::SeqCst)
+        };
+        let meta = match self.put_cached(&path, &entry) {
+            Ok(m) => m,
+            Err(e) => {
+                // Until the upload succeeds the local copy is the only one
+                // of what the application closed.
+                if closing && let Err(se) = self.cache.keep_durably(&path) {
+                    warn!("{path}: flushing the local copy to disk: {se}");
+                }
+                return Err(e);
+            }
+        };
+        {
+            let _sealing = state.seal.write();
+            if state.write_gen.load(Ordering::SeqCst) == started_gen {
+                self.cache
+                    .mark_clean(&path, meta.version, meta.size)
+                    .map_err(|e| FsError::cache(format!("recording upload of {path}"), e))?;
+            }
         }
         *state.kernel_version.lock() = Some(meta.version);
         self.meta.lock().note_entry(&path, meta);
@@ -377,12 +412,17 @@ impl<R: Remote> RemoteFs<R> {
     fn truncate_local(&self, path: &RelPath, state: &FileState, size: u64) -> FsResult<()> {
         let f = open_data(&self.cache.data_path(path), true)
             .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
+        let _changing = state.seal.read();
+        self.cache
+            .note_change(path)
+            .map_err(|e| FsError::cache(format!("recording a truncate of {path}"), e))?;
+        self.cache
+            .resize(path, size, false)
+            .map_err(|e| FsError::cache(format!("cache full of unsent data: {path}"), e))?;
         f.set_len(size)
             .map_err(|e| FsError::cache(format!("truncating {path}"), e))?;
         state.write_gen.fetch_add(1, Ordering::SeqCst);
-        self.cache
-            .mark_dirty(path)
-            .map_err(|e| FsError::cache(format!("marking {path}"), e))
+        Ok(())
     }
 
     /// Changes attributes. A file with unsent changes (or open for writing,
@@ -547,7 +587,7 @@ impl<R: Remote> RemoteFs<R> {
                 left += 1;
                 continue;
             }
-            match self.upload(ino, &state) {
+            match self.upload(ino, &state, false) {
                 Ok(()) => info!("uploaded {path} (retry)"),
                 Err(e) => {
                     left += 1;
