@@ -62,3 +62,9 @@ mod mount_load;
 // export must end up equal to the local directory byte for byte.
 #[path = "e2e/mount_reftest.rs"]
 mod mount_reftest;
+
+// rfmount SIGKILLed mid-write: the server's file is untouched, the partial
+// data recovered as NAME.recovered-HOST-STAMP, closed files uploaded; 3x
+// --cache-size written with the server down never grows the cache past it.
+#[path = "e2e/mount_crash.rs"]
+mod mount_crash;

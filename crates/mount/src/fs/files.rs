@@ -47,6 +47,22 @@ impl FileState {
     }
 }
 
+/// Why an upload runs; it decides whether the content becomes a *sealed*
+/// version, one that may be uploaded after a crash too.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// A `close(2)` of one descriptor. Not a seal: the kernel also flushes
+    /// when a dup is closed or a child process execs, while the writer goes
+    /// on writing.
+    Flush,
+    /// `fsync(2)`: the application declares this content.
+    Fsync,
+    /// The last close of a handle: a seal once no handle writes the file.
+    Release,
+    /// The retry loop: only content no handle is writing.
+    Retry,
+}
+
 /// An open file.
 pub(crate) struct Handle {
     ino: u64,
@@ -321,7 +337,7 @@ impl<R: Remote> RemoteFs<R> {
         if !h.writable {
             return Ok(());
         }
-        self.upload(h.ino, &h.state, true)
+        self.upload(h.ino, &h.state, Why::Flush)
     }
 
     /// `fsync(2)`: the same as a flush.
@@ -329,7 +345,11 @@ impl<R: Remote> RemoteFs<R> {
     /// # Errors
     /// As [`RemoteFs::flush`].
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
-        self.flush(fh)
+        let h = self.handle(fh)?;
+        if !h.writable {
+            return Ok(());
+        }
+        self.upload(h.ino, &h.state, Why::Fsync)
     }
 
     /// Last close of a handle. An upload still pending is tried once more;
@@ -339,7 +359,7 @@ impl<R: Remote> RemoteFs<R> {
             return;
         };
         if h.writable {
-            if let Err(e) = self.upload(h.ino, &h.state, true) {
+            if let Err(e) = self.upload(h.ino, &h.state, Why::Release) {
                 warn!("upload at close failed, kept for retry: {e}");
             }
             h.state.writers.fetch_sub(1, Ordering::SeqCst);
@@ -350,11 +370,10 @@ impl<R: Remote> RemoteFs<R> {
         }
     }
 
-    /// Uploads `ino`'s cached content if it is dirty. Called when an
-    /// application closes or fsyncs the file (`closing`), or by the retry
-    /// loop: either way the content is sealed first, as the version that
-    /// may be uploaded after a crash too.
-    fn upload(&self, ino: u64, state: &FileState, closing: bool) -> FsResult<()> {
+    /// Uploads `ino`'s cached content if it is dirty. For an fsync, the
+    /// last release, or the retry loop the content is first sealed: it is
+    /// then a version that the next mount uploads if this one crashes.
+    fn upload(&self, ino: u64, state: &FileState, why: Why) -> FsResult<()> {
         let _guard = state.upload.lock();
         // An unlinked file's changes go nowhere, as on a local disk.
         let Some(path) = self.inodes.lock().path(ino) else {
@@ -365,9 +384,24 @@ impl<R: Remote> RemoteFs<R> {
         };
         let started_gen = {
             let _sealing = state.seal.write();
-            self.cache
-                .seal(&path)
-                .map_err(|e| FsError::cache(format!("recording the close of {path}"), e))?;
+            let writers = state.writers.load(Ordering::SeqCst);
+            let seal = match why {
+                Why::Flush => false,
+                Why::Fsync => true,
+                // `writers` still counts the handle being released.
+                Why::Release => writers <= 1,
+                Why::Retry => writers == 0,
+            };
+            if why == Why::Retry && writers > 0 {
+                // Opened for writing since the retry loop looked: its
+                // close uploads it.
+                return Ok(());
+            }
+            if seal {
+                self.cache
+                    .seal(&path)
+                    .map_err(|e| FsError::cache(format!("recording the close of {path}"), e))?;
+            }
             state.write_gen.load(Ordering::SeqCst)
         };
         let meta = match self.put_cached(&path, &entry) {
@@ -375,7 +409,9 @@ impl<R: Remote> RemoteFs<R> {
             Err(e) => {
                 // Until the upload succeeds the local copy is the only one
                 // of what the application closed.
-                if closing && let Err(se) = self.cache.keep_durably(&path) {
+                if why != Why::Retry
+                    && let Err(se) = self.cache.keep_durably(&path)
+                {
                     warn!("{path}: flushing the local copy to disk: {se}");
                 }
                 return Err(e);
@@ -587,7 +623,7 @@ impl<R: Remote> RemoteFs<R> {
                 left += 1;
                 continue;
             }
-            match self.upload(ino, &state, false) {
+            match self.upload(ino, &state, Why::Retry) {
                 Ok(()) => info!("uploaded {path} (retry)"),
                 Err(e) => {
                     left += 1;

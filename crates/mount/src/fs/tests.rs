@@ -354,7 +354,8 @@ fn after_a_crash_unclosed_content_is_recovered_beside_the_file_and_closed_conten
 #[test]
 fn writes_get_enospc_when_the_cache_is_full_of_unsent_data() {
     let f = fixture_with(MemRemote::new(false), 1000);
-    f.fs.cache().set_space_wait(std::time::Duration::from_millis(20));
+    f.fs.cache()
+        .set_space_wait(std::time::Duration::from_millis(20));
     f.remote.set_offline(true);
     let (_, a) = f.fs.create(ROOT, "a", 0o644, 0).unwrap();
     f.fs.write(a.fh, 0, &[1; 600]).unwrap();
