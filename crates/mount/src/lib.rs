@@ -5,8 +5,10 @@
 //!   a [`rfmount_client::Remote`]. It never opens a socket and never sees a
 //!   FUSE type, so tests drive it with an in-memory remote.
 //! - [`fuse`] adapts the core to `fuser`: unpack, call, reply.
-//! - [`data_cache`] is the on-disk whole-file cache (LRU-bounded, keyed by
-//!   export id, dirty files kept until uploaded), [`meta_cache`] the
+//! - [`data_cache`] is the on-disk whole-file cache (bounded, unsent changes
+//!   included; keyed by export id; dirty files kept until uploaded, and
+//!   files left half-written by a crash recovered beside the original),
+//!   [`meta_cache`] the
 //!   short-lived attribute and listing caches, [`inodes`] the inode table.
 //! - [`cli`] is the `rfmount` command: argument checks, daemonising, the
 //!   session, signals and the retry loop for failed uploads.

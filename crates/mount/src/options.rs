@@ -19,7 +19,7 @@ pub struct MountConfig {
     pub default_permissions: bool,
     /// Root of the on-disk cache (the export id is appended).
     pub cache_dir: PathBuf,
-    /// Bound of the data cache in bytes (dirty files may exceed it).
+    /// Bound of the data cache in bytes, unsent changes included.
     pub cache_size: u64,
     /// How often files whose upload failed are retried.
     pub retry_interval: Duration,
