@@ -84,7 +84,7 @@ impl Fetch<'_> {
     ///
     /// # Errors
     /// The temporary file cannot be stat'ed.
-    pub fn len(&mut self) -> io::Result<u64> {
+    pub fn received(&mut self) -> io::Result<u64> {
         Ok(self.tmp()?.as_file().metadata()?.len())
     }
 }

@@ -211,7 +211,7 @@ impl<R: Remote> RemoteFs<R> {
             }
             Ok(GetOutcome::Fetched(meta)) => {
                 let size = tmp
-                    .len()
+                    .received()
                     .map_err(|e| FsError::cache(format!("fetching {path}"), e))?;
                 self.cache
                     .finish_fetch(path, tmp, meta.version, size)
