@@ -1,11 +1,11 @@
 //! The whole-file data cache on disk.
 //!
 //! Layout: `<cache_dir>/<export id>/v1/<k0k1>/<key>` holds a file's content
-//! and `<key>.meta` beside it is its record in the index (which path and
+//! and `<cache_dir>/<export id>/v1/index.journal` the index: per path, which
 //! version the content is, whether it is dirty or still being written, and
-//! any mode or mtime to apply on upload); see [`files`] and [`index`].
-//! `key` is a hash of the path; `v1` is the layout version, so an
-//! incompatible layout never misreads an old one.
+//! any mode or mtime to apply on upload; see [`files`], [`index`] and
+//! [`journal`]. `key` is a hash of the path; `v1` is the layout version, so
+//! an incompatible layout never misreads an old one.
 //!
 //! Invariants:
 //! - content lands through a temporary file and a rename, so a fetch cut
@@ -29,8 +29,10 @@
 
 mod files;
 mod index;
+mod journal;
 mod recovery;
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -44,7 +46,8 @@ use tempfile::NamedTempFile;
 pub(crate) use files::open_data;
 use files::{Layout, key_of};
 pub use index::EntryInfo;
-use index::{Index, read_meta, write_meta};
+use index::{Index, read_meta};
+use journal::{Journal, Record};
 
 const LAYOUT: &str = "v1";
 
@@ -56,8 +59,8 @@ pub struct DataCache {
     files: Layout,
     limit: u64,
     space_wait: Mutex<Duration>,
-    /// Held while a record is written, so that the record on disk and the
-    /// entry in memory change together.
+    /// Held while a record is appended, so that the journal and the
+    /// entries in memory change in the same order.
     index: Mutex<Index>,
     /// Signalled whenever space is freed or becomes evictable.
     freed: Condvar,
@@ -111,6 +114,13 @@ impl Drop for Fetch<'_> {
     }
 }
 
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
 fn enospc() -> io::Error {
     io::Error::from_raw_os_error(libc::ENOSPC)
 }
@@ -156,47 +166,80 @@ impl DataCache {
         self.limit
     }
 
+    /// Rebuilds the index: layout 1's `.meta` files (if any), then the
+    /// journal's records in order; each entry checked against its data
+    /// file; data files no record names (a removal cut short) deleted.
+    /// Then the journal is rewritten with just the live entries and the
+    /// `.meta` files are deleted.
     fn load(&self) -> io::Result<()> {
-        let mut ix = self.index.lock();
+        let (journal, records) = Journal::open(&self.files.root)?;
+        let mut live: HashMap<RelPath, EntryInfo> = HashMap::new();
+        let mut legacy = Vec::new();
+        let mut data_files = Vec::new();
         for sub in fs::read_dir(&self.files.root)? {
             let sub = sub?.path();
+            let name = file_name(&sub);
             if !sub.is_dir() {
+                if journal::is_temp(&name) {
+                    // A journal rewrite interrupted by a crash.
+                    let _ = fs::remove_file(&sub);
+                }
                 continue;
             }
             for f in fs::read_dir(&sub)? {
                 let f = f?.path();
-                let name = f
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("")
-                    .to_owned();
+                let name = file_name(&f);
                 if name.starts_with(".tmp") {
                     // A fetch or record write interrupted by a crash.
                     let _ = fs::remove_file(&f);
-                    continue;
-                }
-                let Some(key) = name.strip_suffix(".meta") else {
-                    continue;
-                };
-                let data_len = fs::metadata(sub.join(key)).ok().map(|m| m.len());
-                match (read_meta(&f), data_len) {
-                    (Some((path, mut info)), Some(len)) if key_of(&path) == key => {
-                        if !info.dirty && info.size != len {
-                            warn!(
-                                "discarding cache entry {path}: its content is not the recorded size"
-                            );
-                            self.files.remove_key(key);
-                            continue;
+                } else if name.ends_with(".meta") {
+                    match read_meta(&f) {
+                        Some((path, info)) => {
+                            live.insert(path, info);
                         }
-                        info.size = len;
-                        ix.put(path, key.to_owned(), info);
+                        None => warn!("discarding unreadable cache record {}", f.display()),
                     }
-                    _ => {
-                        warn!("discarding unreadable cache entry {}", f.display());
-                        self.files.remove_key(key);
-                    }
+                    legacy.push(f);
+                } else {
+                    data_files.push((name, f));
                 }
             }
+        }
+        for rec in records {
+            match rec {
+                Record::Put(path, info) => {
+                    live.insert(path, info);
+                }
+                Record::Del(path) => {
+                    live.remove(&path);
+                }
+            }
+        }
+        let mut ix = self.index.lock();
+        for (path, mut info) in live {
+            let key = key_of(&path);
+            let Ok(md) = fs::metadata(self.files.data_of_key(&key)) else {
+                continue;
+            };
+            if !info.dirty && info.size != md.len() {
+                warn!("discarding cache entry {path}: its content is not the recorded size");
+                continue;
+            }
+            info.size = md.len();
+            ix.put(path, key, info);
+        }
+        let keys: HashSet<&str> = ix.entries.values().map(|e| e.key.as_str()).collect();
+        for (name, f) in data_files {
+            if !keys.contains(name.as_str()) {
+                debug!("cache: deleting {}, which no record names", f.display());
+                let _ = fs::remove_file(&f);
+            }
+        }
+        let mut journal = journal;
+        journal.rewrite(ix.entries.iter().map(|(p, e)| (p, &e.info)))?;
+        ix.journal = Some(journal);
+        for f in legacy {
+            let _ = fs::remove_file(f);
         }
         debug!(
             "cache {}: {} entries, {} bytes",
@@ -332,10 +375,9 @@ impl DataCache {
             .take()
             .ok_or_else(|| io::Error::other("fetch already finished"))?;
         tmp.persist(self.data_path(path)).map_err(|e| e.error)?;
-        write_meta(&self.files.meta_of_key(&key), path, &info, false)?;
         ix.sub_fetching(fetch.reserved);
         fetch.reserved = 0;
-        ix.put(path.clone(), key, info);
+        ix.record(path, key, info, false)?;
         drop(ix);
         self.evict();
         Ok(())
@@ -513,7 +555,7 @@ impl DataCache {
 
     /// Drops `path`'s entry and content.
     pub fn remove(&self, path: &RelPath) {
-        let removed = self.index.lock().take(path);
+        let removed = self.index.lock().forget(path);
         if let Some(e) = removed {
             self.files.remove_key(&e.key);
             self.freed.notify_all();
@@ -541,7 +583,8 @@ impl DataCache {
             let Some(e) = ix.take(&old) else { continue };
             if let Err(err) = self.files.rename(&old, &new) {
                 warn!("cache: moving {old} to {new}: {err}");
-                let _ = fs::remove_file(self.files.meta_of_key(&e.key));
+                ix.note_gone(&old);
+                self.files.remove_key(&e.key);
                 continue;
             }
             // The new record first: a crash in between leaves both, and
@@ -549,7 +592,7 @@ impl DataCache {
             if let Err(err) = self.store_locked(&mut ix, &new, e.info, false) {
                 warn!("cache: recording {new}: {err}");
             }
-            let _ = fs::remove_file(self.files.meta_of_key(&e.key));
+            ix.note_gone(&old);
             // Open handles follow the file to its new name.
             if let Some(n) = ix.pins.remove(&old) {
                 *ix.pins.entry(new).or_default() += n;
@@ -607,10 +650,7 @@ impl DataCache {
         info: EntryInfo,
         durable: bool,
     ) -> io::Result<()> {
-        let key = key_of(path);
-        write_meta(&self.files.meta_of_key(&key), path, &info, durable)?;
-        ix.put(path.clone(), key, info);
-        Ok(())
+        ix.record(path, key_of(path), info, durable)
     }
 
     fn evict(&self) {

@@ -1,6 +1,5 @@
-//! Where the cached content lives on disk: `<root>/<k0k1>/<key>` for the
-//! data and `<key>.meta` beside it for the index record, `key` being a hash
-//! of the path. Directories are created on demand, and only when a write
+//! Where the cached content lives on disk: `<root>/<k0k1>/<key>`, `key`
+//! being a hash of the path (the index is `<root>/index.journal`). Directories are created on demand, and only when a write
 //! into them fails for want of one, so the common case costs no `mkdir`.
 
 use std::fs::{self, File, OpenOptions};
@@ -49,10 +48,6 @@ impl Layout {
         self.root.join(&key[..2]).join(key)
     }
 
-    pub fn meta_of_key(&self, key: &str) -> PathBuf {
-        self.root.join(&key[..2]).join(format!("{key}.meta"))
-    }
-
     pub fn data(&self, path: &RelPath) -> PathBuf {
         self.data_of_key(&key_of(path))
     }
@@ -88,9 +83,8 @@ impl Layout {
         in_dir(dir, || fs::rename(&src, &dst))
     }
 
-    /// Deletes the data and the record of `key` (missing files are fine).
+    /// Deletes the data of `key` (a missing file is fine).
     pub fn remove_key(&self, key: &str) {
-        let _ = fs::remove_file(self.meta_of_key(key));
         let _ = fs::remove_file(self.data_of_key(key));
     }
 

@@ -1,7 +1,8 @@
 //! The cache's bookkeeping: what each cached path holds (version, dirty,
 //! still being written, size, upload overrides), kept in memory for the
-//! mount and on disk as one small `<key>.meta` file per entry so that it
-//! survives a crash of rfmount.
+//! mount and on disk in the [`Journal`] so that it survives a crash of
+//! rfmount. (Layout 1 kept one `<key>.meta` file per entry; those are read
+//! once, folded into the journal and deleted.)
 //!
 //! The space accounting lives here too: `bytes` is the sum of every entry's
 //! size (clean and dirty) plus the bytes of fetches in flight, so that the
@@ -9,11 +10,13 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::io;
 use std::path::Path;
 
+use log::debug;
 use rfmount_proto::{RelPath, Timestamp, Version};
+
+use super::journal::{Journal, Record};
 
 const META_MAGIC_V1: &str = "rfmount-cache 1";
 const META_MAGIC: &str = "rfmount-cache 2";
@@ -69,7 +72,12 @@ pub(super) struct Index {
     bytes: u64,
     /// Bytes of fetches not yet put in place.
     fetching: u64,
+    /// Where every change is recorded (`None` in tests of the accounting).
+    pub journal: Option<Journal>,
 }
+
+/// Dead records tolerated in the journal beyond twice the live ones.
+const COMPACT_SLACK: u64 = 10_000;
 
 impl Index {
     pub fn bytes(&self) -> u64 {
@@ -100,6 +108,56 @@ impl Index {
         Some(e)
     }
 
+    /// Records in the journal that `path` holds `info`, then puts it.
+    pub fn record(
+        &mut self,
+        path: &RelPath,
+        key: String,
+        info: EntryInfo,
+        durable: bool,
+    ) -> io::Result<()> {
+        if let Some(j) = self.journal.as_mut() {
+            j.append(&Record::Put(path.clone(), info.clone()), durable)?;
+        }
+        self.put(path.clone(), key, info);
+        self.maybe_compact();
+        Ok(())
+    }
+
+    /// Records that `path` is gone, then takes it out. The caller deletes
+    /// the data afterwards: a crash in between leaves an orphan data file,
+    /// which the next load deletes, never a record without its data.
+    pub fn forget(&mut self, path: &RelPath) -> Option<Entry> {
+        let e = self.take(path)?;
+        self.note_gone(path);
+        Some(e)
+    }
+
+    /// Appends a deletion record for `path` (already out of `entries`). A
+    /// failure is harmless: the stale record's data file is deleted too,
+    /// and a record without data is dropped at load.
+    pub fn note_gone(&mut self, path: &RelPath) {
+        if let Some(j) = self.journal.as_mut()
+            && let Err(e) = j.append(&Record::Del(path.clone()), false)
+        {
+            debug!("cache index: recording the removal of {path}: {e}");
+        }
+        self.maybe_compact();
+    }
+
+    fn maybe_compact(&mut self) {
+        let live = self.entries.len() as u64;
+        let Some(j) = self.journal.as_mut() else {
+            return;
+        };
+        if j.records() <= 2 * live + COMPACT_SLACK {
+            return;
+        }
+        if let Err(e) = j.rewrite(self.entries.iter().map(|(p, e)| (p, &e.info))) {
+            debug!("cache index: compacting the journal: {e}");
+        }
+    }
+
     /// Sets the size of an existing entry (in memory only: a dirty entry's
     /// size is read back from its data file at load).
     pub fn set_size(&mut self, path: &RelPath, size: u64) {
@@ -121,7 +179,7 @@ impl Index {
 
     /// Removes clean, unpinned entries, least recently used first, until
     /// `bytes + need <= limit` (or nothing evictable is left); returns the
-    /// keys whose files the caller deletes.
+    /// keys whose data files the caller deletes.
     pub fn evict_for(&mut self, need: u64, limit: u64) -> Vec<String> {
         if self.bytes + need <= limit {
             return Vec::new();
@@ -138,7 +196,7 @@ impl Index {
             if self.bytes + need <= limit {
                 break;
             }
-            if let Some(e) = self.take(&p) {
+            if let Some(e) = self.forget(&p) {
                 victims.push(e.key);
             }
         }
@@ -146,40 +204,8 @@ impl Index {
     }
 }
 
-/// Writes `info` for `path` to `meta_path` through a temporary file and a
-/// rename, so a crash leaves the old record or the new one, never a mix.
-/// With `durable` the record is fsynced (with its directory) before this
-/// returns: for the records a power loss must not lose.
-pub(super) fn write_meta(
-    meta_path: &Path,
-    path: &RelPath,
-    info: &EntryInfo,
-    durable: bool,
-) -> io::Result<()> {
-    let dir = meta_path.parent().unwrap_or(Path::new("."));
-    let mut tmp = match tempfile::Builder::new().prefix(".tmp").tempfile_in(dir) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-            tempfile::Builder::new().prefix(".tmp").tempfile_in(dir)?
-        }
-        Err(e) => return Err(e),
-    };
-    tmp.write_all(format_meta(path, info).as_bytes())?;
-    if durable {
-        tmp.as_file().sync_data()?;
-    }
-    tmp.persist(meta_path).map_err(|e| e.error)?;
-    if durable {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
-fn format_meta(path: &RelPath, info: &EntryInfo) -> String {
+/// The text of one record (also layout 1's `.meta` file format).
+pub(super) fn format_meta(path: &RelPath, info: &EntryInfo) -> String {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     format!(
         "{META_MAGIC}\nversion {}\ndirty {}\nwriting {}\nsize {}\nmode {}\nmtime {}\npath {}\n",
@@ -197,7 +223,7 @@ pub(super) fn read_meta(meta_path: &Path) -> Option<(RelPath, EntryInfo)> {
     parse_meta(&fs::read_to_string(meta_path).ok()?)
 }
 
-fn parse_meta(text: &str) -> Option<(RelPath, EntryInfo)> {
+pub(super) fn parse_meta(text: &str) -> Option<(RelPath, EntryInfo)> {
     let mut lines = text.lines();
     // Layout 1 did not record `writing`; its dirty entries are taken as
     // closed, which is what that version assumed when it wrote them.
@@ -312,6 +338,34 @@ mod tests {
         assert_eq!(ix.bytes(), 50);
         ix.set_size(&p("missing"), 99);
         assert_eq!(ix.bytes(), 50);
+    }
+
+    #[test]
+    fn the_journal_is_compacted_once_dead_records_pile_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path()).unwrap();
+        let mut ix = Index {
+            journal: Some(j),
+            ..Index::default()
+        };
+        for i in 0..(COMPACT_SLACK + 500) {
+            ix.record(&p("hot"), "k".into(), info(i % 2 == 0, i), false)
+                .unwrap();
+        }
+        ix.record(&p("other"), "k2".into(), info(false, 1), false)
+            .unwrap();
+        let records = ix.journal.as_ref().unwrap().records();
+        assert!(records <= COMPACT_SLACK + 3, "{records} records kept");
+        drop(ix);
+        let (_, recs) = Journal::open(dir.path()).unwrap();
+        let mut live = HashMap::new();
+        for r in recs {
+            if let Record::Put(path, i) = r {
+                live.insert(path, i);
+            }
+        }
+        assert_eq!(live.len(), 2);
+        assert_eq!(live[&p("hot")].size, COMPACT_SLACK + 499);
     }
 
     #[test]

@@ -252,24 +252,72 @@ fn rename_moves_content_and_state() {
 }
 
 #[test]
-fn corrupt_or_torn_records_are_discarded() {
+fn wrong_sized_clean_copies_and_orphan_data_are_discarded_at_load() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, short) = {
+    let (short, orphan) = {
         let c = DataCache::open(dir.path(), "exp", 1 << 20).unwrap();
         fetch(&c, &p("f"), b"abc", 1);
         fetch(&c, &p("g"), b"abcdef", 1);
-        (c.data_path(&p("f")), c.data_path(&p("g")))
+        (c.data_path(&p("g")), c.data_path(&p("never-recorded")))
     };
-    let meta = path.with_file_name(format!(
-        "{}.meta",
-        path.file_name().unwrap().to_str().unwrap()
-    ));
-    fs::write(&meta, "garbage").unwrap();
     // A clean copy whose content is not what its record says.
     fs::write(&short, "abc").unwrap();
+    // Data no record names (its removal was cut short by a crash).
+    fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    fs::write(&orphan, "stray").unwrap();
     let c = DataCache::open(dir.path(), "exp", 1 << 20).unwrap();
-    assert!(c.entry(&p("f")).is_none());
-    assert!(!path.exists());
+    assert_eq!(c.entry(&p("f")).unwrap().size, 3);
     assert!(c.entry(&p("g")).is_none());
-    assert_eq!(c.total_size(), 0);
+    assert!(!orphan.exists());
+    assert_eq!(c.total_size(), 3);
+}
+
+#[test]
+fn layout_1_meta_files_are_folded_into_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("exp").join(LAYOUT);
+    let key = key_of(&p("old/file"));
+    let sub = root.join(&key[..2]);
+    fs::create_dir_all(&sub).unwrap();
+    fs::write(sub.join(&key), b"unsent").unwrap();
+    fs::write(
+        sub.join(format!("{key}.meta")),
+        "rfmount-cache 1\nversion 3\ndirty 1\nsize 0\nmode 420\nmtime -\npath old/file\n",
+    )
+    .unwrap();
+    {
+        let c = DataCache::open(dir.path(), "exp", 1 << 20).unwrap();
+        let e = c.entry(&p("old/file")).unwrap();
+        assert!(e.dirty && !e.writing, "layout 1 dirty entries were closed");
+        assert_eq!((e.version, e.size, e.mode), (Some(3), 6, Some(0o644)));
+        assert!(!sub.join(format!("{key}.meta")).exists());
+    }
+    let c = DataCache::open(dir.path(), "exp", 1 << 20).unwrap();
+    assert_eq!(c.dirty_paths(), vec![p("old/file")]);
+}
+
+#[test]
+fn a_crash_keeps_every_record_written_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let c = DataCache::open(dir.path(), "exp", 1 << 20).unwrap();
+        for i in 0..50 {
+            fetch(&c, &p(&format!("f{i}")), b"x", i);
+        }
+        c.remove(&p("f7"));
+        c.rename(&p("f8"), &p("moved"));
+        c.create_empty(&p("w"), None).unwrap();
+        write(&c, &p("w"), b"abc").unwrap();
+        c.seal(&p("w")).unwrap();
+        // Leaked rather than dropped: nothing runs on the way out.
+        std::mem::forget(c);
+    }
+    let c = DataCache::open(dir.path(), "exp", 1 << 20).unwrap();
+    assert!(c.entry(&p("f7")).is_none());
+    assert!(c.entry(&p("f8")).is_none());
+    assert_eq!(c.entry(&p("moved")).unwrap().version, Some(8));
+    assert_eq!(c.entry(&p("f49")).unwrap().version, Some(49));
+    let w = c.entry(&p("w")).unwrap();
+    assert!(w.dirty && !w.writing);
+    assert_eq!(c.total_size(), 49 + 3);
 }
