@@ -378,3 +378,29 @@ fn writes_get_enospc_when_the_cache_is_full_of_unsent_data() {
     f.fs.flush(c.fh).unwrap();
     f.fs.release(c.fh);
 }
+
+#[test]
+fn only_fsync_and_the_last_release_seal_the_content() {
+    let f = fixture();
+    f.remote.set_offline(true);
+    let (a, o) = f.fs.create(ROOT, "f", 0o644, 0).unwrap();
+    let path = RelPath::new("f").unwrap();
+    let writing = || f.fs.cache().entry(&path).unwrap().writing;
+    let second = f.fs.open(a.ino, WR).unwrap();
+    f.fs.write(o.fh, 0, b"one").unwrap();
+    // A flush is any close(2), a dup's or an exec's too: not a seal.
+    assert!(f.fs.flush(o.fh).is_err());
+    assert!(writing());
+    assert!(f.fs.fsync(o.fh).is_err());
+    assert!(!writing(), "fsync declares the content");
+    f.fs.write(o.fh, 3, b"two").unwrap();
+    assert!(writing());
+    // Released while another handle may still write: not sealed yet.
+    f.fs.release(o.fh);
+    assert!(writing());
+    f.fs.release(second.fh);
+    assert!(!writing(), "the last release seals");
+    f.remote.set_offline(false);
+    assert_eq!(f.fs.retry_dirty(), 0);
+    assert_eq!(f.remote.read_file("f").unwrap(), b"onetwo");
+}
