@@ -192,17 +192,7 @@ fn three_times_the_cache_size_with_the_server_down_stays_within_the_limit() {
     tool(&m, &srv, "ls").arg("-l").ok();
     srv.kill();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let peak = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let (stop, peak, cache) = (stop.clone(), peak.clone(), m.cache_dir().to_owned());
-        thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                peak.fetch_max(tree_bytes(&cache), Ordering::SeqCst);
-                thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
+    let sampler = Sampler::start(m.cache_dir());
     let mut closed = Vec::new();
     let mut refused = 0;
     for (i, src) in srcs.iter().enumerate() {
@@ -219,9 +209,7 @@ fn three_times_the_cache_size_with_the_server_down_stays_within_the_limit() {
             closed.push(i);
         }
     }
-    stop.store(true, Ordering::SeqCst);
-    sampler.join().unwrap();
-    let peak = peak.load(Ordering::SeqCst);
+    let peak = sampler.finish();
     eprintln!(
         "cache peak {peak} bytes; {} closed whole, {refused} refused",
         closed.len()
@@ -253,4 +241,87 @@ fn three_times_the_cache_size_with_the_server_down_stays_within_the_limit() {
     // And the space is usable again.
     tool(&m, &srv, "cp").arg(&srcs[n - 1]).arg("after.bin").ok();
     assert_same_file(&srcs[n - 1], &root.join("after.bin"));
+}
+
+/// Samples [`tree_bytes`] of `dir` every few milliseconds until dropped.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start(dir: &Path) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, peak, dir) = (stop.clone(), peak.clone(), dir.to_owned());
+            thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    peak.fetch_max(tree_bytes(&dir), Ordering::SeqCst);
+                    thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        Sampler {
+            stop,
+            peak,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sampling; the largest size seen.
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn reads_through_a_small_cache_evict_as_they_fetch() {
+    skip_without_fuse!();
+    const LIMIT: u64 = 8 * MIB;
+    let root = TestDir::new("root");
+    let files: Vec<_> = (0..5)
+        .map(|i| root.write_random(format!("r{i}.bin"), 4 * MIB, 200 + i))
+        .collect();
+    let big = root.write_random("big.bin", 12 * MIB, 300);
+    let srv = Server::start(root.path(), &[]);
+    let m = Mount::start(&srv, &["--cache-size", "8M"]);
+
+    let sampler = Sampler::start(m.cache_dir());
+    for (i, f) in files.iter().enumerate() {
+        tool(&m, &srv, "cmp").arg(f).arg(format!("r{i}.bin")).ok();
+    }
+    let peak = sampler.finish();
+    eprintln!("cache peak while reading 20 MiB through it: {peak} bytes");
+    assert!(
+        peak <= LIMIT + MIB,
+        "reads grew the cache to {peak} bytes with --cache-size {LIMIT}"
+    );
+
+    // Larger than the whole cache: still readable, and the cache is back
+    // under its limit once the reader has closed it.
+    tool(&m, &srv, "cmp").arg(&big).arg("big.bin").ok();
+    let settled = wait_for(Duration::from_secs(10), || {
+        let now = tree_bytes(m.cache_dir());
+        (now <= LIMIT + MIB).then_some(now)
+    });
+    assert!(
+        settled.is_some(),
+        "the cache stayed at {} bytes after the 12 MiB file was closed",
+        tree_bytes(m.cache_dir())
+    );
 }
