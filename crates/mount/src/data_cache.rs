@@ -281,8 +281,11 @@ impl DataCache {
                 .filter_map(|n| recovery::sibling(&path, host, &stamp, n))
                 .find(|s| self.entry(s).is_none());
             let Some(target) = target else {
+                // Still marked writing, so it is never uploaded as it is.
                 warn!(
-                    "{path}: no free name to recover its unfinished content under; left in the cache"
+                    "{path}: no free name to recover its unfinished content under; it stays in \
+                     the cache at {} and is not uploaded",
+                    self.data_path(&path).display()
                 );
                 continue;
             };

@@ -59,7 +59,7 @@ enum Why {
     Fsync,
     /// The last close of a handle: a seal once no handle writes the file.
     Release,
-    /// The retry loop: only content no handle is writing.
+    /// The retry loop: only sealed content that no handle is writing.
     Retry,
 }
 
@@ -340,7 +340,8 @@ impl<R: Remote> RemoteFs<R> {
         self.upload(h.ino, &h.state, Why::Flush)
     }
 
-    /// `fsync(2)`: the same as a flush.
+    /// `fsync(2)`: uploads as a flush does, and seals the content: after a
+    /// crash it is uploaded, not recovered aside.
     ///
     /// # Errors
     /// As [`RemoteFs::flush`].
@@ -370,9 +371,10 @@ impl<R: Remote> RemoteFs<R> {
         }
     }
 
-    /// Uploads `ino`'s cached content if it is dirty. For an fsync, the
-    /// last release, or the retry loop the content is first sealed: it is
-    /// then a version that the next mount uploads if this one crashes.
+    /// Uploads `ino`'s cached content if it is dirty. For an fsync or the
+    /// last release the content is first sealed: it is then a version that
+    /// the next mount uploads if this one crashes. The retry loop sends
+    /// only sealed content.
     fn upload(&self, ino: u64, state: &FileState, why: Why) -> FsResult<()> {
         let _guard = state.upload.lock();
         // An unlinked file's changes go nowhere, as on a local disk.
@@ -385,18 +387,18 @@ impl<R: Remote> RemoteFs<R> {
         let started_gen = {
             let _sealing = state.seal.write();
             let writers = state.writers.load(Ordering::SeqCst);
-            let seal = match why {
-                Why::Flush => false,
-                Why::Fsync => true,
-                // `writers` still counts the handle being released.
-                Why::Release => writers <= 1,
-                Why::Retry => writers == 0,
-            };
-            if why == Why::Retry && writers > 0 {
-                // Opened for writing since the retry loop looked: its
-                // close uploads it.
+            if why == Why::Retry && (writers > 0 || entry.writing) {
+                // Opened for writing since the retry loop looked (its
+                // close uploads it), or never sealed: only a close or an
+                // fsync makes content safe to send unasked.
                 return Ok(());
             }
+            let seal = match why {
+                Why::Flush | Why::Retry => false,
+                // `writers` still counts the handle being released.
+                Why::Release => writers <= 1,
+                Why::Fsync => true,
+            };
             if seal {
                 self.cache
                     .seal(&path)
@@ -619,7 +621,8 @@ impl<R: Remote> RemoteFs<R> {
         for path in dirty {
             let ino = self.inodes.lock().peek(&path);
             let state = self.file_state(ino);
-            if state.writers.load(Ordering::SeqCst) > 0 {
+            let unsealed = self.cache.entry(&path).is_some_and(|e| e.writing);
+            if state.writers.load(Ordering::SeqCst) > 0 || unsealed {
                 left += 1;
                 continue;
             }

@@ -404,3 +404,18 @@ fn only_fsync_and_the_last_release_seal_the_content() {
     assert_eq!(f.fs.retry_dirty(), 0);
     assert_eq!(f.remote.read_file("f").unwrap(), b"onetwo");
 }
+
+#[test]
+fn the_retry_loop_never_sends_content_that_was_not_sealed() {
+    let f = fixture();
+    f.remote.write_file("f", b"server");
+    assert_eq!(read_all(&f, "f"), b"server");
+    // A change no close or fsync ever declared (as when recording a seal
+    // failed): dirty, but never sent unasked.
+    let path = RelPath::new("f").unwrap();
+    f.fs.cache().note_change(&path).unwrap();
+    std::fs::write(f.fs.cache().data_path(&path), b"torn").unwrap();
+    assert_eq!(f.fs.retry_dirty(), 1);
+    assert_eq!(f.remote.calls("put"), 0);
+    assert_eq!(f.remote.read_file("f").unwrap(), b"server");
+}
