@@ -325,3 +325,35 @@ fn reads_through_a_small_cache_evict_as_they_fetch() {
         tree_bytes(m.cache_dir())
     );
 }
+
+#[test]
+fn a_second_rfmount_on_the_same_cache_is_refused_with_a_clear_error() {
+    skip_without_fuse!();
+    let root = TestDir::new("root");
+    let other = TestDir::new("other-mnt");
+    let srv = Server::start(root.path(), &[]);
+    let m = Mount::start(&srv, &[]);
+    let mnt2 = other.mkdir("mnt");
+    let out = TestCommand::new(rfmount_bin())
+        .arg(srv.addr())
+        .arg(&mnt2)
+        .arg("--cache-dir")
+        .arg(m.cache_dir())
+        .timeout(Duration::from_secs(30))
+        .run();
+    if is_mounted(&mnt2) {
+        let _ = std::process::Command::new("fusermount3")
+            .arg("-uz")
+            .arg(&mnt2)
+            .status();
+    }
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "the second rfmount mounted: {err}");
+    assert!(
+        err.contains("in use by another rfmount") && err.contains("--cache-dir"),
+        "{err}"
+    );
+    // The first mount is unharmed.
+    root.write("f.txt", "still here\n");
+    assert_eq!(tool(&m, &srv, "cat").arg("f.txt").stdout(), "still here\n");
+}

@@ -4,6 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,9 @@ use tempfile::NamedTempFile;
 /// The file layout of one export's cache.
 pub(super) struct Layout {
     pub root: PathBuf,
+    /// `<root>/lock`, held (`flock`) while this process uses the cache: two
+    /// processes appending to one index would lose each other's records.
+    _lock: File,
 }
 
 pub(super) fn key_of(path: &RelPath) -> String {
@@ -41,7 +45,28 @@ fn in_dir<T>(dir: &Path, op: impl Fn() -> io::Result<T>) -> io::Result<T> {
 impl Layout {
     pub fn open(root: PathBuf) -> io::Result<Layout> {
         mkdir_p(&root)?;
-        Ok(Layout { root })
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(root.join("lock"))?;
+        // SAFETY: flock on a descriptor this function owns; no memory involved.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!(
+                        "{} is in use by another rfmount process (of the same export); \
+                         give this mount its own --cache-dir",
+                        root.display()
+                    ),
+                ));
+            }
+            return Err(e);
+        }
+        Ok(Layout { root, _lock: lock })
     }
 
     pub fn data_of_key(&self, key: &str) -> PathBuf {
