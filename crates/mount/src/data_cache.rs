@@ -11,10 +11,13 @@
 //! - content lands through a temporary file and a rename, so a fetch cut
 //!   short never leaves a truncated file under a valid entry;
 //! - a local change is recorded as *writing* before it lands, and the mark
-//!   is cleared only when an application closes or fsyncs the file
+//!   is cleared only by an fsync or the last close of the file
 //!   ([`DataCache::seal`]); at startup an entry still marked writing was
 //!   open when rfmount died and is moved to a `NAME.recovered-…` sibling
-//!   instead of being uploaded over `NAME` (see [`recovery`]);
+//!   instead of being uploaded over `NAME` (see [`startup`], [`recovery`]);
+//! - a record is appended before the change it announces, and a removal
+//!   record before the data is deleted, so a crash leaves at worst an
+//!   orphan data file, never a record vouching for other content;
 //! - dirty entries are never evicted, and survive restarts: they are found
 //!   again at startup and uploaded;
 //! - the limit is hard for local changes: a write that would take the
@@ -31,9 +34,8 @@ mod files;
 mod index;
 mod journal;
 mod recovery;
+mod startup;
 
-use std::collections::{HashMap, HashSet};
-use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -46,8 +48,7 @@ use tempfile::NamedTempFile;
 pub(crate) use files::open_data;
 use files::{Layout, key_of};
 pub use index::EntryInfo;
-use index::{Index, read_meta};
-use journal::{Journal, Record};
+use index::Index;
 
 const LAYOUT: &str = "v1";
 
@@ -114,13 +115,6 @@ impl Drop for Fetch<'_> {
     }
 }
 
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("")
-        .to_owned()
-}
-
 fn enospc() -> io::Error {
     io::Error::from_raw_os_error(libc::ENOSPC)
 }
@@ -164,152 +158,6 @@ impl DataCache {
     /// The bound of the cache in bytes.
     pub fn limit(&self) -> u64 {
         self.limit
-    }
-
-    /// Rebuilds the index: layout 1's `.meta` files (if any), then the
-    /// journal's records in order; each entry checked against its data
-    /// file; data files no record names (a removal cut short) deleted.
-    /// Then the journal is rewritten with just the live entries and the
-    /// `.meta` files are deleted.
-    fn load(&self) -> io::Result<()> {
-        let (journal, records) = Journal::open(&self.files.root)?;
-        let mut live: HashMap<RelPath, EntryInfo> = HashMap::new();
-        let mut legacy = Vec::new();
-        let mut data_files = Vec::new();
-        for sub in fs::read_dir(&self.files.root)? {
-            let sub = sub?.path();
-            let name = file_name(&sub);
-            if !sub.is_dir() {
-                if journal::is_temp(&name) {
-                    // A journal rewrite interrupted by a crash.
-                    let _ = fs::remove_file(&sub);
-                }
-                continue;
-            }
-            for f in fs::read_dir(&sub)? {
-                let f = f?.path();
-                let name = file_name(&f);
-                if name.starts_with(".tmp") {
-                    // A fetch or record write interrupted by a crash.
-                    let _ = fs::remove_file(&f);
-                } else if name.ends_with(".meta") {
-                    match read_meta(&f) {
-                        Some((path, info)) => {
-                            live.insert(path, info);
-                        }
-                        None => warn!("discarding unreadable cache record {}", f.display()),
-                    }
-                    legacy.push(f);
-                } else {
-                    data_files.push((name, f));
-                }
-            }
-        }
-        for rec in records {
-            match rec {
-                Record::Put(path, info) => {
-                    live.insert(path, info);
-                }
-                Record::Del(path) => {
-                    live.remove(&path);
-                }
-            }
-        }
-        let mut ix = self.index.lock();
-        for (path, mut info) in live {
-            let key = key_of(&path);
-            let Ok(md) = fs::metadata(self.files.data_of_key(&key)) else {
-                continue;
-            };
-            if !info.dirty && info.size != md.len() {
-                warn!("discarding cache entry {path}: its content is not the recorded size");
-                continue;
-            }
-            info.size = md.len();
-            ix.put(path, key, info);
-        }
-        let keys: HashSet<&str> = ix.entries.values().map(|e| e.key.as_str()).collect();
-        for (name, f) in data_files {
-            if !keys.contains(name.as_str()) {
-                debug!("cache: deleting {}, which no record names", f.display());
-                let _ = fs::remove_file(&f);
-            }
-        }
-        let mut journal = journal;
-        journal.rewrite(ix.entries.iter().map(|(p, e)| (p, &e.info)))?;
-        ix.journal = Some(journal);
-        for f in legacy {
-            let _ = fs::remove_file(f);
-        }
-        debug!(
-            "cache {}: {} entries, {} bytes",
-            self.files.root.display(),
-            ix.entries.len(),
-            ix.bytes()
-        );
-        Ok(())
-    }
-
-    /// Entries still marked *writing* were open when the previous mount
-    /// died: their content may be half-written. Each is moved to a
-    /// `NAME.recovered-HOST-STAMP` sibling (uploaded by the retry loop as a
-    /// new file), so the server's `NAME` is never replaced by it. Returns
-    /// `(original, where it went)`; `None` for an empty file, which holds
-    /// nothing to recover and is dropped.
-    fn recover(&self, host: &str, now: SystemTime) -> Vec<(RelPath, Option<RelPath>)> {
-        let torn: Vec<(RelPath, EntryInfo)> = {
-            let ix = self.index.lock();
-            ix.entries
-                .iter()
-                .filter(|(_, e)| e.info.writing)
-                .map(|(p, e)| (p.clone(), e.info.clone()))
-                .collect()
-        };
-        let stamp = recovery::utc_stamp(now);
-        let mut out = Vec::new();
-        for (path, info) in torn {
-            if info.size == 0 {
-                warn!(
-                    "{path} was open for writing when rfmount stopped and is empty here: \
-                     nothing to recover; the server's copy is left as it was"
-                );
-                self.remove(&path);
-                out.push((path, None));
-                continue;
-            }
-            let target = (1..1000)
-                .filter_map(|n| recovery::sibling(&path, host, &stamp, n))
-                .find(|s| self.entry(s).is_none());
-            let Some(target) = target else {
-                // Still marked writing, so it is never uploaded as it is.
-                warn!(
-                    "{path}: no free name to recover its unfinished content under; it stays in \
-                     the cache at {} and is not uploaded",
-                    self.data_path(&path).display()
-                );
-                continue;
-            };
-            self.rename(&path, &target);
-            let sealed = EntryInfo {
-                version: None,
-                dirty: true,
-                writing: false,
-                ..info
-            };
-            if let Err(e) = self.store(&target, sealed, true) {
-                warn!("{path}: recording its recovery as {target}: {e}");
-                continue;
-            }
-            warn!(
-                "recovered {path}: it was open for writing when rfmount stopped; its unfinished \
-                 local content ({} bytes) is kept as {target} (uploaded under that name; local \
-                 copy {}), and the server's {path} is left as it was",
-                info.size,
-                self.data_path(&target).display()
-            );
-            out.push((path, Some(target)));
-        }
-        out
     }
 
     /// Where the content of `path` lives (whether or not it is cached).
