@@ -153,15 +153,19 @@ fn authenticate<T: Timed>(
         return send(cx, &ServerMsg::AuthResult(Ok(())));
     }
     let delay = cx.gate.auth_failed(addr);
+    let wait = if delay.is_zero() {
+        String::new()
+    } else {
+        format!(
+            "; {addr} must wait {:.1} s before trying again",
+            delay.as_secs_f32()
+        )
+    };
     cx.gate.log.log(
         log::Level::Warn,
         addr,
         Kind::Auth,
-        &format!(
-            "{}: authentication failed; {addr} may try again in {:.1} s",
-            cx.peer,
-            delay.as_secs_f32()
-        ),
+        &format!("{}: authentication failed{wait}", cx.peer),
     );
     let refusal = WireError::new(ErrorCode::Access, "authentication failed");
     let _ = cx.writer.send(&ServerMsg::AuthResult(Err(refusal)));

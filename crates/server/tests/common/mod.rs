@@ -147,6 +147,10 @@ impl Client {
 
     pub fn hello(&mut self) -> ServerHello {
         self.send_hello(PROTOCOL_VERSION);
+        self.recv_hello()
+    }
+
+    pub fn recv_hello(&mut self) -> ServerHello {
         match self.recv() {
             ServerMsg::Hello(h) => h,
             other => panic!("expected hello, got {other:?}"),
