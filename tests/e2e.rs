@@ -62,3 +62,9 @@ mod mount_load;
 // export must end up equal to the local directory byte for byte.
 #[path = "e2e/mount_reftest.rs"]
 mod mount_reftest;
+
+// rfserve's availability limits: floods of silent and slow-loris
+// connections, ulimit -n 1024, a trickling PUT on a small disk, login
+// back-off, protocol-1 peers, sessions confined to a subdirectory.
+#[path = "e2e/server_limits.rs"]
+mod server_limits;
