@@ -73,8 +73,8 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub frame_timeout: u32,
 
-    /// Milliseconds an address must wait after a failed authentication,
-    /// doubled with every further failure.
+    /// Milliseconds an address must wait after its fourth failed
+    /// authentication in a row, doubled with every further failure.
     #[arg(long, value_name = "MS", default_value_t = 500,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub auth_backoff_ms: u32,
