@@ -263,7 +263,17 @@ fn golden_bytes_version_bump_required() {
             "02".repeat(32)
         )
     );
-    // len=44 | variant 6 Welcome | export_id "abc" | read_only | limits
+    // Without a challenge: len=13 | ... | None
+    let server_hello = ServerMsg::Hello(ServerHello {
+        magic: MAGIC,
+        version: 2,
+        auth_challenge: None,
+    });
+    assert_eq!(
+        frame_hex(&server_hello),
+        concat!("0d000000", "00000000", "52464d54", "02000000", "00")
+    );
+    // len=32 | variant 6 Welcome | export_id "abc" | read_only | limits
     let welcome = ServerMsg::Welcome(Welcome {
         export_id: "abc".into(),
         read_only: true,
