@@ -176,6 +176,54 @@ fn floods_of_silent_and_slow_connections_do_not_lock_clients_out() {
 }
 
 #[test]
+fn slow_loris_connections_are_closed_at_the_handshake_deadline() {
+    // Fewer than the per-address cap, so none is closed to make room: each
+    // must be closed by the deadline itself, not by the bytes stopping.
+    let root = TestDir::new("root");
+    let srv = Server::start(root.path(), &["--handshake-timeout", "2"]);
+    let hello = hello_bytes();
+    let mut conns: Vec<(TcpStream, Instant, usize, Option<Duration>)> = (0..50)
+        .map(|_| {
+            (
+                TcpStream::connect(srv.addr()).unwrap(),
+                Instant::now(),
+                0,
+                None,
+            )
+        })
+        .collect();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(8) && conns.iter().any(|c| c.3.is_none()) {
+        for (c, opened, sent, closed) in &mut conns {
+            if closed.is_some() {
+                continue;
+            }
+            if closed_now(c) || c.write_all(&hello[*sent..*sent + 1]).is_err() {
+                *closed = Some(opened.elapsed());
+                continue;
+            }
+            *sent = (*sent + 1).min(hello.len() - 1);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (i, (_, _, sent, closed)) in conns.iter().enumerate() {
+        let after = closed.unwrap_or_else(|| panic!("connection {i} still open after 8 s"));
+        assert!(
+            after >= Duration::from_millis(1900) && after < Duration::from_millis(3500),
+            "connection {i} closed after {after:?} ({sent} bytes sent)"
+        );
+    }
+    // The server said why, once per 10 s rather than 50 times.
+    let n = srv.wait_count(
+        "handshake not complete within 2 s",
+        1,
+        Duration::from_secs(5),
+    );
+    assert!((1..=5).contains(&n), "{n} lines\n{}", tail(&srv.log(), 20));
+    srv.rf("ls", [] as [&str; 0]).ok();
+}
+
+#[test]
 fn a_server_under_ulimit_1024_serves_1000_sessions() {
     raise_own_nofile();
     let root = TestDir::new("root");

@@ -385,3 +385,51 @@ fn a_subdir_session_sees_only_its_subdirectory() {
         assert!(fatal.message.contains("bad hello"), "{bad}: {fatal:?}");
     }
 }
+
+#[test]
+fn a_frame_must_complete_within_the_frame_timeout() {
+    let h = start(ServerConfig {
+        frame_timeout: Duration::from_secs(1),
+        ..ServerConfig::default()
+    });
+    // Idle between complete frames for longer than the frame timeout: fine,
+    // that is the idle timeout's business.
+    let mut idle = h.client();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(idle.request(1, Op::Ping), Ok(Reply::Done));
+
+    // A frame that starts and then trickles: closed at the frame timeout,
+    // though every byte comes well within any per-read timeout.
+    let mut c = h.client();
+    let mut frame = Vec::new();
+    rfmount_proto::write_frame(
+        &mut frame,
+        &ClientMsg::Request {
+            id: 2,
+            op: Op::Stat { path: p("f") },
+        },
+    )
+    .unwrap();
+    let mut w = c.s.try_clone().unwrap();
+    let start = Instant::now();
+    let t = std::thread::spawn(move || {
+        for b in frame {
+            if std::io::Write::write_all(&mut w, &[b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    });
+    let fatal = c.expect_closed().expect("a Fatal");
+    let after = start.elapsed();
+    assert!(
+        fatal.message.contains("stalled in the middle of a frame"),
+        "{fatal:?}"
+    );
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(3),
+        "closed after {after:?}"
+    );
+    t.join().unwrap();
+    assert_eq!(idle.request(3, Op::Ping), Ok(Reply::Done));
+}
