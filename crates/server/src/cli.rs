@@ -47,7 +47,7 @@ pub struct Args {
     pub max_connections: u32,
 
     /// Most connections still in the handshake at once; at the cap the
-    /// oldest of them is closed to make room for a new one.
+    /// oldest one from the address holding the most is closed to make room.
     #[arg(long, value_name = "N", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_handshakes: u32,

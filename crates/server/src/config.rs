@@ -17,9 +17,10 @@ pub struct ServerConfig {
     /// Sessions (connections past the handshake) served at once; more are
     /// refused with `Busy`. Connections still in the handshake do not count.
     pub max_connections: usize,
-    /// Connections still in the handshake at once. At the cap the oldest of
-    /// them is closed to make room, so that a flood of silent connections
-    /// delays a real client by at most its own handshake.
+    /// Connections still in the handshake at once. At the cap the oldest
+    /// handshake of the address holding the most is closed to make room, so
+    /// that a flood of silent connections churns through itself instead of
+    /// keeping a real client out.
     pub max_handshakes: usize,
     /// Connections from one address (an IPv6 /64 counts as one), sessions
     /// and handshakes together. At the cap the address's oldest handshake

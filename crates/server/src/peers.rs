@@ -4,9 +4,10 @@
 //! Connections that have not finished the handshake are cheap to make and
 //! say nothing about who is on the other end, so they are never allowed to
 //! crowd out real clients: they have their own, smaller cap, and when it is
-//! reached the *oldest* of them is closed to make room. A real client's
-//! handshake takes a round trip or two, so a flood of silent or trickling
-//! connections cannot keep it out; at worst the flood churns through its own
+//! reached the oldest handshake of the address holding the most is closed
+//! to make room. A real client's handshake takes a round trip or two and is
+//! one of few from its address, so a flood of silent or trickling
+//! connections cannot keep it out; the flood churns through its own
 //! connections. Sessions (past the handshake) have the big cap, and one
 //! address may hold only so many connections of either kind.
 
@@ -181,7 +182,7 @@ impl Gate {
             }
         }
         while st.handshaking.len() >= self.max_handshakes || st.conns.len() >= self.max_total {
-            match st.handshaking.first().copied() {
+            match oldest_of_busiest(&st) {
                 Some(id) => evicted.push(evict(&mut st, id)),
                 None => return Err(Refusal::Busy("server busy: too many connections".into())),
             }
@@ -335,6 +336,24 @@ fn evict(st: &mut State, id: u64) -> (AddrKey, Arc<TcpStream>) {
     (e.key, e.stream)
 }
 
+/// The handshake to close when the handshakes are full: the oldest one of
+/// the address holding the most, so that a flood from one place churns
+/// through its own connections and a client elsewhere, holding one, is the
+/// last to be touched.
+fn oldest_of_busiest(st: &State) -> Option<u64> {
+    let mut counts: HashMap<AddrKey, usize> = HashMap::new();
+    for id in &st.handshaking {
+        if let Some(e) = st.conns.get(id) {
+            *counts.entry(e.key).or_insert(0) += 1;
+        }
+    }
+    let most = counts.values().copied().max()?;
+    st.handshaking
+        .iter()
+        .copied()
+        .find(|id| st.conns.get(id).is_some_and(|e| counts[&e.key] == most))
+}
+
 fn backoff_left(st: &State, key: AddrKey, now: Instant) -> Option<Duration> {
     let f = st.failing.get(&key)?;
     (f.until > now).then(|| f.until - now)
@@ -380,6 +399,27 @@ mod tests {
         drop(t1);
         assert_eq!(g.state.lock().sessions, 0);
         assert_eq!(g.state.lock().conns.len(), 2);
+    }
+
+    #[test]
+    fn a_flood_from_one_address_never_evicts_a_handshake_from_another() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let g = gate(ServerConfig {
+            max_handshakes: 4,
+            ..ServerConfig::default()
+        });
+        // The real client connects first, so it is the oldest handshake.
+        let real = g.admit(&pair(&l), &peer("10.0.0.1:1")).unwrap();
+        let flood: Vec<_> = (0..50)
+            .map(|i| {
+                g.admit(&pair(&l), &peer(&format!("10.9.9.9:{}", i + 1)))
+                    .unwrap()
+            })
+            .collect();
+        g.promote(&real)
+            .expect("the real client's handshake survived");
+        let alive = flood.iter().filter(|t| g.promote(t).is_ok()).count();
+        assert_eq!(alive, 3);
     }
 
     #[test]
