@@ -7,7 +7,7 @@ use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rfmount_proto::{ErrorCode, ServerMsg, WireError};
@@ -201,10 +201,21 @@ impl Server {
     }
 }
 
-/// Turns away a connection over the cap, on a short-lived thread so that a
-/// flood of them cannot slow the accept loop.
+/// Refusals being delivered at once; beyond this a refused connection is
+/// closed without a word, so that a flood of refused connections costs no
+/// more than this many threads.
+const MAX_REFUSING: usize = 64;
+static REFUSING: AtomicUsize = AtomicUsize::new(0);
+
+/// Turns away a connection, on a short-lived thread so that a flood of
+/// them cannot slow the accept loop.
 fn refuse(stream: Arc<TcpStream>, why: WireError) {
-    let _ = std::thread::Builder::new()
+    if REFUSING.fetch_add(1, Ordering::SeqCst) >= MAX_REFUSING {
+        REFUSING.fetch_sub(1, Ordering::SeqCst);
+        let _ = stream.shutdown(Shutdown::Both);
+        return;
+    }
+    let spawned = std::thread::Builder::new()
         .name("rfserve-refuse".into())
         .spawn(move || {
             let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
@@ -215,7 +226,11 @@ fn refuse(stream: Arc<TcpStream>, why: WireError) {
             let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
             let mut sink = [0u8; 4096];
             let _ = io::Read::read(&mut s, &mut sink);
+            REFUSING.fetch_sub(1, Ordering::SeqCst);
         });
+    if spawned.is_err() {
+        REFUSING.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn is_transient(e: &io::Error) -> bool {
