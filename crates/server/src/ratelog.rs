@@ -64,13 +64,15 @@ impl RateLog {
         let suppressed = std::mem::take(&mut slot.suppressed);
         slot.last = Some(now);
         drop(seen);
+        // Under the crate's name: the module that wrote the line is not
+        // what an operator filters on.
         if suppressed == 0 {
-            log::log!(level, "{line}");
+            log::log!(target: "rfmount_server", level, "{line}");
         } else {
             log::log!(
+                target: "rfmount_server",
                 level,
-                "{line} (and {suppressed} more like it from {key} in the last {} s)",
-                WINDOW.as_secs()
+                "{line} (and {suppressed} more like it from {key} since the last such line)"
             );
         }
     }
