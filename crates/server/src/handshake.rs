@@ -22,7 +22,7 @@ use rfmount_proto::{
 use crate::config::ServerConfig;
 use crate::ending::Ending;
 use crate::frames::{Deadlines, FrameReader, ReadFail, Timed};
-use crate::peers::{Gate, Ticket};
+use crate::peers::{Gate, Ticket, backoff_message};
 use crate::ratelog::Kind;
 use crate::store::Store;
 use crate::writer::FrameWriter;
@@ -170,14 +170,6 @@ fn authenticate<T: Timed>(
     let refusal = WireError::new(ErrorCode::Access, "authentication failed");
     let _ = cx.writer.send(&ServerMsg::AuthResult(Err(refusal)));
     Err(Ending::lost("authentication failed"))
-}
-
-/// The refusal of an address in back-off.
-pub(crate) fn backoff_message(addr: impl std::fmt::Display, left: std::time::Duration) -> String {
-    format!(
-        "too many failed authentications from {addr}; try again in {:.1} s",
-        left.as_secs_f32().max(0.1)
-    )
 }
 
 /// Reads one handshake frame under the handshake's limits.

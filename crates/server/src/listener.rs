@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use rfmount_proto::{ErrorCode, ServerMsg, WireError};
 
 use crate::config::ServerConfig;
-use crate::handshake::backoff_message;
-use crate::peers::{AddrKey, Gate, Refusal};
+use crate::peers::{AddrKey, Gate, Refusal, backoff_message};
 use crate::ratelog::Kind;
 use crate::session::{self, Setup};
 use crate::store::Store;

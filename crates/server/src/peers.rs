@@ -354,6 +354,14 @@ fn oldest_of_busiest(st: &State) -> Option<u64> {
         .find(|id| st.conns.get(id).is_some_and(|e| counts[&e.key] == most))
 }
 
+/// The refusal of an address in back-off.
+pub(crate) fn backoff_message(addr: impl fmt::Display, left: Duration) -> String {
+    format!(
+        "too many failed authentications from {addr}; try again in {:.1} s",
+        left.as_secs_f32().max(0.1)
+    )
+}
+
 fn backoff_left(st: &State, key: AddrKey, now: Instant) -> Option<Duration> {
     let f = st.failing.get(&key)?;
     (f.until > now).then(|| f.until - now)
