@@ -315,7 +315,11 @@ fn a_trickling_put_cannot_make_another_upload_fail_with_enospc() {
         }
         slow
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // The trickler's upload is under way before the real one starts.
+    let started = wait_for(Duration::from_secs(10), || {
+        (!find_with_prefix(disk.path(), ".rfput-").is_empty()).then_some(())
+    });
+    assert!(started.is_some(), "the trickling upload did not start");
     let mine = local.write_random("mine.bin", 10 * MIB, 9);
     srv.rf("put", [s(&mine)])
         .timeout(Duration::from_secs(60))
