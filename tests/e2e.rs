@@ -68,3 +68,8 @@ mod mount_reftest;
 // --cache-size written with the server down never grows the cache past it.
 #[path = "e2e/mount_crash.rs"]
 mod mount_crash;
+// rfserve's availability limits: floods of silent and slow-loris
+// connections, ulimit -n 1024, a trickling PUT on a small disk, login
+// back-off, protocol-1 peers, sessions confined to a subdirectory.
+#[path = "e2e/server_limits.rs"]
+mod server_limits;

@@ -24,11 +24,12 @@ use std::time::Duration;
 use log::{debug, warn};
 use parking_lot::Mutex;
 use rfmount_proto::{
-    AuthKey, ClientHello, ClientMsg, FrameError, MAGIC, Op, PROTOCOL_VERSION, ServerHello,
-    ServerMsg, new_nonce, read_frame, write_frame,
+    AuthKey, ClientMsg, FrameError, Op, PathError, RelPath, ServerHello, ServerMsg, Welcome,
+    read_frame, write_frame,
 };
 
 use crate::error::RemoteError;
+use crate::handshake;
 
 /// Frames buffered per request before the reader thread waits for the
 /// caller: bounds memory to a few chunks per transfer in flight.
@@ -45,6 +46,9 @@ pub struct ConnectConfig {
     pub connect_timeout: Duration,
     /// Interval of keep-alive pings; silence for three intervals is a dead link.
     pub keepalive: Duration,
+    /// Confine the session to this directory of the export: the server
+    /// resolves every path beneath it and nothing outside is reachable.
+    pub subdir: Option<RelPath>,
 }
 
 impl ConnectConfig {
@@ -55,7 +59,20 @@ impl ConnectConfig {
             token: None,
             connect_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(15),
+            subdir: None,
         }
+    }
+
+    /// Asks for a session confined to directory `dir` of the export
+    /// (`/sub`, `sub/` and `sub` are the same; `/` or empty is the whole
+    /// export).
+    ///
+    /// # Errors
+    /// When `dir` is not a path inside the export (`..`, NUL, too long).
+    pub fn with_subdir(mut self, dir: &str) -> Result<Self, PathError> {
+        let dir = RelPath::from_user(dir)?;
+        self.subdir = (!dir.is_root()).then_some(dir);
+        Ok(self)
     }
 
     /// Reads the shared secret from a token file.
@@ -101,6 +118,7 @@ impl Shared {
 pub struct Connection {
     addr: String,
     hello: ServerHello,
+    welcome: Welcome,
     writer: Mutex<TcpStream>,
     shared: Arc<Shared>,
     next_id: AtomicU64,
@@ -122,7 +140,8 @@ impl Connection {
     /// # Errors
     /// `Transport` when the server is unreachable, `Protocol` on a version
     /// mismatch or a non-rfserve peer, `Auth` when credentials are refused or
-    /// missing.
+    /// missing, `Service` when the server turns the client away (busy, too
+    /// many failed authentications, a subdirectory it cannot serve).
     pub fn open(cfg: &ConnectConfig) -> Result<Arc<Connection>, RemoteError> {
         let addr = &cfg.addr;
         let stream = connect(addr, cfg.connect_timeout)?;
@@ -137,62 +156,10 @@ impl Connection {
         let mut reader = stream.try_clone().map_err(io_err)?;
         let mut writer = stream;
 
-        let client_nonce = new_nonce();
-        let hello = ClientMsg::Hello(ClientHello {
-            magic: MAGIC,
-            version: PROTOCOL_VERSION,
-            client_nonce,
-        });
-        write_frame(&mut writer, &hello).map_err(|e| RemoteError::from_frame(e, addr))?;
-        let hello = match read_frame(&mut reader) {
-            Ok(ServerMsg::Hello(h)) if h.magic == MAGIC => h,
-            Ok(ServerMsg::Fatal(e)) => return Err(RemoteError::Service(e)),
-            Ok(_) | Err(FrameError::Decode(_)) | Err(FrameError::TooLarge(_)) => {
-                return Err(RemoteError::Protocol(format!(
-                    "{addr} is not an rfserve server"
-                )));
-            }
-            Err(e) => return Err(RemoteError::from_frame(e, addr)),
-        };
-        if hello.version != PROTOCOL_VERSION {
-            return Err(RemoteError::Protocol(format!(
-                "protocol version mismatch: server {addr} speaks version {}, this client speaks {}",
-                hello.version, PROTOCOL_VERSION
-            )));
-        }
-        if let Some(server_nonce) = hello.auth_challenge {
-            let Some(key) = &cfg.token else {
-                return Err(RemoteError::Auth(format!(
-                    "server {addr} requires a token (use --token-file)"
-                )));
-            };
-            let proof = key.proof(&server_nonce, &client_nonce);
-            write_frame(&mut writer, &ClientMsg::Auth { proof })
-                .map_err(|e| RemoteError::from_frame(e, addr))?;
-            match read_frame(&mut reader) {
-                Ok(ServerMsg::AuthResult(Ok(()))) => {}
-                Ok(ServerMsg::AuthResult(Err(_))) => {
-                    return Err(RemoteError::Auth(format!(
-                        "server {addr} refused the token"
-                    )));
-                }
-                Ok(other) => {
-                    return Err(RemoteError::Protocol(format!(
-                        "unexpected answer to authentication: {other:?}"
-                    )));
-                }
-                // The server closes the connection on a bad proof.
-                Err(e) if e.is_transport() => {
-                    return Err(RemoteError::Auth(format!(
-                        "server {addr} refused the token"
-                    )));
-                }
-                Err(e) => return Err(RemoteError::from_frame(e, addr)),
-            }
-        }
+        let handshake::Greeting { hello, welcome } = handshake::run(&mut reader, &mut writer, cfg)?;
         // Ping often enough that the server's idle timeout never fires on a
         // quiet but healthy connection.
-        let idle = Duration::from_secs(u64::from(hello.limits.idle_timeout_secs.max(1)));
+        let idle = Duration::from_secs(u64::from(welcome.limits.idle_timeout_secs.max(1)));
         let interval = cfg.keepalive.min(idle / 3).max(Duration::from_millis(200));
         reader
             .set_read_timeout(Some(interval * 3))
@@ -206,6 +173,7 @@ impl Connection {
         let conn = Arc::new(Connection {
             addr: addr.clone(),
             hello,
+            welcome,
             writer: Mutex::new(writer),
             shared: shared.clone(),
             next_id: AtomicU64::new(1),
@@ -224,9 +192,15 @@ impl Connection {
         Ok(conn)
     }
 
-    /// The server's hello.
+    /// The server's hello: its protocol version and whether it asked for
+    /// a token.
     pub fn hello(&self) -> &ServerHello {
         &self.hello
+    }
+
+    /// The export this session sees: its id, read-only flag and limits.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
     }
 
     /// The address this connection was opened to.

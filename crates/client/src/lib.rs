@@ -21,6 +21,7 @@
 pub mod cli;
 mod connection;
 mod error;
+mod handshake;
 #[cfg(any(test, feature = "mock"))]
 #[doc(hidden)]
 pub mod mock;

@@ -37,8 +37,8 @@ impl TcpRemote {
     pub fn connect(cfg: ConnectConfig) -> Result<Self, RemoteError> {
         let conn = Connection::open(&cfg)?;
         let info = ExportInfo {
-            export_id: conn.hello().export_id.clone(),
-            read_only: conn.hello().read_only,
+            export_id: conn.welcome().export_id.clone(),
+            read_only: conn.welcome().read_only,
         };
         Ok(TcpRemote {
             cfg,
@@ -59,11 +59,11 @@ impl TcpRemote {
         // Holding the slot lock while connecting keeps concurrent callers
         // from opening a connection each.
         let c = Connection::open(&self.cfg)?;
-        if c.hello().export_id != self.info.export_id {
+        if c.welcome().export_id != self.info.export_id {
             return Err(RemoteError::Protocol(format!(
                 "server {} now serves a different export ({} instead of {})",
                 self.cfg.addr,
-                c.hello().export_id,
+                c.welcome().export_id,
                 self.info.export_id
             )));
         }
@@ -104,6 +104,7 @@ fn unexpected(msg: &ServerMsg) -> RemoteError {
         ServerMsg::Data { .. } => "Data",
         ServerMsg::DataEnd { .. } => "DataEnd",
         ServerMsg::Fatal(_) => "Fatal",
+        ServerMsg::Welcome(_) => "Welcome",
     };
     RemoteError::Protocol(format!("unexpected {what} frame from server"))
 }
