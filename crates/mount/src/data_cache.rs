@@ -409,6 +409,15 @@ impl DataCache {
             .collect()
     }
 
+    /// Every cached path with what the cache knows about it.
+    pub fn entries(&self) -> Vec<(RelPath, EntryInfo)> {
+        let st = self.state.lock();
+        st.entries
+            .iter()
+            .map(|(p, e)| (p.clone(), e.info.clone()))
+            .collect()
+    }
+
     /// Bytes of cached content (clean and dirty).
     pub fn total_size(&self) -> u64 {
         self.state.lock().bytes

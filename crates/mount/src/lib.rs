@@ -20,8 +20,10 @@ pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod inodes;
+pub mod known_exports;
 pub mod meta_cache;
 pub mod options;
+mod own_mount;
 
 pub use error::{FsError, FsResult};
 pub use fs::RemoteFs;
