@@ -34,7 +34,7 @@ const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long a request made while the server is down waits for the
 /// reconnect attempt it triggered (a refused connect fails far sooner).
-const KICK_WAIT: Duration = Duration::from_millis(200);
+const KICK_WAIT: Duration = Duration::from_millis(500);
 
 /// The real [`Remote`]: one multiplexed connection, reopened on demand.
 #[derive(Debug)]
