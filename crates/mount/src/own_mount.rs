@@ -66,9 +66,9 @@ impl OwnMount {
         let want = mountpoint.as_os_str().as_bytes();
         let dev = table
             .lines()
+            .rev()
             .filter_map(MountInfo::parse)
-            .filter(|m| m.mountpoint == want && m.fstype.starts_with("fuse"))
-            .last()
+            .find(|m| m.mountpoint == want && m.fstype.starts_with("fuse"))
             .map(|m| m.dev)
             .ok_or_else(|| {
                 io::Error::other(format!(
@@ -140,7 +140,9 @@ impl OwnMount {
         };
         if fd < 0 {
             let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENOTCONN) {
+            // Nothing there (the directory went away), or a dead mount of
+            // someone else's on top: either way not ours to touch.
+            if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ENOENT)) {
                 return Ok(Unmount::NotOurs);
             }
             return Err(e);

@@ -68,12 +68,12 @@ pub fn mount_dev(mountpoint: &Path) -> Option<String> {
     let want = mountpoint.to_string_lossy();
     table
         .lines()
-        .filter(|l| {
+        .rev()
+        .find(|l| {
             l.split(' ')
                 .nth(4)
                 .is_some_and(|mp| mp.replace("\\040", " ") == want)
         })
-        .last()
         .and_then(|l| l.split(' ').nth(2))
         .map(str::to_owned)
 }
