@@ -489,3 +489,52 @@ fn read_full(src: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn a_server_that_accepts_but_never_answers_fails_the_connect_within_the_timeout() {
+        // The kernel completes the TCP handshake; nobody ever reads.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let cfg = ConnectConfig::new(addr).with_timeout(Duration::from_millis(300));
+        let start = Instant::now();
+        let e = TcpRemote::connect(cfg).unwrap_err();
+        assert!(e.is_transport(), "{e}");
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_remote_that_is_down_fails_at_once_and_keeps_trying_in_the_background() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = ConnectConfig::new(format!("127.0.0.1:{port}"));
+        let info = ExportInfo {
+            export_id: "e".into(),
+            read_only: false,
+        };
+        let r = TcpRemote::offline(cfg, info, "down for the test".into());
+        assert!(!r.is_online());
+        for _ in 0..5 {
+            let start = Instant::now();
+            let e = r.stat(&RelPath::root()).unwrap_err();
+            assert!(e.is_transport(), "{e}");
+            // A refused connect answers the kicked attempt at once.
+            assert!(start.elapsed() < KICK_WAIT + Duration::from_millis(300));
+        }
+        let attempts = r.link.state.lock().attempts;
+        assert!(attempts >= 1, "no reconnect attempt was made");
+    }
+}
