@@ -181,16 +181,43 @@ fn a_transfer_that_makes_progress_outlives_a_short_timeout() {
     skip_without_fuse!();
     let root = TestDir::new("root");
     let local = TestDir::new("local");
-    let big = local.write_random("big.bin", 256 * MIB, 11);
+    let big = local.write_random("big.bin", 128 * MIB, 11);
     let srv = Server::start(root.path(), &[]);
-    // Moving 256 MiB in and out, with the server's fsync, takes longer
-    // than half a second each way; no single gap in progress does.
-    let m = Mount::start(&srv, &["-o", "timeout=0.5"]);
-    tool(&m, &srv, "cp").arg(&big).arg("big.bin").ok();
-    assert_same_file(&big, &root.join("big.bin"));
-    let other = Mount::start(&srv, &["-o", "timeout=0.5"]);
+    // The server is frozen for 0.6 s out of every 0.7 s: each gap is well
+    // under the 1.5 s timeout, but all of them together are far over it,
+    // in each direction. The deadline is on progress, not on total time.
+    let timeout = Duration::from_millis(1500);
+    let m = Mount::start(&srv, &["-o", "timeout=1.5"]);
+    let other = Mount::start(&srv, &["-o", "timeout=1.5"]);
     let back = local.join("back.bin");
-    tool(&other, &srv, "cp").arg("big.bin").arg(&back).ok();
+    for (what, src, mount, dst) in [
+        ("upload", big.as_path(), &m, std::path::Path::new("big.bin")),
+        (
+            "download",
+            std::path::Path::new("big.bin"),
+            &other,
+            back.as_path(),
+        ),
+    ] {
+        let mut throttle = Throttle::start(
+            srv.pid(),
+            Duration::from_millis(600),
+            Duration::from_millis(100),
+        );
+        let out = tool(mount, &srv, "cp").arg(src).arg(dst).run();
+        let frozen = throttle.stop();
+        assert!(
+            out.status.success(),
+            "the {what} failed while the server kept making progress: {}\n---- rfmount log ----\n{}",
+            text(&out.stderr),
+            tail(&mount.log(), 30)
+        );
+        assert!(
+            frozen > timeout,
+            "the server was frozen for only {frozen:?} during the {what}: the test proves nothing"
+        );
+    }
+    assert_same_file(&big, &root.join("big.bin"));
     assert_same_file(&big, &back);
 }
 
@@ -281,4 +308,72 @@ fn without_a_cache_of_the_export_a_down_server_is_still_a_start_error() {
         text(&out.stderr)
     );
     assert!(!is_mounted(&mnt));
+}
+
+#[test]
+fn a_server_frozen_mid_upload_fails_the_close_in_time_and_gets_the_file_whole_later() {
+    skip_without_fuse!();
+    let root = TestDir::new("root");
+    let local = TestDir::new("local");
+    let old = local.write_random("old.bin", MIB, 1);
+    fs::copy(&old, root.join("big.bin")).unwrap();
+    root.write("other.txt", "other\n");
+    let new = local.write_random("new.bin", 200 * MIB, 2);
+    let srv = Server::start(root.path(), &[]);
+    let m = Mount::start(&srv, &[]);
+    assert_eq!(tool(&m, &srv, "cat").arg("other.txt").stdout(), "other\n");
+
+    let mut cp = tool(&m, &srv, "cp")
+        .arg(&new)
+        .arg("big.bin")
+        .spawn_logged(local.path(), "cp");
+    let started = wait_for(Duration::from_secs(120), || {
+        if !names_with_prefix(root.path(), ".rfput-").is_empty() {
+            return Some(true);
+        }
+        cp.try_wait().map(|_| false)
+    });
+    assert_eq!(
+        started,
+        Some(true),
+        "{}",
+        cp.report("the upload never showed a .rfput-* file on the server before cp ended")
+    );
+    let mut frozen = Frozen::new(srv.pid());
+    // The upload stops moving; its close fails after the timeout (4 s),
+    // not after minutes.
+    let (st, took) = timed(|| cp.wait(Duration::from_secs(60)));
+    assert!(
+        !st.success(),
+        "{}",
+        cp.report("cp should fail: the upload could not finish")
+    );
+    assert!(
+        cp.stderr().contains("Input/output error"),
+        "{}",
+        cp.report("cp's error should be EIO")
+    );
+    assert!(
+        took <= Duration::from_secs(10),
+        "cp took {took:?} to fail after the server froze\n---- rfmount log ----\n{}",
+        tail(&m.log(), 30)
+    );
+    let (out, took) = run_timed(&m, &srv, &["cat", "other.txt"]);
+    assert_within("cat while frozen", took, LATER_BOUND, &m);
+    assert_ok("cat while frozen", &out, "other\n");
+    assert_same_file(&old, &root.join("big.bin"));
+
+    frozen.thaw();
+    if let Err(e) = wait_same_file(&new, &root.join("big.bin"), Duration::from_secs(90)) {
+        panic!(
+            "big.bin was not uploaded whole within 90 s of SIGCONT: {e}\n---- rfmount log ----\n{}",
+            tail(&m.log(), 30)
+        );
+    }
+    let left = wait_for(Duration::from_secs(10), || {
+        names_with_prefix(root.path(), ".rfput-")
+            .is_empty()
+            .then_some(())
+    });
+    assert!(left.is_some(), "temporary upload files left on the server");
 }

@@ -495,7 +495,9 @@ fn watchdog(
         } else {
             idle_interval
         };
-        if last_ping.elapsed() >= every {
+        // A sender blocked on a full socket must not block the watchdog
+        // too: it has to stay free to notice the stall.
+        if last_ping.elapsed() >= every && !conn.writer.is_locked() {
             last_ping = Instant::now();
             match conn.start_raw(Op::Ping) {
                 Ok(p) => ping = Some(p),

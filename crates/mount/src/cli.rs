@@ -1,9 +1,10 @@
 //! The `rfmount` command.
 //!
 //! `main` parses and checks arguments (exit 2 on bad usage), forks unless
-//! `-f` was given, then [`run`] connects, opens the cache, mounts, and waits
-//! for Ctrl-C / SIGTERM (unmount and exit) or an external unmount
-//! (`fusermount3 -u`, which ends the session). Errors are one line and exit 1.
+//! `-f` was given, then [`run`] connects (or starts offline from a known
+//! cache), opens the cache, mounts, and waits for Ctrl-C / SIGTERM (unmount
+//! our own mount and exit) or the kernel ending the connection (any
+//! unmount, an abort). Errors are one line and exit 1.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,7 +39,8 @@ struct Args {
     #[arg(short = 'f', long)]
     foreground: bool,
     /// Mount options: ro, allow_other, default_permissions,
-    /// attr_timeout=SECONDS, dir_timeout=SECONDS (comma-separated).
+    /// attr_timeout=SECONDS, dir_timeout=SECONDS, timeout=SECONDS
+    /// (comma-separated).
     #[arg(short = 'o', value_name = "OPTS")]
     options: Vec<String>,
     /// Cache directory (default $XDG_CACHE_HOME/rfmount or ~/.cache/rfmount).

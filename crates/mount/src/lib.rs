@@ -9,7 +9,9 @@
 //!   export id, dirty files kept until uploaded), [`meta_cache`] the
 //!   short-lived attribute and listing caches, [`inodes`] the inode table.
 //! - [`cli`] is the `rfmount` command: argument checks, daemonising, the
-//!   session, signals and the retry loop for failed uploads.
+//!   session, signals and the retry loop for failed uploads;
+//!   [`known_exports`] lets it start offline from a cache, and `own_mount`
+//!   tells its own FUSE connection from whatever else is mounted there.
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 

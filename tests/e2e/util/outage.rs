@@ -237,3 +237,49 @@ impl Drop for ExtraMount {
         }
     }
 }
+
+/// Freezes and thaws a process in a cycle (`frozen` stopped, `running`
+/// running) from a background thread until [`Throttle::stop`] or drop: a
+/// server that keeps making progress, with gaps.
+pub struct Throttle {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<Duration>>,
+}
+
+impl Throttle {
+    /// Starts cycling `pid` (a process this test started).
+    pub fn start(pid: u32, frozen: Duration, running: Duration) -> Throttle {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut total = Duration::ZERO;
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                send_signal(pid, libc::SIGSTOP);
+                thread::sleep(frozen);
+                send_signal(pid, libc::SIGCONT);
+                total += frozen;
+                thread::sleep(running);
+            }
+            total
+        });
+        Throttle {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops cycling (the process runs on) and returns how long it was
+    /// frozen in all.
+    pub fn stop(&mut self) -> Duration {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread
+            .take()
+            .map_or(Duration::ZERO, |t| t.join().unwrap_or_default())
+    }
+}
+
+impl Drop for Throttle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
