@@ -24,6 +24,8 @@ fn record_path(cache_dir: &Path, cfg: &ConnectConfig) -> PathBuf {
     h.update(b"rfmount known export v1\0");
     h.update(cfg.addr.as_bytes());
     h.update(b"\0");
+    // Anything else of ConnectConfig that selects what the server exports
+    // to us (a subdirectory, say) belongs in this hash too.
     if let Some(key) = &cfg.token {
         // A MAC over fixed nonces: stable for one token, reveals nothing.
         h.update(&key.proof(&[0; 32], &[1; 32]));
