@@ -289,6 +289,9 @@ fn mount(args: &Args, mut cfg: MountConfig) -> Result<Mounted> {
 /// unmounting before it exits anyway.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
 
+/// How long the last upload try at exit may take.
+const LAST_RETRY: Duration = Duration::from_millis(500);
+
 /// Runs until a signal or until the kernel ends the connection (unmount by
 /// any route, abort); retries failed uploads meanwhile.
 fn serve(m: Mounted) -> Result<()> {
@@ -359,9 +362,19 @@ fn serve(m: Mounted) -> Result<()> {
     }
     stop.store(true, Ordering::SeqCst);
     let _ = retry.join();
-    // Only a quick last try: the files stay in the cache for the next mount.
-    if remote.is_online() {
-        fs.retry_dirty();
+    // A last try, bounded so that the process still exits promptly: what
+    // is not uploaded stays in the cache for the next mount (an upload cut
+    // short by the exit never replaces the server's file).
+    if remote.is_online() && !fs.cache().dirty_paths().is_empty() {
+        let (done_tx, done_rx) = channel();
+        let fs = fs.clone();
+        let _ = std::thread::Builder::new()
+            .name("rf-last-retry".into())
+            .spawn(move || {
+                fs.retry_dirty();
+                let _ = done_tx.send(());
+            });
+        let _ = done_rx.recv_timeout(LAST_RETRY);
     }
     let left = fs.cache().dirty_paths().len();
     if left > 0 {
