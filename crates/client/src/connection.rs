@@ -112,6 +112,9 @@ struct Shared {
     /// The reader is blocked handing a frame to a slow caller: the wait is
     /// ours, not the server's.
     delivering: AtomicBool,
+    /// The connection died because the server stopped making progress (as
+    /// opposed to closing or resetting it).
+    timed_out: AtomicBool,
 }
 
 impl Shared {
@@ -250,6 +253,7 @@ impl Connection {
             sock: writer.try_clone().map_err(io_err)?,
             progress: Mutex::new(Instant::now()),
             delivering: AtomicBool::new(false),
+            timed_out: AtomicBool::new(false),
         });
         let (stop_tx, stop_rx) = sync_channel(0);
         let conn = Arc::new(Connection {
@@ -288,6 +292,11 @@ impl Connection {
     /// Why this connection is unusable, if it is.
     pub fn dead_reason(&self) -> Option<String> {
         self.shared.dead.lock().clone()
+    }
+
+    /// True when it died because the server stopped making progress.
+    pub(crate) fn timed_out(&self) -> bool {
+        self.shared.timed_out.load(Ordering::SeqCst)
     }
 
     /// Sends a request and returns the handle that receives its answer.
@@ -332,11 +341,14 @@ impl Connection {
         if let Err(e) = write_frame(&mut *w, msg) {
             let why = match self.dead_reason() {
                 Some(why) => why,
-                None if e.is_transport() && is_timeout(&e) => format!(
-                    "server {} stopped accepting data (no progress for {} s)",
-                    self.addr,
-                    secs(self.timeout)
-                ),
+                None if e.is_transport() && is_timeout(&e) => {
+                    self.shared.timed_out.store(true, Ordering::SeqCst);
+                    format!(
+                        "server {} stopped accepting data (no progress for {} s)",
+                        self.addr,
+                        secs(self.timeout)
+                    )
+                }
                 None => format!("connection to {} lost: {e}", self.addr),
             };
             let _ = w.shutdown(Shutdown::Both);
@@ -479,6 +491,7 @@ fn watchdog(
             }
         }
         if conn.shared.stalled(timeout) {
+            conn.shared.timed_out.store(true, Ordering::SeqCst);
             conn.shared.kill(format!(
                 "server {} did not answer for {} s",
                 conn.addr,

@@ -223,13 +223,19 @@ impl TcpRemote {
     fn conn(&self) -> Result<Arc<Connection>, RemoteError> {
         let link = &self.link;
         let mut st = link.state.lock();
+        // The caller that finds a connection dead of a timeout has waited
+        // that long already, and a new attempt would only wait again.
+        let mut just_timed_out = false;
         if let Some(c) = st.conn.clone() {
             match c.dead_reason() {
                 None => return Ok(c),
-                Some(why) => link.go_down(&mut st, why),
+                Some(why) => {
+                    just_timed_out = c.timed_out();
+                    link.go_down(&mut st, why);
+                }
             }
         }
-        if !st.attempting {
+        if !st.attempting && !just_timed_out {
             st.kick = true;
             link.changed.notify_all();
             let seen = st.attempts;
