@@ -201,6 +201,12 @@ impl Connection {
                     "{addr} is not an rfserve server"
                 )));
             }
+            Err(e) if is_timeout(&e) => {
+                return Err(RemoteError::Transport(format!(
+                    "server {addr} did not answer the handshake within {} s",
+                    secs(cfg.connect_timeout)
+                )));
+            }
             Err(e) => return Err(RemoteError::from_frame(e, addr)),
         };
         if hello.version != PROTOCOL_VERSION {
