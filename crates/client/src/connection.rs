@@ -477,7 +477,7 @@ fn watchdog(
     timeout: Duration,
     idle_interval: Duration,
 ) {
-    let tick = (timeout / 16).clamp(Duration::from_millis(20), Duration::from_millis(250));
+    let tick = (timeout / 40).clamp(Duration::from_millis(20), Duration::from_millis(100));
     let busy_interval = timeout / 3;
     let mut last_ping = Instant::now();
     let mut ping: Option<(u64, Receiver<ServerMsg>)> = None;

@@ -10,8 +10,13 @@
 //! connection broke, a connect was refused) the remote is *down*: requests
 //! fail at once with a transport error instead of each waiting for its own
 //! timeout, and a background thread reconnects with exponential back-off.
-//! A request made while the reconnector sleeps wakes it and waits a moment
-//! for that attempt, so the first request after the server is back works.
+//! A server that refuses or resets is retried with exponential back-off,
+//! and a request made while the reconnector sleeps wakes it and waits a
+//! moment for that attempt, so the first request after the server is back
+//! works. A server that is silent (stopped, or a link dropping packets) is
+//! retried at once after each attempt times out, so an attempt is nearly
+//! always waiting on it and succeeds the moment it answers again; requests
+//! never wait for those attempts.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -28,7 +33,8 @@ use crate::connection::{Call, ConnectConfig, Connection};
 use crate::error::RemoteError;
 use crate::remote::{ExportInfo, GetOutcome, PutOptions, Remote};
 
-/// First pause between reconnect attempts; doubled after each failure.
+/// First pause between reconnect attempts; doubled after each failure that
+/// was not a timeout.
 const BACKOFF_START: Duration = Duration::from_millis(200);
 /// Longest pause between reconnect attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -64,6 +70,9 @@ struct LinkState {
     attempts: u64,
     next_attempt: Instant,
     backoff: Duration,
+    /// The last failure was a timeout: the server is silent, and a new
+    /// attempt will most likely wait the whole timeout too.
+    silent: bool,
     reconnector: bool,
     stop: bool,
 }
@@ -81,6 +90,7 @@ impl Link {
                 attempts: 0,
                 next_attempt: Instant::now(),
                 backoff: BACKOFF_START,
+                silent: false,
                 reconnector: false,
                 stop: false,
             }),
@@ -88,9 +98,11 @@ impl Link {
         })
     }
 
-    /// Marks the server unreachable and makes sure the reconnector runs.
-    fn go_down(self: &Arc<Self>, st: &mut LinkState, why: String) {
+    /// Marks the server unreachable (`silent`: it stopped answering) and
+    /// makes sure the reconnector runs.
+    fn go_down(self: &Arc<Self>, st: &mut LinkState, why: String, silent: bool) {
         st.conn = None;
+        st.silent = silent;
         if st.down.is_none() {
             warn!(
                 "server {} unreachable, answering from the cache until it is back: {why}",
@@ -134,7 +146,9 @@ impl Link {
             st.kick = false;
             st.attempting = true;
             drop(st);
+            let started = Instant::now();
             let result = self.open();
+            let timed_out = started.elapsed() >= self.cfg.connect_timeout / 2;
             let mut st = self.state.lock();
             st.attempting = false;
             st.attempts += 1;
@@ -143,6 +157,7 @@ impl Link {
                     info!("reconnected to {}", self.cfg.addr);
                     st.conn = Some(c);
                     st.down = None;
+                    st.silent = false;
                     st.backoff = BACKOFF_START;
                 }
                 Err(e) => {
@@ -151,8 +166,15 @@ impl Link {
                         warn!("reconnect to {} failed: {e}", self.cfg.addr);
                     }
                     st.down = Some(e.to_string());
-                    st.next_attempt = Instant::now() + st.backoff;
-                    st.backoff = (st.backoff * 2).min(BACKOFF_MAX);
+                    st.silent = timed_out && e.is_transport();
+                    if st.silent {
+                        // It cost a whole timeout already; waiting longer
+                        // would only delay noticing that it is back.
+                        st.next_attempt = Instant::now() + BACKOFF_START;
+                    } else {
+                        st.next_attempt = Instant::now() + st.backoff;
+                        st.backoff = (st.backoff * 2).min(BACKOFF_MAX);
+                    }
                 }
             }
             self.changed.notify_all();
@@ -207,7 +229,7 @@ impl TcpRemote {
             let mut st = link.state.lock();
             // The caller reports this start itself; no second warning.
             st.down = Some(why.clone());
-            link.go_down(&mut st, why);
+            link.go_down(&mut st, why, false);
         }
         TcpRemote { info, link }
     }
@@ -219,23 +241,23 @@ impl TcpRemote {
     }
 
     /// The live connection. While the server is down this fails at once,
-    /// after waking the reconnector and giving it [`KICK_WAIT`].
+    /// after waking the reconnector and (unless the server is silent)
+    /// giving its attempt [`KICK_WAIT`].
     fn conn(&self) -> Result<Arc<Connection>, RemoteError> {
         let link = &self.link;
         let mut st = link.state.lock();
-        // The caller that finds a connection dead of a timeout has waited
-        // that long already, and a new attempt would only wait again.
-        let mut just_timed_out = false;
         if let Some(c) = st.conn.clone() {
             match c.dead_reason() {
                 None => return Ok(c),
-                Some(why) => {
-                    just_timed_out = c.timed_out();
-                    link.go_down(&mut st, why);
-                }
+                Some(why) => link.go_down(&mut st, why, c.timed_out()),
             }
         }
-        if !st.attempting && !just_timed_out {
+        // Waiting is only worth it for a server that refused or reset: an
+        // attempt on a silent one would take the whole timeout.
+        if st.silent {
+            st.kick = true;
+            link.changed.notify_all();
+        } else if !st.attempting {
             st.kick = true;
             link.changed.notify_all();
             let seen = st.attempts;
