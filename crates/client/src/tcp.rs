@@ -41,6 +41,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long a request made while the server is down waits for the
 /// reconnect attempt it triggered (a refused connect fails far sooner).
 const KICK_WAIT: Duration = Duration::from_millis(500);
+/// The same for a silent server: an attempt on it finishes at once when it
+/// answers again, or only after the whole timeout.
+const SILENT_WAIT: Duration = Duration::from_millis(100);
 
 /// The real [`Remote`]: one multiplexed connection, reopened on demand.
 #[derive(Debug)]
@@ -241,8 +244,8 @@ impl TcpRemote {
     }
 
     /// The live connection. While the server is down this fails at once,
-    /// after waking the reconnector and (unless the server is silent)
-    /// giving its attempt [`KICK_WAIT`].
+    /// after waking the reconnector and giving its attempt [`KICK_WAIT`]
+    /// ([`SILENT_WAIT`] for a silent server).
     fn conn(&self) -> Result<Arc<Connection>, RemoteError> {
         let link = &self.link;
         let mut st = link.state.lock();
@@ -252,20 +255,18 @@ impl TcpRemote {
                 Some(why) => link.go_down(&mut st, why, c.timed_out()),
             }
         }
-        // Waiting is only worth it for a server that refused or reset: an
-        // attempt on a silent one would take the whole timeout.
-        if st.silent {
+        // Wake the reconnector and give its attempt a moment: if the server
+        // is back, this very request works.
+        if !st.attempting {
             st.kick = true;
             link.changed.notify_all();
-        } else if !st.attempting {
-            st.kick = true;
-            link.changed.notify_all();
-            let seen = st.attempts;
-            let until = Instant::now() + KICK_WAIT;
-            while st.attempts == seen && !link.changed.wait_until(&mut st, until).timed_out() {}
-            if let Some(c) = st.conn.clone().filter(|c| c.dead_reason().is_none()) {
-                return Ok(c);
-            }
+        }
+        let wait = if st.silent { SILENT_WAIT } else { KICK_WAIT };
+        let seen = st.attempts;
+        let until = Instant::now() + wait;
+        while st.attempts == seen && !link.changed.wait_until(&mut st, until).timed_out() {}
+        if let Some(c) = st.conn.clone().filter(|c| c.dead_reason().is_none()) {
+            return Ok(c);
         }
         Err(RemoteError::Transport(st.down.clone().unwrap_or_else(
             || format!("server {} unreachable", link.cfg.addr),
