@@ -16,7 +16,7 @@
 //! works. A server that is silent (stopped, or a link dropping packets) is
 //! retried at once after each attempt times out, so an attempt is nearly
 //! always waiting on it and succeeds the moment it answers again; requests
-//! never wait for those attempts.
+//! wait only a moment (100 ms) for those attempts.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
