@@ -73,3 +73,14 @@ mod mount_crash;
 // back-off, protocol-1 peers, sessions confined to a subdirectory.
 #[path = "e2e/server_limits.rs"]
 mod server_limits;
+// Outages: a server frozen with SIGSTOP (bounded answers from the cache, EIO
+// for what it lacks, uploads after SIGCONT), a restart, a short -o timeout
+// with large transfers, and a mount started while the server is down.
+#[path = "e2e/mount_outage.rs"]
+mod mount_outage;
+
+// The rfmount process follows its mount: exit within 2 s after fusermount3
+// -u, umount, umount -l or a connection abort; a signal never unmounts a
+// newer mount at the same path.
+#[path = "e2e/mount_lifecycle.rs"]
+mod mount_lifecycle;

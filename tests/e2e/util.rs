@@ -57,3 +57,6 @@ pub use mount::*;
 #[path = "util/limits.rs"]
 mod limits;
 pub use limits::*;
+#[path = "util/outage.rs"]
+mod outage;
+pub use outage::*;

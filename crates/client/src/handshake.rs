@@ -45,6 +45,12 @@ pub(crate) fn run<R: Read, W: Write>(
     let payload = match read_payload(reader) {
         Ok(p) => p,
         Err(FrameError::TooLarge(_)) => return Err(not_rfserve()),
+        Err(e) if crate::connection::is_timeout(&e) => {
+            return Err(RemoteError::Transport(format!(
+                "server {addr} did not answer the handshake within {} s",
+                crate::connection::secs(cfg.connect_timeout)
+            )));
+        }
         Err(e) => return Err(RemoteError::from_frame(e, addr)),
     };
     let hello = match (

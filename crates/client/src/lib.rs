@@ -28,7 +28,7 @@ pub mod mock;
 mod remote;
 mod tcp;
 
-pub use connection::{ConnectConfig, Connection};
+pub use connection::{ConnectConfig, Connection, DEFAULT_TIMEOUT};
 pub use error::RemoteError;
 pub use remote::{ExportInfo, GetOutcome, PutOptions, Remote};
 pub use tcp::TcpRemote;

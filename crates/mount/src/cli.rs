@@ -1,16 +1,17 @@
 //! The `rfmount` command.
 //!
 //! `main` parses and checks arguments (exit 2 on bad usage), forks unless
-//! `-f` was given, then [`run`] connects, opens the cache, mounts, and waits
-//! for Ctrl-C / SIGTERM (unmount and exit) or an external unmount
-//! (`fusermount3 -u`, which ends the session). Errors are one line and exit 1.
+//! `-f` was given, then [`run`] connects (or starts offline from a known
+//! cache), opens the cache, mounts, and waits for Ctrl-C / SIGTERM (unmount
+//! our own mount and exit) or the kernel ending the connection (any
+//! unmount, an abort). Errors are one line and exit 1.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, channel};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
@@ -22,7 +23,9 @@ use crate::daemon::{self, StatusPipe};
 use crate::data_cache::DataCache;
 use crate::fs::RemoteFs;
 use crate::fuse::FuseFs;
+use crate::known_exports;
 use crate::options::{MountConfig, parse_size};
+use crate::own_mount::{self, OwnMount, Unmount};
 
 /// Command line of `rfmount`.
 #[derive(Parser, Debug)]
@@ -36,7 +39,8 @@ struct Args {
     #[arg(short = 'f', long)]
     foreground: bool,
     /// Mount options: ro, allow_other, default_permissions,
-    /// attr_timeout=SECONDS, dir_timeout=SECONDS (comma-separated).
+    /// attr_timeout=SECONDS, dir_timeout=SECONDS, timeout=SECONDS
+    /// (comma-separated).
     #[arg(short = 'o', value_name = "OPTS")]
     options: Vec<String>,
     /// Cache directory (default $XDG_CACHE_HOME/rfmount or ~/.cache/rfmount).
@@ -172,7 +176,7 @@ fn with_default_port(server: &str) -> String {
 
 fn run(args: &Args, cfg: MountConfig, status: Option<StatusPipe>) -> Result<()> {
     let result = mount(args, cfg);
-    let (session, fs) = match result {
+    let mounted = match result {
         Ok(v) => v,
         Err(e) => {
             if let Some(s) = status {
@@ -181,25 +185,58 @@ fn run(args: &Args, cfg: MountConfig, status: Option<StatusPipe>) -> Result<()> 
             return Err(e);
         }
     };
-    info!("mounted {} on {}", args.server, args.mountpoint.display());
+    info!(
+        "mounted {} on {} (FUSE connection {})",
+        args.server,
+        args.mountpoint.display(),
+        mounted.own.connection_id()
+    );
     if let Some(s) = status {
         s.ready();
     }
-    serve(session, fs)
+    serve(mounted)
 }
 
-type Mounted = (fuser::BackgroundSession, Arc<RemoteFs<TcpRemote>>);
+struct Mounted {
+    session: fuser::BackgroundSession,
+    fs: Arc<RemoteFs<TcpRemote>>,
+    remote: Arc<TcpRemote>,
+    own: OwnMount,
+}
+
+/// Connects, or, when the server is unreachable but this cache directory
+/// knows the export from an earlier mount, starts offline.
+fn connect(server: &str, conn: ConnectConfig, cache_dir: &Path) -> Result<TcpRemote> {
+    match TcpRemote::connect(conn.clone()) {
+        Ok(remote) => {
+            if let Err(e) = known_exports::remember(cache_dir, &conn, &remote.export()) {
+                warn!("cannot record the export in {}: {e}", cache_dir.display());
+            }
+            Ok(remote)
+        }
+        Err(RemoteError::Transport(why)) => match known_exports::recall(cache_dir, &conn) {
+            Some(info) => {
+                // One line, also in the background (stderr is still the
+                // terminal until the mount is up).
+                eprintln!(
+                    "rfmount: warning: server {server} unreachable ({why}); \
+                     serving the cache and going online when it answers"
+                );
+                Ok(TcpRemote::offline(conn, info, why))
+            }
+            None => Err(anyhow!("cannot reach server {server}: {why}")),
+        },
+        Err(other) => Err(anyhow!("server {server}: {other}")),
+    }
+}
 
 fn mount(args: &Args, mut cfg: MountConfig) -> Result<Mounted> {
     let server = with_default_port(&args.server);
-    let mut conn = ConnectConfig::new(server.clone());
+    let mut conn = ConnectConfig::new(server.clone()).with_timeout(cfg.timeout);
     if let Some(t) = &args.token_file {
         conn = conn.with_token_file(t)?;
     }
-    let remote = TcpRemote::connect(conn).map_err(|e| match e {
-        RemoteError::Transport(_) => anyhow!("cannot reach server {server}: {e}"),
-        other => anyhow!("server {server}: {other}"),
-    })?;
+    let remote = Arc::new(connect(&server, conn, &cfg.cache_dir)?);
     let export = remote.export();
     if export.read_only && !cfg.read_only {
         info!("the export is read-only; mounting read-only");
@@ -224,22 +261,46 @@ fn mount(args: &Args, mut cfg: MountConfig) -> Result<Mounted> {
         fuse_cfg.acl = SessionACL::All;
     }
     fuse_cfg.n_threads = Some(args.threads);
-    let fs = Arc::new(RemoteFs::new(Arc::new(remote), cfg, Arc::new(cache)));
-    let session = Session::new(FuseFs::new(fs.clone()), &args.mountpoint, &fuse_cfg)
+    let fs = Arc::new(RemoteFs::new(remote.clone(), cfg, Arc::new(cache)));
+    let mountpoint = args
+        .mountpoint
+        .canonicalize()
+        .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
+    let fds_before = own_mount::fuse_fds();
+    let session = Session::new(FuseFs::new(fs.clone()), &mountpoint, &fuse_cfg)
         .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
+    let own = OwnMount::record(&mountpoint, &fds_before).context("after mounting")?;
     let notifier = session.notifier();
     fs.set_invalidator(Box::new(move |ino| {
         if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {
             log::debug!("invalidating inode {ino}: {e}");
         }
     }));
-    let bg = session.spawn().context("starting the FUSE session")?;
-    Ok((bg, fs))
+    let session = session.spawn().context("starting the FUSE session")?;
+    Ok(Mounted {
+        session,
+        fs,
+        remote,
+        own,
+    })
 }
 
-/// Runs until a signal or an external unmount; retries failed uploads
-/// meanwhile.
-fn serve(session: fuser::BackgroundSession, fs: Arc<RemoteFs<TcpRemote>>) -> Result<()> {
+/// How long a signalled rfmount waits for its session to wind down after
+/// unmounting before it exits anyway.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// How long the last upload try at exit may take.
+const LAST_RETRY: Duration = Duration::from_millis(500);
+
+/// Runs until a signal or until the kernel ends the connection (unmount by
+/// any route, abort); retries failed uploads meanwhile.
+fn serve(m: Mounted) -> Result<()> {
+    let Mounted {
+        session,
+        fs,
+        remote,
+        own,
+    } = m;
     let (tx, rx) = channel();
     ctrlc::set_handler(move || {
         let _ = tx.send(());
@@ -264,27 +325,66 @@ fn serve(session: fuser::BackgroundSession, fs: Arc<RemoteFs<TcpRemote>>) -> Res
             })?
     };
 
-    let result = loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
+    let ended = || session.guard.is_finished() || own.ended();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(()) => {
                 info!("signal received, unmounting");
-                break session.umount_and_join().context("unmounting");
+                match own.unmount() {
+                    Ok(Unmount::Done) => {}
+                    Ok(Unmount::NotOurs) => warn!(
+                        "{} no longer holds this mount; leaving what is mounted there alone",
+                        own.mountpoint().display()
+                    ),
+                    Err(e) => warn!("unmounting {}: {e}", own.mountpoint().display()),
+                }
+                let deadline = Instant::now() + EXIT_GRACE;
+                while !ended() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                break;
             }
-            Err(RecvTimeoutError::Timeout) if session.guard.is_finished() => {
+            Err(RecvTimeoutError::Timeout) if ended() => {
                 info!("unmounted");
-                break session.join().context("FUSE session");
+                // After an abort the dead mount stays in the table
+                // ("Transport endpoint is not connected"): take it away if
+                // it is still ours.
+                match own.unmount() {
+                    Ok(Unmount::Done) => info!("removed the dead mount"),
+                    Ok(Unmount::NotOurs) => {}
+                    Err(e) => warn!("removing the dead mount: {e}"),
+                }
+                break;
             }
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break Ok(()),
+            Err(RecvTimeoutError::Disconnected) => break,
         }
-    };
+    }
     stop.store(true, Ordering::SeqCst);
     let _ = retry.join();
-    let left = fs.retry_dirty();
+    // A last try, bounded so that the process still exits promptly: what
+    // is not uploaded stays in the cache for the next mount (an upload cut
+    // short by the exit never replaces the server's file).
+    if remote.is_online() && !fs.cache().dirty_paths().is_empty() {
+        let (done_tx, done_rx) = channel();
+        let fs = fs.clone();
+        let _ = std::thread::Builder::new()
+            .name("rf-last-retry".into())
+            .spawn(move || {
+                fs.retry_dirty();
+                let _ = done_tx.send(());
+            });
+        let _ = done_rx.recv_timeout(LAST_RETRY);
+    }
+    let left = fs.cache().dirty_paths().len();
     if left > 0 {
         warn!(
             "{left} file(s) could not be uploaded; they stay in the cache and are uploaded at the next mount"
         );
     }
-    result
+    // Never let fuser unmount on drop: it unmounts by path, which may now
+    // be someone else's mount. Worker threads still busy end with the
+    // process.
+    std::mem::forget(session);
+    Ok(())
 }

@@ -484,7 +484,16 @@ impl DataCache {
             .collect()
     }
 
-    /// Bytes the cache holds or is fetching (clean and dirty).
+    /// Every cached path with what the cache knows about it.
+    pub fn entries(&self) -> Vec<(RelPath, EntryInfo)> {
+        let ix = self.index.lock();
+        ix.entries
+            .iter()
+            .map(|(p, e)| (p.clone(), e.info.clone()))
+            .collect()
+    }
+
+    /// Bytes of cached content (clean and dirty).
     pub fn total_size(&self) -> u64 {
         self.index.lock().bytes()
     }

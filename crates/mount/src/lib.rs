@@ -11,7 +11,9 @@
 //!   [`meta_cache`] the
 //!   short-lived attribute and listing caches, [`inodes`] the inode table.
 //! - [`cli`] is the `rfmount` command: argument checks, daemonising, the
-//!   session, signals and the retry loop for failed uploads.
+//!   session, signals and the retry loop for failed uploads;
+//!   [`known_exports`] lets it start offline from a cache, and `own_mount`
+//!   tells its own FUSE connection from whatever else is mounted there.
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -22,8 +24,10 @@ pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod inodes;
+pub mod known_exports;
 pub mod meta_cache;
 pub mod options;
+mod own_mount;
 
 pub use error::{FsError, FsResult};
 pub use fs::RemoteFs;
