@@ -63,7 +63,7 @@ fn command(r: &dyn Remote, cmd: &str, args: &[&str], out: &mut dyn Write) -> Res
         ("ls", [dir]) => super::ls(r, &remote_path(dir)?, out)?,
         ("get", [name]) | ("get", [name, _]) => {
             let local = args.get(1).map(Path::new);
-            let saved = super::get(r, &remote_path(name)?, local)?;
+            let saved = super::get(r, &remote_path(name)?, local, false)?;
             writeln!(out, "saved {}", saved.display())?;
         }
         ("put", [name]) | ("put", [name, _]) => {
