@@ -62,3 +62,9 @@ mod mount_load;
 // export must end up equal to the local directory byte for byte.
 #[path = "e2e/mount_reftest.rs"]
 mod mount_reftest;
+
+// The system's view: mount(8) with -t fuse.rfmount, 'rfmount#SOURCE' and an
+// fstab line, findmnt, umount, generic and sshfs options, background logs,
+// clean unmounts, SIGHUP/SIGUSR1.
+#[path = "e2e/mount_system.rs"]
+mod mount_system;

@@ -137,8 +137,13 @@ fn init_logging() {
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+        let io = c.downcast_ref::<io::Error>().or_else(|| {
+            match c.downcast_ref::<crate::error::RemoteError>() {
+                Some(crate::error::RemoteError::Local { error, .. }) => Some(error),
+                _ => None,
+            }
+        });
+        io.is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
     })
 }
 

@@ -9,17 +9,22 @@
 //!   export id, dirty files kept until uploaded), [`meta_cache`] the
 //!   short-lived attribute and listing caches, [`inodes`] the inode table.
 //! - [`cli`] is the `rfmount` command: argument checks, daemonising, the
-//!   session, signals and the retry loop for failed uploads.
+//!   session, signals and the retry loop for failed uploads; with it
+//!   `cli_options` (sorting `-o` as mount(8) and fstab pass them),
+//!   `kernel_mount` (the mount as type `fuse.rfmount`) and `logging`.
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod cli;
+mod cli_options;
 mod daemon;
 pub mod data_cache;
 pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod inodes;
+mod kernel_mount;
+mod logging;
 pub mod meta_cache;
 pub mod options;
 
