@@ -68,3 +68,8 @@ mod mount_reftest;
 // clean unmounts, SIGHUP/SIGUSR1.
 #[path = "e2e/mount_system.rs"]
 mod mount_system;
+
+// rf ping, rf get and existing files, rf ls escaping, server syntax errors,
+// one-line errors said once, --help texts.
+#[path = "e2e/rf_tools.rs"]
+mod rf_tools;
