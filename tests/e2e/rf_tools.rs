@@ -180,3 +180,45 @@ fn help_texts_are_written_for_users() {
     let rf = text(&TestCommand::rf().arg("--help").ok().stdout);
     assert!(rf.contains("ping"), "{rf}");
 }
+
+#[test]
+fn shell_cd_pwd_lcd_lls_mv_and_quoted_names_through_a_pipe() {
+    let root = TestDir::new("root");
+    root.write("docs/my report.txt", "the report\n");
+    let srv = Server::start(root.path(), &[]);
+    let local = TestDir::new("local");
+    let down = local.mkdir("down dir");
+    local.write("up file.txt", "up\n");
+    let script = format!(
+        "cd docs\npwd\nls\nlcd {q}\nlls ..\nget 'my report.txt'\nmv \"my report.txt\" renamed\\ report.txt\n\
+         lcd ..\nput 'up file.txt'\ncd ..\npwd\nls docs\nclose\n",
+        q = shlex_quote(s(&down))
+    );
+    let out = srv
+        .rf("shell", [] as [&str; 0])
+        .current_dir(local.path())
+        .stdin(script)
+        .ok();
+    let t = text(&out.stdout);
+    assert!(t.contains(">>> /docs\n"), "{t}");
+    assert!(t.contains(" my report.txt\n"), "{t}");
+    assert!(t.contains("down dir/\n"), "lls lists local names: {t}");
+    assert!(t.contains("uploaded /docs/up file.txt"), "{t}");
+    assert!(t.contains(">>> /\n"), "{t}");
+    assert!(t.contains(" renamed report.txt\n"), "{t}");
+    assert_eq!(
+        fs::read(down.join("my report.txt")).unwrap(),
+        b"the report\n"
+    );
+    assert_eq!(
+        fs::read(root.join("docs/renamed report.txt")).unwrap(),
+        b"the report\n"
+    );
+    assert_eq!(fs::read(root.join("docs/up file.txt")).unwrap(), b"up\n");
+    assert!(text(&out.stderr).is_empty(), "{}", text(&out.stderr));
+}
+
+/// `'...'` quoting for the shell's command line.
+fn shlex_quote(p: &str) -> String {
+    format!("'{}'", p.replace('\'', "'\\''"))
+}

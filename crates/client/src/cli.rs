@@ -216,7 +216,7 @@ fn run(args: Args) -> Result<ExitCode> {
             let m = r.stat(&p).with_context(|| format!("stat {p}"))?;
             writeln!(out, "{}", format::stat_text(&p, &m))?;
         }
-        Cmd::Shell { .. } => return shell::run(&r, io::stdin().lock(), out),
+        Cmd::Shell { .. } => return shell::run_stdin(&r, out),
         Cmd::Ping { .. } => unreachable!("answered before connecting"),
     }
     Ok(ExitCode::SUCCESS)
