@@ -73,3 +73,8 @@ mod mount_system;
 // one-line errors said once, --help texts.
 #[path = "e2e/rf_tools.rs"]
 mod rf_tools;
+
+// scripts/package.sh: a .deb with the binaries, man pages, completions,
+// the rfserve unit and the mount examples.
+#[path = "e2e/dist_package.rs"]
+mod dist_package;

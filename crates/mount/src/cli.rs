@@ -57,7 +57,9 @@ Mount options (-o, comma-separated; also the options field of fstab):
 Mounting with mount(8) and fstab (rfmount must be on PATH; mount.fuse3 runs it):
   mount -t fuse.rfmount HOST:9500:/sub /mnt/share -o allow_other
   mount -t fuse 'rfmount#HOST:9500' /mnt/share
-  HOST:9500:/sub  /mnt/share  fuse.rfmount  _netdev,allow_other  0  0    (/etc/fstab)
+/etc/fstab, mounted at boot or on first access:
+  HOST:9500:/sub  /mnt/share  fuse.rfmount  _netdev,nofail,allow_other  0  0
+  HOST:9500:/sub  /mnt/share  fuse.rfmount  _netdev,noauto,x-systemd.automount  0  0
 umount /mnt/share (or fusermount3 -u) unmounts and ends the process.
 
 Without -f the process returns once the mount is up and logs to a file:
