@@ -8,9 +8,10 @@
 # .automount) in /usr/share/doc/rfmount/examples.
 #
 # Usage: scripts/package.sh [--dev]
-#   --dev   package the dev-profile binaries (`cargo build`) instead of a
+#   --dev   package the dev-profile binaries (the `cargo build --workspace
+#           --all-targets` of scripts/test.sh; stripped, fast compression) instead of a
 #           release build; fast, for tests of the packaging itself.
-# Installs cargo-deb with `cargo install --locked cargo-deb` when missing.
+# Installs cargo-deb (3.8.0, about 7 minutes to compile) when missing.
 # Prints the path of the .deb on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,13 +25,18 @@ esac
 
 if ! cargo deb --version >/dev/null 2>&1; then
     echo "==> installing cargo-deb" >&2
-    cargo install --locked cargo-deb >&2
+    cargo install --locked cargo-deb --version 3.8.0 >&2
 fi
 
 target=${CARGO_TARGET_DIR:-target}
 echo "==> building ($profile)" >&2
-cargo build --profile "$profile" --bin rfserve --bin rfmount --bin rf -p rfmount >&2
-cargo build --profile "$profile" -p rfmount-dist >&2
+if [ "$profile" = dev ]; then
+    # The same build as scripts/test.sh, so that after it nothing is rebuilt.
+    cargo build --workspace --all-targets >&2
+else
+    cargo build --profile release --bin rfserve --bin rfmount --bin rf -p rfmount >&2
+    cargo build --profile release -p rfmount-dist >&2
+fi
 
 dir=$([ "$profile" = dev ] && echo debug || echo release)
 dist=$target/dist
@@ -40,11 +46,11 @@ rm -rf "$dist"
 gzip -9n "$dist"/man/man*/*
 
 echo "==> cargo deb" >&2
-strip=()
-[ "$profile" = dev ] && strip=(--no-strip)
+fast=()
+[ "$profile" = dev ] && fast=(--fast)
 # cargo-deb reads the asset list in Cargo.toml ([package.metadata.deb]);
 # its target/release paths are taken from the profile given here. It prints
 # the path of the package it wrote.
-deb=$(cargo deb -p rfmount --no-build --profile "$profile" "${strip[@]}" | tail -n 1)
+deb=$(cargo deb -p rfmount --no-build --profile "$profile" "${fast[@]}" | tail -n 1)
 [ -f "$deb" ] || { echo "$0: error: cargo deb wrote no package" >&2; exit 1; }
 echo "$deb"

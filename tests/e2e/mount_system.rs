@@ -299,3 +299,80 @@ fn background_mount_logs_to_the_state_dir_or_log_file() {
         assert!(!logged.contains("WARN"), "{logged}");
     }
 }
+
+/// `rfmount status MNT --json`: one JSON line; `(pending_files, pending_bytes)`.
+fn pending(m: &Mount) -> (u64, u64, String) {
+    let out = TestCommand::new(rfmount_bin())
+        .args(["status", "--json"])
+        .arg(m.path())
+        .with_log("rfmount log", m.log_path())
+        .ok();
+    let j = text(&out.stdout);
+    let num = |key: &str| -> u64 {
+        let at = j
+            .find(&format!("\"{key}\":"))
+            .unwrap_or_else(|| panic!("no {key} in {j}"));
+        j[at + key.len() + 3..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap_or_else(|_| panic!("bad {key} in {j}"))
+    };
+    (num("pending_files"), num("pending_bytes"), j)
+}
+
+#[test]
+fn status_shows_files_not_yet_uploaded_until_they_land() {
+    skip_without_fuse!();
+    let root = TestDir::new("root");
+    let mut srv = Server::start(root.path(), &[]);
+    // Long timeouts: while the server is down, lookups are answered from
+    // the cached listing, so the file is written locally.
+    let m = Mount::start(&srv, &["-o", "attr_timeout=3600,dir_timeout=3600"]);
+    sh(&m, &srv, "ls -l").ok();
+    let (files, bytes, j) = pending(&m);
+    assert_eq!((files, bytes), (0, 0), "{j}");
+    assert!(j.contains(&format!("\"server\":\"{}\"", srv.addr())), "{j}");
+
+    srv.kill();
+    // The upload at close fails (server down); the file stays pending.
+    let out = sh(&m, &srv, "head -c 3000000 /dev/zero > big.bin").run();
+    assert!(
+        !out.status.success(),
+        "close should fail while the server is down"
+    );
+    let (files, bytes, j) = pending(&m);
+    assert_eq!((files, bytes), (1, 3_000_000), "{j}");
+    assert!(j.contains("\"path\":\"/big.bin\""), "{j}");
+    let human = text(
+        &TestCommand::new(rfmount_bin())
+            .arg("status")
+            .arg(m.path())
+            .ok()
+            .stdout,
+    );
+    assert!(
+        human.contains("not yet uploaded: 1 file(s), 2.9 MiB"),
+        "{human}"
+    );
+    // All mounts when no mount point is named.
+    let all = text(&TestCommand::new(rfmount_bin()).arg("status").ok().stdout);
+    assert!(all.contains(&m.path().display().to_string()), "{all}");
+
+    srv.restart();
+    let landed = wait_for(Duration::from_secs(30), || {
+        let (files, _, _) = pending(&m);
+        (files == 0).then_some(())
+    });
+    assert!(landed.is_some(), "still pending: {}", pending(&m).2);
+    assert_eq!(size_of(&root.join("big.bin")), 3_000_000);
+
+    // A mount point nobody serves: exit 1, one line.
+    let none = TestDir::new("none");
+    let out = TestCommand::new(rfmount_bin())
+        .arg("status")
+        .arg(none.path())
+        .code(1);
+    assert_eq!(text(&out.stderr).lines().count(), 1);
+}

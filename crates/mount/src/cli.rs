@@ -62,6 +62,9 @@ Mounting with mount(8) and fstab (rfmount must be on PATH; mount.fuse3 runs it):
   HOST:9500:/sub  /mnt/share  fuse.rfmount  _netdev,noauto,x-systemd.automount  0  0
 umount /mnt/share (or fusermount3 -u) unmounts and ends the process.
 
+`rfmount status [MOUNTPOINT] [--json] [--watch]` shows a running mount's cache use
+and the files not yet uploaded.
+
 Without -f the process returns once the mount is up and logs to a file:
 --log-file, else $XDG_STATE_HOME/rfmount/rfmount.log, ~/.local/state/rfmount/rfmount.log,
 or /var/log/rfmount/rfmount.log. Files not yet uploaded stay in the cache and are
@@ -130,6 +133,9 @@ struct Plan {
 
 /// Entry point of the `rfmount` binary.
 pub fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "status") {
+        return crate::status::main(std::env::args_os().skip(2));
+    }
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -284,6 +290,13 @@ fn run(args: &Args, mut plan: Plan, status: Option<StatusPipe>) -> Result<()> {
         }
     };
     info!("mounted {} on {}", plan.source, args.mountpoint.display());
+    let canon = args
+        .mountpoint
+        .canonicalize()
+        .unwrap_or_else(|_| args.mountpoint.clone());
+    let _status = crate::status::serve(fs.clone(), plan.source.to_string(), &canon)
+        .inspect_err(|e| warn!("`rfmount status` will not see this mount: {e}"))
+        .ok();
     if let Some(s) = status {
         s.ready();
     }

@@ -11,7 +11,8 @@
 //! - [`cli`] is the `rfmount` command: argument checks, daemonising, the
 //!   session, signals and the retry loop for failed uploads; with it
 //!   `cli_options` (sorting `-o` as mount(8) and fstab pass them),
-//!   `kernel_mount` (the mount as type `fuse.rfmount`) and `logging`.
+//!   `kernel_mount` (the mount as type `fuse.rfmount`), `logging`, and
+//!   `status` (`rfmount status` over a private Unix socket).
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -27,6 +28,7 @@ mod kernel_mount;
 mod logging;
 pub mod meta_cache;
 pub mod options;
+mod status;
 
 pub use error::{FsError, FsResult};
 pub use fs::RemoteFs;
