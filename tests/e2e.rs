@@ -84,3 +84,18 @@ mod mount_outage;
 // newer mount at the same path.
 #[path = "e2e/mount_lifecycle.rs"]
 mod mount_lifecycle;
+// The system's view: mount(8) with -t fuse.rfmount, 'rfmount#SOURCE' and an
+// fstab line, findmnt, umount, generic and sshfs options, background logs,
+// clean unmounts, SIGHUP/SIGUSR1.
+#[path = "e2e/mount_system.rs"]
+mod mount_system;
+
+// rf ping, rf get and existing files, rf ls escaping, server syntax errors,
+// one-line errors said once, --help texts.
+#[path = "e2e/rf_tools.rs"]
+mod rf_tools;
+
+// scripts/package.sh: a .deb with the binaries, man pages, completions,
+// the rfserve unit and the mount examples.
+#[path = "e2e/dist_package.rs"]
+mod dist_package;

@@ -60,3 +60,6 @@ pub use limits::*;
 #[path = "util/outage.rs"]
 mod outage;
 pub use outage::*;
+#[path = "util/system.rs"]
+mod system;
+pub use system::*;

@@ -273,6 +273,23 @@ impl Connection {
         self.shared.timed_out.load(Ordering::SeqCst)
     }
 
+    /// One `PING` and the time until its answer arrived.
+    ///
+    /// # Errors
+    /// `Transport` when the connection breaks, `Service` if the server refuses.
+    pub fn ping(&self) -> Result<Duration, RemoteError> {
+        let started = std::time::Instant::now();
+        let call = self.start(Op::Ping)?;
+        match call.next()? {
+            ServerMsg::Reply { result: Ok(_), .. } => Ok(started.elapsed()),
+            ServerMsg::Reply { result: Err(e), .. } => Err(RemoteError::Service(e)),
+            _ => Err(RemoteError::Protocol(format!(
+                "unexpected answer to a ping from {}",
+                self.addr
+            ))),
+        }
+    }
+
     /// Sends a request and returns the handle that receives its answer.
     ///
     /// # Errors

@@ -11,23 +11,30 @@
 //!   [`meta_cache`] the
 //!   short-lived attribute and listing caches, [`inodes`] the inode table.
 //! - [`cli`] is the `rfmount` command: argument checks, daemonising, the
-//!   session, signals and the retry loop for failed uploads;
-//!   [`known_exports`] lets it start offline from a cache, and `own_mount`
-//!   tells its own FUSE connection from whatever else is mounted there.
+//!   session, signals and the retry loop for failed uploads; with it
+//!   [`known_exports`] (so it can start offline from a cache), `own_mount`
+//!   (telling its own FUSE connection from whatever else is mounted there),
+//!   `cli_options` (sorting `-o` as mount(8) and fstab pass them),
+//!   `kernel_mount` (the mount as type `fuse.rfmount`), `logging`, and
+//!   `status` (`rfmount status` over a private Unix socket).
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod cli;
+mod cli_options;
 mod daemon;
 pub mod data_cache;
 pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod inodes;
+mod kernel_mount;
 pub mod known_exports;
+mod logging;
 pub mod meta_cache;
 pub mod options;
 mod own_mount;
+mod status;
 
 pub use error::{FsError, FsResult};
 pub use fs::RemoteFs;

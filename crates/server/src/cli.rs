@@ -18,7 +18,16 @@ use crate::{LocalStore, Server, ServerConfig};
 
 /// Serve a directory to rfmount and rf clients.
 #[derive(Debug, Parser)]
-#[command(name = "rfserve", version, about, long_about = None)]
+#[command(
+    name = "rfserve",
+    version,
+    about = "Export a directory over TCP to rfmount and rf clients",
+    long_about = None,
+    after_help = "Prints `rfserve listening on ADDR:PORT` on stdout once it accepts \
+                  connections; logs go to stderr (level from RUST_LOG, default info). \
+                  Ctrl-C or SIGTERM stops it. Clients mount it with \
+                  `rfmount HOST:PORT DIR` or use `rf ls HOST:PORT`."
+)]
 pub struct Args {
     /// Directory to export.
     #[arg(long, value_name = "DIR")]
@@ -83,6 +92,11 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub auth_backoff_max: u32,
+}
+
+/// The clap definition of `rfserve`, for man pages and shell completions.
+pub fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
 }
 
 /// Runs `rfserve` with the process's arguments; the binary's whole `main`.
