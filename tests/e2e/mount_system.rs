@@ -376,3 +376,64 @@ fn status_shows_files_not_yet_uploaded_until_they_land() {
         .code(1);
     assert_eq!(text(&out.stderr).lines().count(), 1);
 }
+
+#[test]
+fn a_subdirectory_source_shows_only_that_directory_and_cannot_leave_it() {
+    skip_without_fuse!();
+    let root = TestDir::new("root");
+    root.write("top-secret.txt", "outside the subdirectory\n");
+    root.write("sub/inside.txt", "inside\n");
+    root.write("sub/deeper/d.txt", "d\n");
+    // A link inside the subdirectory that points out of it.
+    std::os::unix::fs::symlink("../top-secret.txt", root.join("sub/out-link")).unwrap();
+    let srv = Server::start(root.path(), &[]);
+
+    let m = Mount::start_addr(&format!("{}:/sub", srv.addr()), &[]);
+    let (source, fstype, _) = findmnt(m.path()).expect("listed");
+    assert_eq!(source, format!("{}:/sub", srv.addr()));
+    assert_eq!(fstype, "fuse.rfmount");
+    let names = m.cmd("ls").arg("-a").stdout();
+    let mut names: Vec<&str> = names.lines().collect();
+    names.sort();
+    assert_eq!(names, [".", "..", "deeper", "inside.txt", "out-link"]);
+    assert_eq!(m.cmd("cat").arg("inside.txt").stdout(), "inside\n");
+    assert_eq!(m.cmd("cat").arg("deeper/d.txt").stdout(), "d\n");
+    // `..` at the mount's root is the mount's root (the kernel's rule);
+    // the server never follows the link out of the subdirectory.
+    m.cmd("cat").arg("../top-secret.txt").fails();
+    let out = m.cmd("cat").arg("out-link").run();
+    assert!(
+        !text(&out.stdout).contains("outside"),
+        "a link led out of the subdirectory: {}",
+        text(&out.stdout)
+    );
+    // Writes land inside the subdirectory on the server.
+    fs::write(m.join("new.txt"), "new\n").unwrap();
+    assert_eq!(fs::read(root.join("sub/new.txt")).unwrap(), b"new\n");
+    assert!(!root.join("new.txt").exists());
+
+    // rf takes the same syntax.
+    let ls = TestCommand::new(rf_bin())
+        .arg("ls")
+        .arg(format!("{}:/sub", srv.addr()))
+        .arg("/")
+        .timeout(Duration::from_secs(30))
+        .stdout();
+    assert!(ls.contains("inside.txt"), "{ls}");
+    assert!(!ls.contains("top-secret"), "{ls}");
+
+    // A subdirectory that does not exist is a clear start error.
+    let dir = TestDir::new("nosub");
+    let mnt = dir.mkdir("mnt");
+    let out = TestCommand::new(rfmount_bin())
+        .arg(format!("{}:/missing", srv.addr()))
+        .arg(&mnt)
+        .arg("--cache-dir")
+        .arg(dir.mkdir("cache"))
+        .timeout(Duration::from_secs(30))
+        .fails();
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("missing"), "{err}");
+    assert!(!is_mounted(&mnt.canonicalize().unwrap()));
+}

@@ -62,11 +62,12 @@ pub(crate) fn run<T: Timed>(
     let (store, subdir) = match hello.subdir.filter(|d| !d.is_root()) {
         None => (Arc::clone(root), None),
         Some(dir) => match root.confine(&dir) {
-            Ok(store) => (store, Some(format!("/{dir}"))),
+            Ok(store) => (store, Some(dir.to_string())),
             Err(e) => {
+                // The client shows this line to its user: no OS error text.
                 return Err(Ending::fatal(
                     e.code,
-                    format!("cannot serve subdirectory: {}", e.message),
+                    format!("cannot serve subdirectory {dir}: {}", e.code.describe()),
                 ));
             }
         },
