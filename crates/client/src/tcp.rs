@@ -76,6 +76,11 @@ struct LinkState {
     /// The last failure was a timeout: the server is silent, and a new
     /// attempt will most likely wait the whole timeout too.
     silent: bool,
+    /// The attempt (by its number in `attempts`) that a request already
+    /// waited for in vain: later requests fail at once instead of each
+    /// waiting again, so that an outage costs one short wait per attempt,
+    /// not one per request.
+    waited_on: Option<u64>,
     reconnector: bool,
     stop: bool,
 }
@@ -94,6 +99,7 @@ impl Link {
                 next_attempt: Instant::now(),
                 backoff: BACKOFF_START,
                 silent: false,
+                waited_on: None,
                 reconnector: false,
                 stop: false,
             }),
@@ -245,7 +251,8 @@ impl TcpRemote {
 
     /// The live connection. While the server is down this fails at once,
     /// after waking the reconnector and giving its attempt [`KICK_WAIT`]
-    /// ([`SILENT_WAIT`] for a silent server).
+    /// ([`SILENT_WAIT`] for a silent server) — unless an earlier request
+    /// already waited for that same attempt in vain.
     fn conn(&self) -> Result<Arc<Connection>, RemoteError> {
         let link = &self.link;
         let mut st = link.state.lock();
@@ -261,10 +268,15 @@ impl TcpRemote {
             st.kick = true;
             link.changed.notify_all();
         }
-        let wait = if st.silent { SILENT_WAIT } else { KICK_WAIT };
         let seen = st.attempts;
-        let until = Instant::now() + wait;
-        while st.attempts == seen && !link.changed.wait_until(&mut st, until).timed_out() {}
+        if st.waited_on != Some(seen) {
+            let wait = if st.silent { SILENT_WAIT } else { KICK_WAIT };
+            let until = Instant::now() + wait;
+            while st.attempts == seen && !link.changed.wait_until(&mut st, until).timed_out() {}
+            if st.attempts == seen {
+                st.waited_on = Some(seen);
+            }
+        }
         if let Some(c) = st.conn.clone().filter(|c| c.dead_reason().is_none()) {
             return Ok(c);
         }
