@@ -21,6 +21,7 @@ use rfmount_proto::{FileKind, RelPath};
 use crate::connection::ConnectConfig;
 use crate::remote::{GetOutcome, PutOptions, Remote};
 use crate::tcp::TcpRemote;
+use crate::tls::TlsArgs;
 
 /// Command line of `rf`.
 #[derive(Parser, Debug)]
@@ -33,6 +34,8 @@ struct Args {
     /// File holding the export's shared secret.
     #[arg(long, global = true, env = "RF_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -111,12 +114,13 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn connect(server: &str, token: Option<&Path>) -> Result<TcpRemote> {
+fn connect(server: &str, token: Option<&Path>, tls: &TlsArgs) -> Result<TcpRemote> {
     let server = with_default_port(server);
     let mut cfg = ConnectConfig::new(server);
     if let Some(t) = token {
         cfg = cfg.with_token_file(t)?;
     }
+    cfg.tls = tls.options()?;
     Ok(TcpRemote::connect(cfg)?)
 }
 
@@ -164,7 +168,7 @@ fn run(args: Args) -> Result<ExitCode> {
         Cmd::Mkdir { path, .. } | Cmd::Stat { path, .. } => Some(remote_path(path)?),
         _ => None,
     };
-    let r = connect(&server, token)?;
+    let r = connect(&server, token, &args.tls)?;
     let out = &mut io::stdout().lock();
     match args.cmd {
         Cmd::Ls { .. } => ls(&r, &remote_arg.unwrap_or_default(), out)?,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use parking_lot::Mutex;
@@ -28,7 +28,10 @@ use rfmount_proto::{
     ServerMsg, new_nonce, read_frame, write_frame,
 };
 
+use rfmount_transport::{ReadHalf, WriteHalf};
+
 use crate::error::RemoteError;
+use crate::tls::{self, TlsOptions};
 
 /// Frames buffered per request before the reader thread waits for the
 /// caller: bounds memory to a few chunks per transfer in flight.
@@ -45,6 +48,9 @@ pub struct ConnectConfig {
     pub connect_timeout: Duration,
     /// Interval of keep-alive pings; silence for three intervals is a dead link.
     pub keepalive: Duration,
+    /// Speak TLS, trusting the server as these options say; plain TCP when
+    /// `None`.
+    pub tls: Option<TlsOptions>,
 }
 
 impl ConnectConfig {
@@ -55,6 +61,7 @@ impl ConnectConfig {
             token: None,
             connect_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(15),
+            tls: None,
         }
     }
 
@@ -101,7 +108,7 @@ impl Shared {
 pub struct Connection {
     addr: String,
     hello: ServerHello,
-    writer: Mutex<TcpStream>,
+    writer: Mutex<WriteHalf>,
     shared: Arc<Shared>,
     next_id: AtomicU64,
     // Dropping this stops the keep-alive thread.
@@ -134,8 +141,10 @@ impl Connection {
         stream
             .set_write_timeout(Some(Duration::from_secs(60)))
             .map_err(io_err)?;
-        let mut reader = stream.try_clone().map_err(io_err)?;
-        let mut writer = stream;
+        let (mut reader, mut writer) = match &cfg.tls {
+            None => rfmount_transport::plain(stream).map_err(io_err)?,
+            Some(tls) => tls::connect(stream, tls, addr, Instant::now() + cfg.connect_timeout)?,
+        };
 
         let client_nonce = new_nonce();
         let hello = ClientMsg::Hello(ClientHello {
@@ -333,7 +342,7 @@ fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, RemoteError> {
     }))
 }
 
-fn read_loop(mut reader: TcpStream, shared: Arc<Shared>, addr: String) {
+fn read_loop(mut reader: ReadHalf, shared: Arc<Shared>, addr: String) {
     let why = loop {
         let msg: ServerMsg = match read_frame(&mut reader) {
             Ok(m) => m,

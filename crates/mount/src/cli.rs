@@ -16,7 +16,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use fuser::{Config, INodeNo, MountOption, Session, SessionACL};
 use log::{info, warn};
-use rfmount_client::{ConnectConfig, Remote, RemoteError, TcpRemote};
+use rfmount_client::{ConnectConfig, Remote, RemoteError, TcpRemote, TlsArgs};
 
 use crate::daemon::{self, StatusPipe};
 use crate::data_cache::DataCache;
@@ -48,6 +48,8 @@ struct Args {
     /// File holding the export's shared secret.
     #[arg(long, env = "RF_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Threads serving kernel requests.
     #[arg(long, default_value_t = 16)]
     threads: usize,
@@ -131,6 +133,8 @@ fn check(args: &Args) -> Result<MountConfig> {
     if args.threads == 0 {
         bail!("--threads must be at least 1");
     }
+    // Checked now, before a fork, so that a typo is a usage error.
+    args.tls.options()?;
     Ok(cfg)
 }
 
@@ -196,6 +200,7 @@ fn mount(args: &Args, mut cfg: MountConfig) -> Result<Mounted> {
     if let Some(t) = &args.token_file {
         conn = conn.with_token_file(t)?;
     }
+    conn.tls = args.tls.options()?;
     let remote = TcpRemote::connect(conn).map_err(|e| match e {
         RemoteError::Transport(_) => anyhow!("cannot reach server {server}: {e}"),
         other => anyhow!("server {server}: {other}"),

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use rfmount_proto::AuthKey;
 
+use crate::tls::TlsServer;
+
 /// How a [`crate::Server`] treats its clients.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -20,6 +22,8 @@ pub struct ServerConfig {
     pub max_in_flight: u32,
     /// How long one frame may wait for a peer that stopped reading.
     pub write_timeout: Duration,
+    /// Speak TLS with this certificate; plain TCP when `None`.
+    pub tls: Option<TlsServer>,
 }
 
 impl Default for ServerConfig {
@@ -31,6 +35,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_in_flight: 64,
             write_timeout: Duration::from_secs(60),
+            tls: None,
         }
     }
 }

@@ -16,11 +16,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use rfmount_proto::{ClientMsg, ErrorCode, FrameError, ServerMsg, WireError, read_frame};
+use rfmount_transport::{ReadHalf, WriteHalf};
 
 use crate::config::ServerConfig;
 use crate::handshake;
 use crate::requests::{self, Job};
 use crate::store::Store;
+use crate::tls;
 use crate::upload::Uploads;
 use crate::writer::FrameWriter;
 
@@ -91,9 +93,12 @@ fn is_timeout(e: &io::Error) -> bool {
 /// Serves one accepted connection to its end; logs its opening and closing.
 pub(crate) fn run(stream: TcpStream, peer: SocketAddr, store: Arc<dyn Store>, cfg: &ServerConfig) {
     log::info!("connection from {peer}");
-    let reason = match serve(&stream, peer, store, cfg) {
-        Ok(reason) => reason,
-        Err(e) => format!("error: {e}"),
+    let reason = match tls::accept(&stream, peer, cfg) {
+        Ok(halves) => match serve(&stream, halves, peer, store, cfg) {
+            Ok(reason) => reason,
+            Err(e) => format!("error: {e}"),
+        },
+        Err(reason) => reason,
     };
     let _ = stream.shutdown(Shutdown::Both);
     log::info!("connection from {peer} closed: {reason}");
@@ -101,6 +106,7 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, store: Arc<dyn Store>, cf
 
 fn serve(
     stream: &TcpStream,
+    (read_half, write_half): (ReadHalf, WriteHalf),
     peer: SocketAddr,
     store: Arc<dyn Store>,
     cfg: &ServerConfig,
@@ -108,7 +114,7 @@ fn serve(
     let _ = stream.set_nodelay(true);
     let conn = Arc::new(Conn {
         store,
-        writer: FrameWriter::new(stream, cfg.write_timeout)?,
+        writer: FrameWriter::new(stream, write_half, cfg.write_timeout)?,
         peer,
         read_only: cfg.read_only,
         requests: Mutex::new(HashMap::new()),
@@ -116,7 +122,7 @@ fn serve(
         workers_done: Condvar::new(),
     });
     let mut reader = Counting {
-        inner: BufReader::new(stream.try_clone()?),
+        inner: BufReader::new(read_half),
         count: 0,
     };
     stream.set_read_timeout(Some(cfg.handshake_timeout()))?;
@@ -220,7 +226,7 @@ fn read_loop<R: Read>(
 /// sends for a moment. Closing a socket with unread input makes the kernel
 /// send a reset, which can destroy our last frame (a `Fatal`, a refused
 /// `AuthResult`) before the peer reads it.
-fn linger(stream: &TcpStream) {
+pub(crate) fn linger(stream: &TcpStream) {
     const BUDGET: Duration = Duration::from_millis(200);
     const MAX_BYTES: usize = 1 << 20;
     let _ = stream.shutdown(Shutdown::Write);

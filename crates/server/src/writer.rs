@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 use rfmount_proto::ServerMsg;
+use rfmount_transport::WriteHalf;
 
 /// Writes frames to one connection. Once a write fails the connection is
 /// dead for everyone: the socket is shut down (which also wakes the reader)
@@ -20,7 +21,7 @@ use rfmount_proto::ServerMsg;
 /// lock over and over while a LIST reply waits (measured: 35 chunks); with
 /// turns, a reply waits for at most the one frame being written.
 pub(crate) struct FrameWriter {
-    stream: TcpStream,
+    out: WriteHalf,
     turns: Mutex<Turns>,
     next_turn: Condvar,
     broken: AtomicBool,
@@ -47,13 +48,17 @@ impl Drop for Turn<'_> {
 }
 
 impl FrameWriter {
-    /// Wraps a clone of the connection. `timeout` bounds how long one frame
-    /// may wait for a peer that stopped reading.
-    pub(crate) fn new(stream: &TcpStream, timeout: Duration) -> std::io::Result<FrameWriter> {
+    /// Sends on `out`, the sending half of `stream`. `timeout` bounds how
+    /// long one frame may wait for a peer that stopped reading.
+    pub(crate) fn new(
+        stream: &TcpStream,
+        out: WriteHalf,
+        timeout: Duration,
+    ) -> std::io::Result<FrameWriter> {
         stream.set_write_timeout(Some(timeout))?;
         limit_unsent(stream);
         Ok(FrameWriter {
-            stream: stream.try_clone()?,
+            out,
             turns: Mutex::default(),
             next_turn: Condvar::new(),
             broken: AtomicBool::new(false),
@@ -73,7 +78,7 @@ impl FrameWriter {
         if self.is_broken() {
             return Err(Broken);
         }
-        if let Err(e) = (&self.stream).write_all(&frame) {
+        if let Err(e) = (&self.out).write_all(&frame) {
             log::debug!("write to peer failed: {e}");
             self.fail();
             return Err(Broken);
@@ -103,7 +108,7 @@ impl FrameWriter {
 
     /// Shuts the connection down in both directions.
     pub(crate) fn close(&self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
+        let _ = self.out.shutdown(Shutdown::Both);
     }
 }
 

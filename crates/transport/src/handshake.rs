@@ -7,8 +7,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// How many of the peer's first bytes a failure keeps, to tell a peer
-/// that does not speak TLS from one that does and refused.
-const KEEP: usize = 64;
+/// that does not speak TLS from one that does and refused (and to read a
+/// plain refusal frame).
+const KEEP: usize = 512;
 
 /// Why a handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +31,7 @@ pub enum HandshakeError {
 pub struct HandshakeFailure {
     /// What went wrong.
     pub error: HandshakeError,
-    /// Up to the first 64 bytes received from the peer.
+    /// Up to the first 512 bytes received from the peer.
     pub first_bytes: Vec<u8>,
 }
 

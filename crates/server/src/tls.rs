@@ -1,0 +1,233 @@
+//! TLS on the server: the certificate and key (given, or a self-signed pair
+//! created once and kept in the state directory), and the first step of
+//! every connection, which turns the accepted socket into the halves the
+//! session reads and writes.
+//!
+//! A TLS server looks at the first byte a client sends before starting
+//! TLS. An old or plain client starts with an rfmount frame; it gets a
+//! plain `Fatal` frame it can print ("requires TLS") instead of a TLS
+//! alert it would call garbage.
+
+use std::fs;
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rfmount_proto::{ErrorCode, ServerMsg, WireError};
+use rfmount_transport::rustls::pki_types::pem::PemObject;
+use rfmount_transport::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rfmount_transport::{Fingerprint, ReadHalf, WriteHalf, looks_like_tls, rustls};
+
+use crate::config::ServerConfig;
+
+/// Name of the self-signed certificate in the state directory.
+pub const CERT_FILE: &str = "tls-cert.pem";
+/// Name of its private key in the state directory.
+pub const KEY_FILE: &str = "tls-key.pem";
+
+/// What a TLS server presents: its configuration and its certificate's
+/// fingerprint, which clients pin.
+#[derive(Clone)]
+pub struct TlsServer {
+    config: Arc<rustls::ServerConfig>,
+    fingerprint: Fingerprint,
+}
+
+impl std::fmt::Debug for TlsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsServer")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsServer {
+    /// Loads a certificate chain (leaf first) and its private key, both PEM.
+    ///
+    /// # Errors
+    /// A file cannot be read, holds no certificate or key, or the key does
+    /// not belong to the certificate.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> anyhow::Result<TlsServer> {
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("cannot read certificates from {}", cert.display()))?;
+        if chain.is_empty() {
+            bail!("{} holds no PEM certificate", cert.display());
+        }
+        let key_der = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("cannot read a private key from {}", key.display()))?;
+        let fingerprint = Fingerprint::of(&chain[0]);
+        let mut config = rustls::ServerConfig::builder_with_provider(
+            rfmount_transport::crypto_provider(),
+        )
+        .with_protocol_versions(rfmount_transport::TLS_VERSIONS)
+        .context("TLS setup")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .with_context(|| {
+            format!(
+                "the key in {} does not fit the certificate in {}",
+                key.display(),
+                cert.display()
+            )
+        })?;
+        // Every connection runs a full handshake; tickets would only cost.
+        config.send_tls13_tickets = 0;
+        Ok(TlsServer {
+            config: Arc::new(config),
+            fingerprint,
+        })
+    }
+
+    /// The certificate and key kept in `state_dir`, created there (a
+    /// self-signed pair, key readable by the owner only) on first use.
+    /// Returns whether the pair was just created.
+    ///
+    /// # Errors
+    /// The directory cannot be created or written, or only the certificate
+    /// is there.
+    pub fn self_signed(state_dir: &Path) -> anyhow::Result<(TlsServer, bool)> {
+        let cert = state_dir.join(CERT_FILE);
+        let key = state_dir.join(KEY_FILE);
+        // The certificate is written last: without it, a key is a leftover
+        // of an interrupted first start and is simply replaced.
+        if cert.exists() {
+            if !key.exists() {
+                bail!(
+                    "{} exists but {} does not; remove the certificate to have a new pair made",
+                    cert.display(),
+                    key.display()
+                );
+            }
+            return Ok((TlsServer::from_pem_files(&cert, &key)?, false));
+        }
+        create_pair(state_dir, &cert, &key)?;
+        Ok((TlsServer::from_pem_files(&cert, &key)?, true))
+    }
+
+    /// SHA-256 fingerprint of the certificate presented.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+}
+
+fn create_pair(dir: &Path, cert: &Path, key: &Path) -> anyhow::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    let mut names = vec!["localhost".to_owned()];
+    if let Some(host) = hostname() {
+        names.push(host);
+    }
+    let key_pair = rcgen::KeyPair::generate().context("cannot generate a TLS key")?;
+    let mut params = rcgen::CertificateParams::new(names).context("certificate names")?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "rfserve self-signed");
+    let certificate = params
+        .self_signed(&key_pair)
+        .context("cannot make a self-signed certificate")?;
+    write_new(key, key_pair.serialize_pem().as_bytes(), 0o600)?;
+    write_new(cert, certificate.pem().as_bytes(), 0o644)?;
+    Ok(())
+}
+
+/// Writes `path` whole or not at all: a temporary file, fsynced, renamed.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+    let result = (|| -> io::Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn hostname() -> Option<String> {
+    let name = fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty() && name != "localhost").then(|| name.to_owned())
+}
+
+/// Turns an accepted socket into the session's halves: as it is for a plain
+/// server, after the TLS handshake for a TLS one. `Err` is the reason the
+/// connection ends, for the log.
+pub(crate) fn accept(
+    stream: &TcpStream,
+    peer: SocketAddr,
+    cfg: &ServerConfig,
+) -> Result<(ReadHalf, WriteHalf), String> {
+    let copy = stream
+        .try_clone()
+        .map_err(|e| format!("cannot set up connection: {e}"))?;
+    let Some(tls) = &cfg.tls else {
+        return rfmount_transport::plain(copy).map_err(|e| format!("cannot set up connection: {e}"));
+    };
+    let limit = cfg.handshake_timeout();
+    let deadline = Instant::now() + limit;
+    let mut first = [0u8; 2];
+    stream
+        .set_read_timeout(Some(limit))
+        .map_err(|e| format!("cannot set up connection: {e}"))?;
+    match stream.peek(&mut first) {
+        Ok(0) => return Err("closed before the TLS handshake".into()),
+        Ok(n) if !looks_like_tls(&first[..n]) => {
+            refuse_plain(stream, peer);
+            return Err("client does not speak TLS".into());
+        }
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Err(format!(
+                "no TLS handshake within {} s",
+                limit.as_secs_f32()
+            ));
+        }
+        Err(e) => return Err(format!("read failed before the TLS handshake: {e}")),
+    }
+    let mut conn = rustls::ServerConnection::new(Arc::clone(&tls.config))
+        .map(rustls::Connection::from)
+        .map_err(|e| format!("TLS setup failed: {e}"))?;
+    if let Err(f) = rfmount_transport::handshake(&mut conn, stream, deadline) {
+        log::warn!("{peer}: TLS handshake failed: {}", f.error);
+        return Err(format!("TLS handshake failed: {}", f.error));
+    }
+    rfmount_transport::tls(copy, conn).map_err(|e| format!("cannot set up connection: {e}"))
+}
+
+/// Answers a client that spoke plain rfmount to a TLS server in its own
+/// language, so that it can say what is wrong.
+fn refuse_plain(stream: &TcpStream, peer: SocketAddr) {
+    log::warn!("{peer}: refused: the client does not use TLS and this server requires it");
+    let why = WireError::new(
+        ErrorCode::Protocol,
+        "this server requires TLS: connect with --tls",
+    );
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let mut s = stream;
+    let _ = rfmount_proto::write_frame(&mut s, &ServerMsg::Fatal(why));
+    crate::session::linger(stream);
+}
