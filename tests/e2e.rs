@@ -62,3 +62,9 @@ mod mount_load;
 // export must end up equal to the local directory byte for byte.
 #[path = "e2e/mount_reftest.rs"]
 mod mount_reftest;
+
+// TLS between real processes: trust on first use, pinned and CA modes, a
+// changed certificate refused, plain/TLS mismatches, a mount over TLS, and a
+// recording relay showing file content never crosses the wire in the clear.
+#[path = "e2e/tls_transport.rs"]
+mod tls_transport;

@@ -52,3 +52,8 @@ pub use server::*;
 #[path = "util/mount.rs"]
 mod mount;
 pub use mount::*;
+
+#[macro_use]
+#[path = "util/tls.rs"]
+mod tls;
+pub use tls::*;

@@ -3,10 +3,11 @@
 //! every connection, which turns the accepted socket into the halves the
 //! session reads and writes.
 //!
-//! A TLS server looks at the first byte a client sends before starting
-//! TLS. An old or plain client starts with an rfmount frame; it gets a
-//! plain `Fatal` frame it can print ("requires TLS") instead of a TLS
-//! alert it would call garbage.
+//! Every server looks at the first bytes a client sends. A plain client
+//! at a TLS server gets a plain `Fatal` frame it can print ("requires TLS")
+//! instead of a TLS alert it would call garbage; a TLS client at a plain
+//! server gets the same kind of frame, which tells it the server does not
+//! speak TLS.
 
 use std::fs;
 use std::io::{self, Write};
@@ -171,42 +172,56 @@ fn hostname() -> Option<String> {
 /// Turns an accepted socket into the session's halves: as it is for a plain
 /// server, after the TLS handshake for a TLS one. `Err` is the reason the
 /// connection ends, for the log.
+///
+/// Either server first waits (within the handshake timeout) for the
+/// client's first bytes, to answer a client of the other kind with a plain
+/// `Fatal` frame it understands right away. A plain server would otherwise
+/// read a TLS hello's first bytes as a frame of 66 KiB and wait for the
+/// rest until the handshake timeout.
 pub(crate) fn accept(
     stream: &TcpStream,
     peer: SocketAddr,
     cfg: &ServerConfig,
 ) -> Result<(ReadHalf, WriteHalf), String> {
-    let copy = stream
-        .try_clone()
-        .map_err(|e| format!("cannot set up connection: {e}"))?;
-    let Some(tls) = &cfg.tls else {
-        return rfmount_transport::plain(copy).map_err(|e| format!("cannot set up connection: {e}"));
-    };
+    let setup = |e: io::Error| format!("cannot set up connection: {e}");
+    let copy = stream.try_clone().map_err(setup)?;
     let limit = cfg.handshake_timeout();
     let deadline = Instant::now() + limit;
+    stream.set_read_timeout(Some(limit)).map_err(setup)?;
     let mut first = [0u8; 2];
-    stream
-        .set_read_timeout(Some(limit))
-        .map_err(|e| format!("cannot set up connection: {e}"))?;
-    match stream.peek(&mut first) {
-        Ok(0) => return Err("closed before the TLS handshake".into()),
-        Ok(n) if !looks_like_tls(&first[..n]) => {
-            refuse_plain(stream, peer);
-            return Err("client does not speak TLS".into());
-        }
-        Ok(_) => {}
+    let client_tls = match stream.peek(&mut first) {
+        Ok(0) => return Err("closed before the hello".into()),
+        Ok(n) => looks_like_tls(&first[..n]),
         Err(e)
             if matches!(
                 e.kind(),
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
             ) =>
         {
-            return Err(format!(
-                "no TLS handshake within {} s",
-                limit.as_secs_f32()
-            ));
+            return Err(format!("no hello within {} s", limit.as_secs_f32()));
         }
-        Err(e) => return Err(format!("read failed before the TLS handshake: {e}")),
+        Err(e) => return Err(format!("read failed before the hello: {e}")),
+    };
+    let Some(tls) = &cfg.tls else {
+        if client_tls {
+            refuse(
+                stream,
+                peer,
+                "the client speaks TLS and this server runs without --tls",
+                "this server does not speak TLS: connect without --tls",
+            );
+            return Err("client speaks TLS".into());
+        }
+        return rfmount_transport::plain(copy).map_err(setup);
+    };
+    if !client_tls {
+        refuse(
+            stream,
+            peer,
+            "the client does not use TLS and this server requires it",
+            "this server requires TLS: connect with --tls",
+        );
+        return Err("client does not speak TLS".into());
     }
     let mut conn = rustls::ServerConnection::new(Arc::clone(&tls.config))
         .map(rustls::Connection::from)
@@ -215,17 +230,14 @@ pub(crate) fn accept(
         log::warn!("{peer}: TLS handshake failed: {}", f.error);
         return Err(format!("TLS handshake failed: {}", f.error));
     }
-    rfmount_transport::tls(copy, conn).map_err(|e| format!("cannot set up connection: {e}"))
+    rfmount_transport::tls(copy, conn).map_err(setup)
 }
 
-/// Answers a client that spoke plain rfmount to a TLS server in its own
-/// language, so that it can say what is wrong.
-fn refuse_plain(stream: &TcpStream, peer: SocketAddr) {
-    log::warn!("{peer}: refused: the client does not use TLS and this server requires it");
-    let why = WireError::new(
-        ErrorCode::Protocol,
-        "this server requires TLS: connect with --tls",
-    );
+/// Answers a client of the other kind (plain or TLS) with a plain `Fatal`
+/// frame: a plain client prints it, a TLS client sees that it is not TLS.
+fn refuse(stream: &TcpStream, peer: SocketAddr, log_why: &str, tell: &str) {
+    log::warn!("{peer}: refused: {log_why}");
+    let why = WireError::new(ErrorCode::Protocol, tell);
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
     let mut s = stream;
     let _ = rfmount_proto::write_frame(&mut s, &ServerMsg::Fatal(why));
