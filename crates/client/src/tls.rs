@@ -433,3 +433,72 @@ impl TlsArgs {
         Ok(Some(TlsOptions::trust_on_first_use(file)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_servers_finds_the_first_entry_and_names_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_servers");
+        let a = Fingerprint::of(b"a");
+        let b = Fingerprint::of(b"b");
+        fs::write(
+            &file,
+            format!("# comment\n\nhost:1 {a}\n127.0.0.1:2 {b}\nhost:1 {b}\nbad:3 nonsense\n"),
+        )
+        .unwrap();
+        let k = KnownServers::lookup(&file, "host:1").unwrap();
+        assert_eq!((k.fingerprint, k.line), (Some(a), 3));
+        let k = KnownServers::lookup(&file, "127.0.0.1:2").unwrap();
+        assert_eq!(k.fingerprint, Some(b));
+        assert_eq!(KnownServers::lookup(&file, "other:1").unwrap().fingerprint, None);
+        let e = KnownServers::lookup(&file, "bad:3").err().unwrap().to_string();
+        assert!(e.contains("line 6"), "{e}");
+        // A missing file knows nothing; remembering creates it.
+        let fresh = dir.path().join("sub/dir/known_servers");
+        let k = KnownServers::lookup(&fresh, "h:9").unwrap();
+        k.remember("h:9", a).unwrap();
+        assert_eq!(KnownServers::lookup(&fresh, "h:9").unwrap().fingerprint, Some(a));
+    }
+
+    #[test]
+    fn server_names_come_from_the_host_given() {
+        assert_eq!(
+            server_name("localhost:9500"),
+            ServerName::try_from("localhost").unwrap()
+        );
+        assert_eq!(
+            server_name("[::1]:9500"),
+            ServerName::try_from("::1").unwrap()
+        );
+        assert!(matches!(
+            server_name("127.0.0.1:1"),
+            ServerName::IpAddress(_)
+        ));
+    }
+
+    #[test]
+    fn tls_arguments_choose_the_trust() {
+        let args = TlsArgs {
+            tls: true,
+            tls_known_servers: Some("/k".into()),
+            ..TlsArgs::default()
+        };
+        assert!(matches!(
+            args.options().unwrap().unwrap().trust,
+            Trust::KnownServers(ref f) if f == Path::new("/k")
+        ));
+        assert!(TlsArgs::default().options().unwrap().is_none());
+        let fp = Fingerprint::of(b"x");
+        let pinned = TlsArgs {
+            tls_fingerprint: Some(fp.to_string()),
+            ..TlsArgs::default()
+        };
+        assert!(matches!(
+            pinned.options().unwrap().unwrap().trust,
+            Trust::Pinned(f) if f == fp
+        ));
+    }
+}

@@ -243,3 +243,56 @@ fn refuse(stream: &TcpStream, peer: SocketAddr, log_why: &str, tell: &str) {
     let _ = rfmount_proto::write_frame(&mut s, &ServerMsg::Fatal(why));
     crate::session::linger(stream);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_pair_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (first, created) = TlsServer::self_signed(&state).unwrap();
+        assert!(created);
+        let key_mode = fs::metadata(state.join(KEY_FILE)).unwrap().permissions().mode();
+        assert_eq!(key_mode & 0o077, 0, "key readable by others: {key_mode:o}");
+        let (again, created) = TlsServer::self_signed(&state).unwrap();
+        assert!(!created);
+        assert_eq!(first.fingerprint(), again.fingerprint());
+        // The printed fingerprint is that of the file's certificate.
+        let pem = fs::read(state.join(CERT_FILE)).unwrap();
+        let der = CertificateDer::from_pem_slice(&pem).unwrap();
+        assert_eq!(Fingerprint::of(&der), first.fingerprint());
+    }
+
+    #[test]
+    fn a_leftover_key_is_replaced_but_a_lone_certificate_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path();
+        let (first, _) = TlsServer::self_signed(state).unwrap();
+        // An interrupted first start leaves a key without certificate.
+        fs::remove_file(state.join(CERT_FILE)).unwrap();
+        let (second, created) = TlsServer::self_signed(state).unwrap();
+        assert!(created);
+        assert_ne!(first.fingerprint(), second.fingerprint());
+        fs::remove_file(state.join(KEY_FILE)).unwrap();
+        let e = format!("{:#}", TlsServer::self_signed(state).unwrap_err());
+        assert!(e.contains("does not"), "{e}");
+    }
+
+    #[test]
+    fn bad_pem_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        fs::write(&junk, "not pem at all\n").unwrap();
+        let (_, _) = TlsServer::self_signed(dir.path()).unwrap();
+        let cert = dir.path().join(CERT_FILE);
+        let e = format!("{:#}", TlsServer::from_pem_files(&junk, &cert).unwrap_err());
+        assert!(e.contains("junk.pem"), "{e}");
+        let e = format!("{:#}", TlsServer::from_pem_files(&cert, &junk).unwrap_err());
+        assert!(e.contains("junk.pem"), "{e}");
+        let missing = dir.path().join("missing.pem");
+        let e = format!("{:#}", TlsServer::from_pem_files(&missing, &cert).unwrap_err());
+        assert!(e.contains("missing.pem"), "{e}");
+    }
+}
