@@ -42,7 +42,10 @@ fn trust_on_first_use_records_then_refuses_a_changed_certificate() {
 
     // First use: accepted and recorded, with a note on stderr.
     let out = server
-        .rf("get", ["hello.txt", "-", "--tls", "--tls-known-servers", known_arg])
+        .rf(
+            "get",
+            ["hello.txt", "-", "--tls", "--tls-known-servers", known_arg],
+        )
         .ok();
     assert_eq!(text(&out.stdout), "hello over TLS\n");
     assert!(
@@ -136,7 +139,14 @@ fn pinned_fingerprint_accepts_the_right_one_and_refuses_another() {
     let out = server
         .rf(
             "get",
-            ["pinned.txt", "-", "--tls-fingerprint", &fp, "--token-file", token],
+            [
+                "pinned.txt",
+                "-",
+                "--tls-fingerprint",
+                &fp,
+                "--token-file",
+                token,
+            ],
         )
         .env("XDG_CONFIG_HOME", &config)
         .ok();
@@ -180,9 +190,7 @@ fn pinned_fingerprint_accepts_the_right_one_and_refuses_another() {
     // Pinning never writes the known-servers file.
     assert!(!config.join("rfmount/known_servers").exists());
 
-    let out = server
-        .rf("ls", ["--tls-fingerprint", "abc"])
-        .code(1);
+    let out = server.rf("ls", ["--tls-fingerprint", "abc"]).code(1);
     one_line_error(&out, &["--tls-fingerprint", "not a SHA-256 fingerprint"]);
 }
 
@@ -221,13 +229,23 @@ fn ca_mode_checks_the_chain_and_the_host_name() {
     one_line_error(&out, &["not trusted by --tls-ca", "other-ca.pem"]);
     // An unreadable CA file is named.
     let out = TestCommand::rf()
-        .args(["ls", &localhost, "--tls-ca", t.join("missing.pem").to_str().unwrap()])
+        .args([
+            "ls",
+            &localhost,
+            "--tls-ca",
+            t.join("missing.pem").to_str().unwrap(),
+        ])
         .code(1);
     one_line_error(&out, &["--tls-ca", "missing.pem"]);
 
     // A key that does not belong to the certificate stops rfserve at once.
     let out = TestCommand::rfserve()
-        .args(["--root", t.join("export").to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args([
+            "--root",
+            t.join("export").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .args(["--tls-cert", pki.cert.to_str().unwrap()])
         .args(["--tls-key", other.key.to_str().unwrap()])
         .code(2);
@@ -250,7 +268,10 @@ fn plain_and_tls_peers_get_one_clear_line() {
     let plain = Server::start(t.join("export"), &[]);
     let known = t.join("known_servers");
     let out = plain
-        .rf("ls", ["--tls", "--tls-known-servers", known.to_str().unwrap()])
+        .rf(
+            "ls",
+            ["--tls", "--tls-known-servers", known.to_str().unwrap()],
+        )
         .code(1);
     one_line_error(&out, &["does not speak TLS", &plain.addr()]);
     assert!(!known.exists(), "nothing was learnt from a plain server");
@@ -338,7 +359,10 @@ fn through_relay(server: &Server, tls: &[&str], t: &TestDir, name: &str) -> (Vec
         .args(tls)
         .with_server(server)
         .ok();
-    assert!(std::fs::read(&back).unwrap() == data, "{name}: get returned other bytes");
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "{name}: get returned other bytes"
+    );
     let rec = relay.recorded();
     let up: Vec<u8> = rec.iter().flat_map(|(u, _)| u.clone()).collect();
     let down: Vec<u8> = rec.iter().flat_map(|(_, d)| d.clone()).collect();
@@ -355,7 +379,10 @@ fn file_content_does_not_cross_the_wire_in_the_clear() {
     let (up, down) = through_relay(&plain, &[], &t, "plain");
     for n in needles(&data) {
         assert!(contains(&up, n), "control: upload not seen in the clear");
-        assert!(contains(&down, n), "control: download not seen in the clear");
+        assert!(
+            contains(&down, n),
+            "control: download not seen in the clear"
+        );
     }
 
     let server = tls_server(t.join("tls-export"), &t.mkdir("state"), &[]);
@@ -368,6 +395,9 @@ fn file_content_does_not_cross_the_wire_in_the_clear() {
         assert!(!contains(&up, n), "upload readable on the wire");
         assert!(!contains(&down, n), "download readable on the wire");
     }
-    assert!(!contains(&up, b"tls.txt"), "file names readable on the wire");
+    assert!(
+        !contains(&up, b"tls.txt"),
+        "file names readable on the wire"
+    );
     assert_same_file(&t.join("tls.src"), &server.root().join("tls.txt"));
 }

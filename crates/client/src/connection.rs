@@ -1,5 +1,5 @@
-//! One TCP connection to `rfserve`: handshake, authentication, and request
-//! multiplexing.
+//! One TCP connection to `rfserve`, plain or TLS ([`crate::tls`]):
+//! handshake, authentication, and request multiplexing.
 //!
 //! A reader thread owns the receiving half and routes every frame by request
 //! id to the caller waiting for it, so many requests can be in flight on one

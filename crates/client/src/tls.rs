@@ -181,8 +181,7 @@ pub(crate) fn connect(
             }
         }
     }
-    rfmount_transport::tls(tcp, conn)
-        .map_err(|e| RemoteError::Transport(format!("{addr}: {e}")))
+    rfmount_transport::tls(tcp, conn).map_err(|e| RemoteError::Transport(format!("{addr}: {e}")))
 }
 
 /// The name the certificate must carry: the host part of `addr`, which may
@@ -242,8 +241,12 @@ fn explain(
         }
     }
     match f.error {
-        HandshakeError::Tls(e) => RemoteError::Protocol(format!("TLS handshake with {addr} failed: {e}")),
-        HandshakeError::Io(e) => RemoteError::Transport(format!("TLS handshake with {addr} failed: {e}")),
+        HandshakeError::Tls(e) => {
+            RemoteError::Protocol(format!("TLS handshake with {addr} failed: {e}"))
+        }
+        HandshakeError::Io(e) => {
+            RemoteError::Transport(format!("TLS handshake with {addr} failed: {e}"))
+        }
         HandshakeError::Timeout(secs) => RemoteError::Transport(format!(
             "TLS handshake with {addr} failed: no answer within {secs:.0} s"
         )),
@@ -359,7 +362,9 @@ impl KnownServers {
     }
 
     fn remember(&self, addr: &str, fp: Fingerprint) -> Result<(), RemoteError> {
-        let fail = |e: io::Error| RemoteError::local(format!("recording {addr} in {}", self.file.display()), e);
+        let fail = |e: io::Error| {
+            RemoteError::local(format!("recording {addr} in {}", self.file.display()), e)
+        };
         if let Some(dir) = self.file.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -395,7 +400,12 @@ pub struct TlsArgs {
     pub tls: bool,
     /// Trust the certificate authorities in this PEM file; the certificate
     /// must name the host given (implies --tls).
-    #[arg(long, value_name = "FILE", global = true, conflicts_with = "tls_fingerprint")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        global = true,
+        conflicts_with = "tls_fingerprint"
+    )]
     pub tls_ca: Option<PathBuf>,
     /// Trust exactly the certificate with this SHA-256 fingerprint, as
     /// rfserve prints it (implies --tls).
@@ -453,14 +463,23 @@ mod tests {
         assert_eq!((k.fingerprint, k.line), (Some(a), 3));
         let k = KnownServers::lookup(&file, "127.0.0.1:2").unwrap();
         assert_eq!(k.fingerprint, Some(b));
-        assert_eq!(KnownServers::lookup(&file, "other:1").unwrap().fingerprint, None);
-        let e = KnownServers::lookup(&file, "bad:3").err().unwrap().to_string();
+        assert_eq!(
+            KnownServers::lookup(&file, "other:1").unwrap().fingerprint,
+            None
+        );
+        let e = KnownServers::lookup(&file, "bad:3")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("line 6"), "{e}");
         // A missing file knows nothing; remembering creates it.
         let fresh = dir.path().join("sub/dir/known_servers");
         let k = KnownServers::lookup(&fresh, "h:9").unwrap();
         k.remember("h:9", a).unwrap();
-        assert_eq!(KnownServers::lookup(&fresh, "h:9").unwrap().fingerprint, Some(a));
+        assert_eq!(
+            KnownServers::lookup(&fresh, "h:9").unwrap().fingerprint,
+            Some(a)
+        );
     }
 
     #[test]

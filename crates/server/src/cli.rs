@@ -190,7 +190,9 @@ fn default_state_dir() -> anyhow::Result<PathBuf> {
     }
     let home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
-        .ok_or_else(|| anyhow::anyhow!("neither XDG_STATE_HOME nor HOME is set; use --state-dir"))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!("neither XDG_STATE_HOME nor HOME is set; use --state-dir")
+        })?;
     Ok(PathBuf::from(home).join(".local/state/rfserve"))
 }
 

@@ -64,20 +64,19 @@ impl TlsServer {
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("cannot read a private key from {}", key.display()))?;
         let fingerprint = Fingerprint::of(&chain[0]);
-        let mut config = rustls::ServerConfig::builder_with_provider(
-            rfmount_transport::crypto_provider(),
-        )
-        .with_protocol_versions(rfmount_transport::TLS_VERSIONS)
-        .context("TLS setup")?
-        .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .with_context(|| {
-            format!(
-                "the key in {} does not fit the certificate in {}",
-                key.display(),
-                cert.display()
-            )
-        })?;
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(rfmount_transport::crypto_provider())
+                .with_protocol_versions(rfmount_transport::TLS_VERSIONS)
+                .context("TLS setup")?
+                .with_no_client_auth()
+                .with_single_cert(chain, key_der)
+                .with_context(|| {
+                    format!(
+                        "the key in {} does not fit the certificate in {}",
+                        key.display(),
+                        cert.display()
+                    )
+                })?;
         // Every connection runs a full handshake; tickets would only cost.
         config.send_tls13_tickets = 0;
         Ok(TlsServer {
@@ -254,7 +253,10 @@ mod tests {
         let state = dir.path().join("state");
         let (first, created) = TlsServer::self_signed(&state).unwrap();
         assert!(created);
-        let key_mode = fs::metadata(state.join(KEY_FILE)).unwrap().permissions().mode();
+        let key_mode = fs::metadata(state.join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(key_mode & 0o077, 0, "key readable by others: {key_mode:o}");
         let (again, created) = TlsServer::self_signed(&state).unwrap();
         assert!(!created);
@@ -292,7 +294,10 @@ mod tests {
         let e = format!("{:#}", TlsServer::from_pem_files(&cert, &junk).unwrap_err());
         assert!(e.contains("junk.pem"), "{e}");
         let missing = dir.path().join("missing.pem");
-        let e = format!("{:#}", TlsServer::from_pem_files(&missing, &cert).unwrap_err());
+        let e = format!(
+            "{:#}",
+            TlsServer::from_pem_files(&missing, &cert).unwrap_err()
+        );
         assert!(e.contains("missing.pem"), "{e}");
     }
 }

@@ -111,7 +111,10 @@ fn both_directions_at_once_without_deadlock() {
     });
     let server_got = thread::spawn(move || read_all(sr, len));
     let client_got = read_all(cr, len);
-    assert!(server_got.join().unwrap() == a, "server received other bytes");
+    assert!(
+        server_got.join().unwrap() == a,
+        "server received other bytes"
+    );
     assert!(client_got == b, "client received other bytes");
     let _ = (client_send.join().unwrap(), server_send.join().unwrap());
 }
@@ -190,11 +193,7 @@ fn handshake_has_one_deadline_and_keeps_what_a_plain_peer_said() {
     let mut conn =
         rustls::Connection::from(rustls::ClientConnection::new(client_cfg, name).unwrap());
     let f = handshake(&mut conn, &tcp, soon()).unwrap_err();
-    assert!(
-        matches!(f.error, HandshakeError::Tls(_)),
-        "{:?}",
-        f.error
-    );
+    assert!(matches!(f.error, HandshakeError::Tls(_)), "{:?}", f.error);
     assert!(f.first_bytes.starts_with(b"\x2a\0\0\0not tls"), "{f:?}");
     peer.join().unwrap();
 
@@ -216,7 +215,10 @@ fn fingerprints_print_and_parse() {
     let f = Fingerprint::of(b"certificate");
     let s = f.to_string();
     assert_eq!(s.len(), 64);
-    assert!(s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    assert!(
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    );
     assert_eq!(s.parse::<Fingerprint>().unwrap(), f);
     let colons = s
         .to_uppercase()
@@ -225,7 +227,10 @@ fn fingerprints_print_and_parse() {
         .map(|c| std::str::from_utf8(c).unwrap())
         .collect::<Vec<_>>()
         .join(":");
-    assert_eq!(format!("SHA256:{colons}").parse::<Fingerprint>().unwrap(), f);
+    assert_eq!(
+        format!("SHA256:{colons}").parse::<Fingerprint>().unwrap(),
+        f
+    );
     assert!("abc".parse::<Fingerprint>().is_err());
     assert!(format!("{}+f", &s[..62]).parse::<Fingerprint>().is_err());
     assert!(looks_like_tls(&[0x16, 0x03, 0x01]));

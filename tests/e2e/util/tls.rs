@@ -17,7 +17,8 @@ use super::*;
 /// `rfserve --tls` of `root` with a self-signed pair kept in `state`, plus
 /// `extra` arguments.
 pub fn tls_server(root: impl AsRef<Path>, state: &Path, extra: &[&str]) -> Server {
-    let mut args: Vec<std::ffi::OsString> = vec!["--tls".into(), "--state-dir".into(), state.into()];
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["--tls".into(), "--state-dir".into(), state.into()];
     args.extend(extra.iter().map(Into::into));
     Server::start_os(root, args)
 }
@@ -84,13 +85,16 @@ impl Pki {
     }
 }
 
+/// Bytes one direction of one relayed connection carried.
+type Recording = Arc<Mutex<Vec<u8>>>;
+
 /// A TCP relay on `127.0.0.1:0` to `target` that records, per connection,
 /// every byte sent each way. Stops accepting on drop.
 pub struct Relay {
     addr: String,
     stop: Arc<AtomicBool>,
     /// (client to server, server to client) per connection.
-    streams: Arc<Mutex<Vec<(Arc<Mutex<Vec<u8>>>, Arc<Mutex<Vec<u8>>>)>>>,
+    streams: Arc<Mutex<Vec<(Recording, Recording)>>>,
 }
 
 impl Relay {
@@ -155,7 +159,7 @@ impl Drop for Relay {
 
 /// Copies `from` to `to` on a thread, recording the bytes; passes a close
 /// on as a half-close.
-fn pump(mut from: TcpStream, to: TcpStream, record: Arc<Mutex<Vec<u8>>>) {
+fn pump(mut from: TcpStream, to: TcpStream, record: Recording) {
     thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
