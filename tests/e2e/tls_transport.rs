@@ -401,3 +401,41 @@ fn file_content_does_not_cross_the_wire_in_the_clear() {
     );
     assert_same_file(&t.join("tls.src"), &server.root().join("tls.txt"));
 }
+
+#[test]
+fn keep_alive_holds_a_quiet_tls_mount_open() {
+    if !require_fuse("keep_alive_holds_a_quiet_tls_mount_open") {
+        return;
+    }
+    // Idle timeout 1 s: the mount pings every third of it, and its reader
+    // gives up after three silent intervals. Both rely on socket read
+    // timeouts, which must work through TLS as on a plain socket.
+    let t = TestDir::new("tls-keepalive");
+    let server = tls_server(
+        t.join("export"),
+        &t.mkdir("state"),
+        &["--idle-timeout", "1"],
+    );
+    let fp = printed_fingerprint(&server);
+    let mut m = Mount::start(&server, &["--tls-fingerprint", &fp]);
+    m.cmd("sh").args(["-c", "echo before > quiet.txt"]).ok();
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let out = m.cmd("cat").arg("quiet.txt").ok();
+    assert_eq!(text(&out.stdout), "before\n");
+    assert_eq!(
+        server.count("idle for"),
+        0,
+        "the server closed a pinged connection"
+    );
+    assert!(
+        !m.log().contains("reconnected"),
+        "the connection had to be reopened"
+    );
+    assert_eq!(
+        server.count("connection from"),
+        1,
+        "one connection, opened and never closed:\n{}",
+        server.log()
+    );
+    m.unmount_and_wait();
+}
