@@ -482,6 +482,45 @@ mod tests {
         );
     }
 
+    fn failure(first_bytes: Vec<u8>) -> rfmount_transport::HandshakeFailure {
+        rfmount_transport::HandshakeFailure {
+            error: HandshakeError::Tls(rustls::Error::General("corrupt".into())),
+            first_bytes,
+        }
+    }
+
+    #[test]
+    fn plain_answers_to_a_tls_hello_are_explained() {
+        let opts = TlsOptions::pinned(Fingerprint::of(b"x"));
+        let frame = |e: rfmount_proto::WireError| {
+            let mut v = Vec::new();
+            rfmount_proto::write_frame(&mut v, &ServerMsg::Fatal(e)).unwrap();
+            v
+        };
+        // The connection cap refuses before TLS, in plain: say so.
+        let busy = rfmount_proto::WireError::new(ErrorCode::Busy, "server busy");
+        match explain(failure(frame(busy.clone())), &opts, "h:1", None, None) {
+            RemoteError::Service(e) => assert_eq!(e, busy),
+            other => panic!("{other}"),
+        }
+        // Any other plain answer: the server does not speak TLS.
+        let other = rfmount_proto::WireError::new(ErrorCode::Protocol, "whatever");
+        let e = explain(failure(frame(other)), &opts, "h:1", None, None).to_string();
+        assert!(e.contains("h:1 does not speak TLS"), "{e}");
+        // A TLS alert is a TLS problem, not a plain server.
+        let e = explain(
+            failure(vec![0x15, 3, 3, 0, 2, 2, 40]),
+            &opts,
+            "h:1",
+            None,
+            None,
+        );
+        assert!(
+            e.to_string().contains("TLS handshake with h:1 failed"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn server_names_come_from_the_host_given() {
         assert_eq!(
