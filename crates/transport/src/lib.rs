@@ -37,9 +37,19 @@ pub use split::{ReadHalf, WriteHalf, plain, tls};
 pub use rustls;
 
 /// The crypto provider every rfmount TLS configuration uses (ring: no
-/// OpenSSL, no C toolchain beyond `cc`).
+/// OpenSSL, no C toolchain beyond `cc`), preferring AES-128-GCM: the suite
+/// TLS 1.3 requires everyone to implement, and with 10 AES rounds instead
+/// of 14 the cheapest per byte on machines with AES instructions, which
+/// matters when one core encrypts a whole file.
 pub fn crypto_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
-    std::sync::Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::cipher_suite;
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = vec![
+        cipher_suite::TLS13_AES_128_GCM_SHA256,
+        cipher_suite::TLS13_AES_256_GCM_SHA384,
+        cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    std::sync::Arc::new(provider)
 }
 
 /// TLS versions rfmount speaks: 1.3 only. Both ends are ours, so there is
