@@ -110,7 +110,7 @@ fn main() {
 
 #[allow(dead_code)]
 fn raw_aead() {
-    use ring::aead;
+    use aws_lc_rs::aead;
     for alg in [&aead::AES_128_GCM, &aead::AES_256_GCM] {
         let key =
             aead::LessSafeKey::new(aead::UnboundKey::new(alg, &vec![1u8; alg.key_len()]).unwrap());

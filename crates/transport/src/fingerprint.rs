@@ -19,7 +19,7 @@ pub struct FingerprintError(String);
 impl Fingerprint {
     /// The fingerprint of a certificate in DER form.
     pub fn of(der: &[u8]) -> Fingerprint {
-        let digest = ring::digest::digest(&ring::digest::SHA256, der);
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
         let mut bytes = [0u8; 32];
         bytes.copy_from_slice(digest.as_ref());
         Fingerprint(bytes)

@@ -36,14 +36,14 @@ pub use split::{ReadHalf, WriteHalf, plain, tls};
 /// against the very version this crate drives.
 pub use rustls;
 
-/// The crypto provider every rfmount TLS configuration uses (ring: no
-/// OpenSSL, no C toolchain beyond `cc`), preferring AES-128-GCM: the suite
+/// The crypto provider every rfmount TLS configuration uses (aws-lc-rs: no
+/// OpenSSL, builds with `cc` alone), preferring AES-128-GCM: the suite
 /// TLS 1.3 requires everyone to implement, and with 10 AES rounds instead
 /// of 14 the cheapest per byte on machines with AES instructions, which
 /// matters when one core encrypts a whole file.
 pub fn crypto_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
-    use rustls::crypto::ring::cipher_suite;
-    let mut provider = rustls::crypto::ring::default_provider();
+    use rustls::crypto::aws_lc_rs::cipher_suite;
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.cipher_suites = vec![
         cipher_suite::TLS13_AES_128_GCM_SHA256,
         cipher_suite::TLS13_AES_256_GCM_SHA384,
