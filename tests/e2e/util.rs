@@ -57,3 +57,12 @@ pub use mount::*;
 #[path = "util/tls.rs"]
 mod tls;
 pub use tls::*;
+#[path = "util/limits.rs"]
+mod limits;
+pub use limits::*;
+#[path = "util/outage.rs"]
+mod outage;
+pub use outage::*;
+#[path = "util/system.rs"]
+mod system;
+pub use system::*;

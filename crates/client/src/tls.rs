@@ -139,7 +139,7 @@ pub fn default_known_servers() -> Result<PathBuf, RemoteError> {
 /// `Auth` for a certificate that is not trusted, `Protocol` for a server
 /// that does not speak TLS, `Transport` when the link fails.
 pub(crate) fn connect(
-    tcp: TcpStream,
+    tcp: Arc<TcpStream>,
     opts: &TlsOptions,
     addr: &str,
     deadline: Instant,

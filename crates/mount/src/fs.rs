@@ -15,6 +15,7 @@
 
 mod dir;
 mod files;
+mod offline;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,6 +71,9 @@ pub struct RemoteFs<R: Remote> {
     dirs: RwLock<HashMap<u64, Arc<DirSnapshot>>>,
     next_fh: AtomicU64,
     invalidator: OnceLock<Invalidator>,
+    /// When the mount started (shown for directories known only from the
+    /// cache).
+    started: Timestamp,
 }
 
 impl<R: Remote> RemoteFs<R> {
@@ -87,6 +91,7 @@ impl<R: Remote> RemoteFs<R> {
             dirs: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             invalidator: OnceLock::new(),
+            started: offline::now(),
         }
     }
 
@@ -189,7 +194,10 @@ impl<R: Remote> RemoteFs<R> {
                 Ok(m)
             }
             Err(e) if e.code() == Some(ErrorCode::NotFound) => Err(FsError::enoent()),
-            Err(e) if e.is_transport() => self.offline_meta(path).unwrap_or(Err(e.into())),
+            Err(e) if e.is_transport() => self
+                .offline_meta(path)
+                .or_else(|| self.cached_meta(path).map(Ok))
+                .unwrap_or(Err(e.into())),
             Err(e) => Err(e.into()),
         }
     }

@@ -19,10 +19,13 @@ pub struct MountConfig {
     pub default_permissions: bool,
     /// Root of the on-disk cache (the export id is appended).
     pub cache_dir: PathBuf,
-    /// Bound of the data cache in bytes (dirty files may exceed it).
+    /// Bound of the data cache in bytes, unsent changes included.
     pub cache_size: u64,
     /// How often files whose upload failed are retried.
     pub retry_interval: Duration,
+    /// `-o timeout=SECS`: how long an operation waits for a server that
+    /// shows no progress before the server counts as unreachable.
+    pub timeout: Duration,
 }
 
 impl MountConfig {
@@ -37,6 +40,7 @@ impl MountConfig {
             cache_dir,
             cache_size: 1 << 30,
             retry_interval: Duration::from_secs(5),
+            timeout: rfmount_client::DEFAULT_TIMEOUT,
         }
     }
 
@@ -57,7 +61,14 @@ impl MountConfig {
                 ("default_permissions", None) => self.default_permissions = true,
                 ("attr_timeout", Some(v)) => self.attr_timeout = seconds(key, v)?,
                 ("dir_timeout", Some(v)) => self.dir_timeout = seconds(key, v)?,
-                ("attr_timeout" | "dir_timeout", None) => {
+                ("timeout", Some(v)) => {
+                    let t = seconds(key, v)?;
+                    if t < Duration::from_millis(100) {
+                        return Err(format!("{key}={v}: must be at least 0.1 seconds"));
+                    }
+                    self.timeout = t;
+                }
+                ("attr_timeout" | "dir_timeout" | "timeout", None) => {
                     return Err(format!("option {key} needs a value, e.g. {key}=1"));
                 }
                 _ => return Err(format!("unknown mount option {opt:?}")),
@@ -114,6 +125,10 @@ mod tests {
         assert!(c.apply_options("bogus").is_err());
         assert!(c.apply_options("attr_timeout=x").is_err());
         assert!(c.apply_options("attr_timeout").is_err());
+        c.apply_options("timeout=2").unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(2));
+        assert!(c.apply_options("timeout=0").is_err());
+        assert!(c.apply_options("timeout").is_err());
     }
 
     #[test]

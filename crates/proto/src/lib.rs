@@ -23,6 +23,7 @@ mod error;
 mod frame;
 mod messages;
 mod path;
+mod version;
 
 pub use auth::{AuthKey, Nonce, new_nonce};
 pub use checksum::{Checksum, Hasher};
@@ -31,9 +32,10 @@ pub use error::{ErrorCode, WireError};
 pub use frame::{FrameError, MAX_FRAME, decode_payload, read_frame, read_payload, write_frame};
 pub use messages::{
     ClientHello, ClientMsg, DirEntry, FileKind, Limits, MAGIC, Meta, Op, PROTOCOL_VERSION, Reply,
-    ServerHello, ServerMsg, SetAttr, SetTime, StatFs, Timestamp, Version,
+    ServerHello, ServerMsg, SetAttr, SetTime, StatFs, Timestamp, Version, Welcome,
 };
 pub use path::{MAX_NAME, MAX_PATH, PathError, RelPath};
+pub use version::{MAX_HELLO, hello_version, v1_layout_server_hello};
 
 /// Default TCP port of `rfserve`, inherited from the classic file server.
 pub const DEFAULT_PORT: u16 = 9500;

@@ -230,6 +230,17 @@ impl Store for LocalStore {
         Ok(meta::meta_of(&st))
     }
 
+    fn confine(&self, dir: &RelPath) -> StoreResult<Arc<dyn Store>> {
+        let root = self.root.subdir(dir)?;
+        let st = sys::fstat(root.fd()).map_err(io_err(dir))?;
+        Ok(Arc::new(LocalStore {
+            export_id: meta::subdir_export_id(&self.export_id, &st),
+            root,
+            temps: Arc::clone(&self.temps),
+            sweep: parking_lot::Mutex::new(None),
+        }))
+    }
+
     fn statfs(&self) -> StoreResult<StatFs> {
         let v =
             sys::fstatvfs(self.root.fd()).map_err(|e| WireError::from_io(&e, RelPath::root()))?;

@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -168,28 +168,53 @@ fn hostname() -> Option<String> {
     (!name.is_empty() && name != "localhost").then(|| name.to_owned())
 }
 
-/// Turns an accepted socket into the session's halves: as it is for a plain
-/// server, after the TLS handshake for a TLS one. `Err` is the reason the
-/// connection ends, for the log.
+/// Why [`accept`] ended a connection: how loud, and the reason for the
+/// session's log line (which goes through the rate-limited log: refused
+/// connections may be a flood).
+pub(crate) struct Refused {
+    pub(crate) level: log::Level,
+    pub(crate) reason: String,
+}
+
+fn refused(level: log::Level, reason: impl Into<String>) -> Refused {
+    Refused {
+        level,
+        reason: reason.into(),
+    }
+}
+
+/// Turns an admitted socket into the session's halves: as it is for a
+/// plain server, after the TLS handshake for a TLS one. Both halves share
+/// `stream` (no descriptor is duplicated), so the connection table's
+/// shutdown of it wakes them, and the TLS handshake too.
 ///
-/// Either server first waits (within the handshake timeout) for the
-/// client's first bytes, to answer a client of the other kind with a plain
-/// `Fatal` frame it understands right away. A plain server would otherwise
-/// read a TLS hello's first bytes as a frame of 66 KiB and wait for the
-/// rest until the handshake timeout.
+/// `deadline` is the end of the whole handshake, counted from the accept:
+/// TLS takes its share of it rather than a fresh one. Either server first
+/// waits (within it) for the client's first bytes, to answer a client of
+/// the other kind with a plain `Fatal` frame it understands right away. A
+/// plain server would otherwise read a TLS hello's first bytes as a frame
+/// too large before authentication.
 pub(crate) fn accept(
-    stream: &TcpStream,
-    peer: SocketAddr,
+    stream: &Arc<TcpStream>,
     cfg: &ServerConfig,
-) -> Result<(ReadHalf, WriteHalf), String> {
-    let setup = |e: io::Error| format!("cannot set up connection: {e}");
-    let copy = stream.try_clone().map_err(setup)?;
-    let limit = cfg.handshake_timeout();
-    let deadline = Instant::now() + limit;
-    stream.set_read_timeout(Some(limit)).map_err(setup)?;
+    deadline: Instant,
+) -> Result<(ReadHalf, WriteHalf), Refused> {
+    let setup = |e: io::Error| refused(log::Level::Info, format!("cannot set up connection: {e}"));
+    let limit = cfg.handshake();
+    let no_hello = || {
+        refused(
+            log::Level::Info,
+            format!("no hello within {} s", limit.as_secs_f32()),
+        )
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(no_hello());
+    }
+    stream.set_read_timeout(Some(left)).map_err(setup)?;
     let mut first = [0u8; 2];
     let client_tls = match stream.peek(&mut first) {
-        Ok(0) => return Err("closed before the hello".into()),
+        Ok(0) => return Err(refused(log::Level::Info, "closed before the hello")),
         Ok(n) => looks_like_tls(&first[..n]),
         Err(e)
             if matches!(
@@ -197,45 +222,50 @@ pub(crate) fn accept(
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
             ) =>
         {
-            return Err(format!("no hello within {} s", limit.as_secs_f32()));
+            return Err(no_hello());
         }
-        Err(e) => return Err(format!("read failed before the hello: {e}")),
+        Err(e) => {
+            return Err(refused(
+                log::Level::Info,
+                format!("read failed before the hello: {e}"),
+            ));
+        }
     };
     let Some(tls) = &cfg.tls else {
         if client_tls {
             refuse(
                 stream,
-                peer,
-                "the client speaks TLS and this server runs without --tls",
                 "this server does not speak TLS: connect without --tls",
             );
-            return Err("client speaks TLS".into());
+            return Err(refused(
+                log::Level::Warn,
+                "refused: the client speaks TLS and this server runs without --tls",
+            ));
         }
-        return rfmount_transport::plain(copy).map_err(setup);
+        return rfmount_transport::plain(Arc::clone(stream)).map_err(setup);
     };
     if !client_tls {
-        refuse(
-            stream,
-            peer,
-            "the client does not use TLS and this server requires it",
-            "this server requires TLS: connect with --tls",
-        );
-        return Err("client does not speak TLS".into());
+        refuse(stream, "this server requires TLS: connect with --tls");
+        return Err(refused(
+            log::Level::Warn,
+            "refused: the client does not use TLS and this server requires it",
+        ));
     }
     let mut conn = rustls::ServerConnection::new(Arc::clone(&tls.config))
         .map(rustls::Connection::from)
-        .map_err(|e| format!("TLS setup failed: {e}"))?;
+        .map_err(|e| refused(log::Level::Warn, format!("TLS setup failed: {e}")))?;
     if let Err(f) = rfmount_transport::handshake(&mut conn, stream, deadline) {
-        log::warn!("{peer}: TLS handshake failed: {}", f.error);
-        return Err(format!("TLS handshake failed: {}", f.error));
+        return Err(refused(
+            log::Level::Warn,
+            format!("TLS handshake failed: {}", f.error),
+        ));
     }
-    rfmount_transport::tls(copy, conn).map_err(setup)
+    rfmount_transport::tls(Arc::clone(stream), conn).map_err(setup)
 }
 
 /// Answers a client of the other kind (plain or TLS) with a plain `Fatal`
 /// frame: a plain client prints it, a TLS client sees that it is not TLS.
-fn refuse(stream: &TcpStream, peer: SocketAddr, log_why: &str, tell: &str) {
-    log::warn!("{peer}: refused: {log_why}");
+fn refuse(stream: &TcpStream, tell: &str) {
     let why = WireError::new(ErrorCode::Protocol, tell);
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
     let mut s = stream;

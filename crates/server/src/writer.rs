@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -21,6 +22,9 @@ use rfmount_transport::WriteHalf;
 /// lock over and over while a LIST reply waits (measured: 35 chunks); with
 /// turns, a reply waits for at most the one frame being written.
 pub(crate) struct FrameWriter {
+    /// The socket itself, for its options and for shutting it down.
+    stream: Arc<TcpStream>,
+    /// Where frames go: the socket, or TLS over it.
     out: WriteHalf,
     turns: Mutex<Turns>,
     next_turn: Condvar,
@@ -48,16 +52,18 @@ impl Drop for Turn<'_> {
 }
 
 impl FrameWriter {
-    /// Sends on `out`, the sending half of `stream`. `timeout` bounds how
-    /// long one frame may wait for a peer that stopped reading.
+    /// Sends on `out`, the sending half of the connection's shared socket
+    /// `stream`. `timeout` bounds how long one frame may wait for a peer
+    /// that stopped reading.
     pub(crate) fn new(
-        stream: &TcpStream,
+        stream: Arc<TcpStream>,
         out: WriteHalf,
         timeout: Duration,
     ) -> std::io::Result<FrameWriter> {
         stream.set_write_timeout(Some(timeout))?;
-        limit_unsent(stream);
+        limit_unsent(&stream);
         Ok(FrameWriter {
+            stream,
             out,
             turns: Mutex::default(),
             next_turn: Condvar::new(),
@@ -74,11 +80,16 @@ impl FrameWriter {
             self.fail();
             return Err(Broken);
         }
+        self.send_raw(&frame)
+    }
+
+    /// Sends bytes that are already a whole frame.
+    pub(crate) fn send_raw(&self, frame: &[u8]) -> Result<(), Broken> {
         let _turn = self.wait_turn();
         if self.is_broken() {
             return Err(Broken);
         }
-        if let Err(e) = (&self.out).write_all(&frame) {
+        if let Err(e) = (&self.out).write_all(frame) {
             log::debug!("write to peer failed: {e}");
             self.fail();
             return Err(Broken);
@@ -108,7 +119,7 @@ impl FrameWriter {
 
     /// Shuts the connection down in both directions.
     pub(crate) fn close(&self) {
-        let _ = self.out.shutdown(Shutdown::Both);
+        let _ = self.stream.shutdown(Shutdown::Both);
     }
 }
 

@@ -1,6 +1,7 @@
 //! A connection split into a reading and a writing half.
 //!
-//! Plain: each half is a clone of the socket. TLS: both halves share the
+//! Both halves share the socket (one descriptor: a server counts its
+//! connections against the descriptor limit). TLS: both halves share the
 //! rustls state behind one mutex, held only while bytes already in memory
 //! are encrypted or decrypted. The reader reads ciphertext from the socket
 //! with the lock released and feeds it in under the lock; a writer encrypts
@@ -19,7 +20,7 @@ const RAW_READ: usize = 64 * 1024;
 
 /// The receiving half of a connection.
 pub struct ReadHalf {
-    tcp: TcpStream,
+    tcp: Arc<TcpStream>,
     tls: Option<TlsRead>,
 }
 
@@ -27,7 +28,7 @@ pub struct ReadHalf {
 /// threads can share one (each `write` call sends its bytes whole, in
 /// order with other calls).
 pub struct WriteHalf {
-    tcp: TcpStream,
+    tcp: Arc<TcpStream>,
     tls: Option<TlsWrite>,
 }
 
@@ -45,30 +46,34 @@ struct TlsWrite {
     wire: Mutex<Vec<u8>>,
 }
 
-/// Splits a plain TCP connection.
+/// Splits a plain TCP connection. The socket may be shared with others
+/// (one that shuts it down wakes both halves).
 ///
 /// # Errors
-/// When the socket cannot be duplicated.
-pub fn plain(tcp: TcpStream) -> io::Result<(ReadHalf, WriteHalf)> {
+/// None today; kept so that both kinds split alike.
+pub fn plain(tcp: impl Into<Arc<TcpStream>>) -> io::Result<(ReadHalf, WriteHalf)> {
+    let tcp = tcp.into();
     let reader = ReadHalf {
-        tcp: tcp.try_clone()?,
+        tcp: Arc::clone(&tcp),
         tls: None,
     };
     Ok((reader, WriteHalf { tcp, tls: None }))
 }
 
 /// Splits a TLS connection whose handshake has completed (see
-/// [`crate::handshake`]).
+/// [`crate::handshake`]). The socket may be shared with others (one that
+/// shuts it down wakes both halves).
 ///
 /// # Errors
-/// When the socket cannot be duplicated.
+/// None today; kept so that both kinds split alike.
 pub fn tls(
-    tcp: TcpStream,
+    tcp: impl Into<Arc<TcpStream>>,
     conn: impl Into<rustls::Connection>,
 ) -> io::Result<(ReadHalf, WriteHalf)> {
+    let tcp = tcp.into();
     let conn = Arc::new(Mutex::new(conn.into()));
     let reader = ReadHalf {
-        tcp: tcp.try_clone()?,
+        tcp: Arc::clone(&tcp),
         tls: Some(TlsRead {
             conn: Arc::clone(&conn),
             raw: vec![0u8; RAW_READ].into_boxed_slice(),
@@ -114,7 +119,7 @@ impl ReadHalf {
 impl Read for ReadHalf {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.tls {
-            None => (&self.tcp).read(buf),
+            None => (&*self.tcp).read(buf),
             Some(tls) => tls.read(&self.tcp, buf),
         }
     }
@@ -189,7 +194,7 @@ impl WriteHalf {
 
     fn send(&self, buf: &[u8]) -> io::Result<()> {
         let Some(tls) = &self.tls else {
-            return (&self.tcp).write_all(buf);
+            return (&*self.tcp).write_all(buf);
         };
         let mut wire = tls.wire.lock();
         let mut rest = buf;
@@ -209,7 +214,7 @@ impl WriteHalf {
             if wire.is_empty() && rest.is_empty() {
                 return Ok(());
             }
-            let sent = (&self.tcp).write_all(&wire);
+            let sent = (&*self.tcp).write_all(&wire);
             wire.clear();
             sent?;
         }
