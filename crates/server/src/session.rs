@@ -59,7 +59,7 @@ pub(crate) fn run(setup: Setup) {
             gate.log.log(
                 refused.level,
                 ticket.key,
-                Kind::Handshake,
+                refused.kind,
                 &format!(
                     "connection from {peer} closed during the handshake: {}",
                     refused.reason

@@ -24,6 +24,7 @@ use rfmount_transport::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rfmount_transport::{Fingerprint, ReadHalf, WriteHalf, looks_like_tls, rustls};
 
 use crate::config::ServerConfig;
+use crate::ratelog::Kind;
 
 /// Name of the self-signed certificate in the state directory.
 pub const CERT_FILE: &str = "tls-cert.pem";
@@ -173,12 +174,19 @@ fn hostname() -> Option<String> {
 /// connections may be a flood).
 pub(crate) struct Refused {
     pub(crate) level: log::Level,
+    /// Warnings are about TLS itself, the rest about the connection.
+    pub(crate) kind: Kind,
     pub(crate) reason: String,
 }
 
 fn refused(level: log::Level, reason: impl Into<String>) -> Refused {
     Refused {
         level,
+        kind: if level == log::Level::Warn {
+            Kind::Tls
+        } else {
+            Kind::Handshake
+        },
         reason: reason.into(),
     }
 }
@@ -248,7 +256,7 @@ pub(crate) fn accept(
         refuse(stream, "this server requires TLS: connect with --tls");
         return Err(refused(
             log::Level::Warn,
-            "refused: the client does not use TLS and this server requires it",
+            "refused: the client does not speak TLS and this server requires it",
         ));
     }
     let mut conn = rustls::ServerConnection::new(Arc::clone(&tls.config))
