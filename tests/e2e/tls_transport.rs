@@ -439,3 +439,54 @@ fn keep_alive_holds_a_quiet_tls_mount_open() {
     );
     m.unmount_and_wait();
 }
+
+#[test]
+fn a_trickled_tls_hello_is_cut_off_by_the_deadline_counted_from_the_accept() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let t = TestDir::new("tls-deadline");
+    t.write("export/x", "x");
+    let server = tls_server(
+        t.join("export"),
+        &t.mkdir("state"),
+        &["--handshake-timeout", "3"],
+    );
+    let mut sock = std::net::TcpStream::connect(server.addr()).unwrap();
+    let accepted = Instant::now();
+    // Quiet for most of the handshake's 3 s, then the start of a TLS
+    // record, one byte at a time: TLS gets what is left of the deadline,
+    // not a fresh one (which would end at 5.5 s or later).
+    std::thread::sleep(Duration::from_millis(2500));
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let mut closed = false;
+    for b in [0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc]
+        .iter()
+        .cycle()
+        .take(60)
+    {
+        if sock.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        match sock.read(&mut buf) {
+            Ok(_) => {
+                closed = true;
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    let took = accepted.elapsed();
+    assert!(closed, "the server kept a trickling TLS hello open");
+    assert!(
+        took < Duration::from_millis(4800),
+        "closed after {took:?}: the TLS handshake got a deadline of its own"
+    );
+    assert!(server.wait_count("TLS handshake failed", 1, STARTUP_TIMEOUT) >= 1);
+}
