@@ -7,11 +7,20 @@
 #   scripts/bench.sh --memory   only the memory check: a 4 GiB file copied
 #                               into and out of the mount; PASS when the peak
 #                               RSS of rfmount and rfserve both stay < 64 MiB
+#   scripts/bench.sh --tls      any of the above with every connection over
+#                               TLS (self-signed server, pinned fingerprint)
+#   scripts/bench.sh --tls-compare
+#                               only the cold read of the 1 GiB file, from a
+#                               plain and a TLS rfserve of the same export in
+#                               turn, BENCH_ROUNDS times each (default 3);
+#                               PASS when the TLS median is within 20 % of
+#                               the plain median
 #
 # Environment: BENCH_SIZE_MB (size of the big file; default 1024, 64 with
-# --quick, 4096 with --memory), BENCH_CACHE_SIZE (rfmount --cache-size;
-# default twice the big file, at least 1024M), TMPDIR (where everything is
-# created), CARGO_TARGET_DIR, RF_NO_BUILD=1 (skip the cargo build).
+# --quick, 4096 with --memory), BENCH_ROUNDS (--tls-compare), BENCH_CACHE_SIZE
+# (rfmount --cache-size; default twice the big file, at least 1024M), TMPDIR
+# (where everything is created), CARGO_TARGET_DIR, RF_NO_BUILD=1 (skip the
+# cargo build).
 #
 # Everything runs on this machine: rfserve on 127.0.0.1 exporting a directory
 # of the temporary area, rfmount -f mounting it, and the "local" reference is
@@ -55,14 +64,17 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-	sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+	sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 MODE=full
+TLS=0
 for a in "$@"; do
 	case $a in
 	--quick) MODE=quick ;;
 	--memory) MODE=memory ;;
+	--tls) TLS=1 ;;
+	--tls-compare) MODE=tls-compare ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; exit 2 ;;
 	esac
@@ -72,6 +84,7 @@ case $MODE in
 full) SIZE_MB=${BENCH_SIZE_MB:-1024} NFILES=1000 NDIR=10000 TREE=full ;;
 quick) SIZE_MB=${BENCH_SIZE_MB:-64} NFILES=200 NDIR=2000 TREE=small ;;
 memory) SIZE_MB=${BENCH_SIZE_MB:-4096} ;;
+tls-compare) SIZE_MB=${BENCH_SIZE_MB:-1024} ROUNDS=${BENCH_ROUNDS:-3} ;;
 esac
 [[ $SIZE_MB =~ ^[1-9][0-9]*$ ]] || rf_die "BENCH_SIZE_MB must be a positive number of MiB"
 
@@ -123,7 +136,8 @@ note_mount_hwm() {
 	return 0
 }
 # remount: unmount the current mount (if any) and mount again with a new,
-# empty cache directory.
+# empty cache directory, to MOUNT_ADDR with MOUNT_ARGS and MOUNT_TLS_ARGS.
+MOUNT_TLS_ARGS=()
 remount() {
 	if [[ -n $MOUNT_PID ]]; then
 		note_mount_hwm
@@ -133,7 +147,8 @@ remount() {
 	MOUNT_N=$((MOUNT_N + 1))
 	rm -rf "$W/cache"
 	mkdir "$W/cache"
-	rf_mount "$RF_ADDR" "$MNT" "$W/logs/rfmount.$MOUNT_N.log" --cache-dir "$W/cache" "${MOUNT_ARGS[@]}"
+	rf_mount "$MOUNT_ADDR" "$MNT" "$W/logs/rfmount.$MOUNT_N.log" --cache-dir "$W/cache" \
+		"${MOUNT_ARGS[@]}" ${MOUNT_TLS_ARGS[@]+"${MOUNT_TLS_ARGS[@]}"}
 	MOUNT_PID=$RF_MOUNT_PID
 }
 
@@ -158,8 +173,68 @@ make_random() {
 	head -c "$(($2 * 1024 * 1024))" /dev/urandom >"$1"
 }
 
-rf_start_server "$W/export" "$W/logs/rfserve.log"
-rf_say "rfserve on $RF_ADDR (pid $RF_SERVER_PID), workdir $W"
+# start_tls_server LOG: an rfserve --tls of the export with a self-signed
+# certificate; sets TLS_ADDR, TLS_PID and TLS_ARGS (what rfmount needs).
+start_tls_server() {
+	local fp
+	rf_start_server "$W/export" "$1" --tls --state-dir "$W/state"
+	fp=$(awk '/^rfserve certificate sha256 / { print $4; exit }' "$1.stdout")
+	[[ -n $fp ]] || rf_die "rfserve --tls printed no certificate fingerprint"
+	TLS_ADDR=$RF_ADDR TLS_PID=$RF_SERVER_PID
+	TLS_ARGS=(--tls-fingerprint "$fp")
+}
+
+if ((TLS)) && [[ $MODE != tls-compare ]]; then
+	start_tls_server "$W/logs/rfserve.log"
+	MOUNT_TLS_ARGS=("${TLS_ARGS[@]}")
+	rf_say "rfserve --tls on $RF_ADDR (pid $RF_SERVER_PID), workdir $W"
+else
+	rf_start_server "$W/export" "$W/logs/rfserve.log"
+	rf_say "rfserve on $RF_ADDR (pid $RF_SERVER_PID), workdir $W"
+fi
+MOUNT_ADDR=$RF_ADDR
+
+# ----------------------------------------------------------- tls-compare --
+if [[ $MODE == tls-compare ]]; then
+	PLAIN_ADDR=$RF_ADDR
+	start_tls_server "$W/logs/rfserve-tls.log"
+	rf_say "rfserve --tls on $TLS_ADDR (pid $TLS_PID)"
+	rf_say "creating a ${SIZE_MB} MiB random file in the export ..."
+	make_random "$W/export/big" "$SIZE_MB"
+	plain_times=() tls_times=()
+	for ((r = 1; r <= ROUNDS; r++)); do
+		for side in plain tls; do
+			if [[ $side == plain ]]; then
+				MOUNT_ADDR=$PLAIN_ADDR MOUNT_TLS_ARGS=()
+			else
+				MOUNT_ADDR=$TLS_ADDR MOUNT_TLS_ARGS=("${TLS_ARGS[@]}")
+			fi
+			remount
+			drop_caches
+			timed m cat_null "$MNT/big"
+			cmp "$W/export/big" "$MNT/big" || rf_die "big read over $side differs from the export"
+			rf_say "  round $r: cold read over $side: $m s"
+			if [[ $side == plain ]]; then plain_times+=("$m"); else tls_times+=("$m"); fi
+		done
+	done
+	note_mount_hwm
+	rf_unmount "$MNT" "$MOUNT_PID" || rf_die "the final unmount was not clean"
+	MOUNT_PID=
+	median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+	pm=$(median "${plain_times[@]}")
+	tm=$(median "${tls_times[@]}")
+	verdict=$(awk -v p="$pm" -v t="$tm" 'BEGIN { print (t <= 1.2 * p) ? "PASS" : "FAIL" }')
+	echo
+	printf '%-34s %s\n' "cold read of" "$SIZE_MB MiB, fresh cache$( ((CAN_DROP)) && echo ', page cache dropped')"
+	printf '%-34s %s\n' "plain runs (s)" "${plain_times[*]}"
+	printf '%-34s %s\n' "TLS runs (s)" "${tls_times[*]}"
+	printf '%-34s %s s (%s MiB/s)\n' "plain median" "$pm" "$(awk -v s="$SIZE_MB" -v t="$pm" 'BEGIN { printf "%.0f", s / t }')"
+	printf '%-34s %s s (%s MiB/s)\n' "TLS median" "$tm" "$(awk -v s="$SIZE_MB" -v t="$tm" 'BEGIN { printf "%.0f", s / t }')"
+	printf '%-34s %s\n' "TLS / plain" "$(awk -v p="$pm" -v t="$tm" 'BEGIN { printf "%.2f", t / p }')"
+	printf '%-34s %s\n' "TLS within 20 % of plain" "$verdict"
+	[[ $verdict == PASS ]]
+	exit
+fi
 
 # ---------------------------------------------------------------- memory --
 if [[ $MODE == memory ]]; then

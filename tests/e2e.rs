@@ -63,6 +63,11 @@ mod mount_load;
 #[path = "e2e/mount_reftest.rs"]
 mod mount_reftest;
 
+// TLS between real processes: trust on first use, pinned and CA modes, a
+// changed certificate refused, plain/TLS mismatches, a mount over TLS, and a
+// recording relay showing file content never crosses the wire in the clear.
+#[path = "e2e/tls_transport.rs"]
+mod tls_transport;
 // rfmount SIGKILLed mid-write: the server's file is untouched, the partial
 // data recovered as NAME.recovered-HOST-STAMP, closed files uploaded; 3x
 // --cache-size written with the server down never grows the cache past it.

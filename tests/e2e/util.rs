@@ -54,6 +54,9 @@ mod mount;
 pub use mount::*;
 
 #[macro_use]
+#[path = "util/tls.rs"]
+mod tls;
+pub use tls::*;
 #[path = "util/limits.rs"]
 mod limits;
 pub use limits::*;

@@ -23,6 +23,7 @@ use crate::remote::{GetOutcome, PutOptions, Remote};
 use crate::report::one_line;
 use crate::source::{Source, SourceError};
 use crate::tcp::TcpRemote;
+use crate::tls::TlsArgs;
 
 /// Command line of `rf`.
 #[derive(Parser, Debug)]
@@ -38,6 +39,8 @@ struct Args {
     /// File holding the export's shared secret.
     #[arg(long, global = true, env = "RF_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -147,11 +150,12 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn connect(source: &Source, token: Option<&Path>) -> Result<TcpRemote> {
+fn connect(source: &Source, token: Option<&Path>, tls: &TlsArgs) -> Result<TcpRemote> {
     let mut cfg = source.connect_config();
     if let Some(t) = token {
         cfg = cfg.with_token_file(t)?;
     }
+    cfg.tls = tls.options()?;
     Ok(TcpRemote::connect(cfg)?)
 }
 
@@ -175,7 +179,7 @@ fn run(args: Args) -> Result<ExitCode> {
     };
     let source = Source::parse(&server)?;
     if let Cmd::Ping { count, .. } = args.cmd {
-        return ping::run(&source, token, count, &mut io::stdout().lock());
+        return ping::run(&source, token, &args.tls, count, &mut io::stdout().lock());
     }
     // Paths are validated before any connection is made.
     let remote_arg = match &args.cmd {
@@ -186,7 +190,7 @@ fn run(args: Args) -> Result<ExitCode> {
         Cmd::Mkdir { path, .. } | Cmd::Stat { path, .. } => Some(remote_path(path)?),
         _ => None,
     };
-    let r = connect(&source, token)?;
+    let r = connect(&source, token, &args.tls)?;
     let out = &mut io::stdout().lock();
     match args.cmd {
         Cmd::Ls { .. } => ls(&r, &remote_arg.unwrap_or_default(), out)?,

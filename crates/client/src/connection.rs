@@ -1,5 +1,5 @@
-//! One TCP connection to `rfserve`: handshake, authentication, and request
-//! multiplexing.
+//! One TCP connection to `rfserve`, plain or TLS ([`crate::tls`]):
+//! handshake, authentication, and request multiplexing.
 //!
 //! A reader thread owns the receiving half and routes every frame by request
 //! id to the caller waiting for it, so many requests can be in flight on one
@@ -33,8 +33,11 @@ use rfmount_proto::{
     read_frame, write_frame,
 };
 
+use rfmount_transport::{ReadHalf, WriteHalf};
+
 use crate::error::RemoteError;
 use crate::handshake;
+use crate::tls::{self, TlsOptions};
 
 /// Frames buffered per request before the reader thread waits for the
 /// caller: bounds memory to a few chunks per transfer in flight.
@@ -57,6 +60,9 @@ pub struct ConnectConfig {
     /// How long the server may show no progress while we wait for it
     /// before the connection is declared dead.
     pub timeout: Duration,
+    /// Speak TLS, trusting the server as these options say; plain TCP when
+    /// `None`. Every reconnection of a [`crate::TcpRemote`] uses them too.
+    pub tls: Option<TlsOptions>,
 }
 
 /// Default of [`ConnectConfig::timeout`] (and of the connect timeout).
@@ -73,6 +79,7 @@ impl ConnectConfig {
             keepalive: Duration::from_secs(15),
             subdir: None,
             timeout: DEFAULT_TIMEOUT,
+            tls: None,
         }
     }
 
@@ -121,8 +128,9 @@ struct Shared {
     /// Why the connection died; `Some` means never use it again.
     dead: Mutex<Option<String>>,
     /// The socket itself, shut down when the connection is declared dead so
-    /// that a reader or writer blocked on it wakes up.
-    sock: TcpStream,
+    /// that a reader or writer blocked on it wakes up (with TLS too: both
+    /// halves block only in plain socket calls).
+    sock: Arc<TcpStream>,
     /// The last time the server showed progress: a frame arrived, a frame
     /// of ours was accepted by the socket, or we started waiting.
     progress: Mutex<Instant>,
@@ -166,7 +174,7 @@ pub struct Connection {
     timeout: Duration,
     hello: ServerHello,
     welcome: Welcome,
-    writer: Mutex<TcpStream>,
+    writer: Mutex<WriteHalf>,
     shared: Arc<Shared>,
     next_id: AtomicU64,
     // Dropping this stops the keep-alive thread.
@@ -191,7 +199,7 @@ impl Connection {
     /// many failed authentications, a subdirectory it cannot serve).
     pub fn open(cfg: &ConnectConfig) -> Result<Arc<Connection>, RemoteError> {
         let addr = &cfg.addr;
-        let stream = connect(addr, cfg.connect_timeout)?;
+        let stream = Arc::new(connect(addr, cfg.connect_timeout)?);
         let io_err = |e: std::io::Error| RemoteError::Transport(format!("{addr}: {e}"));
         stream.set_nodelay(true).map_err(io_err)?;
         stream
@@ -202,8 +210,17 @@ impl Connection {
         stream
             .set_write_timeout(Some(cfg.timeout))
             .map_err(io_err)?;
-        let mut reader = stream.try_clone().map_err(io_err)?;
-        let mut writer = stream;
+        // TLS comes first and gets its own connect timeout: a handshake of
+        // rfmount's protocol follows over it, bounded like a plain one.
+        let (mut reader, mut writer) = match &cfg.tls {
+            None => rfmount_transport::plain(Arc::clone(&stream)).map_err(io_err)?,
+            Some(tls) => tls::connect(
+                Arc::clone(&stream),
+                tls,
+                addr,
+                Instant::now() + cfg.connect_timeout,
+            )?,
+        };
 
         let handshake::Greeting { hello, welcome } = handshake::run(&mut reader, &mut writer, cfg)?;
         // Ping often enough that the server's idle timeout never fires on a
@@ -217,7 +234,7 @@ impl Connection {
         let shared = Arc::new(Shared {
             routes: Mutex::new(HashMap::new()),
             dead: Mutex::new(None),
-            sock: writer.try_clone().map_err(io_err)?,
+            sock: stream,
             progress: Mutex::new(Instant::now()),
             delivering: AtomicBool::new(false),
             timed_out: AtomicBool::new(false),
@@ -414,7 +431,7 @@ fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, RemoteError> {
     }))
 }
 
-fn read_loop(mut reader: TcpStream, shared: Arc<Shared>, addr: String) {
+fn read_loop(mut reader: ReadHalf, shared: Arc<Shared>, addr: String) {
     let why = loop {
         let msg: ServerMsg = match read_frame(&mut reader) {
             Ok(m) => m,

@@ -1,7 +1,8 @@
-//! The client side of rfmount: one TCP connection with the handshake and
-//! request multiplexing ([`Connection`]), the [`Remote`] API that the mount
-//! and the `rf` command program against, [`TcpRemote`] (the real one, which
-//! reconnects), and the `rf` command itself ([`cli`]).
+//! The client side of rfmount: one TCP connection (plain or TLS, see
+//! [`tls`]) with the handshake and request multiplexing ([`Connection`]),
+//! the [`Remote`] API that the mount and the `rf` command program against,
+//! [`TcpRemote`] (the real one, which reconnects), and the `rf` command
+//! itself ([`cli`]).
 //!
 //! The [`Remote`] trait returns `rfmount_proto` types only: no FUSE types, no
 //! sockets. Its errors say whether the server refused ([`RemoteError::Service`],
@@ -29,9 +30,11 @@ mod remote;
 pub mod report;
 pub mod source;
 mod tcp;
+pub mod tls;
 
 pub use connection::{ConnectConfig, Connection, DEFAULT_TIMEOUT};
 pub use error::RemoteError;
 pub use remote::{ExportInfo, GetOutcome, PutOptions, Remote};
 pub use source::{Source, SourceError};
 pub use tcp::TcpRemote;
+pub use tls::{TlsArgs, TlsOptions};

@@ -18,7 +18,7 @@ use clap::Parser;
 use fuser::{Config, INodeNo, SessionACL};
 use log::{info, warn};
 use rfmount_client::report::one_line;
-use rfmount_client::{ConnectConfig, Remote, RemoteError, Source, TcpRemote};
+use rfmount_client::{ConnectConfig, Remote, RemoteError, Source, TcpRemote, TlsArgs, TlsOptions};
 
 use crate::cli_options::{CliOptions, KernelFlags};
 use crate::daemon::{self, StatusPipe};
@@ -109,6 +109,8 @@ struct Args {
     /// File holding the export's shared secret.
     #[arg(long, env = "RF_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Threads serving kernel requests.
     #[arg(long, default_value_t = 16)]
     threads: usize,
@@ -132,6 +134,7 @@ struct Plan {
     log_level: Option<String>,
     token_file: Option<PathBuf>,
     threads: usize,
+    tls: Option<TlsOptions>,
 }
 
 /// Entry point of the `rfmount` binary.
@@ -223,6 +226,23 @@ fn check(args: &Args) -> Result<Plan> {
     if threads == 0 {
         bail!("--threads must be at least 1");
     }
+    // Checked now, before a fork, so that a typo is a usage error.
+    let tls = TlsArgs {
+        tls: args.tls.tls || opts.tls,
+        tls_ca: opts.tls_ca.clone().or_else(|| args.tls.tls_ca.clone()),
+        tls_fingerprint: opts
+            .tls_fingerprint
+            .clone()
+            .or_else(|| args.tls.tls_fingerprint.clone()),
+        tls_known_servers: opts
+            .tls_known_servers
+            .clone()
+            .or_else(|| args.tls.tls_known_servers.clone()),
+    };
+    if tls.tls_ca.is_some() && tls.tls_fingerprint.is_some() {
+        bail!("--tls-ca and --tls-fingerprint cannot be used together");
+    }
+    let tls = tls.options()?;
     let debug = args.debug || opts.debug;
     let foreground = args.foreground || debug;
     let log = match opts.log_file.as_ref().or(args.log_file.as_ref()) {
@@ -243,6 +263,7 @@ fn check(args: &Args) -> Result<Plan> {
         },
         token_file: opts.token_file.or_else(|| args.token_file.clone()),
         threads,
+        tls,
     })
 }
 
@@ -351,6 +372,7 @@ fn mount(args: &Args, plan: &Plan) -> Result<Mounted> {
     if let Some(t) = &plan.token_file {
         conn = conn.with_token_file(t)?;
     }
+    conn.tls = plan.tls.clone();
     let remote = Arc::new(connect(&server, conn, &cfg.cache_dir)?);
     let export = remote.export();
     if export.read_only && !cfg.read_only {

@@ -58,6 +58,12 @@ pub(crate) struct CliOptions {
     pub(crate) cache_size: Option<String>,
     pub(crate) token_file: Option<PathBuf>,
     pub(crate) threads: Option<usize>,
+    /// `tls`, `tls_ca=`, `tls_fingerprint=`, `tls_known_servers=`: the
+    /// `--tls*` flags.
+    pub(crate) tls: bool,
+    pub(crate) tls_ca: Option<PathBuf>,
+    pub(crate) tls_fingerprint: Option<String>,
+    pub(crate) tls_known_servers: Option<PathBuf>,
 }
 
 /// Options mount(8), systemd and mount.fuse3 act on, meaningless to the
@@ -144,6 +150,10 @@ impl CliOptions {
                 "cache_dir" => o.cache_dir = Some(PathBuf::from(need(value)?)),
                 "cache_size" => o.cache_size = Some(need(value)?),
                 "token_file" => o.token_file = Some(PathBuf::from(need(value)?)),
+                "tls" if value.is_none() => o.tls = true,
+                "tls_ca" => o.tls_ca = Some(PathBuf::from(need(value)?)),
+                "tls_fingerprint" => o.tls_fingerprint = Some(need(value)?),
+                "tls_known_servers" => o.tls_known_servers = Some(PathBuf::from(need(value)?)),
                 "threads" => {
                     let v = need(value)?;
                     o.threads = Some(
@@ -161,6 +171,20 @@ impl CliOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_options_are_the_tls_flags() {
+        let o = parse("tls,tls_ca=/ca.pem,tls_known_servers=/k");
+        assert!(o.tls);
+        assert_eq!(o.tls_ca, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(o.tls_known_servers, Some(PathBuf::from("/k")));
+        assert_eq!(o.tls_fingerprint, None);
+        let o = parse("tls_fingerprint=ab:cd");
+        assert_eq!(o.tls_fingerprint.as_deref(), Some("ab:cd"));
+        assert!(!o.fs_options.iter().any(|f| f.starts_with("tls")));
+        let e = CliOptions::parse(&["tls_ca=".to_owned()]).unwrap_err();
+        assert!(e.contains("tls_ca needs a value"), "{e}");
+    }
 
     fn parse(s: &str) -> CliOptions {
         CliOptions::parse(&[s.to_owned()]).unwrap_or_else(|e| panic!("{s}: {e}"))

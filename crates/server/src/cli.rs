@@ -1,8 +1,9 @@
 //! The `rfserve` command line: parse, check, bind, announce, serve.
 //!
-//! stdout carries exactly one line, `rfserve listening on ADDR:PORT`, so
-//! scripts and tests can read the bound port; everything else is logged to
-//! stderr. Bad arguments exit with status 2 and one `rfserve: error:` line.
+//! stdout carries one line, `rfserve listening on ADDR:PORT`, so scripts
+//! and tests can read the bound port, and with `--tls` a second one,
+//! `rfserve certificate sha256 HEX`, the fingerprint clients can pin;
+//! everything else is logged to stderr. Bad arguments exit with status 2 and one `rfserve: error:` line.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use rfmount_proto::{AuthKey, DEFAULT_PORT};
 
-use crate::{LocalStore, Server, ServerConfig};
+use crate::{LocalStore, Server, ServerConfig, TlsServer};
 
 /// Serve a directory to rfmount and rf clients.
 #[derive(Debug, Parser)]
@@ -92,6 +93,26 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub auth_backoff_max: u32,
+
+    /// Encrypt every connection with TLS (1.3). Without --tls-cert and
+    /// --tls-key, a self-signed certificate is created in --state-dir on
+    /// first use and kept.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// Certificate chain to present, PEM, leaf first (implies --tls).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key of --tls-cert, PEM (implies --tls).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Where rfserve keeps its state (the self-signed TLS pair). Default:
+    /// /var/lib/rfserve as root, else $XDG_STATE_HOME/rfserve or
+    /// ~/.local/state/rfserve.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// The clap definition of `rfserve`, for man pages and shell completions.
@@ -136,6 +157,7 @@ pub fn main() -> ExitCode {
 /// Anything that makes the arguments unusable, described for the user.
 pub fn prepare(args: &Args) -> anyhow::Result<Server> {
     let config = config(args)?;
+    let server_tls = config.tls.clone();
     let store = LocalStore::open(&args.root).context("cannot export --root")?;
     let server = Server::bind(args.listen.as_str(), Arc::new(store), config)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -159,6 +181,11 @@ pub fn prepare(args: &Args) -> anyhow::Result<Server> {
     let mut out = std::io::stdout().lock();
     // A closed stdout is the caller's choice, not a reason to refuse to serve.
     let _ = writeln!(out, "rfserve listening on {addr}").and_then(|()| out.flush());
+    if let Some(tls) = &server_tls {
+        log::info!("TLS certificate sha256 fingerprint {}", tls.fingerprint());
+        let _ = writeln!(out, "rfserve certificate sha256 {}", tls.fingerprint())
+            .and_then(|()| out.flush());
+    }
     Ok(server)
 }
 
@@ -182,6 +209,7 @@ pub fn config(args: &Args) -> anyhow::Result<ServerConfig> {
     Ok(ServerConfig {
         read_only: args.read_only,
         auth,
+        tls: tls(args)?,
         idle_timeout: secs(args.idle_timeout),
         max_connections: args.max_connections as usize,
         max_handshakes: args.max_handshakes as usize,
@@ -193,6 +221,50 @@ pub fn config(args: &Args) -> anyhow::Result<ServerConfig> {
         auth_backoff_max: secs(args.auth_backoff_max),
         ..ServerConfig::default()
     })
+}
+
+/// The TLS identity the arguments ask for, if any.
+///
+/// # Errors
+/// When the certificate or key cannot be read or made.
+pub fn tls(args: &Args) -> anyhow::Result<Option<TlsServer>> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        return TlsServer::from_pem_files(cert, key)
+            .context("--tls-cert / --tls-key")
+            .map(Some);
+    }
+    if !args.tls {
+        return Ok(None);
+    }
+    let dir = match &args.state_dir {
+        Some(d) => d.clone(),
+        None => default_state_dir()?,
+    };
+    let (tls, created) = TlsServer::self_signed(&dir)
+        .with_context(|| format!("TLS certificate in the state directory {}", dir.display()))?;
+    if created {
+        log::info!(
+            "created a self-signed TLS certificate in {}",
+            dir.join(crate::tls::CERT_FILE).display()
+        );
+    }
+    Ok(Some(tls))
+}
+
+fn default_state_dir() -> anyhow::Result<PathBuf> {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(PathBuf::from("/var/lib/rfserve"));
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("rfserve"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| {
+            anyhow::anyhow!("neither XDG_STATE_HOME nor HOME is set; use --state-dir")
+        })?;
+    Ok(PathBuf::from(home).join(".local/state/rfserve"))
 }
 
 #[cfg(test)]

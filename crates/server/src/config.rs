@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use rfmount_proto::{AuthKey, MAX_HELLO};
 
+use crate::tls::TlsServer;
+
 /// How a [`crate::Server`] treats its clients.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -45,6 +47,8 @@ pub struct ServerConfig {
     pub max_in_flight: u32,
     /// How long one frame may wait for a peer that stopped reading.
     pub write_timeout: Duration,
+    /// Speak TLS with this certificate; plain TCP when `None`.
+    pub tls: Option<TlsServer>,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +67,7 @@ impl Default for ServerConfig {
             auth_backoff_max: Duration::from_secs(60),
             max_in_flight: 64,
             write_timeout: Duration::from_secs(60),
+            tls: None,
         }
     }
 }

@@ -9,9 +9,9 @@
 //! caller's limit before anything is allocated.
 
 use std::io::{self, BufReader, Read};
-use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rfmount_transport::ReadHalf;
 
 /// A byte stream whose reads can be bounded in time.
 pub(crate) trait Timed: Read {
@@ -19,19 +19,14 @@ pub(crate) trait Timed: Read {
     fn set_read_timeout(&self, timeout: Duration) -> io::Result<()>;
 }
 
-/// A connection's socket, shared by its reader, its writer and the
-/// connection table: one descriptor per connection.
-pub(crate) struct Sock(pub(crate) Arc<TcpStream>);
-
-impl Read for Sock {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.0).read(buf)
-    }
-}
-
-impl Timed for Sock {
+/// A connection's receiving half: the socket (shared by its reader, its
+/// writer and the connection table: one descriptor per connection), or TLS
+/// over it. Its reads are socket reads either way (TLS decrypts only bytes
+/// already read), so the socket timeout bounds them alike, and a shutdown
+/// of the socket by anyone wakes them.
+impl Timed for ReadHalf {
     fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
-        self.0.set_read_timeout(Some(timeout))
+        ReadHalf::set_read_timeout(self, Some(timeout))
     }
 }
 
@@ -150,13 +145,14 @@ pub(crate) fn is_timeout(e: &io::Error) -> bool {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
 
-    fn pair() -> (TcpStream, FrameReader<Sock>) {
+    fn pair() -> (TcpStream, FrameReader<ReadHalf>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (s, _) = l.accept().unwrap();
-        (c, FrameReader::new(Sock(Arc::new(s))))
+        let (input, _output) = rfmount_transport::plain(s).unwrap();
+        (c, FrameReader::new(input))
     }
 
     fn within(d: Duration) -> Deadlines {

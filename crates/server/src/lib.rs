@@ -12,6 +12,8 @@
 //!   request so a large GET never holds up a LIST for more than one chunk,
 //!   uploads written to a temporary file and renamed into place only when
 //!   complete, checksummed and fsynced;
+//! - TLS: the certificate (given, or self-signed and kept in the state
+//!   directory) and the handshake before the protocol's hello;
 //! - policy: read-only exports, authentication, idle timeouts, limits on
 //!   connections and requests in flight, the per-request log line;
 //! - path confinement: [`LocalStore`] resolves every path beneath its root
@@ -58,6 +60,7 @@ mod replies;
 mod requests;
 mod session;
 mod store;
+pub mod tls;
 mod upload;
 mod writer;
 
@@ -65,3 +68,4 @@ pub use config::ServerConfig;
 pub use listener::{Server, ShutdownHandle};
 pub use local::{LocalStore, TEMP_PREFIX};
 pub use store::{Content, Listing, PendingPut, Store, StoreResult};
+pub use tls::TlsServer;

@@ -26,6 +26,10 @@ pub(crate) enum Kind {
     Auth,
     /// Connections turned away or evicted.
     Refused,
+    /// TLS refused or failed (a client of the other kind, a bad
+    /// handshake): kept apart so that an ordinary handshake line does not
+    /// hide the reason a TLS client could not connect.
+    Tls,
 }
 
 #[derive(Default)]

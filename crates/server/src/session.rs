@@ -1,4 +1,5 @@
-//! One connection from accept to close: the handshake, then the reader loop
+//! One connection from accept to close: the TLS step of [`tls`] (which
+//! leaves a plain connection as it is), the handshake, then the reader loop
 //! of [`dispatch`], then an orderly goodbye. The flow is one-way: this module
 //! calls the handshake and the dispatcher, which call the handlers, and
 //! nothing calls back up. Whatever ends the connection, unfinished uploads
@@ -10,16 +11,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rfmount_proto::ServerMsg;
+use rfmount_transport::ReadHalf;
 
 use crate::config::ServerConfig;
 use crate::conn::Conn;
 use crate::dispatch;
 use crate::ending::Ending;
-use crate::frames::{FrameReader, Sock, is_timeout};
+use crate::frames::{FrameReader, is_timeout};
 use crate::handshake::{self, Ctx};
 use crate::peers::{Gate, Ticket};
 use crate::ratelog::Kind;
 use crate::store::Store;
+use crate::tls;
 use crate::upload::Uploads;
 use crate::writer::FrameWriter;
 
@@ -47,14 +50,33 @@ pub(crate) fn run(setup: Setup) {
     } = setup;
     log::debug!("connection from {peer}");
     let _ = stream.set_nodelay(true);
-    let writer = match FrameWriter::new(Arc::clone(&stream), cfg.write_timeout) {
+    // TLS, when configured, comes first and counts against the handshake's
+    // deadline from the accept, like the frames after it.
+    let deadline = ticket.accepted + cfg.handshake();
+    let (input, output) = match tls::accept(&stream, &cfg, deadline) {
+        Ok(halves) => halves,
+        Err(refused) => {
+            gate.log.log(
+                refused.level,
+                ticket.key,
+                refused.kind,
+                &format!(
+                    "connection from {peer} closed during the handshake: {}",
+                    refused.reason
+                ),
+            );
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+    };
+    let writer = match FrameWriter::new(Arc::clone(&stream), output, cfg.write_timeout) {
         Ok(w) => w,
         Err(e) => {
             log::debug!("{peer}: cannot set up connection: {e}");
             return;
         }
     };
-    let mut reader = FrameReader::new(Sock(Arc::clone(&stream)));
+    let mut reader = FrameReader::new(input);
     let cx = Ctx {
         cfg: &cfg,
         gate: &gate,
@@ -105,7 +127,7 @@ pub(crate) fn run(setup: Setup) {
     );
 }
 
-fn serve(reader: &mut FrameReader<Sock>, conn: &Arc<Conn>, cfg: &ServerConfig) -> Ending {
+fn serve(reader: &mut FrameReader<ReadHalf>, conn: &Arc<Conn>, cfg: &ServerConfig) -> Ending {
     let mut uploads = Uploads::default();
     let ending = dispatch::read_loop(reader, conn, &mut uploads, cfg);
     // Before anything else: an unfinished upload must never outlive its
@@ -126,7 +148,7 @@ fn serve(reader: &mut FrameReader<Sock>, conn: &Arc<Conn>, cfg: &ServerConfig) -
 /// sends for a moment. Closing a socket with unread input makes the kernel
 /// send a reset, which can destroy our last frame (a `Fatal`, a refused
 /// `AuthResult`) before the peer reads it.
-fn linger(stream: &TcpStream) {
+pub(crate) fn linger(stream: &TcpStream) {
     const BUDGET: Duration = Duration::from_millis(200);
     const MAX_BYTES: usize = 1 << 20;
     let _ = stream.shutdown(Shutdown::Write);

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 use rfmount_proto::ServerMsg;
+use rfmount_transport::WriteHalf;
 
 /// Writes frames to one connection. Once a write fails the connection is
 /// dead for everyone: the socket is shut down (which also wakes the reader)
@@ -21,7 +22,10 @@ use rfmount_proto::ServerMsg;
 /// lock over and over while a LIST reply waits (measured: 35 chunks); with
 /// turns, a reply waits for at most the one frame being written.
 pub(crate) struct FrameWriter {
+    /// The socket itself, for its options and for shutting it down.
     stream: Arc<TcpStream>,
+    /// Where frames go: the socket, or TLS over it.
+    out: WriteHalf,
     turns: Mutex<Turns>,
     next_turn: Condvar,
     broken: AtomicBool,
@@ -48,13 +52,19 @@ impl Drop for Turn<'_> {
 }
 
 impl FrameWriter {
-    /// Writes to the connection's shared socket. `timeout` bounds how long
-    /// one frame may wait for a peer that stopped reading.
-    pub(crate) fn new(stream: Arc<TcpStream>, timeout: Duration) -> std::io::Result<FrameWriter> {
+    /// Sends on `out`, the sending half of the connection's shared socket
+    /// `stream`. `timeout` bounds how long one frame may wait for a peer
+    /// that stopped reading.
+    pub(crate) fn new(
+        stream: Arc<TcpStream>,
+        out: WriteHalf,
+        timeout: Duration,
+    ) -> std::io::Result<FrameWriter> {
         stream.set_write_timeout(Some(timeout))?;
         limit_unsent(&stream);
         Ok(FrameWriter {
             stream,
+            out,
             turns: Mutex::default(),
             next_turn: Condvar::new(),
             broken: AtomicBool::new(false),
@@ -79,7 +89,7 @@ impl FrameWriter {
         if self.is_broken() {
             return Err(Broken);
         }
-        if let Err(e) = (&*self.stream).write_all(frame) {
+        if let Err(e) = (&self.out).write_all(frame) {
             log::debug!("write to peer failed: {e}");
             self.fail();
             return Err(Broken);

@@ -11,10 +11,12 @@ use anyhow::{Context, Result};
 
 use crate::connection::Connection;
 use crate::source::Source;
+use crate::tls::TlsArgs;
 
 pub(crate) fn run(
     source: &Source,
     token: Option<&Path>,
+    tls: &TlsArgs,
     count: u32,
     out: &mut dyn Write,
 ) -> Result<ExitCode> {
@@ -22,6 +24,7 @@ pub(crate) fn run(
     if let Some(t) = token {
         cfg = cfg.with_token_file(t)?;
     }
+    cfg.tls = tls.options()?;
     let started = Instant::now();
     let conn = Connection::open(&cfg)?;
     let handshake = started.elapsed();
