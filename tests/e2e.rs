@@ -62,3 +62,8 @@ mod mount_load;
 // export must end up equal to the local directory byte for byte.
 #[path = "e2e/mount_reftest.rs"]
 mod mount_reftest;
+
+// No hidden namespace: `.rfput-*` names are ordinary across restarts, and a
+// read-only export is byte-for-byte and name-for-name unchanged by serving.
+#[path = "e2e/mount_ns_names.rs"]
+mod mount_ns_names;

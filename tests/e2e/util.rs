@@ -52,3 +52,7 @@ pub use server::*;
 #[path = "util/mount.rs"]
 mod mount;
 pub use mount::*;
+
+#[path = "util/uploads.rs"]
+mod uploads;
+pub use uploads::*;

@@ -51,5 +51,5 @@ mod writer;
 
 pub use config::ServerConfig;
 pub use listener::{Server, ShutdownHandle};
-pub use local::{LocalStore, TEMP_PREFIX};
+pub use local::LocalStore;
 pub use store::{Content, Listing, PendingPut, Store, StoreResult};

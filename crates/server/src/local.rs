@@ -2,16 +2,14 @@
 //!
 //! Every path is resolved beneath the root descriptor by the kernel (see
 //! [`resolve`]); nothing is ever written into the root except by the
-//! client's own requests, and an upload exists only as a hidden temporary
-//! file until it is complete. Temporaries that a killed server left behind
-//! are the one thing the store removes of its own accord, in the background
-//! (see [`sweep`]).
+//! client's own requests, and an upload has no name at all until it is
+//! complete (see [`put`]). The store never removes or creates anything of its
+//! own accord, so a read-only export is never modified.
 
 mod listing;
 mod meta;
 mod put;
 mod resolve;
-mod sweep;
 mod sys;
 
 #[cfg(test)]
@@ -22,25 +20,16 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
 
 use rfmount_proto::{ErrorCode, FileKind, Meta, RelPath, SetAttr, StatFs, WireError};
 
 use crate::store::{Content, Listing, PendingPut, Store, StoreResult};
 use resolve::Root;
-use sweep::Temps;
-
-/// Names of upload temporaries start with this; listings hide such names.
-pub const TEMP_PREFIX: &str = ".rfput-";
 
 /// A local directory served as an export.
 pub struct LocalStore {
     root: Root,
     export_id: String,
-    temps: Arc<Temps>,
-    /// The startup sweep; only tests wait for it.
-    #[cfg_attr(not(test), allow(dead_code))]
-    sweep: parking_lot::Mutex<Option<std::thread::JoinHandle<usize>>>,
 }
 
 impl std::fmt::Debug for LocalStore {
@@ -52,15 +41,12 @@ impl std::fmt::Debug for LocalStore {
 }
 
 impl LocalStore {
-    /// Opens `root` for serving, and starts a background sweep of the
-    /// upload temporaries a previous server left behind (hidden
-    /// `.rfput-*` files older than this call).
+    /// Opens `root` for serving.
     ///
     /// # Errors
     /// When `root` is missing or not a directory, or when the kernel cannot
     /// confine lookups (no `openat2`): serving without it would be unsafe.
     pub fn open(root: &Path) -> anyhow::Result<LocalStore> {
-        let temps = Arc::new(Temps::new());
         let canonical = root
             .canonicalize()
             .map_err(|e| anyhow::anyhow!("{}: {e}", root.display()))?;
@@ -68,12 +54,9 @@ impl LocalStore {
         let st =
             sys::fstat(handle.fd()).map_err(|e| anyhow::anyhow!("{}: {e}", canonical.display()))?;
         let export_id = meta::export_id(canonical.as_os_str().as_bytes(), &st);
-        let sweep = sweep::spawn(handle.fd(), &temps);
         Ok(LocalStore {
             root: handle,
             export_id,
-            temps,
-            sweep: parking_lot::Mutex::new(sweep),
         })
     }
 
@@ -118,11 +101,7 @@ impl Store for LocalStore {
 
     fn list(&self, dir: &RelPath) -> StoreResult<Listing> {
         let fd = self.root.open(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
-        Ok(Box::new(listing::DirStream::new(
-            fd,
-            dir,
-            Arc::clone(&self.temps),
-        )?))
+        Ok(Box::new(listing::DirStream::new(fd, dir)?))
     }
 
     fn stat(&self, path: &RelPath) -> StoreResult<Meta> {
@@ -153,13 +132,7 @@ impl Store for LocalStore {
     fn begin_put(&self, path: &RelPath, size: u64) -> StoreResult<Box<dyn PendingPut>> {
         // Read access to the parent is what lets the commit fsync it.
         let (dir, name) = self.root.parent(path, libc::O_RDONLY)?;
-        Ok(Box::new(put::LocalPut::create(
-            &self.temps,
-            dir,
-            name,
-            path,
-            size,
-        )?))
+        Ok(Box::new(put::LocalPut::create(dir, name, path, size)?))
     }
 
     fn remove(&self, path: &RelPath) -> StoreResult<()> {

@@ -1,33 +1,53 @@
-//! An upload in progress: a temporary file next to the target, renamed over
-//! it only once complete and durable, unlinked on drop otherwise.
+//! An upload in progress: an unnamed file (`O_TMPFILE`) in the target's
+//! directory, given a name only once it is complete and durable.
 //!
-//! The temporary lives in the target's directory so that the final rename is
-//! atomic (same filesystem) and inherits the directory's quota; its name
-//! starts with [`TEMP_PREFIX`] so listings can hide it while it exists, and
-//! it is registered with [`Temps`] for its whole life so that neither
-//! listings nor the startup sweep mistake it for one a dead server left.
+//! Why unnamed: a temporary with a name lives in the user's namespace. It
+//! either collides with a user's file of that name or must be hidden by a
+//! naming rule, which makes such user names vanish; and a server killed
+//! mid-upload would leave it behind for a startup sweep to find by name,
+//! which on a read-only export is not allowed to run. An `O_TMPFILE` file has
+//! no name at all: the kernel frees it when its last descriptor closes, also
+//! when the server is killed, so there is nothing to hide and nothing to
+//! sweep. It is created in the target's directory, so the final step stays
+//! on one filesystem and inherits the directory's quota.
+//!
+//! The commit is: fchmod/futimens, fsync the data, then give it its name,
+//! then fsync the directory. A new name is made directly with `linkat`,
+//! which never replaces anything. Replacing an existing file atomically needs
+//! `rename`, and `rename` needs a source name, so for that case the file is
+//! linked under a fresh random staging name (`linkat` fails rather than
+//! replace a user's file of that name) and renamed over the target at once;
+//! that name exists only between those two system calls.
+//!
+//! Filesystems without `O_TMPFILE` (some network and FUSE filesystems) get a
+//! named temporary created with `O_EXCL`, which is removed when the upload
+//! ends without a commit; only such a server killed mid-upload leaves one.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
 
-use rfmount_proto::{ErrorCode, Meta, RelPath, SetTime, Timestamp, WireError};
+use rfmount_proto::{ErrorCode, FileKind, Meta, RelPath, SetTime, Timestamp, WireError};
 
-use super::sweep::{LiveTemp, Temps};
-use super::{TEMP_PREFIX, meta, sys};
+use super::{meta, sys};
 use crate::store::{PendingPut, StoreResult};
 
 /// How often to draw a new random name when one is taken.
 const NAME_TRIES: usize = 8;
 
-/// A temporary file being filled; see the module documentation.
+/// Where the data is being written before it gets its final name.
+enum Temp {
+    /// An `O_TMPFILE` file: no name until the commit.
+    Unnamed,
+    /// The fallback: a named temporary, unlinked on drop unless committed.
+    Named(CString),
+}
+
+/// A file being filled; see the module documentation.
 pub(super) struct LocalPut {
     dir: OwnedFd,
-    /// Unregistered only when this value is gone, after the unlink in
-    /// `drop` (fields drop after the body).
-    temp: LiveTemp,
+    temp: Temp,
     target: CString,
     path: RelPath,
     file: File,
@@ -36,18 +56,29 @@ pub(super) struct LocalPut {
     committed: bool,
 }
 
+/// A random name for a staging link or a fallback temporary. Never hidden
+/// from anyone: it is chosen with `O_EXCL`/`linkat` semantics, so it can
+/// only ever be a name nobody else holds.
 fn temp_name() -> io::Result<CString> {
     let mut r = [0u8; 8];
     getrandom::fill(&mut r).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
     let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
-    sys::cstring(&format!("{TEMP_PREFIX}{hex}.tmp"))
+    sys::cstring(&format!(".rfserve-upload-{hex}.tmp"))
+}
+
+/// True when `e` says this filesystem has no `O_TMPFILE` (old kernels
+/// answer EISDIR because they ignore the flag's extra bit).
+fn no_tmpfile(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+    )
 }
 
 impl LocalPut {
     /// Creates the temporary in `dir` (the target's parent, opened for
     /// reading so it can be fsynced) and reserves `size` bytes.
     pub(super) fn create(
-        temps: &Arc<Temps>,
         dir: OwnedFd,
         target: CString,
         path: &RelPath,
@@ -55,32 +86,26 @@ impl LocalPut {
     ) -> StoreResult<LocalPut> {
         let io_err = |e: io::Error| WireError::from_io(&e, path);
         let old_mode = match sys::lstatat(dir.as_fd(), &target) {
-            Ok(st) if meta::kind_of(&st) == rfmount_proto::FileKind::Dir => {
+            Ok(st) if meta::kind_of(&st) == FileKind::Dir => {
                 return Err(WireError::new(
                     ErrorCode::IsDir,
                     format!("{path}: is a directory"),
                 ));
             }
-            Ok(st) if meta::kind_of(&st) == rfmount_proto::FileKind::File => {
-                Some(st.st_mode & 0o7777)
-            }
+            Ok(st) if meta::kind_of(&st) == FileKind::File => Some(st.st_mode & 0o7777),
             Ok(_) => None,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
             Err(e) => return Err(io_err(e)),
         };
-        let mut tries = 0;
-        let (temp, fd) = loop {
-            // Registered before it exists, so no sweep can see it unregistered.
-            let temp = temps.hold(temp_name().map_err(io_err)?);
-            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-            match sys::openat(dir.as_fd(), temp.name(), flags, 0o600) {
-                Ok(fd) => break (temp, fd),
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && tries < NAME_TRIES => {
-                    tries += 1;
+        let (temp, fd) =
+            match sys::openat(dir.as_fd(), c".", libc::O_TMPFILE | libc::O_WRONLY, 0o600) {
+                Ok(fd) => (Temp::Unnamed, fd),
+                Err(e) if no_tmpfile(&e) => {
+                    let (name, fd) = create_named(&dir).map_err(io_err)?;
+                    (Temp::Named(name), fd)
                 }
                 Err(e) => return Err(io_err(e)),
-            }
-        };
+            };
         let put = LocalPut {
             dir,
             temp,
@@ -111,21 +136,63 @@ impl LocalPut {
             sys::futimens(self.file.as_fd(), None, Some(SetTime::At(t))).map_err(io_err)?;
         }
         self.file.sync_all().map_err(io_err)?;
-        sys::renameat(
-            self.dir.as_fd(),
-            self.temp.name(),
-            self.dir.as_fd(),
-            &self.target,
-        )
-        .map_err(io_err)?;
+        match &self.temp {
+            Temp::Unnamed => self.name_unnamed().map_err(io_err)?,
+            Temp::Named(name) => {
+                sys::renameat(self.dir.as_fd(), name, self.dir.as_fd(), &self.target)
+                    .map_err(io_err)?;
+            }
+        }
         self.committed = true;
-        // Without this the rename itself may be lost in a crash, and the
+        // Without this the new name itself may be lost in a crash, and the
         // client would have been told its data is safe.
         File::from(self.dir.try_clone().map_err(io_err)?)
             .sync_all()
             .map_err(io_err)?;
         let st = sys::fstat(self.file.as_fd()).map_err(io_err)?;
         Ok(meta::meta_of(&st))
+    }
+
+    /// Gives the `O_TMPFILE` file the target's name: directly when the
+    /// name is free, else through a staging name and `rename`.
+    fn name_unnamed(&self) -> io::Result<()> {
+        let dir = self.dir.as_fd();
+        match sys::link_fd(self.file.as_fd(), dir, &self.target) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            done => return done,
+        }
+        let mut tries = 0;
+        let staging = loop {
+            let name = temp_name()?;
+            match sys::link_fd(self.file.as_fd(), dir, &name) {
+                Ok(()) => break name,
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && tries < NAME_TRIES => {
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        sys::renameat(dir, &staging, dir, &self.target).inspect_err(|_| {
+            if let Err(e) = sys::unlinkat(dir, &staging, 0) {
+                log::warn!("{}: cannot remove staging name {staging:?}: {e}", self.path);
+            }
+        })
+    }
+}
+
+/// The fallback temporary: a fresh random name, created exclusively.
+fn create_named(dir: &OwnedFd) -> io::Result<(CString, OwnedFd)> {
+    let mut tries = 0;
+    loop {
+        let name = temp_name()?;
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+        match sys::openat(dir.as_fd(), &name, flags, 0o600) {
+            Ok(fd) => return Ok((name, fd)),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && tries < NAME_TRIES => {
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -151,14 +218,17 @@ impl PendingPut for LocalPut {
 
 impl Drop for LocalPut {
     fn drop(&mut self) {
+        // An unnamed file goes away with its descriptor.
+        let Temp::Named(name) = &self.temp else {
+            return;
+        };
         if self.committed {
             return;
         }
-        if let Err(e) = sys::unlinkat(self.dir.as_fd(), self.temp.name(), 0) {
+        if let Err(e) = sys::unlinkat(self.dir.as_fd(), name, 0) {
             log::warn!(
-                "{}: cannot remove temporary upload file {:?}: {e}",
-                self.path,
-                self.temp.name()
+                "{}: cannot remove temporary upload file {name:?}: {e}",
+                self.path
             );
         }
     }

@@ -142,6 +142,40 @@ pub(super) fn renameat(
     .map(drop)
 }
 
+/// Gives the file open at `fd` (an `O_TMPFILE` file) the name `name` in
+/// `dir`, failing with EEXIST rather than replace anything. `AT_EMPTY_PATH`
+/// needs CAP_DAC_READ_SEARCH; without it the kernel answers ENOENT, and the
+/// `/proc/self/fd` link, which any process may follow to its own files, does
+/// the same.
+pub(super) fn link_fd(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: both names are NUL-terminated; no memory of ours is written.
+    let r = cvt(unsafe {
+        libc::linkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    });
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        r => return r.map(drop),
+    }
+    let proc = cstring(&format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    // SAFETY: as above.
+    cvt(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc.as_ptr(),
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })
+    .map(drop)
+}
+
 /// `mkdirat(dir, name, mode)`.
 pub(super) fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
     // SAFETY: `name` is NUL-terminated; no memory of ours is written.
@@ -212,9 +246,6 @@ pub(super) struct DirEntry<'a> {
     /// The stream's own descriptor, for the `*at` calls on `name`.
     pub(super) dir: BorrowedFd<'a>,
     pub(super) name: &'a CStr,
-    /// `d_type`: `DT_DIR`, `DT_REG`, ... or `DT_UNKNOWN` on filesystems
-    /// that do not say.
-    pub(super) kind: u8,
 }
 
 impl Dir {
@@ -252,7 +283,6 @@ impl Dir {
             Some(Ok(DirEntry {
                 dir: BorrowedFd::borrow_raw(libc::dirfd(self.dir.as_ptr())),
                 name: CStr::from_ptr((*ent).d_name.as_ptr()),
-                kind: (*ent).d_type,
             }))
         }
     }
@@ -264,19 +294,4 @@ impl Drop for Dir {
         // closes the descriptor it took over.
         unsafe { libc::closedir(self.dir.as_ptr()) };
     }
-}
-
-/// Seconds and nanoseconds of `CLOCK_REALTIME_COARSE`: the clock the kernel
-/// stamps file times with, so a file changed after this reading never has
-/// a time before it.
-pub(super) fn coarse_now() -> (i64, i64) {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec for the kernel to fill in; this clock
-    // id exists on every Linux since 2.6.32, and on failure `ts` stays zero,
-    // which makes nothing look older than it.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &raw mut ts) };
-    (ts.tv_sec, ts.tv_nsec)
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use rfmount_proto::{ErrorCode, FileKind, RelPath, SetAttr, SetTime, Timestamp};
 
-use super::{LocalStore, TEMP_PREFIX};
+use super::LocalStore;
 use crate::store::Store;
 
 fn p(s: &str) -> RelPath {
@@ -82,12 +82,15 @@ fn put(
     w.commit(None, None)
 }
 
-fn temp_files(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
+/// Every name in `dir` on disk, sorted: what a user of the server's own
+/// filesystem sees there.
+fn disk_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with(TEMP_PREFIX))
-        .collect()
+        .collect();
+    v.sort();
+    v
 }
 
 #[test]
@@ -157,9 +160,10 @@ fn symlinks_inside_the_root_work_for_get() {
 }
 
 #[test]
-fn list_reports_kinds_and_hides_temporaries() {
+fn list_reports_kinds_and_hides_no_name() {
     let f = fixture();
-    fs::write(f.root.join(".rfput-0123.tmp"), "partial").unwrap();
+    // Once the name of the server's temporaries; now an ordinary name.
+    fs::write(f.root.join(".rfput-0123.tmp"), "mine").unwrap();
     let mut entries: Vec<_> = f
         .store
         .list(&RelPath::root())
@@ -171,6 +175,7 @@ fn list_reports_kinds_and_hides_temporaries() {
     assert_eq!(
         names,
         [
+            ".rfput-0123.tmp",
             "d",
             "dir_link",
             "etc",
@@ -226,18 +231,13 @@ fn put_replaces_atomically_and_keeps_mode() {
     let f = fixture();
     fs::set_permissions(f.root.join("f.txt"), fs::Permissions::from_mode(0o600)).unwrap();
     let before = f.store.stat(&p("f.txt")).unwrap();
+    let names = disk_names(&f.root);
     let mut w = f.store.begin_put(&p("f.txt"), 3).unwrap();
     w.write_all(b"new").unwrap();
-    // Until the commit, readers see the old content and the temporary is
-    // hidden from listings.
+    // Until the commit, readers see the old content and the upload has no
+    // name anywhere.
     assert_eq!(read_all(&f.store, "f.txt"), b"hello");
-    assert_eq!(temp_files(&f.root).len(), 1);
-    assert!(
-        !f.store
-            .list(&RelPath::root())
-            .unwrap()
-            .any(|e| e.unwrap().name.starts_with(TEMP_PREFIX))
-    );
+    assert_eq!(disk_names(&f.root), names);
     let mtime = Timestamp {
         secs: 1_600_000_000,
         nanos: 5,
@@ -248,7 +248,7 @@ fn put_replaces_atomically_and_keeps_mode() {
     assert_eq!(meta.mtime, mtime);
     assert_ne!(meta.version, before.version);
     assert_eq!(read_all(&f.store, "f.txt"), b"new");
-    assert!(temp_files(&f.root).is_empty());
+    assert_eq!(disk_names(&f.root), names, "no staging name is left");
     // A new file gets 0644, or what the client asks for.
     assert_eq!(put(&f.store, "d/new", b"x").unwrap().mode, 0o644);
     let mut w = f.store.begin_put(&p("d/x"), 0).unwrap();
@@ -259,11 +259,15 @@ fn put_replaces_atomically_and_keeps_mode() {
 #[test]
 fn dropped_put_leaves_old_file_and_no_temporary() {
     let f = fixture();
+    let names = disk_names(&f.root);
     let mut w = f.store.begin_put(&p("f.txt"), 10).unwrap();
     w.write_all(b"half").unwrap();
+    let mut n = f.store.begin_put(&p("new.txt"), 10).unwrap();
+    n.write_all(b"half").unwrap();
     drop(w);
+    drop(n);
     assert_eq!(read_all(&f.store, "f.txt"), b"hello");
-    assert!(temp_files(&f.root).is_empty());
+    assert_eq!(disk_names(&f.root), names);
 }
 
 #[test]
@@ -362,151 +366,29 @@ fn fifo_is_refused_without_blocking() {
     assert_eq!(f.store.stat(&p("fifo")).unwrap().kind, FileKind::Other);
 }
 
-/// Waits for the store's startup sweep to finish; how many it removed.
-fn swept(store: &LocalStore) -> usize {
-    let handle = store.sweep.lock().take().expect("the sweep started");
-    handle.join().expect("the sweep thread panicked")
-}
-
-/// Writes an upload temporary whose mtime is an hour old. Its ctime is now,
-/// so callers open the store only after [`let_the_clock_tick`].
-fn stale_temp(path: &Path) {
-    fs::write(path, "partial").unwrap();
-    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(hour_ago)
-        .unwrap();
-}
-
-/// The sweep compares with the kernel's coarse clock, which advances once a
-/// tick (at most 10 ms): make sure files written so far predate the store.
-fn let_the_clock_tick() {
-    std::thread::sleep(std::time::Duration::from_millis(100));
-}
-
-fn wait_gone(paths: &[&Path]) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while paths.iter().any(|p| p.symlink_metadata().is_ok()) {
-        let left: Vec<_> = paths
-            .iter()
-            .filter(|p| p.symlink_metadata().is_ok())
-            .collect();
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still there after 10 s: {left:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 #[test]
-fn startup_sweep_removes_stale_temporaries_only_beneath_the_root() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    let outside = tmp.path().join("outside");
-    fs::create_dir_all(root.join("a/b")).unwrap();
-    fs::create_dir(&outside).unwrap();
-    let top = root.join(".rfput-abc.tmp");
-    let nested = root.join("a/b/.rfput-abc.tmp");
-    stale_temp(&top);
-    stale_temp(&nested);
-    // Stale temporaries outside the root, reachable only through symlinks.
-    let out_temp = outside.join(".rfput-x.tmp");
-    stale_temp(&out_temp);
-    symlink(&outside, root.join("abs_link")).unwrap();
-    symlink("../outside", root.join("a/rel_link")).unwrap();
-    let victim = outside.join("victim");
-    fs::write(&victim, "keep").unwrap();
-    symlink(&victim, root.join(".rfput-link.tmp")).unwrap();
-    // Not temporaries: left alone whatever their age.
-    fs::write(root.join("a/b/data.rfput-abc.tmp"), "data").unwrap();
-    fs::create_dir(root.join(".rfput-dir")).unwrap();
-    let_the_clock_tick();
-
-    let store = LocalStore::open(&root).unwrap();
-    let fresh = root.join(".rfput-fresh.tmp");
-    let fresh_nested = root.join("a/b/.rfput-fresh.tmp");
-    fs::write(&fresh, "mine").unwrap();
-    fs::write(&fresh_nested, "mine").unwrap();
-    wait_gone(&[&top, &nested]);
-    assert_eq!(swept(&store), 2);
-
-    assert_eq!(fs::read_to_string(&fresh).unwrap(), "mine");
-    assert_eq!(fs::read_to_string(&fresh_nested).unwrap(), "mine");
-    assert_eq!(fs::read_to_string(&out_temp).unwrap(), "partial");
-    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
-    assert!(root.join(".rfput-link.tmp").symlink_metadata().is_ok());
-    assert!(root.join("a/b/data.rfput-abc.tmp").exists());
-    assert!(root.join(".rfput-dir").is_dir());
-    // Listings do not remove fresh temporaries either.
-    assert_eq!(names_in(&store, "a/b"), ["data.rfput-abc.tmp"]);
-    assert!(fresh_nested.exists());
-}
-
-fn names_in(store: &LocalStore, dir: &str) -> Vec<String> {
-    let mut names: Vec<String> = store
-        .list(&p(dir))
-        .unwrap()
-        .map(|e| e.unwrap().name)
-        .collect();
-    names.sort();
-    names
-}
-
-#[test]
-fn listing_removes_stale_temporaries_the_sweep_did_not_reach() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    // Deeper than the sweep descends.
-    let deep = vec!["d"; 80].join("/");
-    fs::create_dir_all(root.join(&deep)).unwrap();
-    let stale = root.join(&deep).join(".rfput-abc.tmp");
-    stale_temp(&stale);
-    fs::write(root.join(&deep).join("file"), "x").unwrap();
-    let_the_clock_tick();
-
-    let store = LocalStore::open(&root).unwrap();
-    assert_eq!(swept(&store), 0);
-    assert!(stale.exists(), "the sweep should stop above this depth");
-    let fresh = root.join(&deep).join(".rfput-fresh.tmp");
-    fs::write(&fresh, "mine").unwrap();
-    assert_eq!(names_in(&store, &deep), ["file"]);
-    assert!(!stale.exists(), "the listing should have removed it");
-    assert!(fresh.exists());
-}
-
-#[test]
-fn uploads_in_progress_survive_even_when_every_file_looks_stale() {
+fn names_like_the_old_temporaries_are_ordinary_and_survive_a_restart() {
     let f = fixture();
-    // As if file times came from a clock far behind ours (a network
-    // filesystem): only the register of live uploads protects them.
-    let store = LocalStore {
-        temps: std::sync::Arc::new(super::sweep::Temps::started_at(4_000_000_000)),
-        ..LocalStore::open(&f.root).unwrap()
-    };
-    let mut w = store.begin_put(&p("d/new"), 4).unwrap();
-    w.write_all(b"data").unwrap();
-    let other = f.root.join("d/.rfput-other.tmp");
-    fs::write(&other, "not ours").unwrap();
-    assert_eq!(temp_files(&f.root.join("d")).len(), 2);
-    assert_eq!(names_in(&store, "d"), ["inner.txt", "sub", "up_link"]);
-    assert!(!other.exists(), "a temporary not of this store looks stale");
-    assert_eq!(
-        temp_files(&f.root.join("d")).len(),
-        1,
-        "the upload's survives"
-    );
-    // The commit sets an old mtime on the temporary before renaming it.
+    for name in [".rfput-mine", ".rfput-0123.tmp", ".rfserve-upload-x.tmp"] {
+        put(&f.store, name, b"x").unwrap();
+    }
     let old = Timestamp {
         secs: 1_000_000_000,
         nanos: 0,
     };
-    assert_eq!(w.commit(None, Some(old)).unwrap().mtime, old);
-    assert_eq!(read_all(&store, "d/new"), b"data");
-    assert!(temp_files(&f.root.join("d")).is_empty());
-    // Unregistered once gone.
-    assert_eq!(store.temps.live_count(), 0);
+    let mut w = f.store.begin_put(&p("d/.rfput-old.tmp"), 1).unwrap();
+    w.write_all(b"y").unwrap();
+    w.commit(None, Some(old)).unwrap();
+    drop(f.store);
+    let store = LocalStore::open(&f.root).unwrap();
+    let names: Vec<String> = store
+        .list(&RelPath::root())
+        .unwrap()
+        .map(|e| e.unwrap().name)
+        .collect();
+    for name in [".rfput-mine", ".rfput-0123.tmp", ".rfserve-upload-x.tmp"] {
+        assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+        assert_eq!(read_all(&store, name), b"x");
+    }
+    assert_eq!(read_all(&store, "d/.rfput-old.tmp"), b"y");
 }
