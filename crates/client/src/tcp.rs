@@ -12,8 +12,8 @@ use std::sync::Arc;
 use log::info;
 use parking_lot::Mutex;
 use rfmount_proto::{
-    CHUNK_SIZE, ClientMsg, DirEntry, ErrorCode, Hasher, Meta, Op, RelPath, Reply, ServerMsg,
-    SetAttr, StatFs, Version, WireError,
+    CHUNK_SIZE, ClientMsg, DirEntry, ErrorCode, FileKind, Hasher, Meta, Op, Owner, RelPath, Reply,
+    ServerMsg, SetAttr, StatFs, Version, WireError,
 };
 
 use crate::connection::{Call, ConnectConfig, Connection};
@@ -203,6 +203,7 @@ impl Remote for TcpRemote {
             size,
             mode: opts.mode,
             mtime: opts.mtime,
+            owner: opts.owner,
         };
         let call = conn.start(op)?;
         let cancel = |call: &Call<'_>| {
@@ -250,20 +251,22 @@ impl Remote for TcpRemote {
         done("REMOVE", self.simple(Op::Remove { path: path.clone() })?)
     }
 
-    fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), RemoteError> {
+    fn rename(&self, from: &RelPath, to: &RelPath, flags: u32) -> Result<(), RemoteError> {
         done(
             "RENAME",
             self.simple(Op::Rename {
                 from: from.clone(),
                 to: to.clone(),
+                flags,
             })?,
         )
     }
 
-    fn mkdir(&self, path: &RelPath, mode: u32) -> Result<Meta, RemoteError> {
+    fn mkdir(&self, path: &RelPath, mode: u32, owner: Option<Owner>) -> Result<Meta, RemoteError> {
         match self.simple(Op::Mkdir {
             path: path.clone(),
             mode,
+            owner,
         })? {
             Reply::Meta(m) => Ok(m),
             r => Err(wrong_reply("MKDIR", &r)),
@@ -288,6 +291,59 @@ impl Remote for TcpRemote {
         match self.idempotent(Op::StatFs)? {
             Reply::StatFs(s) => Ok(s),
             r => Err(wrong_reply("STATFS", &r)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        path: &RelPath,
+        target: &str,
+        owner: Option<Owner>,
+    ) -> Result<Meta, RemoteError> {
+        match self.simple(Op::Symlink {
+            path: path.clone(),
+            target: target.to_owned(),
+            owner,
+        })? {
+            Reply::Meta(m) => Ok(m),
+            r => Err(wrong_reply("SYMLINK", &r)),
+        }
+    }
+
+    fn readlink(&self, path: &RelPath) -> Result<String, RemoteError> {
+        match self.idempotent(Op::ReadLink { path: path.clone() })? {
+            Reply::Target(t) => Ok(t),
+            r => Err(wrong_reply("READLINK", &r)),
+        }
+    }
+
+    fn link(&self, from: &RelPath, to: &RelPath) -> Result<Meta, RemoteError> {
+        match self.simple(Op::Link {
+            from: from.clone(),
+            to: to.clone(),
+        })? {
+            Reply::Meta(m) => Ok(m),
+            r => Err(wrong_reply("LINK", &r)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        path: &RelPath,
+        kind: FileKind,
+        mode: u32,
+        rdev: u64,
+        owner: Option<Owner>,
+    ) -> Result<Meta, RemoteError> {
+        match self.simple(Op::Mknod {
+            path: path.clone(),
+            kind,
+            mode,
+            rdev,
+            owner,
+        })? {
+            Reply::Meta(m) => Ok(m),
+            r => Err(wrong_reply("MKNOD", &r)),
         }
     }
 }

@@ -37,7 +37,7 @@ use dir::DirSnapshot;
 use files::{FileState, Handle};
 
 /// An inode number with its attributes, as replied to the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attr {
     /// FUSE inode number.
     pub ino: u64,
@@ -180,12 +180,15 @@ impl<R: Remote> RemoteFs<R> {
         if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
             let listing = self.meta.lock().listing(&parent);
             if let Some(l) = listing {
-                return l.get(name).map(|e| e.meta).ok_or_else(FsError::enoent);
+                return l
+                    .get(name)
+                    .map(|e| e.meta.clone())
+                    .ok_or_else(FsError::enoent);
             }
         }
         match self.remote.stat(path) {
             Ok(m) => {
-                self.meta.lock().put_attr(path, m);
+                self.meta.lock().put_attr(path, m.clone());
                 Ok(m)
             }
             Err(e) if e.code() == Some(ErrorCode::NotFound) => Err(FsError::enoent()),
@@ -209,7 +212,7 @@ impl<R: Remote> RemoteFs<R> {
         Some(
             listing
                 .get(name)
-                .map(|e| e.meta)
+                .map(|e| e.meta.clone())
                 .ok_or_else(FsError::enoent),
         )
     }
@@ -222,7 +225,10 @@ impl<R: Remote> RemoteFs<R> {
         // Any age will do: only the mode is taken, and nothing but this
         // mount's own chmod (recorded in the entry) changes it meanwhile.
         let server = self.meta.lock().attr_any(path);
-        let mode = entry.mode.or(server.map(|m| m.mode)).unwrap_or(0o644);
+        let mode = entry
+            .mode
+            .or(server.as_ref().map(|m| m.mode))
+            .unwrap_or(0o644);
         let mtime = entry.mtime.unwrap_or_else(|| {
             md.modified()
                 .map(Timestamp::from_system)
@@ -234,6 +240,8 @@ impl<R: Remote> RemoteFs<R> {
             mode,
             mtime,
             version: entry.version.unwrap_or(0),
+            nlink: 1,
+            ..server.unwrap_or_default()
         })
     }
 
@@ -248,9 +256,9 @@ impl<R: Remote> RemoteFs<R> {
     pub fn mkdir(&self, parent: u64, name: &str, mode: u32) -> FsResult<Attr> {
         self.check_writable()?;
         let path = self.child(parent, name)?;
-        let meta = self.remote.mkdir(&path, mode & 0o7777)?;
+        let meta = self.remote.mkdir(&path, mode & 0o7777, None)?;
         let mut mc = self.meta.lock();
-        mc.note_entry(&path, meta);
+        mc.note_entry(&path, meta.clone());
         mc.note_empty_dir(&path);
         drop(mc);
         let ino = self.inodes.lock().lookup(&path);
@@ -326,7 +334,7 @@ impl<R: Remote> RemoteFs<R> {
             .cache
             .entry(&from)
             .is_some_and(|e| e.dirty && e.version.is_none());
-        match self.remote.rename(&from, &to) {
+        match self.remote.rename(&from, &to, 0) {
             Ok(()) => {}
             Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => {}
             Err(e) => return Err(e.into()),

@@ -41,28 +41,50 @@ impl<R: Remote> FuseFs<R> {
     }
 }
 
+/// The kernel's file type for a protocol kind.
+pub fn file_type(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::Dir => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::CharDev => FileType::CharDevice,
+        FileKind::BlockDev => FileType::BlockDevice,
+        FileKind::Socket => FileType::Socket,
+        FileKind::File | FileKind::Other => FileType::RegularFile,
+    }
+}
+
 /// Kernel attributes from protocol attributes.
 pub fn to_file_attr(ino: u64, m: &Meta, uid: u32, gid: u32) -> FileAttr {
-    let (kind, nlink) = match m.kind {
-        FileKind::Dir => (FileType::Directory, 2),
-        FileKind::Symlink => (FileType::Symlink, 1),
-        FileKind::File | FileKind::Other => (FileType::RegularFile, 1),
+    let kind = file_type(m.kind);
+    // Attributes a peer did not fill in (local placeholders) say 0 links.
+    let nlink = match (m.nlink, m.kind) {
+        (0, FileKind::Dir) => 2,
+        (0, _) => 1,
+        (n, _) => u32::try_from(n).unwrap_or(u32::MAX),
     };
-    let t = m.mtime.to_system();
+    let mtime = m.mtime.to_system();
+    let or_mtime = |t: Timestamp| {
+        if t == Timestamp::default() {
+            mtime
+        } else {
+            t.to_system()
+        }
+    };
     FileAttr {
         ino: INodeNo(ino),
         size: m.size,
         blocks: m.size.div_ceil(512),
-        atime: t,
-        mtime: t,
-        ctime: t,
-        crtime: t,
+        atime: or_mtime(m.atime),
+        mtime,
+        ctime: or_mtime(m.ctime),
+        crtime: mtime,
         kind,
         perm: (m.mode & 0o7777) as u16,
         nlink,
         uid,
         gid,
-        rdev: 0,
+        rdev: u32::try_from(m.rdev).unwrap_or(0),
         blksize: 128 * 1024,
         flags: 0,
     }
@@ -114,12 +136,7 @@ struct PlainSink<'a>(&'a mut ReplyDirectory);
 
 impl DirSink for PlainSink<'_> {
     fn add(&mut self, ino: u64, offset: u64, name: &str, meta: &Meta) -> bool {
-        let kind = if meta.kind == FileKind::Dir {
-            FileType::Directory
-        } else {
-            FileType::RegularFile
-        };
-        self.0.add(INodeNo(ino), offset, kind, name)
+        self.0.add(INodeNo(ino), offset, file_type(meta.kind), name)
     }
 }
 

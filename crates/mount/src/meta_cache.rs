@@ -89,13 +89,13 @@ impl MetaCache {
         self.attrs
             .get(path)
             .filter(|(_, t)| t.elapsed() < self.attr_ttl)
-            .map(|(m, _)| *m)
+            .map(|(m, _)| m.clone())
     }
 
     /// Cached attributes of `path`, however old: for answering while the
     /// server is unreachable.
     pub fn attr_any(&self, path: &RelPath) -> Option<Meta> {
-        self.attrs.get(path).map(|(m, _)| *m)
+        self.attrs.get(path).map(|(m, _)| m.clone())
     }
 
     /// The last listing of `dir`, however old (see [`MetaCache::attr_any`]).
@@ -105,7 +105,8 @@ impl MetaCache {
 
     /// Records attributes just received.
     pub fn put_attr(&mut self, path: &RelPath, meta: Meta) {
-        self.attrs.insert(path.clone(), (meta, Instant::now()));
+        self.attrs
+            .insert(path.clone(), (meta.clone(), Instant::now()));
     }
 
     /// A fresh listing of `dir`, if cached.
@@ -129,7 +130,7 @@ impl MetaCache {
         }
         for e in &listing.entries {
             if let Ok(p) = dir.join(&e.name) {
-                self.attrs.insert(p, (e.meta, now));
+                self.attrs.insert(p, (e.meta.clone(), now));
             }
         }
         self.dirs.insert(dir.clone(), (listing, now));
@@ -140,7 +141,8 @@ impl MetaCache {
     /// so that looking up the next new name in that directory (`tar x`,
     /// `cp -r`) needs no round trip.
     pub fn note_entry(&mut self, path: &RelPath, meta: Meta) {
-        self.attrs.insert(path.clone(), (meta, Instant::now()));
+        self.attrs
+            .insert(path.clone(), (meta.clone(), Instant::now()));
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return;
         };
@@ -197,6 +199,7 @@ mod tests {
             mode: 0o644,
             mtime: Timestamp::default(),
             version: 1,
+            ..Meta::default()
         }
     }
 

@@ -17,7 +17,7 @@ use rfmount_proto::{
 
 use crate::config::ServerConfig;
 use crate::session::{Conn, Ending};
-use crate::upload::Uploads;
+use crate::upload::{PutArgs, Uploads};
 
 /// Work for one request on a worker thread: returns the request's last
 /// frame, or `None` when the connection is gone.
@@ -26,9 +26,9 @@ pub(crate) type Job = Box<dyn FnOnce(&Conn, &AtomicBool) -> Option<ServerMsg> + 
 /// A listing part is cut once its entries' estimated encoded size passes
 /// this, keeping every part far below `MAX_FRAME`.
 const LIST_PART_BYTES: usize = 256 * 1024;
-/// Encoded size of an entry beyond its name: the name's length prefix and
-/// the fixed-size `Meta` (44 bytes), rounded up.
-const ENTRY_OVERHEAD: usize = 48;
+/// Encoded size of an entry beyond its name and symlink target: the length
+/// prefixes and the fixed-size part of `Meta` (about 110 bytes), rounded up.
+const ENTRY_OVERHEAD: usize = 128;
 
 /// What a request was, for its log line.
 #[derive(Clone)]
@@ -46,12 +46,23 @@ impl Label {
             Op::Get { path, .. } => ("GET", path, String::new()),
             Op::Put { path, .. } => ("PUT", path, String::new()),
             Op::Remove { path } => ("REMOVE", path, String::new()),
-            Op::Rename { from, to } => ("RENAME", from, format!(" to={to}")),
+            Op::Rename { from, to, flags } => {
+                let flags = if *flags == 0 {
+                    String::new()
+                } else {
+                    format!(" flags={flags}")
+                };
+                ("RENAME", from, format!(" to={to}{flags}"))
+            }
             Op::Mkdir { path, .. } => ("MKDIR", path, String::new()),
             Op::Rmdir { path } => ("RMDIR", path, String::new()),
             Op::SetAttr { path, .. } => ("SETATTR", path, String::new()),
             Op::StatFs => ("STATFS", &RelPath::root(), String::new()),
             Op::Ping => ("PING", &RelPath::root(), String::new()),
+            Op::Symlink { path, .. } => ("SYMLINK", path, String::new()),
+            Op::ReadLink { path } => ("READLINK", path, String::new()),
+            Op::Link { from, to } => ("LINK", from, format!(" to={to}")),
+            Op::Mknod { path, .. } => ("MKNOD", path, String::new()),
         };
         Label {
             op: name,
@@ -149,9 +160,17 @@ pub(crate) fn admit(
         size,
         mode,
         mtime,
+        owner,
     } = op
     {
-        uploads.start(conn, id, path, size, mode, mtime);
+        let put = PutArgs {
+            path,
+            size,
+            mode,
+            mtime,
+            owner,
+        };
+        uploads.start(conn, id, put);
         return Ok(());
     }
     if let Err(err) = conn.spawn(
@@ -188,13 +207,13 @@ fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
             writable(conn)?;
             store.remove(&path).map(|()| Reply::Done)
         }
-        Op::Rename { from, to } => {
+        Op::Rename { from, to, flags } => {
             writable(conn)?;
-            store.rename(&from, &to).map(|()| Reply::Done)
+            store.rename(&from, &to, flags).map(|()| Reply::Done)
         }
-        Op::Mkdir { path, mode } => {
+        Op::Mkdir { path, mode, owner } => {
             writable(conn)?;
-            store.mkdir(&path, mode).map(Reply::Meta)
+            store.mkdir(&path, mode, owner).map(Reply::Meta)
         }
         Op::Rmdir { path } => {
             writable(conn)?;
@@ -206,6 +225,29 @@ fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
         }
         Op::StatFs => store.statfs().map(Reply::StatFs),
         Op::Ping => Ok(Reply::Done),
+        Op::Symlink {
+            path,
+            target,
+            owner,
+        } => {
+            writable(conn)?;
+            store.symlink(&path, &target, owner).map(Reply::Meta)
+        }
+        Op::ReadLink { path } => store.readlink(&path).map(Reply::Target),
+        Op::Link { from, to } => {
+            writable(conn)?;
+            store.link(&from, &to).map(Reply::Meta)
+        }
+        Op::Mknod {
+            path,
+            kind,
+            mode,
+            rdev,
+            owner,
+        } => {
+            writable(conn)?;
+            store.mknod(&path, kind, mode, rdev, owner).map(Reply::Meta)
+        }
         Op::List { .. } | Op::Get { .. } | Op::Put { .. } => Err(WireError::new(
             ErrorCode::Invalid,
             "internal error: streaming request on the wrong path",
@@ -282,12 +324,12 @@ fn get(
         log_request(conn, label, Outcome::NotModified, "");
         return Some(ServerMsg::Reply {
             id,
-            result: Ok(Reply::NotModified(meta)),
+            result: Ok(Reply::NotModified(meta.clone())),
         });
     }
     let head = ServerMsg::Reply {
         id,
-        result: Ok(Reply::Get(meta)),
+        result: Ok(Reply::Get(meta.clone())),
     };
     if conn.writer.send(&head).is_err() {
         log_request(conn, label, Outcome::Aborted(0), "");

@@ -72,6 +72,7 @@ fn upload_larger_than_the_free_space_is_refused_up_front() {
             size,
             mode: None,
             mtime: None,
+            owner: None,
         },
     });
     // The refusal comes before any data is sent.

@@ -72,7 +72,7 @@ fn command(r: &dyn Remote, cmd: &str, args: &[&str], out: &mut dyn Write) -> Res
         }
         ("rm", [name]) => r.remove(&remote_path(name)?)?,
         ("mkdir", [name]) => {
-            r.mkdir(&remote_path(name)?, 0o755)?;
+            r.mkdir(&remote_path(name)?, 0o755, None)?;
         }
         ("stat", [name]) => {
             let p = remote_path(name)?;

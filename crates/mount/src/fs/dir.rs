@@ -62,7 +62,7 @@ impl<R: Remote> RemoteFs<R> {
         let mut entries: Vec<(String, Meta)> = listing
             .entries
             .iter()
-            .map(|e| (e.name.clone(), e.meta))
+            .map(|e| (e.name.clone(), e.meta.clone()))
             .collect();
         // Files with unsent changes: the local copy's attributes, never the
         // server's (readdirplus hands them to the kernel, and a stale size

@@ -184,7 +184,7 @@ impl<R: Remote> RemoteFs<R> {
         };
         match outcome {
             Ok(GetOutcome::NotModified(meta)) => {
-                self.meta.lock().put_attr(path, meta);
+                self.meta.lock().put_attr(path, meta.clone());
                 Ok(meta)
             }
             Ok(GetOutcome::Fetched(meta)) => {
@@ -197,7 +197,7 @@ impl<R: Remote> RemoteFs<R> {
                     .finish_fetch(path, tmp, meta.version, size)
                     .map_err(|e| FsError::cache(format!("storing {path}"), e))?;
                 let meta = Meta { size, ..meta };
-                self.meta.lock().put_attr(path, meta);
+                self.meta.lock().put_attr(path, meta.clone());
                 Ok(meta)
             }
             Err(FsError::Remote(e)) if e.code() == Some(ErrorCode::NotFound) => {
@@ -213,8 +213,9 @@ impl<R: Remote> RemoteFs<R> {
                     kind: FileKind::File,
                     size,
                     mode: 0o644,
-                    mtime: Timestamp::default(),
                     version: have.unwrap_or(0),
+                    nlink: 1,
+                    ..Meta::default()
                 }))
             }
             Err(e) => Err(e),
@@ -244,7 +245,7 @@ impl<R: Remote> RemoteFs<R> {
         let file = open_data(&self.cache.data_path(&path), true)
             .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
         let meta = self.local_meta(&path).ok_or_else(FsError::enoent)?;
-        self.meta.lock().note_entry(&path, meta);
+        self.meta.lock().note_entry(&path, meta.clone());
         self.cache.pin(&path);
         let fh = self.register_handle(ino, file, true, state);
         Ok((
@@ -369,6 +370,7 @@ impl<R: Remote> RemoteFs<R> {
         let opts = PutOptions {
             mode: entry.mode,
             mtime: entry.mtime,
+            owner: None,
         };
         let mut src = BufReader::with_capacity(256 * 1024, f);
         Ok(self.remote.put(path, &mut src, size, opts)?)
@@ -431,9 +433,10 @@ impl<R: Remote> RemoteFs<R> {
             size,
             atime,
             mtime,
+            ..SetAttr::default()
         };
         let meta = self.remote.setattr(&path, attr)?;
-        self.meta.lock().put_attr(&path, meta);
+        self.meta.lock().put_attr(&path, meta.clone());
         Ok(Attr { ino, meta })
     }
 
@@ -472,7 +475,7 @@ impl<R: Remote> RemoteFs<R> {
             .file
             .metadata()
             .map_err(|e| FsError::cache("fstat of an unlinked file", e))?;
-        let known = *h.state.detached.lock();
+        let known = h.state.detached.lock().clone();
         let mtime = md
             .modified()
             .map(Timestamp::from_system)
@@ -480,11 +483,14 @@ impl<R: Remote> RemoteFs<R> {
         Ok(Meta {
             kind: FileKind::File,
             size: md.len(),
-            mode: known.map_or(0o644, |m| m.mode),
+            mode: known.as_ref().map_or(0o644, |m| m.mode),
             mtime: known
+                .as_ref()
                 .filter(|m| m.size == md.len())
                 .map_or(mtime, |m| m.mtime),
             version: 0,
+            nlink: 1,
+            ..known.unwrap_or_default()
         })
     }
 
@@ -510,12 +516,11 @@ impl<R: Remote> RemoteFs<R> {
             .ok_or_else(FsError::enoent)?;
         {
             let mut d = h.state.detached.lock();
-            let mut m = d.unwrap_or(Meta {
+            let mut m = d.clone().unwrap_or(Meta {
                 kind: FileKind::File,
-                size: 0,
                 mode: 0o644,
-                mtime: Timestamp::default(),
-                version: 0,
+                nlink: 1,
+                ..Meta::default()
             });
             if let Some(mode) = mode {
                 m.mode = mode & 0o7777;

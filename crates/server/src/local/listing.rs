@@ -71,7 +71,7 @@ impl Iterator for DirStream {
                 Ok(st) => {
                     return Some(Ok(DirEntry {
                         name: utf8,
-                        meta: meta::meta_of(&st),
+                        meta: meta::meta_at(ent.dir, ent.name, &st),
                     }));
                 }
                 // Removed between readdir and stat: it is simply gone.

@@ -28,7 +28,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 
-use rfmount_proto::{ErrorCode, FileKind, Meta, RelPath, SetTime, Timestamp, WireError};
+use rfmount_proto::{ErrorCode, FileKind, Meta, Owner, RelPath, SetTime, Timestamp, WireError};
 
 use super::{meta, sys};
 use crate::store::{PendingPut, StoreResult};
@@ -53,6 +53,9 @@ pub(super) struct LocalPut {
     file: File,
     /// Permission bits of the file being replaced, to keep by default.
     old_mode: Option<u32>,
+    /// The owner to give the file: the replaced file's, or the new file's
+    /// creator; `None` when this server cannot give files away.
+    owner: Option<Owner>,
     committed: bool,
 }
 
@@ -83,8 +86,10 @@ impl LocalPut {
         target: CString,
         path: &RelPath,
         size: u64,
+        owner: Option<Owner>,
     ) -> StoreResult<LocalPut> {
         let io_err = |e: io::Error| WireError::from_io(&e, path);
+        let mut owner = owner;
         let old_mode = match sys::lstatat(dir.as_fd(), &target) {
             Ok(st) if meta::kind_of(&st) == FileKind::Dir => {
                 return Err(WireError::new(
@@ -92,7 +97,16 @@ impl LocalPut {
                     format!("{path}: is a directory"),
                 ));
             }
-            Ok(st) if meta::kind_of(&st) == FileKind::File => Some(st.st_mode & 0o7777),
+            Ok(st) if meta::kind_of(&st) == FileKind::File => {
+                // A replaced file keeps its owner where this server can.
+                if sys::can_chown() {
+                    owner = Some(Owner {
+                        uid: st.st_uid,
+                        gid: st.st_gid,
+                    });
+                }
+                Some(st.st_mode & 0o7777)
+            }
             Ok(_) => None,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
             Err(e) => return Err(io_err(e)),
@@ -113,6 +127,7 @@ impl LocalPut {
             path: path.clone(),
             file: File::from(fd),
             old_mode,
+            owner,
             committed: false,
         };
         // Filesystems without fallocate simply find out while writing.
@@ -131,6 +146,10 @@ impl LocalPut {
         let path = &self.path;
         let io_err = |e: io::Error| WireError::from_io(&e, path);
         let mode = mode.or(self.old_mode).unwrap_or(0o644);
+        // Before the chmod: chown clears setuid/setgid.
+        if let Some(o) = self.owner {
+            sys::chown_fd(self.file.as_fd(), Some(o.uid), Some(o.gid)).map_err(io_err)?;
+        }
         sys::fchmod(self.file.as_fd(), mode).map_err(io_err)?;
         if let Some(t) = mtime {
             sys::futimens(self.file.as_fd(), None, Some(SetTime::At(t))).map_err(io_err)?;

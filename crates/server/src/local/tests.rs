@@ -77,7 +77,7 @@ fn put(
     path: &str,
     data: &[u8],
 ) -> Result<rfmount_proto::Meta, rfmount_proto::WireError> {
-    let mut w = store.begin_put(&p(path), data.len() as u64)?;
+    let mut w = store.begin_put(&p(path), data.len() as u64, None)?;
     w.write_all(data).unwrap();
     w.commit(None, None)
 }
@@ -100,10 +100,10 @@ fn symlink_to_etc_is_refused_for_every_operation() {
     assert_escape(s.stat(&p("etc/passwd")));
     assert_escape(s.list(&p("etc")).map(|_| ()));
     assert_escape(s.open_read(&p("etc/passwd")).map(|(m, _)| m));
-    assert_escape(s.begin_put(&p("etc/rfmount-test"), 1).map(|_| ()));
+    assert_escape(s.begin_put(&p("etc/rfmount-test"), 1, None).map(|_| ()));
     assert_escape(s.remove(&p("etc/rfmount-test")));
-    assert_escape(s.mkdir(&p("etc/rfmount-test"), 0o755));
-    assert_escape(s.rename(&p("f.txt"), &p("etc/rfmount-test")));
+    assert_escape(s.mkdir(&p("etc/rfmount-test"), 0o755, None));
+    assert_escape(s.rename(&p("f.txt"), &p("etc/rfmount-test"), 0));
     assert_escape(s.setattr(&p("etc/passwd"), &SetAttr::default()));
     assert!(!Path::new("/etc/rfmount-test").exists());
     // The link itself is visible for what it is, never followed.
@@ -119,14 +119,39 @@ fn relative_escapes_are_refused() {
     assert_escape(s.list(&p("out")).map(|_| ()));
     assert_escape(s.open_read(&p("out/secret")).map(|(m, _)| m));
     assert_escape(s.open_read(&p("secret_link")).map(|(m, _)| m));
-    assert_escape(s.setattr(
-        &p("secret_link"),
-        &SetAttr {
-            mode: Some(0o777),
-            ..SetAttr::default()
-        },
-    ));
-    assert_escape(s.begin_put(&p("out/new"), 1).map(|_| ()));
+    // SETATTR acts on the link itself (lstat semantics), never on what it
+    // names: a mode cannot be set on a link, and its times are its own.
+    assert_eq!(
+        code(s.setattr(
+            &p("secret_link"),
+            &SetAttr {
+                mode: Some(0o777),
+                ..SetAttr::default()
+            },
+        )),
+        ErrorCode::Invalid
+    );
+    let secret_before = fs::metadata(f.root.join("../outside/secret")).unwrap();
+    let when = Timestamp {
+        secs: 1_000_000_000,
+        nanos: 0,
+    };
+    let m = s
+        .setattr(
+            &p("secret_link"),
+            &SetAttr {
+                mtime: Some(SetTime::At(when)),
+                ..SetAttr::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((m.kind, m.mtime), (FileKind::Symlink, when));
+    let secret_after = fs::metadata(f.root.join("../outside/secret")).unwrap();
+    assert_eq!(
+        secret_before.modified().unwrap(),
+        secret_after.modified().unwrap()
+    );
+    assert_escape(s.begin_put(&p("out/new"), 1, None).map(|_| ()));
     assert!(!f.root.join("../outside/new").exists());
     let secret = f.root.join("../outside/secret");
     assert_eq!(fs::read_to_string(&secret).unwrap(), "secret");
@@ -138,7 +163,7 @@ fn directory_symlink_out_of_the_root_is_refused_below_it() {
     let s = &f.store;
     assert_escape(s.stat(&p("d/sub/x")));
     assert_escape(s.open_read(&p("d/sub/x")).map(|(m, _)| m));
-    assert_escape(s.begin_put(&p("d/sub/x"), 0).map(|_| ()));
+    assert_escape(s.begin_put(&p("d/sub/x"), 0, None).map(|_| ()));
     assert_escape(s.list(&p("d/sub")).map(|_| ()));
 }
 
@@ -189,7 +214,12 @@ fn list_reports_kinds_and_hides_no_name() {
     assert_eq!(kind("d"), FileKind::Dir);
     assert_eq!(kind("f.txt"), FileKind::File);
     assert_eq!(kind("etc"), FileKind::Symlink);
-    let f_meta = entries.iter().find(|e| e.name == "f.txt").unwrap().meta;
+    let f_meta = entries
+        .iter()
+        .find(|e| e.name == "f.txt")
+        .unwrap()
+        .meta
+        .clone();
     assert_eq!(f_meta, f.store.stat(&p("f.txt")).unwrap());
     assert_eq!(f_meta.size, 5);
 }
@@ -220,10 +250,16 @@ fn wrong_kinds_get_their_errno() {
     assert_eq!(code(s.rmdir(&p("f.txt"))), ErrorCode::NotDir);
     assert_eq!(code(s.rmdir(&p("d"))), ErrorCode::NotEmpty);
     assert_eq!(code(s.stat(&p("nope"))), ErrorCode::NotFound);
-    assert_eq!(code(s.mkdir(&p("d"), 0o755)), ErrorCode::Exists);
-    assert_eq!(code(s.begin_put(&p("d"), 0).map(|_| ())), ErrorCode::IsDir);
+    assert_eq!(code(s.mkdir(&p("d"), 0o755, None)), ErrorCode::Exists);
+    assert_eq!(
+        code(s.begin_put(&p("d"), 0, None).map(|_| ())),
+        ErrorCode::IsDir
+    );
     assert_eq!(code(s.rmdir(&RelPath::root())), ErrorCode::Busy);
-    assert_eq!(code(s.rename(&RelPath::root(), &p("x"))), ErrorCode::Busy);
+    assert_eq!(
+        code(s.rename(&RelPath::root(), &p("x"), 0)),
+        ErrorCode::Busy
+    );
 }
 
 #[test]
@@ -232,7 +268,7 @@ fn put_replaces_atomically_and_keeps_mode() {
     fs::set_permissions(f.root.join("f.txt"), fs::Permissions::from_mode(0o600)).unwrap();
     let before = f.store.stat(&p("f.txt")).unwrap();
     let names = disk_names(&f.root);
-    let mut w = f.store.begin_put(&p("f.txt"), 3).unwrap();
+    let mut w = f.store.begin_put(&p("f.txt"), 3, None).unwrap();
     w.write_all(b"new").unwrap();
     // Until the commit, readers see the old content and the upload has no
     // name anywhere.
@@ -251,7 +287,7 @@ fn put_replaces_atomically_and_keeps_mode() {
     assert_eq!(disk_names(&f.root), names, "no staging name is left");
     // A new file gets 0644, or what the client asks for.
     assert_eq!(put(&f.store, "d/new", b"x").unwrap().mode, 0o644);
-    let mut w = f.store.begin_put(&p("d/x"), 0).unwrap();
+    let mut w = f.store.begin_put(&p("d/x"), 0, None).unwrap();
     w.flush().unwrap();
     assert_eq!(w.commit(Some(0o640), None).unwrap().mode, 0o640);
 }
@@ -260,9 +296,9 @@ fn put_replaces_atomically_and_keeps_mode() {
 fn dropped_put_leaves_old_file_and_no_temporary() {
     let f = fixture();
     let names = disk_names(&f.root);
-    let mut w = f.store.begin_put(&p("f.txt"), 10).unwrap();
+    let mut w = f.store.begin_put(&p("f.txt"), 10, None).unwrap();
     w.write_all(b"half").unwrap();
-    let mut n = f.store.begin_put(&p("new.txt"), 10).unwrap();
+    let mut n = f.store.begin_put(&p("new.txt"), 10, None).unwrap();
     n.write_all(b"half").unwrap();
     drop(w);
     drop(n);
@@ -288,9 +324,9 @@ fn put_onto_symlink_replaces_the_link_not_its_target() {
 fn namespace_operations() {
     let f = fixture();
     let s = &f.store;
-    let m = s.mkdir(&p("new"), 0o750).unwrap();
+    let m = s.mkdir(&p("new"), 0o750, None).unwrap();
     assert_eq!((m.kind, m.mode), (FileKind::Dir, 0o750));
-    s.rename(&p("f.txt"), &p("new/g.txt")).unwrap();
+    s.rename(&p("f.txt"), &p("new/g.txt"), 0).unwrap();
     assert_eq!(read_all(s, "new/g.txt"), b"hello");
     assert_eq!(code(s.rmdir(&p("new"))), ErrorCode::NotEmpty);
     s.remove(&p("new/g.txt")).unwrap();
@@ -314,11 +350,20 @@ fn setattr_changes_mode_size_and_times() {
         size: Some(2),
         atime: Some(SetTime::Now),
         mtime: Some(SetTime::At(t)),
+        ..SetAttr::default()
     };
     let m = s.setattr(&p("f.txt"), &attr).unwrap();
     assert_eq!((m.mode, m.size, m.mtime), (0o604, 2, t));
     assert_eq!(read_all(s, "f.txt"), b"he");
-    assert_eq!(s.stat(&p("f.txt")).unwrap(), m);
+    // Reading it may have moved the atime since.
+    let now = s.stat(&p("f.txt")).unwrap();
+    assert_eq!(
+        rfmount_proto::Meta {
+            atime: m.atime,
+            ..now
+        },
+        m
+    );
     let d = s
         .setattr(
             &p("d"),
@@ -359,11 +404,28 @@ fn fifo_is_refused_without_blocking() {
         code(f.store.open_read(&p("fifo")).map(|(m, _)| m)),
         ErrorCode::Invalid
     );
+    // Its attributes change without opening it (which would block).
+    let m = f
+        .store
+        .setattr(
+            &p("fifo"),
+            &SetAttr {
+                mode: Some(0o600),
+                mtime: Some(SetTime::Now),
+                ..SetAttr::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((m.kind, m.mode), (FileKind::Fifo, 0o600));
+    let trunc = SetAttr {
+        size: Some(0),
+        ..SetAttr::default()
+    };
     assert_eq!(
-        code(f.store.setattr(&p("fifo"), &SetAttr::default())),
+        code(f.store.setattr(&p("fifo"), &trunc)),
         ErrorCode::Invalid
     );
-    assert_eq!(f.store.stat(&p("fifo")).unwrap().kind, FileKind::Other);
+    assert_eq!(f.store.stat(&p("fifo")).unwrap().kind, FileKind::Fifo);
 }
 
 #[test]
@@ -376,7 +438,7 @@ fn names_like_the_old_temporaries_are_ordinary_and_survive_a_restart() {
         secs: 1_000_000_000,
         nanos: 0,
     };
-    let mut w = f.store.begin_put(&p("d/.rfput-old.tmp"), 1).unwrap();
+    let mut w = f.store.begin_put(&p("d/.rfput-old.tmp"), 1, None).unwrap();
     w.write_all(b"y").unwrap();
     w.commit(None, Some(old)).unwrap();
     drop(f.store);
@@ -391,4 +453,111 @@ fn names_like_the_old_temporaries_are_ordinary_and_survive_a_restart() {
         assert_eq!(read_all(&store, name), b"x");
     }
     assert_eq!(read_all(&store, "d/.rfput-old.tmp"), b"y");
+}
+
+#[test]
+fn symlinks_are_created_read_and_listed_with_their_targets() {
+    let f = fixture();
+    let s = &f.store;
+    for (name, target) in [
+        ("rel", "f.txt"),
+        ("abs", "/etc/passwd"),
+        ("dangling", "no/such/thing"),
+        ("d/updir", "../d"),
+    ] {
+        let m = s.symlink(&p(name), target, None).unwrap();
+        assert_eq!(m.kind, FileKind::Symlink, "{name}");
+        assert_eq!(m.target.as_deref(), Some(target), "{name}");
+        assert_eq!(m.size, target.len() as u64);
+        assert_eq!(s.readlink(&p(name)).unwrap(), target);
+        assert_eq!(
+            fs::read_link(f.root.join(name)).unwrap().to_str().unwrap(),
+            target
+        );
+        assert_eq!(s.stat(&p(name)).unwrap().target.as_deref(), Some(target));
+    }
+    let listed: Vec<_> = s
+        .list(&RelPath::root())
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|e| e.name == "abs")
+        .collect();
+    assert_eq!(listed[0].meta.target.as_deref(), Some("/etc/passwd"));
+    // Not a link; existing name; a link is never followed to create.
+    assert_eq!(code(s.readlink(&p("f.txt"))), ErrorCode::Invalid);
+    assert_eq!(code(s.symlink(&p("rel"), "x", None)), ErrorCode::Exists);
+    assert_eq!(
+        code(s.symlink(&p("etc/evil"), "x", None)),
+        ErrorCode::Access
+    );
+    assert!(!Path::new("/etc/evil").exists());
+    // Removing and renaming act on the link.
+    s.rename(&p("rel"), &p("rel2"), 0).unwrap();
+    s.remove(&p("rel2")).unwrap();
+    assert_eq!(fs::read_to_string(f.root.join("f.txt")).unwrap(), "hello");
+}
+
+#[test]
+fn hard_links_share_one_file_id_and_count_names() {
+    let f = fixture();
+    let s = &f.store;
+    let a = s.stat(&p("f.txt")).unwrap();
+    assert_eq!(a.nlink, 1);
+    let m = s.link(&p("f.txt"), &p("d/g")).unwrap();
+    assert_eq!(m.file_id, a.file_id);
+    assert_eq!(m.nlink, 2);
+    assert_eq!(s.stat(&p("f.txt")).unwrap().nlink, 2);
+    // A link to a symlink links the symlink itself.
+    let l = s.link(&p("etc"), &p("etc2")).unwrap();
+    assert_eq!(l.kind, FileKind::Symlink);
+    assert_eq!(l.target.as_deref(), Some("/etc"));
+    assert_eq!(code(s.link(&p("d"), &p("d2"))), ErrorCode::Perm);
+    assert_eq!(code(s.link(&p("f.txt"), &p("d/g"))), ErrorCode::Exists);
+    // Directory nlink is the real one: d has no subdirectories.
+    assert_eq!(s.stat(&p("d")).unwrap().nlink, 2);
+    s.mkdir(&p("d/sub2"), 0o755, None).unwrap();
+    assert_eq!(s.stat(&p("d")).unwrap().nlink, 3);
+}
+
+#[test]
+fn fifos_and_sockets_are_made_as_real_nodes() {
+    let f = fixture();
+    let s = &f.store;
+    let m = s.mknod(&p("fifo"), FileKind::Fifo, 0o640, 0, None).unwrap();
+    assert_eq!((m.kind, m.mode), (FileKind::Fifo, 0o640));
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        fs::symlink_metadata(f.root.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    let m = s
+        .mknod(&p("sock"), FileKind::Socket, 0o600, 0, None)
+        .unwrap();
+    assert_eq!(m.kind, FileKind::Socket);
+    assert_eq!(
+        code(s.mknod(&p("x"), FileKind::File, 0o600, 0, None)),
+        ErrorCode::Invalid
+    );
+}
+
+#[test]
+fn rename_flags_noreplace_and_exchange() {
+    use rfmount_proto::{RENAME_EXCHANGE, RENAME_NOREPLACE};
+    let f = fixture();
+    let s = &f.store;
+    assert_eq!(
+        code(s.rename(&p("f.txt"), &p("d/inner.txt"), RENAME_NOREPLACE)),
+        ErrorCode::Exists
+    );
+    assert_eq!(fs::read_to_string(f.root.join("f.txt")).unwrap(), "hello");
+    s.rename(&p("f.txt"), &p("d/inner.txt"), RENAME_EXCHANGE)
+        .unwrap();
+    assert_eq!(fs::read_to_string(f.root.join("f.txt")).unwrap(), "inner");
+    assert_eq!(
+        fs::read_to_string(f.root.join("d/inner.txt")).unwrap(),
+        "hello"
+    );
+    assert_eq!(code(s.rename(&p("f.txt"), &p("z"), 7)), ErrorCode::Invalid);
 }

@@ -231,6 +231,7 @@ impl Client {
                 size: data.len() as u64,
                 mode: None,
                 mtime: None,
+                owner: None,
             },
         });
         for c in data.chunks(chunk) {
