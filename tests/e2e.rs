@@ -67,3 +67,8 @@ mod mount_reftest;
 // read-only export is byte-for-byte and name-for-name unchanged by serving.
 #[path = "e2e/mount_ns_names.rs"]
 mod mount_ns_names;
+
+// Symlinks through the mount: ln -s of every kind, readlink, ls -l with
+// targets and no READLINK, touch -h, tar, cp -a and rsync -a of linked trees.
+#[path = "e2e/mount_ns_symlinks.rs"]
+mod mount_ns_symlinks;

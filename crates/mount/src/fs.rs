@@ -15,6 +15,7 @@
 
 mod dir;
 mod files;
+mod links;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

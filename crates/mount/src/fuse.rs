@@ -498,13 +498,24 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     fn symlink(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _target: &std::path::Path,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        // Symlinks are not part of the protocol yet (see README).
-        reply.error(Errno::from_i32(libc::EPERM));
+        let name = name_or_reply!(link_name, reply);
+        let target = name_or_reply!(target.as_os_str(), reply);
+        match self.fs.symlink(parent.0, name, target, None) {
+            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Err(e) => reply.error(reply_error("symlink", &e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(t) => reply.data(t.as_bytes()),
+            Err(e) => reply.error(reply_error("readlink", &e)),
+        }
     }
 
     fn link(
