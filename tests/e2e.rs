@@ -72,3 +72,8 @@ mod mount_ns_names;
 // targets and no READLINK, touch -h, tar, cp -a and rsync -a of linked trees.
 #[path = "e2e/mount_ns_symlinks.rs"]
 mod mount_ns_symlinks;
+
+// Owners, as root with allow_other,default_permissions: setpriv creates,
+// chown on the server (EPERM from an unprivileged rfserve), idmap and uid=.
+#[path = "e2e/mount_ns_owners.rs"]
+mod mount_ns_owners;

@@ -173,7 +173,7 @@ fn tar_cp_a_and_rsync_a_copy_trees_with_symlinks() {
             "-cf",
             s(&tarball),
             "-C",
-            s(&local.path().to_path_buf()),
+            s(local.path()),
             "src",
         ])
         .ok();

@@ -56,3 +56,7 @@ pub use mount::*;
 #[path = "util/uploads.rs"]
 mod uploads;
 pub use uploads::*;
+
+#[path = "util/identity.rs"]
+mod identity;
+pub use identity::*;

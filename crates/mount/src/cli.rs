@@ -36,7 +36,8 @@ struct Args {
     #[arg(short = 'f', long)]
     foreground: bool,
     /// Mount options: ro, allow_other, default_permissions,
-    /// attr_timeout=SECONDS, dir_timeout=SECONDS (comma-separated).
+    /// attr_timeout=SECONDS, dir_timeout=SECONDS, idmap=none|user, uid=N,
+    /// gid=N (comma-separated).
     #[arg(short = 'o', value_name = "OPTS")]
     options: Vec<String>,
     /// Cache directory (default $XDG_CACHE_HOME/rfmount or ~/.cache/rfmount).

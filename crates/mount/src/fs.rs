@@ -25,7 +25,7 @@ use std::time::SystemTime;
 use log::debug;
 use parking_lot::{Mutex, RwLock};
 use rfmount_client::Remote;
-use rfmount_proto::{ErrorCode, FileKind, Meta, RelPath, Timestamp};
+use rfmount_proto::{ErrorCode, FileKind, Meta, Owner, RelPath, Timestamp};
 
 use crate::data_cache::DataCache;
 use crate::error::{FsError, FsResult};
@@ -71,6 +71,9 @@ pub struct RemoteFs<R: Remote> {
     dirs: RwLock<HashMap<u64, Arc<DirSnapshot>>>,
     next_fh: AtomicU64,
     invalidator: OnceLock<Invalidator>,
+    /// Owners of files created here and not yet uploaded: their first PUT
+    /// creates them on the server with the creator's ids.
+    creators: Mutex<HashMap<RelPath, Owner>>,
 }
 
 impl<R: Remote> RemoteFs<R> {
@@ -88,6 +91,7 @@ impl<R: Remote> RemoteFs<R> {
             dirs: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             invalidator: OnceLock::new(),
+            creators: Mutex::new(HashMap::new()),
         }
     }
 
@@ -235,7 +239,7 @@ impl<R: Remote> RemoteFs<R> {
                 .map(Timestamp::from_system)
                 .unwrap_or_else(|_| Timestamp::from_system(SystemTime::now()))
         });
-        Some(Meta {
+        let mut meta = Meta {
             kind: FileKind::File,
             size: md.len(),
             mode,
@@ -243,7 +247,14 @@ impl<R: Remote> RemoteFs<R> {
             version: entry.version.unwrap_or(0),
             nlink: 1,
             ..server.unwrap_or_default()
-        })
+        };
+        // Created here and not uploaded yet: it belongs to its creator, so
+        // that the kernel's permission checks let them chmod it meanwhile.
+        if let Some(o) = self.creators.lock().get(path) {
+            meta.uid = o.uid;
+            meta.gid = o.gid;
+        }
+        Some(meta)
     }
 
     fn next_fh(&self) -> u64 {
@@ -254,10 +265,16 @@ impl<R: Remote> RemoteFs<R> {
     ///
     /// # Errors
     /// Remote errors (`EEXIST`, `EROFS`, ...).
-    pub fn mkdir(&self, parent: u64, name: &str, mode: u32) -> FsResult<Attr> {
+    pub fn mkdir(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        owner: Option<Owner>,
+    ) -> FsResult<Attr> {
         self.check_writable()?;
         let path = self.child(parent, name)?;
-        let meta = self.remote.mkdir(&path, mode & 0o7777, None)?;
+        let meta = self.remote.mkdir(&path, mode & 0o7777, owner)?;
         let mut mc = self.meta.lock();
         mc.note_entry(&path, meta.clone());
         mc.note_empty_dir(&path);
@@ -287,6 +304,7 @@ impl<R: Remote> RemoteFs<R> {
         self.meta.lock().note_removed(&path);
         self.inodes.lock().detach(&path);
         self.cache.remove(&path);
+        self.creators.lock().remove(&path);
         Ok(())
     }
 
@@ -354,6 +372,10 @@ impl<R: Remote> RemoteFs<R> {
         self.remember_if_open(&to);
         self.inodes.lock().rename(&from, &to);
         self.cache.rename(&from, &to);
+        let mut creators = self.creators.lock();
+        if let Some(o) = creators.remove(&from) {
+            creators.insert(to, o);
+        }
         Ok(())
     }
 

@@ -14,30 +14,53 @@ use fuser::{
 };
 use log::{debug, warn};
 use rfmount_client::Remote;
-use rfmount_proto::{FileKind, Meta, SetTime, Timestamp};
+use rfmount_proto::{FileKind, Meta, Owner, SetTime, Timestamp};
 
 use crate::error::FsError;
 use crate::fs::{Attr, DirSink, Opened, RemoteFs};
+use crate::idmap::{IdMap, IdMapMode};
+use crate::inodes::ROOT;
 
 /// `fuser::Filesystem` over the core.
 pub struct FuseFs<R: Remote> {
     fs: Arc<RemoteFs<R>>,
     ttl: Duration,
-    uid: u32,
-    gid: u32,
+    ids: IdMap,
 }
 
 impl<R: Remote> FuseFs<R> {
-    /// Wraps the core; files appear owned by the mounting user.
+    /// Wraps the core; owners appear as `-o idmap`, `uid` and `gid` say.
     pub fn new(fs: Arc<RemoteFs<R>>) -> Self {
-        let ttl = fs.config().attr_timeout;
+        let cfg = fs.config();
+        let ttl = cfg.attr_timeout;
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        FuseFs { fs, ttl, uid, gid }
+        let local = Owner { uid, gid };
+        let remote = if cfg.idmap == IdMapMode::User {
+            match fs.getattr(ROOT) {
+                Ok(a) => Owner {
+                    uid: a.meta.uid,
+                    gid: a.meta.gid,
+                },
+                Err(e) => {
+                    warn!("idmap=user: cannot read the export root's owner, mapping nothing: {e}");
+                    local
+                }
+            }
+        } else {
+            local
+        };
+        let ids = IdMap::new(cfg.idmap, remote, local, cfg.uid, cfg.gid);
+        FuseFs { fs, ttl, ids }
     }
 
     fn attr(&self, a: &Attr) -> FileAttr {
-        to_file_attr(a.ino, &a.meta, self.uid, self.gid)
+        to_file_attr(a.ino, &a.meta, &self.ids)
+    }
+
+    /// The server owner for an object the caller of `req` creates.
+    fn creator(&self, req: &Request) -> Option<Owner> {
+        Some(self.ids.owner_to_remote(req.uid(), req.gid()))
     }
 }
 
@@ -55,8 +78,9 @@ pub fn file_type(kind: FileKind) -> FileType {
 }
 
 /// Kernel attributes from protocol attributes.
-pub fn to_file_attr(ino: u64, m: &Meta, uid: u32, gid: u32) -> FileAttr {
+pub fn to_file_attr(ino: u64, m: &Meta, ids: &IdMap) -> FileAttr {
     let kind = file_type(m.kind);
+    let (uid, gid) = ids.to_local(m.uid, m.gid);
     // Attributes a peer did not fill in (local placeholders) say 0 links.
     let nlink = match (m.nlink, m.kind) {
         (0, FileKind::Dir) => 2,
@@ -143,13 +167,12 @@ impl DirSink for PlainSink<'_> {
 struct PlusSink<'a> {
     reply: &'a mut ReplyDirectoryPlus,
     ttl: Duration,
-    uid: u32,
-    gid: u32,
+    ids: IdMap,
 }
 
 impl DirSink for PlusSink<'_> {
     fn add(&mut self, ino: u64, offset: u64, name: &str, meta: &Meta) -> bool {
-        let attr = to_file_attr(ino, meta, self.uid, self.gid);
+        let attr = to_file_attr(ino, meta, &self.ids);
         self.reply
             .add(INodeNo(ino), offset, name, &self.ttl, &attr, GEN)
     }
@@ -193,8 +216,8 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         _req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
@@ -206,9 +229,13 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let owner = (
+            uid.map(|u| self.ids.uid_to_remote(u)),
+            gid.map(|g| self.ids.gid_to_remote(g)),
+        );
         match self
             .fs
-            .setattr(ino.0, mode, size, set_time(atime), set_time(mtime))
+            .setattr(ino.0, mode, size, set_time(atime), set_time(mtime), owner)
         {
             Ok(a) => reply.attr(&self.ttl, &self.attr(&a)),
             Err(e) => reply.error(reply_error("setattr", &e)),
@@ -217,7 +244,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -225,7 +252,10 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         reply: ReplyEntry,
     ) {
         let name = name_or_reply!(name, reply);
-        match self.fs.mkdir(parent.0, name, mode & !umask) {
+        match self
+            .fs
+            .mkdir(parent.0, name, mode & !umask, self.creator(req))
+        {
             Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("mkdir", &e)),
         }
@@ -389,8 +419,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         let mut sink = PlusSink {
             reply: &mut reply,
             ttl: self.ttl,
-            uid: self.uid,
-            gid: self.gid,
+            ids: self.ids,
         };
         match self.fs.readdir(fh.0, offset, true, &mut sink) {
             Ok(()) => reply.ok(),
@@ -439,7 +468,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -448,7 +477,10 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         reply: ReplyCreate,
     ) {
         let name = name_or_reply!(name, reply);
-        match self.fs.create(parent.0, name, mode, umask) {
+        match self
+            .fs
+            .create(parent.0, name, mode, umask, self.creator(req))
+        {
             Ok((a, o)) => reply.created(
                 &self.ttl,
                 &self.attr(&a),
@@ -497,7 +529,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &std::path::Path,
@@ -505,7 +537,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     ) {
         let name = name_or_reply!(link_name, reply);
         let target = name_or_reply!(target.as_os_str(), reply);
-        match self.fs.symlink(parent.0, name, target, None) {
+        match self.fs.symlink(parent.0, name, target, self.creator(req)) {
             Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("symlink", &e)),
         }

@@ -19,6 +19,7 @@ pub mod data_cache;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod idmap;
 pub mod inodes;
 pub mod meta_cache;
 pub mod options;

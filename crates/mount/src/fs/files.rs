@@ -11,7 +11,9 @@ use std::time::SystemTime;
 use log::{info, warn};
 use parking_lot::Mutex;
 use rfmount_client::{GetOutcome, PutOptions, Remote};
-use rfmount_proto::{ErrorCode, FileKind, Meta, RelPath, SetAttr, SetTime, Timestamp, Version};
+use rfmount_proto::{
+    ErrorCode, FileKind, Meta, Owner, RelPath, SetAttr, SetTime, Timestamp, Version,
+};
 
 use super::{Attr, Opened, RemoteFs};
 use crate::data_cache::{EntryInfo, open_data};
@@ -57,7 +59,7 @@ fn ebadf() -> FsError {
 }
 
 impl<R: Remote> RemoteFs<R> {
-    fn file_state(&self, ino: u64) -> Arc<FileState> {
+    pub(super) fn file_state(&self, ino: u64) -> Arc<FileState> {
         self.files.lock().entry(ino).or_default().clone()
     }
 
@@ -232,9 +234,13 @@ impl<R: Remote> RemoteFs<R> {
         name: &str,
         mode: u32,
         umask: u32,
+        owner: Option<Owner>,
     ) -> FsResult<(Attr, Opened)> {
         self.check_writable()?;
         let path = self.child(parent, name)?;
+        if let Some(o) = owner {
+            self.creators.lock().insert(path.clone(), o);
+        }
         self.cache
             .create_empty(&path, Some(mode & !umask & 0o7777))
             .map_err(|e| FsError::cache(format!("creating {path}"), e))?;
@@ -339,7 +345,7 @@ impl<R: Remote> RemoteFs<R> {
     }
 
     /// Uploads `ino`'s cached content if it is dirty.
-    fn upload(&self, ino: u64, state: &FileState) -> FsResult<()> {
+    pub(super) fn upload(&self, ino: u64, state: &FileState) -> FsResult<()> {
         let _guard = state.upload.lock();
         // An unlinked file's changes go nowhere, as on a local disk.
         let Some(path) = self.inodes.lock().path(ino) else {
@@ -370,10 +376,12 @@ impl<R: Remote> RemoteFs<R> {
         let opts = PutOptions {
             mode: entry.mode,
             mtime: entry.mtime,
-            owner: None,
+            owner: self.creators.lock().get(path).copied(),
         };
         let mut src = BufReader::with_capacity(256 * 1024, f);
-        Ok(self.remote.put(path, &mut src, size, opts)?)
+        let meta = self.remote.put(path, &mut src, size, opts)?;
+        self.creators.lock().remove(path);
+        Ok(meta)
     }
 
     fn truncate_local(&self, path: &RelPath, state: &FileState, size: u64) -> FsResult<()> {
@@ -400,14 +408,29 @@ impl<R: Remote> RemoteFs<R> {
         size: Option<u64>,
         atime: Option<SetTime>,
         mtime: Option<SetTime>,
+        owner: (Option<u32>, Option<u32>),
     ) -> FsResult<Attr> {
-        if mode.is_none() && size.is_none() && atime.is_none() && mtime.is_none() {
+        let chown = owner.0.is_some() || owner.1.is_some();
+        if !chown && mode.is_none() && size.is_none() && atime.is_none() && mtime.is_none() {
             return self.getattr(ino);
         }
         self.check_writable()?;
         let Some(path) = self.inodes.lock().path(ino) else {
+            if chown {
+                // Its server file is gone: there is no owner left to change.
+                return Err(FsError::Errno {
+                    errno: libc::EPERM,
+                    what: "cannot change the owner of an unlinked file",
+                });
+            }
             return self.setattr_detached(ino, mode, size, mtime);
         };
+        if chown {
+            let a = self.chown(ino, &path, owner.0, owner.1)?;
+            if mode.is_none() && size.is_none() && atime.is_none() && mtime.is_none() {
+                return Ok(a);
+            }
+        }
         let state = self.files.lock().get(&ino).cloned();
         let dirty = self.cache.entry(&path).is_some_and(|e| e.dirty);
         let writing = state

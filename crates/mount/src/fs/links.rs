@@ -3,7 +3,7 @@
 //! cache like a `mkdir`, and read back from it.
 
 use rfmount_client::Remote;
-use rfmount_proto::{ErrorCode, FileKind, Meta, Owner};
+use rfmount_proto::{ErrorCode, FileKind, Meta, Owner, RelPath, SetAttr};
 
 use super::{Attr, RemoteFs};
 use crate::error::{FsError, FsResult};
@@ -51,9 +51,38 @@ impl<R: Remote> RemoteFs<R> {
         }
     }
 
+    /// Changes the owner of `path` on the server. A file with changes not
+    /// yet uploaded may not exist there yet, so it is uploaded first: the
+    /// owner is applied to the real file, or the server's refusal (EPERM)
+    /// reported, and never merely recorded.
+    pub(super) fn chown(
+        &self,
+        ino: u64,
+        path: &RelPath,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> FsResult<Attr> {
+        if self.cache.entry(path).is_some_and(|e| e.dirty) {
+            let state = self.file_state(ino);
+            self.upload(ino, &state)?;
+        }
+        let attr = SetAttr {
+            uid,
+            gid,
+            ..SetAttr::default()
+        };
+        let meta = match self.remote.setattr(path, attr) {
+            Ok(m) => m,
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => return Err(FsError::enoent()),
+            Err(e) => return Err(e.into()),
+        };
+        self.meta.lock().put_attr(path, meta.clone());
+        Ok(Attr { ino, meta })
+    }
+
     /// Records a just-created object at `path` and counts the kernel's
     /// reference to it.
-    fn noted_new(&self, path: &rfmount_proto::RelPath, meta: Meta) -> FsResult<Attr> {
+    fn noted_new(&self, path: &RelPath, meta: Meta) -> FsResult<Attr> {
         self.meta.lock().note_entry(path, meta.clone());
         let ino = self.inodes.lock().lookup(path);
         Ok(Attr { ino, meta })
