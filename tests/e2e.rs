@@ -77,3 +77,8 @@ mod mount_ns_symlinks;
 // chown on the server (EPERM from an unprivileged rfserve), idmap and uid=.
 #[path = "e2e/mount_ns_owners.rs"]
 mod mount_ns_owners;
+
+// Hard links: ln, stat %h %i on both names, writes through one name read
+// through the other, rm of one name, directory nlink, unlinked open files.
+#[path = "e2e/mount_ns_links.rs"]
+mod mount_ns_links;

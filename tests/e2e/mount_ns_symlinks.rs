@@ -169,13 +169,7 @@ fn tar_cp_a_and_rsync_a_copy_trees_with_symlinks() {
     // tar x into the mount, tar c out of it.
     let tarball = local.join("t.tar");
     TestCommand::new("tar")
-        .args([
-            "-cf",
-            s(&tarball),
-            "-C",
-            s(local.path()),
-            "src",
-        ])
+        .args(["-cf", s(&tarball), "-C", s(local.path()), "src"])
         .ok();
     sh(
         &m,

@@ -136,7 +136,16 @@ impl<R: Remote> RemoteFs<R> {
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         let path = self.child(parent, name)?;
         let meta = self.meta_of(&path)?;
-        let ino = self.inodes.lock().lookup(&path);
+        let ino = self.inodes.lock().lookup_linked(&path, linked(&meta));
+        // A second name of a file known here: the first name's attributes
+        // (it may have changes not yet uploaded).
+        let primary = self.inodes.lock().path(ino);
+        if let Some(m) = primary
+            .filter(|p| *p != path)
+            .and_then(|p| self.local_meta(&p))
+        {
+            return Ok(Attr { ino, meta: m });
+        }
         Ok(Attr { ino, meta })
     }
 
@@ -300,10 +309,24 @@ impl<R: Remote> RemoteFs<R> {
             Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
-        self.remember_if_open(&path);
+        let ino = self.inodes.lock().ino(&path);
+        let others = ino.map(|i| self.inodes.lock().names(i)).unwrap_or_default();
+        if others.len() <= 1 {
+            self.remember_if_open(&path);
+        }
         self.meta.lock().note_removed(&path);
-        self.inodes.lock().detach(&path);
-        self.cache.remove(&path);
+        match self.inodes.lock().detach(&path) {
+            // Another name of the same file now carries its inode: its
+            // cached copy (and open descriptors' writes) go with it.
+            Some(heir) => self.cache.rename(&path, &heir),
+            None => self.cache.remove(&path),
+        }
+        // The remaining names' link count dropped.
+        let mut mc = self.meta.lock();
+        for p in others.iter().filter(|p| **p != path) {
+            mc.invalidate(p);
+        }
+        drop(mc);
         self.creators.lock().remove(&path);
         Ok(())
     }
@@ -363,6 +386,9 @@ impl<R: Remote> RemoteFs<R> {
             let moved = mc.attr_any(&from);
             mc.invalidate_tree(&from);
             mc.invalidate_tree(&to);
+            for dir in [from.parent(), to.parent()].into_iter().flatten() {
+                mc.dir_changed(&dir);
+            }
             // rename(2) keeps the mode; a file with unsent changes takes
             // its mode from here until it is uploaded.
             if let Some(m) = moved {
@@ -396,6 +422,12 @@ impl<R: Remote> RemoteFs<R> {
     pub fn statfs(&self) -> FsResult<rfmount_proto::StatFs> {
         Ok(self.remote.statfs()?)
     }
+}
+
+/// The server object a name is, when it has several names (hard links
+/// share one inode); directories never join.
+pub(crate) fn linked(meta: &Meta) -> Option<rfmount_proto::FileId> {
+    (meta.kind != FileKind::Dir && meta.nlink > 1).then_some(meta.file_id)
 }
 
 fn not_empty() -> FsError {

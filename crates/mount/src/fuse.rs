@@ -553,13 +553,16 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     fn link(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        // Hard links cannot be expressed by a path-based protocol.
-        reply.error(Errno::from_i32(libc::EPERM));
+        let name = name_or_reply!(newname, reply);
+        match self.fs.link(ino.0, newparent.0, name) {
+            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Err(e) => reply.error(reply_error("link", &e)),
+        }
     }
 
     fn mknod(

@@ -146,6 +146,7 @@ impl MetaCache {
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return;
         };
+        self.dir_changed(&parent);
         if let Some((l, _)) = self.dirs.get_mut(&parent) {
             Arc::make_mut(l).upsert(name, meta);
         }
@@ -166,8 +167,21 @@ impl MetaCache {
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return;
         };
+        self.dir_changed(&parent);
         if let Some((l, _)) = self.dirs.get_mut(&parent) {
             Arc::make_mut(l).remove(name);
+        }
+    }
+
+    /// Something in `dir` changed through this mount: its own attributes
+    /// (mtime, ctime, nlink) are stale wherever they are cached, in its
+    /// attribute entry and in its parent's listing, so the next look at
+    /// them asks the server. Its own listing, kept up to date in place,
+    /// stays.
+    pub fn dir_changed(&mut self, dir: &RelPath) {
+        self.attrs.remove(dir);
+        if let Some(parent) = dir.parent() {
+            self.dirs.remove(&parent);
         }
     }
 

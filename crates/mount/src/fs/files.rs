@@ -362,7 +362,21 @@ impl<R: Remote> RemoteFs<R> {
                 .map_err(|e| FsError::cache(format!("recording upload of {path}"), e))?;
         }
         *state.kernel_version.lock() = Some(meta.version);
-        self.meta.lock().note_entry(&path, meta);
+        // Every name of a hard-linked file now has these attributes.
+        let names = self.inodes.lock().names(ino);
+        let mut mc = self.meta.lock();
+        for p in names.iter().filter(|p| **p != path) {
+            mc.note_entry(p, meta.clone());
+        }
+        mc.note_entry(&path, meta);
+        drop(mc);
+        // The upload gave the file its name on the server, which changed
+        // the directory's mtime; the kernel may hold the old one, cached
+        // since the create.
+        let parent = path.parent().and_then(|d| self.inodes.lock().ino(&d));
+        if let (Some(pino), Some(inval)) = (parent, self.invalidator.get()) {
+            inval(pino);
+        }
         Ok(())
     }
 
@@ -512,7 +526,8 @@ impl<R: Remote> RemoteFs<R> {
                 .filter(|m| m.size == md.len())
                 .map_or(mtime, |m| m.mtime),
             version: 0,
-            nlink: 1,
+            // No name is left, as fstat of an unlinked file says locally.
+            nlink: 0,
             ..known.unwrap_or_default()
         })
     }

@@ -51,6 +51,36 @@ impl<R: Remote> RemoteFs<R> {
         }
     }
 
+    /// Makes `newname` in `newparent` another name of `ino`. The file must
+    /// exist on the server for that, so unsent changes are uploaded first;
+    /// both names then share `ino` and its one cached copy.
+    ///
+    /// # Errors
+    /// `EROFS`, remote errors (`EEXIST`, `EPERM` for a directory, ...).
+    pub fn link(&self, ino: u64, newparent: u64, newname: &str) -> FsResult<Attr> {
+        self.check_writable()?;
+        let from = self.path(ino)?;
+        let to = self.child(newparent, newname)?;
+        if self.cache.entry(&from).is_some_and(|e| e.dirty) {
+            let state = self.file_state(ino);
+            self.upload(ino, &state)?;
+        }
+        let meta = self.remote.link(&from, &to)?;
+        let names = {
+            let mut inodes = self.inodes.lock();
+            inodes.mark_linked(ino, meta.file_id);
+            let new = inodes.lookup_linked(&to, Some(meta.file_id));
+            debug_assert_eq!(new, ino);
+            inodes.names(ino)
+        };
+        let mut mc = self.meta.lock();
+        for p in &names {
+            mc.note_entry(p, meta.clone());
+        }
+        drop(mc);
+        Ok(Attr { ino, meta })
+    }
+
     /// Changes the owner of `path` on the server. A file with changes not
     /// yet uploaded may not exist there yet, so it is uploaded first: the
     /// owner is applied to the real file, or the server's refusal (EPERM)

@@ -19,13 +19,19 @@
 //! replace a user's file of that name) and renamed over the target at once;
 //! that name exists only between those two system calls.
 //!
+//! A regular file with more than one name (hard links) cannot be replaced:
+//! a new inode would give only this name the new content. Its upload is
+//! still received, checksummed and fsynced in the temporary first, and then
+//! copied over the existing file in place and fsynced; readers on the server
+//! may see that copy half done, as with any in-place write.
+//!
 //! Filesystems without `O_TMPFILE` (some network and FUSE filesystems) get a
 //! named temporary created with `O_EXCL`, which is removed when the upload
 //! ends without a commit; only such a server killed mid-upload leaves one.
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::os::fd::{AsFd, OwnedFd};
 
 use rfmount_proto::{ErrorCode, FileKind, Meta, Owner, RelPath, SetTime, Timestamp, WireError};
@@ -53,6 +59,9 @@ pub(super) struct LocalPut {
     file: File,
     /// Permission bits of the file being replaced, to keep by default.
     old_mode: Option<u32>,
+    /// The replaced file when it has several names: it is rewritten in
+    /// place, as (dev, ino).
+    in_place: Option<(u64, u64)>,
     /// The owner to give the file: the replaced file's, or the new file's
     /// creator; `None` when this server cannot give files away.
     owner: Option<Owner>,
@@ -90,6 +99,7 @@ impl LocalPut {
     ) -> StoreResult<LocalPut> {
         let io_err = |e: io::Error| WireError::from_io(&e, path);
         let mut owner = owner;
+        let mut in_place = None;
         let old_mode = match sys::lstatat(dir.as_fd(), &target) {
             Ok(st) if meta::kind_of(&st) == FileKind::Dir => {
                 return Err(WireError::new(
@@ -105,21 +115,25 @@ impl LocalPut {
                         gid: st.st_gid,
                     });
                 }
+                if st.st_nlink > 1 {
+                    in_place = Some((st.st_dev, st.st_ino));
+                }
                 Some(st.st_mode & 0o7777)
             }
             Ok(_) => None,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
             Err(e) => return Err(io_err(e)),
         };
-        let (temp, fd) =
-            match sys::openat(dir.as_fd(), c".", libc::O_TMPFILE | libc::O_WRONLY, 0o600) {
-                Ok(fd) => (Temp::Unnamed, fd),
-                Err(e) if no_tmpfile(&e) => {
-                    let (name, fd) = create_named(&dir).map_err(io_err)?;
-                    (Temp::Named(name), fd)
-                }
-                Err(e) => return Err(io_err(e)),
-            };
+        // Readable too: an in-place commit copies from it.
+        let (temp, fd) = match sys::openat(dir.as_fd(), c".", libc::O_TMPFILE | libc::O_RDWR, 0o600)
+        {
+            Ok(fd) => (Temp::Unnamed, fd),
+            Err(e) if no_tmpfile(&e) => {
+                let (name, fd) = create_named(&dir).map_err(io_err)?;
+                (Temp::Named(name), fd)
+            }
+            Err(e) => return Err(io_err(e)),
+        };
         let put = LocalPut {
             dir,
             temp,
@@ -127,6 +141,7 @@ impl LocalPut {
             path: path.clone(),
             file: File::from(fd),
             old_mode,
+            in_place,
             owner,
             committed: false,
         };
@@ -143,9 +158,14 @@ impl LocalPut {
     }
 
     fn finish(&mut self, mode: Option<u32>, mtime: Option<Timestamp>) -> StoreResult<Meta> {
+        let mode = mode.or(self.old_mode).unwrap_or(0o644);
+        if let Some(id) = self.in_place {
+            if let Some(meta) = self.rewrite_in_place(id, mode, mtime)? {
+                return Ok(meta);
+            }
+        }
         let path = &self.path;
         let io_err = |e: io::Error| WireError::from_io(&e, path);
-        let mode = mode.or(self.old_mode).unwrap_or(0o644);
         // Before the chmod: chown clears setuid/setgid.
         if let Some(o) = self.owner {
             sys::chown_fd(self.file.as_fd(), Some(o.uid), Some(o.gid)).map_err(io_err)?;
@@ -170,6 +190,46 @@ impl LocalPut {
             .map_err(io_err)?;
         let st = sys::fstat(self.file.as_fd()).map_err(io_err)?;
         Ok(meta::meta_of(&st))
+    }
+
+    /// Copies the received content over the hard-linked target `id`, if it
+    /// is still there with several names; `None` when it is not (then the
+    /// upload replaces whatever is there now, as usual).
+    fn rewrite_in_place(
+        &mut self,
+        id: (u64, u64),
+        mode: u32,
+        mtime: Option<Timestamp>,
+    ) -> StoreResult<Option<Meta>> {
+        let path = &self.path;
+        let io_err = |e: io::Error| WireError::from_io(&e, path);
+        self.file.sync_all().map_err(io_err)?;
+        let flags = libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+        let fd = match sys::openat(self.dir.as_fd(), &self.target, flags, 0) {
+            Ok(fd) => fd,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP)) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(io_err(e)),
+        };
+        let st = sys::fstat(fd.as_fd()).map_err(io_err)?;
+        if (st.st_dev, st.st_ino) != id || st.st_nlink < 2 {
+            return Ok(None);
+        }
+        let mut out = File::from(fd);
+        self.file.rewind().map_err(io_err)?;
+        // std copies file to file with copy_file_range: in the kernel,
+        // never all in memory.
+        let size = io::copy(&mut self.file, &mut out).map_err(io_err)?;
+        out.set_len(size).map_err(io_err)?;
+        sys::fchmod(out.as_fd(), mode).map_err(io_err)?;
+        if let Some(t) = mtime {
+            sys::futimens(out.as_fd(), None, Some(SetTime::At(t))).map_err(io_err)?;
+        }
+        out.sync_all().map_err(io_err)?;
+        // Not `committed`: a named fallback temporary is still to be removed.
+        let st = sys::fstat(out.as_fd()).map_err(io_err)?;
+        Ok(Some(meta::meta_of(&st)))
     }
 
     /// Gives the `O_TMPFILE` file the target's name: directly when the
@@ -204,7 +264,7 @@ fn create_named(dir: &OwnedFd) -> io::Result<(CString, OwnedFd)> {
     let mut tries = 0;
     loop {
         let name = temp_name()?;
-        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
         match sys::openat(dir.as_fd(), &name, flags, 0o600) {
             Ok(fd) => return Ok((name, fd)),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) && tries < NAME_TRIES => {

@@ -513,6 +513,13 @@ fn hard_links_share_one_file_id_and_count_names() {
     assert_eq!(l.target.as_deref(), Some("/etc"));
     assert_eq!(code(s.link(&p("d"), &p("d2"))), ErrorCode::Perm);
     assert_eq!(code(s.link(&p("f.txt"), &p("d/g"))), ErrorCode::Exists);
+    // An upload through one name rewrites the one file: both names see it.
+    let names = disk_names(&f.root);
+    put(s, "f.txt", b"new content").unwrap();
+    assert_eq!(read_all(s, "d/g"), b"new content");
+    let after = s.stat(&p("d/g")).unwrap();
+    assert_eq!((after.file_id, after.nlink), (a.file_id, 2));
+    assert_eq!(disk_names(&f.root), names, "no temporary left");
     // Directory nlink is the real one: d has no subdirectories.
     assert_eq!(s.stat(&p("d")).unwrap().nlink, 2);
     s.mkdir(&p("d/sub2"), 0o755, None).unwrap();
