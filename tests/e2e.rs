@@ -82,3 +82,8 @@ mod mount_ns_owners;
 // through the other, rm of one name, directory nlink, unlinked open files.
 #[path = "e2e/mount_ns_links.rs"]
 mod mount_ns_links;
+
+// Special files: mkfifo, mknod c 1 3 (root), EPERM from an unprivileged
+// rfserve, a unix socket bound and connected inside the mount.
+#[path = "e2e/mount_ns_special.rs"]
+mod mount_ns_special;

@@ -567,15 +567,22 @@ impl<R: Remote> Filesystem for FuseFs<R> {
 
     fn mknod(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _rdev: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        // Device nodes and FIFOs cannot live on a remote export.
-        reply.error(Errno::from_i32(libc::EPERM));
+        let name = name_or_reply!(name, reply);
+        let mode = (mode & libc::S_IFMT) | (mode & !umask & 0o7777);
+        match self
+            .fs
+            .mknod(parent.0, name, mode, u64::from(rdev), self.creator(req))
+        {
+            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Err(e) => reply.error(reply_error("mknod", &e)),
+        }
     }
 }

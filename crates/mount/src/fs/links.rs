@@ -81,6 +81,54 @@ impl<R: Remote> RemoteFs<R> {
         Ok(Attr { ino, meta })
     }
 
+    /// Creates a FIFO, socket or device node (`mode` carries the type bits,
+    /// as mknod(2) has them), or an empty regular file.
+    ///
+    /// # Errors
+    /// `EROFS`, `EINVAL` for an unknown type, remote errors (`EPERM` for a
+    /// device when rfserve is not root).
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        rdev: u64,
+        owner: Option<Owner>,
+    ) -> FsResult<Attr> {
+        self.check_writable()?;
+        let path = self.child(parent, name)?;
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFSOCK => FileKind::Socket,
+            libc::S_IFCHR => FileKind::CharDev,
+            libc::S_IFBLK => FileKind::BlockDev,
+            0 | libc::S_IFREG => {
+                let opts = rfmount_client::PutOptions {
+                    mode: Some(mode & 0o7777),
+                    mtime: None,
+                    owner,
+                };
+                // mknod fails on an existing name; a PUT would replace it.
+                if self.meta_of(&path).is_ok() {
+                    return Err(FsError::Errno {
+                        errno: libc::EEXIST,
+                        what: "file exists",
+                    });
+                }
+                let meta = self.remote.put(&path, &mut std::io::empty(), 0, opts)?;
+                return self.noted_new(&path, meta);
+            }
+            _ => {
+                return Err(FsError::Errno {
+                    errno: libc::EINVAL,
+                    what: "mknod of an unknown file type",
+                });
+            }
+        };
+        let meta = self.remote.mknod(&path, kind, mode & 0o7777, rdev, owner)?;
+        self.noted_new(&path, meta)
+    }
+
     /// Changes the owner of `path` on the server. A file with changes not
     /// yet uploaded may not exist there yet, so it is uploaded first: the
     /// owner is applied to the real file, or the server's refusal (EPERM)
