@@ -87,3 +87,8 @@ mod mount_ns_links;
 // rfserve, a unix socket bound and connected inside the mount.
 #[path = "e2e/mount_ns_special.rs"]
 mod mount_ns_special;
+
+// Times: atime/mtime/ctime as the server has them, touch -a, ctime on
+// chmod, directory times right after changes, rsync -ai with nothing to do.
+#[path = "e2e/mount_ns_times.rs"]
+mod mount_ns_times;

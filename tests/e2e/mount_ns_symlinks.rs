@@ -216,11 +216,6 @@ fn tar_cp_a_and_rsync_a_copy_trees_with_symlinks() {
         fs::read_link(root.join("r/abs")).unwrap().to_str(),
         Some("/usr/share/nothing-here")
     );
-    let again = sh(
-        &m,
-        &srv,
-        &format!("rsync -ai {}/ r/ | grep -v '^\\.d' || true", q(&src)),
-    )
-    .stdout();
-    assert_eq!(again, "", "rsync -ai re-copied links or files");
+    let again = sh(&m, &srv, &format!("rsync -ai {}/ r/", q(&src))).stdout();
+    assert_eq!(again, "", "rsync -ai found something to do");
 }
