@@ -92,3 +92,8 @@ mod mount_ns_special;
 // chmod, directory times right after changes, rsync -ai with nothing to do.
 #[path = "e2e/mount_ns_times.rs"]
 mod mount_ns_times;
+
+// renameat2 flags: RENAME_NOREPLACE and mv -n never replace, RENAME_EXCHANGE
+// swaps files and directories.
+#[path = "e2e/mount_ns_rename.rs"]
+mod mount_ns_rename;

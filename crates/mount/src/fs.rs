@@ -361,14 +361,27 @@ impl<R: Remote> RemoteFs<R> {
         flags: u32,
     ) -> FsResult<()> {
         self.check_writable()?;
-        if flags != 0 {
-            return Err(FsError::Errno {
-                errno: libc::EINVAL,
-                what: "rename flags not supported",
-            });
-        }
         let from = self.child(parent, name)?;
         let to = self.child(newparent, newname)?;
+        match flags {
+            0 => {}
+            libc::RENAME_NOREPLACE => {
+                // Also a file that exists only here, not yet uploaded.
+                if self.meta_of(&to).is_ok() {
+                    return Err(FsError::Errno {
+                        errno: libc::EEXIST,
+                        what: "rename target exists",
+                    });
+                }
+            }
+            libc::RENAME_EXCHANGE => return self.exchange(&from, &to),
+            _ => {
+                return Err(FsError::Errno {
+                    errno: libc::EINVAL,
+                    what: "unsupported rename flags",
+                });
+            }
+        }
         if self.has_unsent_beneath(&to) {
             return Err(not_empty());
         }
@@ -376,7 +389,7 @@ impl<R: Remote> RemoteFs<R> {
             .cache
             .entry(&from)
             .is_some_and(|e| e.dirty && e.version.is_none());
-        match self.remote.rename(&from, &to, 0) {
+        match self.remote.rename(&from, &to, flags) {
             Ok(()) => {}
             Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => {}
             Err(e) => return Err(e.into()),

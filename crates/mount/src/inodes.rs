@@ -247,6 +247,40 @@ impl InodeTable {
         }
     }
 
+    /// Swaps the names `a` and `b` and everything beneath them, as
+    /// `renameat2(RENAME_EXCHANGE)` does.
+    pub fn exchange(&mut self, a: &RelPath, b: &RelPath) {
+        let under = |t: &Self, root: &RelPath| -> Vec<(RelPath, u64)> {
+            t.by_path
+                .iter()
+                .filter(|(p, _)| p.starts_with(root))
+                .map(|(p, &i)| (p.clone(), i))
+                .collect()
+        };
+        let moves: Vec<(RelPath, RelPath, u64)> = under(self, a)
+            .into_iter()
+            .filter_map(|(p, i)| Some((p.rebase(a, b)?, p, i)))
+            .chain(
+                under(self, b)
+                    .into_iter()
+                    .filter_map(|(p, i)| Some((p.rebase(b, a)?, p, i))),
+            )
+            .collect();
+        for (_, old, _) in &moves {
+            self.by_path.remove(old);
+        }
+        for (new, old, ino) in moves {
+            if let Some(i) = self.by_ino.get_mut(&ino) {
+                if i.path.as_ref() == Some(&old) {
+                    i.path = Some(new.clone());
+                } else if let Some(p) = i.others.iter_mut().find(|p| **p == old) {
+                    *p = new.clone();
+                }
+            }
+            self.by_path.insert(new, ino);
+        }
+    }
+
     /// Number of live inodes (for tests and statistics).
     pub fn len(&self) -> usize {
         self.by_ino.len()

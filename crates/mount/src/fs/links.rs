@@ -129,6 +129,53 @@ impl<R: Remote> RemoteFs<R> {
         self.noted_new(&path, meta)
     }
 
+    /// `renameat2(RENAME_EXCHANGE)`: swaps two names on the server. Files
+    /// with unsent changes are uploaded first; a side that is open, or
+    /// holds unsent files beneath it, is refused with EBUSY, since their
+    /// local copies are keyed by the names being swapped.
+    pub(super) fn exchange(&self, a: &RelPath, b: &RelPath) -> FsResult<()> {
+        for p in [a, b] {
+            let ino = self.inodes.lock().ino(p);
+            if let Some(ino) = ino {
+                let state = self.files.lock().get(&ino).cloned();
+                if state.as_ref().is_some_and(|s| s.open_count() > 0) {
+                    return Err(FsError::Errno {
+                        errno: libc::EBUSY,
+                        what: "cannot exchange a file that is open here",
+                    });
+                }
+                if self.cache.entry(p).is_some_and(|e| e.dirty) {
+                    let state = state.unwrap_or_else(|| self.file_state(ino));
+                    self.upload(ino, &state)?;
+                }
+            }
+            if self.has_unsent_beneath(p) {
+                return Err(FsError::Errno {
+                    errno: libc::EBUSY,
+                    what: "files beneath are not uploaded yet",
+                });
+            }
+        }
+        match self.remote.rename(a, b, rfmount_proto::RENAME_EXCHANGE) {
+            Ok(()) => {}
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => return Err(FsError::enoent()),
+            Err(e) => return Err(e.into()),
+        }
+        {
+            let mut mc = self.meta.lock();
+            mc.invalidate_tree(a);
+            mc.invalidate_tree(b);
+            for dir in [a.parent(), b.parent()].into_iter().flatten() {
+                mc.dir_changed(&dir);
+            }
+        }
+        self.inodes.lock().exchange(a, b);
+        // Clean copies are simply fetched again under their new names.
+        self.cache.remove(a);
+        self.cache.remove(b);
+        Ok(())
+    }
+
     /// Changes the owner of `path` on the server. A file with changes not
     /// yet uploaded may not exist there yet, so it is uploaded first: the
     /// owner is applied to the real file, or the server's refusal (EPERM)
