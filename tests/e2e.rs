@@ -97,3 +97,8 @@ mod mount_ns_times;
 // swaps files and directories.
 #[path = "e2e/mount_ns_rename.rs"]
 mod mount_ns_rename;
+
+// Extended attributes: setfattr/getfattr, kept across upload and rename,
+// create/replace flags, cp --preserve=all and rsync -aX.
+#[path = "e2e/mount_ns_xattrs.rs"]
+mod mount_ns_xattrs;

@@ -20,6 +20,7 @@ use crate::remote::{ExportInfo, GetOutcome, PutOptions, Remote};
 struct Node {
     meta: Meta,
     data: Vec<u8>,
+    xattrs: BTreeMap<String, Vec<u8>>,
 }
 
 /// An export held in memory.
@@ -78,6 +79,7 @@ impl MemRemote {
             Node {
                 meta: root,
                 data: Vec::new(),
+                xattrs: BTreeMap::new(),
             },
         );
         MemRemote {
@@ -114,6 +116,7 @@ impl MemRemote {
             nodes.entry(d).or_insert(Node {
                 meta: new_meta(FileKind::Dir, 0o755, v, None),
                 data: Vec::new(),
+                xattrs: BTreeMap::new(),
             });
         }
         let v = self.version();
@@ -126,6 +129,7 @@ impl MemRemote {
             Node {
                 meta,
                 data: data.to_vec(),
+                xattrs: BTreeMap::new(),
             },
         );
     }
@@ -249,10 +253,11 @@ impl Remote for MemRemote {
         }
         let mut nodes = self.nodes.lock();
         Self::parent_dir(&nodes, path)?;
-        let old = match nodes.get(path) {
+        let (old, xattrs) = match nodes.get(path) {
             Some(n) if n.meta.kind == FileKind::Dir => return Err(err(ErrorCode::IsDir, path)),
-            Some(n) if n.meta.kind == FileKind::File => Some(n.meta.clone()),
-            _ => None,
+            // A replaced file keeps its extended attributes, as on rfserve.
+            Some(n) if n.meta.kind == FileKind::File => (Some(n.meta.clone()), n.xattrs.clone()),
+            _ => (None, BTreeMap::new()),
         };
         let owner = old
             .as_ref()
@@ -276,6 +281,7 @@ impl Remote for MemRemote {
             Node {
                 meta: meta.clone(),
                 data,
+                xattrs,
             },
         );
         Ok(meta)
@@ -365,6 +371,7 @@ impl Remote for MemRemote {
             Node {
                 meta: meta.clone(),
                 data: Vec::new(),
+                xattrs: BTreeMap::new(),
             },
         );
         Ok(meta)
@@ -483,10 +490,69 @@ impl Remote for MemRemote {
         let copy = Node {
             meta: n.meta.clone(),
             data: n.data.clone(),
+            xattrs: n.xattrs.clone(),
         };
         let meta = copy.meta.clone();
         nodes.insert(to.clone(), copy);
         Ok(meta)
+    }
+
+    fn getxattr(&self, path: &RelPath, name: &str) -> Result<Vec<u8>, RemoteError> {
+        self.enter("getxattr")?;
+        let nodes = self.nodes.lock();
+        let n = nodes
+            .get(path)
+            .ok_or_else(|| err(ErrorCode::NotFound, path))?;
+        n.xattrs
+            .get(name)
+            .cloned()
+            .ok_or_else(|| err(ErrorCode::NoData, path))
+    }
+
+    fn listxattr(&self, path: &RelPath) -> Result<Vec<String>, RemoteError> {
+        self.enter("listxattr")?;
+        let nodes = self.nodes.lock();
+        let n = nodes
+            .get(path)
+            .ok_or_else(|| err(ErrorCode::NotFound, path))?;
+        Ok(n.xattrs.keys().cloned().collect())
+    }
+
+    fn setxattr(
+        &self,
+        path: &RelPath,
+        name: &str,
+        value: &[u8],
+        flags: u32,
+    ) -> Result<(), RemoteError> {
+        self.enter("setxattr")?;
+        self.writable(path)?;
+        let mut nodes = self.nodes.lock();
+        let n = nodes
+            .get_mut(path)
+            .ok_or_else(|| err(ErrorCode::NotFound, path))?;
+        let exists = n.xattrs.contains_key(name);
+        if flags & rfmount_proto::XATTR_CREATE != 0 && exists {
+            return Err(err(ErrorCode::Exists, path));
+        }
+        if flags & rfmount_proto::XATTR_REPLACE != 0 && !exists {
+            return Err(err(ErrorCode::NoData, path));
+        }
+        n.xattrs.insert(name.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    fn removexattr(&self, path: &RelPath, name: &str) -> Result<(), RemoteError> {
+        self.enter("removexattr")?;
+        self.writable(path)?;
+        let mut nodes = self.nodes.lock();
+        let n = nodes
+            .get_mut(path)
+            .ok_or_else(|| err(ErrorCode::NotFound, path))?;
+        n.xattrs
+            .remove(name)
+            .map(drop)
+            .ok_or_else(|| err(ErrorCode::NoData, path))
     }
 
     fn mknod(
@@ -523,6 +589,7 @@ impl MemRemote {
             Node {
                 meta: meta.clone(),
                 data: Vec::new(),
+                xattrs: BTreeMap::new(),
             },
         );
         Ok(meta)

@@ -154,6 +154,36 @@ pub trait Remote: Send + Sync + 'static {
     /// Service or transport errors.
     fn link(&self, from: &RelPath, to: &RelPath) -> Result<Meta, RemoteError>;
 
+    /// An extended attribute's value.
+    ///
+    /// # Errors
+    /// Service (`NoData` when absent, `NotSupported`) or transport errors.
+    fn getxattr(&self, path: &RelPath, name: &str) -> Result<Vec<u8>, RemoteError>;
+
+    /// The names of an object's extended attributes.
+    ///
+    /// # Errors
+    /// Service or transport errors.
+    fn listxattr(&self, path: &RelPath) -> Result<Vec<String>, RemoteError>;
+
+    /// Sets an extended attribute (`flags`: `XATTR_CREATE`, `XATTR_REPLACE`).
+    ///
+    /// # Errors
+    /// Service (`Exists`, `NoData`, `NotSupported`, ...) or transport errors.
+    fn setxattr(
+        &self,
+        path: &RelPath,
+        name: &str,
+        value: &[u8],
+        flags: u32,
+    ) -> Result<(), RemoteError>;
+
+    /// Removes an extended attribute.
+    ///
+    /// # Errors
+    /// Service (`NoData`) or transport errors.
+    fn removexattr(&self, path: &RelPath, name: &str) -> Result<(), RemoteError>;
+
     /// Creates a FIFO, socket or device node.
     ///
     /// # Errors

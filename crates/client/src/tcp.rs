@@ -327,6 +327,51 @@ impl Remote for TcpRemote {
         }
     }
 
+    fn getxattr(&self, path: &RelPath, name: &str) -> Result<Vec<u8>, RemoteError> {
+        match self.idempotent(Op::GetXattr {
+            path: path.clone(),
+            name: name.to_owned(),
+        })? {
+            Reply::Xattr(v) => Ok(v),
+            r => Err(wrong_reply("GETXATTR", &r)),
+        }
+    }
+
+    fn listxattr(&self, path: &RelPath) -> Result<Vec<String>, RemoteError> {
+        match self.idempotent(Op::ListXattr { path: path.clone() })? {
+            Reply::XattrNames(v) => Ok(v),
+            r => Err(wrong_reply("LISTXATTR", &r)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        path: &RelPath,
+        name: &str,
+        value: &[u8],
+        flags: u32,
+    ) -> Result<(), RemoteError> {
+        done(
+            "SETXATTR",
+            self.simple(Op::SetXattr {
+                path: path.clone(),
+                name: name.to_owned(),
+                value: value.to_vec(),
+                flags,
+            })?,
+        )
+    }
+
+    fn removexattr(&self, path: &RelPath, name: &str) -> Result<(), RemoteError> {
+        done(
+            "REMOVEXATTR",
+            self.simple(Op::RemoveXattr {
+                path: path.clone(),
+                name: name.to_owned(),
+            })?,
+        )
+    }
+
     fn mknod(
         &self,
         path: &RelPath,

@@ -16,6 +16,7 @@
 mod dir;
 mod files;
 mod links;
+mod xattr;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

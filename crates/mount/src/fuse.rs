@@ -146,6 +146,19 @@ fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
     })
 }
 
+/// getxattr/listxattr's protocol: size 0 asks for the length, a buffer too
+/// small is ERANGE.
+fn reply_xattr(reply: fuser::ReplyXattr, value: &[u8], size: u32) {
+    let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+    if size == 0 {
+        reply.size(len);
+    } else if len > size {
+        reply.error(Errno::from_i32(libc::ERANGE));
+    } else {
+        reply.data(value);
+    }
+}
+
 fn open_flags(o: &Opened) -> FopenFlags {
     if o.keep_cache {
         FopenFlags::FOPEN_KEEP_CACHE
@@ -495,36 +508,49 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     fn getxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
+        ino: INodeNo,
+        name: &OsStr,
+        size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        // ENOSYS makes the kernel stop asking (it then answers EOPNOTSUPP
-        // itself), so `ls -l` does not cost a request per file.
-        reply.error(Errno::from_i32(libc::ENOSYS));
+        let name = name_or_reply!(name, reply);
+        match self.fs.getxattr(ino.0, name) {
+            Ok(v) => reply_xattr(reply, &v, size),
+            Err(e) => reply.error(reply_error("getxattr", &e)),
+        }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
-        reply.error(Errno::from_i32(libc::ENOSYS));
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        match self.fs.listxattr(ino.0) {
+            Ok(v) => reply_xattr(reply, &v, size),
+            Err(e) => reply.error(reply_error("listxattr", &e)),
+        }
     }
 
     fn setxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        // Extended attributes are not part of the protocol.
-        reply.error(Errno::from_i32(libc::ENOSYS));
+        let name = name_or_reply!(name, reply);
+        let flags = u32::try_from(flags).unwrap_or(u32::MAX);
+        match self.fs.setxattr(ino.0, name, value, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_error("setxattr", &e)),
+        }
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::from_i32(libc::ENOSYS));
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_or_reply!(name, reply);
+        match self.fs.removexattr(ino.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_error("removexattr", &e)),
+        }
     }
 
     fn symlink(

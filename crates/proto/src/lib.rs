@@ -32,7 +32,7 @@ pub use frame::{FrameError, MAX_FRAME, decode_payload, read_frame, read_payload,
 pub use messages::{
     ClientHello, ClientMsg, DirEntry, FileId, FileKind, Limits, MAGIC, Meta, Op, Owner,
     PROTOCOL_VERSION, RENAME_EXCHANGE, RENAME_NOREPLACE, Reply, ServerHello, ServerMsg, SetAttr,
-    SetTime, StatFs, Timestamp, Version,
+    SetTime, StatFs, Timestamp, Version, XATTR_CREATE, XATTR_REPLACE,
 };
 pub use path::{MAX_NAME, MAX_PATH, PathError, RelPath};
 

@@ -364,7 +364,43 @@ pub enum Op {
         /// Its owner.
         owner: Option<Owner>,
     },
+    /// An extended attribute's value: [`Reply::Xattr`].
+    GetXattr {
+        /// The object itself (a final symlink is not followed).
+        path: RelPath,
+        /// Full name with namespace, e.g. `user.comment`.
+        name: String,
+    },
+    /// Names of an object's extended attributes: [`Reply::XattrNames`].
+    ListXattr {
+        /// The object itself.
+        path: RelPath,
+    },
+    /// Sets an extended attribute: [`Reply::Done`].
+    SetXattr {
+        /// The object itself.
+        path: RelPath,
+        /// Full name with namespace.
+        name: String,
+        /// The value (at most 64 KiB, as Linux allows).
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        /// [`XATTR_CREATE`], [`XATTR_REPLACE`] or 0.
+        flags: u32,
+    },
+    /// Removes an extended attribute: [`Reply::Done`].
+    RemoveXattr {
+        /// The object itself.
+        path: RelPath,
+        /// Full name with namespace.
+        name: String,
+    },
 }
+
+/// [`Op::SetXattr`] flag: fail with `Exists` if the attribute exists.
+pub const XATTR_CREATE: u32 = 1;
+/// [`Op::SetXattr`] flag: fail with `NoData` unless the attribute exists.
+pub const XATTR_REPLACE: u32 = 2;
 
 /// [`Op::Rename`] flag: fail with `Exists` rather than replace the target.
 pub const RENAME_NOREPLACE: u32 = 1;
@@ -393,6 +429,10 @@ pub enum Reply {
     StatFs(StatFs),
     /// A symbolic link's target text.
     Target(String),
+    /// An extended attribute's value.
+    Xattr(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Names of extended attributes.
+    XattrNames(Vec<String>),
 }
 
 /// Client-to-server frames.

@@ -115,6 +115,21 @@ fn all_client_msgs() -> Vec<ClientMsg> {
             rdev: 0x103,
             owner: None,
         },
+        Op::GetXattr {
+            path: p("f"),
+            name: "user.k".into(),
+        },
+        Op::ListXattr { path: p("f") },
+        Op::SetXattr {
+            path: p("f"),
+            name: "user.k".into(),
+            value: vec![0, 1, 2],
+            flags: XATTR_CREATE,
+        },
+        Op::RemoveXattr {
+            path: p("f"),
+            name: "user.k".into(),
+        },
     ];
     let mut msgs = vec![
         ClientMsg::Hello(ClientHello {
@@ -180,6 +195,14 @@ fn all_server_msgs() -> Vec<ServerMsg> {
         ServerMsg::Reply {
             id: 1,
             result: Ok(Reply::Target("../x".into())),
+        },
+        ServerMsg::Reply {
+            id: 1,
+            result: Ok(Reply::Xattr(vec![1, 2, 3])),
+        },
+        ServerMsg::Reply {
+            id: 1,
+            result: Ok(Reply::XattrNames(vec!["user.a".into(), "user.b".into()])),
         },
         ServerMsg::Reply {
             id: 1,
@@ -469,7 +492,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_valid_frames_never_panic(idx in 0usize..24, pos in any::<usize>(), byte in any::<u8>()) {
+    fn mutated_valid_frames_never_panic(idx in 0usize..28, pos in any::<usize>(), byte in any::<u8>()) {
         let msgs = all_client_msgs();
         let m = &msgs[idx % msgs.len()];
         let mut wire = Vec::new();

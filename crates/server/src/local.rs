@@ -12,6 +12,7 @@ mod meta;
 mod put;
 mod resolve;
 mod sys;
+mod xattr;
 
 #[cfg(test)]
 mod tests;
@@ -288,6 +289,22 @@ impl Store for LocalStore {
         owner: Option<Owner>,
     ) -> StoreResult<Meta> {
         self.do_mknod(path, kind, mode, rdev, owner)
+    }
+
+    fn getxattr(&self, path: &RelPath, name: &str) -> StoreResult<Vec<u8>> {
+        self.do_getxattr(path, name)
+    }
+
+    fn listxattr(&self, path: &RelPath) -> StoreResult<Vec<String>> {
+        self.do_listxattr(path)
+    }
+
+    fn setxattr(&self, path: &RelPath, name: &str, value: &[u8], flags: u32) -> StoreResult<()> {
+        self.do_setxattr(path, name, value, flags)
+    }
+
+    fn removexattr(&self, path: &RelPath, name: &str) -> StoreResult<()> {
+        self.do_removexattr(path, name)
     }
 
     fn statfs(&self) -> StoreResult<StatFs> {

@@ -63,6 +63,10 @@ impl Label {
             Op::ReadLink { path } => ("READLINK", path, String::new()),
             Op::Link { from, to } => ("LINK", from, format!(" to={to}")),
             Op::Mknod { path, .. } => ("MKNOD", path, String::new()),
+            Op::GetXattr { path, name } => ("GETXATTR", path, format!(" name={name}")),
+            Op::ListXattr { path } => ("LISTXATTR", path, String::new()),
+            Op::SetXattr { path, name, .. } => ("SETXATTR", path, format!(" name={name}")),
+            Op::RemoveXattr { path, name } => ("REMOVEXATTR", path, format!(" name={name}")),
         };
         Label {
             op: name,
@@ -247,6 +251,23 @@ fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
         } => {
             writable(conn)?;
             store.mknod(&path, kind, mode, rdev, owner).map(Reply::Meta)
+        }
+        Op::GetXattr { path, name } => store.getxattr(&path, &name).map(Reply::Xattr),
+        Op::ListXattr { path } => store.listxattr(&path).map(Reply::XattrNames),
+        Op::SetXattr {
+            path,
+            name,
+            value,
+            flags,
+        } => {
+            writable(conn)?;
+            store
+                .setxattr(&path, &name, &value, flags)
+                .map(|()| Reply::Done)
+        }
+        Op::RemoveXattr { path, name } => {
+            writable(conn)?;
+            store.removexattr(&path, &name).map(|()| Reply::Done)
         }
         Op::List { .. } | Op::Get { .. } | Op::Put { .. } => Err(WireError::new(
             ErrorCode::Invalid,

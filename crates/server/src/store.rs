@@ -101,6 +101,19 @@ pub trait Store: Send + Sync + 'static {
     /// symlink there); returns the object's attributes.
     fn link(&self, from: &RelPath, to: &RelPath) -> StoreResult<Meta>;
 
+    /// The value of extended attribute `name` of `path` itself.
+    fn getxattr(&self, path: &RelPath, name: &str) -> StoreResult<Vec<u8>>;
+
+    /// The names of `path`'s extended attributes.
+    fn listxattr(&self, path: &RelPath) -> StoreResult<Vec<String>>;
+
+    /// Sets extended attribute `name` (flags: `XATTR_CREATE`,
+    /// `XATTR_REPLACE`).
+    fn setxattr(&self, path: &RelPath, name: &str, value: &[u8], flags: u32) -> StoreResult<()>;
+
+    /// Removes extended attribute `name`.
+    fn removexattr(&self, path: &RelPath, name: &str) -> StoreResult<()>;
+
     /// Creates a FIFO, socket or device node.
     fn mknod(
         &self,

@@ -170,6 +170,14 @@ impl LocalPut {
         if let Some(o) = self.owner {
             sys::chown_fd(self.file.as_fd(), Some(o.uid), Some(o.gid)).map_err(io_err)?;
         }
+        // The replaced file's extended attributes belong to the file, not
+        // to this version of its content: carry them over.
+        if self.old_mode.is_some() {
+            let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+            if let Ok(old) = sys::openat(self.dir.as_fd(), &self.target, flags, 0) {
+                super::xattr::copy_all(old.as_fd(), self.file.as_fd()).map_err(io_err)?;
+            }
+        }
         sys::fchmod(self.file.as_fd(), mode).map_err(io_err)?;
         if let Some(t) = mtime {
             sys::futimens(self.file.as_fd(), None, Some(SetTime::At(t))).map_err(io_err)?;

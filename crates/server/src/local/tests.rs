@@ -568,3 +568,41 @@ fn rename_flags_noreplace_and_exchange() {
     );
     assert_eq!(code(s.rename(&p("f.txt"), &p("z"), 7)), ErrorCode::Invalid);
 }
+
+#[test]
+fn xattrs_are_set_read_listed_removed_and_survive_put_and_rename() {
+    use rfmount_proto::{XATTR_CREATE, XATTR_REPLACE};
+    let f = fixture();
+    let s = &f.store;
+    if let Err(e) = s.setxattr(&p("f.txt"), "user.k", b"v", 0) {
+        // tmpfs before 6.6 has no user. xattrs.
+        assert_eq!(e.code, ErrorCode::NotSupported, "{e}");
+        return;
+    }
+    assert_eq!(s.getxattr(&p("f.txt"), "user.k").unwrap(), b"v");
+    assert_eq!(s.listxattr(&p("f.txt")).unwrap(), ["user.k"]);
+    assert_eq!(
+        code(s.setxattr(&p("f.txt"), "user.k", b"w", XATTR_CREATE)),
+        ErrorCode::Exists
+    );
+    assert_eq!(
+        code(s.setxattr(&p("f.txt"), "user.new", b"w", XATTR_REPLACE)),
+        ErrorCode::NoData
+    );
+    assert_eq!(
+        code(s.getxattr(&p("f.txt"), "user.none")),
+        ErrorCode::NoData
+    );
+    // An upload replaces the content, not the file's attributes.
+    put(s, "f.txt", b"replaced").unwrap();
+    assert_eq!(s.getxattr(&p("f.txt"), "user.k").unwrap(), b"v");
+    s.rename(&p("f.txt"), &p("d/moved"), 0).unwrap();
+    assert_eq!(s.getxattr(&p("d/moved"), "user.k").unwrap(), b"v");
+    s.removexattr(&p("d/moved"), "user.k").unwrap();
+    assert!(s.listxattr(&p("d/moved")).unwrap().is_empty());
+    // Never through a symlink.
+    assert_eq!(
+        code(s.getxattr(&p("secret_link"), "user.k")),
+        ErrorCode::NotSupported
+    );
+}
