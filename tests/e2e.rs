@@ -102,3 +102,8 @@ mod mount_ns_rename;
 // create/replace flags, cp --preserve=all and rsync -aX.
 #[path = "e2e/mount_ns_xattrs.rs"]
 mod mount_ns_xattrs;
+
+// Long paths: 200 levels and 4,000 more bytes below the export root,
+// created, written, listed and removed from a deep working directory.
+#[path = "e2e/mount_ns_paths.rs"]
+mod mount_ns_paths;
