@@ -107,3 +107,40 @@ mod mount_ns_xattrs;
 // created, written, listed and removed from a deep working directory.
 #[path = "e2e/mount_ns_paths.rs"]
 mod mount_ns_paths;
+
+// rfmount SIGKILLed mid-write: the server's file is untouched, the partial
+// data recovered as NAME.recovered-HOST-STAMP, closed files uploaded; 3x
+// --cache-size written with the server down never grows the cache past it.
+#[path = "e2e/mount_crash.rs"]
+mod mount_crash;
+// rfserve's availability limits: floods of silent and slow-loris
+// connections, ulimit -n 1024, a trickling PUT on a small disk, login
+// back-off, protocol-1 peers, sessions confined to a subdirectory.
+#[path = "e2e/server_limits.rs"]
+mod server_limits;
+// Outages: a server frozen with SIGSTOP (bounded answers from the cache, EIO
+// for what it lacks, uploads after SIGCONT), a restart, a short -o timeout
+// with large transfers, and a mount started while the server is down.
+#[path = "e2e/mount_outage.rs"]
+mod mount_outage;
+
+// The rfmount process follows its mount: exit within 2 s after fusermount3
+// -u, umount, umount -l or a connection abort; a signal never unmounts a
+// newer mount at the same path.
+#[path = "e2e/mount_lifecycle.rs"]
+mod mount_lifecycle;
+// The system's view: mount(8) with -t fuse.rfmount, 'rfmount#SOURCE' and an
+// fstab line, findmnt, umount, generic and sshfs options, background logs,
+// clean unmounts, SIGHUP/SIGUSR1.
+#[path = "e2e/mount_system.rs"]
+mod mount_system;
+
+// rf ping, rf get and existing files, rf ls escaping, server syntax errors,
+// one-line errors said once, --help texts.
+#[path = "e2e/rf_tools.rs"]
+mod rf_tools;
+
+// scripts/package.sh: a .deb with the binaries, man pages, completions,
+// the rfserve unit and the mount examples.
+#[path = "e2e/dist_package.rs"]
+mod dist_package;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rfmount_proto::{
     AuthKey, ClientHello, ClientMsg, ErrorCode, MAGIC, MAX_FRAME, Op, PROTOCOL_VERSION, RelPath,
-    Reply, ServerHello, ServerMsg, new_nonce, read_frame, write_frame,
+    Reply, ServerHello, ServerMsg, Welcome, new_nonce, read_frame, write_frame,
 };
 
 use crate::util::*;
@@ -37,11 +37,12 @@ fn client_hello(version: u32) -> ClientMsg {
         magic: MAGIC,
         version,
         client_nonce: new_nonce(),
+        subdir: None,
     })
 }
 
-/// Connects and completes the handshake (no authentication).
-fn raw_session(srv: &Server) -> (TcpStream, ServerHello) {
+/// Connects and sends a hello; returns the server's hello.
+fn raw_hello(srv: &Server) -> (TcpStream, ServerHello) {
     let mut c = raw(srv);
     write_frame(&mut c, &client_hello(PROTOCOL_VERSION)).unwrap();
     match read_frame::<_, ServerMsg>(&mut c) {
@@ -51,6 +52,16 @@ fn raw_session(srv: &Server) -> (TcpStream, ServerHello) {
             (c, h)
         }
         other => panic!("expected the server's hello, got {other:?}"),
+    }
+}
+
+/// Connects and completes the handshake (no authentication).
+fn raw_session(srv: &Server) -> (TcpStream, Welcome) {
+    let (mut c, hello) = raw_hello(srv);
+    assert!(hello.auth_challenge.is_none(), "unexpected challenge");
+    match read_frame::<_, ServerMsg>(&mut c) {
+        Ok(ServerMsg::Welcome(w)) => (c, w),
+        other => panic!("expected the server's welcome, got {other:?}"),
     }
 }
 
@@ -223,6 +234,7 @@ fn garbage_peers_are_closed_while_others_are_served() {
             magic: *b"NOPE",
             version: PROTOCOL_VERSION,
             client_nonce: new_nonce(),
+            subdir: None,
         }),
     )
     .unwrap();
@@ -493,7 +505,7 @@ fn requests_before_authentication_are_refused() {
     );
 
     // Skipping the Auth frame.
-    let (mut c, hello) = raw_session(&srv);
+    let (mut c, hello) = raw_hello(&srv);
     assert!(
         hello.auth_challenge.is_some(),
         "no challenge from a server with a token"
@@ -518,7 +530,7 @@ fn requests_before_authentication_are_refused() {
     );
 
     // A wrong proof.
-    let (mut c, _) = raw_session(&srv);
+    let (mut c, _) = raw_hello(&srv);
     write_frame(&mut c, &ClientMsg::Auth { proof: [7u8; 32] }).unwrap();
     let cl = assert_closed(&mut c, Duration::from_secs(5), "wrong proof");
     match cl.frames().first() {
@@ -536,6 +548,7 @@ fn requests_before_authentication_are_refused() {
             magic: MAGIC,
             version: PROTOCOL_VERSION,
             client_nonce: nonce,
+            subdir: None,
         }),
     )
     .unwrap();
@@ -547,6 +560,10 @@ fn requests_before_authentication_are_refused() {
     match read_frame::<_, ServerMsg>(&mut c) {
         Ok(ServerMsg::AuthResult(Ok(()))) => {}
         other => panic!("right proof refused: {other:?}"),
+    }
+    match read_frame::<_, ServerMsg>(&mut c) {
+        Ok(ServerMsg::Welcome(w)) => assert_eq!(w.export_id.len(), 32, "{w:?}"),
+        other => panic!("no welcome after authentication: {other:?}"),
     }
     write_frame(
         &mut c,

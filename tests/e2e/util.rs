@@ -60,3 +60,16 @@ pub use uploads::*;
 #[path = "util/identity.rs"]
 mod identity;
 pub use identity::*;
+
+#[macro_use]
+#[path = "util/limits.rs"]
+mod limits;
+pub use limits::*;
+
+#[path = "util/outage.rs"]
+mod outage;
+pub use outage::*;
+
+#[path = "util/system.rs"]
+mod system;
+pub use system::*;

@@ -6,6 +6,7 @@
 //! host f - | head`) counts as success.
 
 mod format;
+mod ping;
 mod progress;
 mod shell;
 
@@ -18,8 +19,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use rfmount_proto::{FileKind, RelPath};
 
-use crate::connection::ConnectConfig;
 use crate::remote::{GetOutcome, PutOptions, Remote};
+use crate::report::one_line;
+use crate::source::{Source, SourceError};
 use crate::tcp::TcpRemote;
 
 /// Command line of `rf`.
@@ -27,7 +29,10 @@ use crate::tcp::TcpRemote;
 #[command(
     name = "rf",
     version,
-    about = "Command-line client for an rfserve export"
+    about = "Copy, list and change files on an rfserve export without mounting it",
+    after_help = "SERVER is HOST[:PORT][:/SUBDIR] as with rfmount: the port is 9500 when \
+                  omitted, an IPv6 address goes in brackets ([::1]:9500), and /SUBDIR \
+                  works inside that subdirectory of the export."
 )]
 struct Args {
     /// File holding the export's shared secret.
@@ -39,13 +44,18 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// List a directory, `ls -l` style.
+    /// List a directory, `ls -l` style (control characters in names are
+    /// shown as `\n`, `\t`, `\ooo`, like `ls -b`).
     Ls { server: String, dir: Option<String> },
-    /// Download a file (LOCAL `-` writes to stdout).
+    /// Download a file (LOCAL `-` writes to stdout). An existing local file
+    /// is not replaced unless -f is given.
     Get {
         server: String,
         remote: String,
         local: Option<PathBuf>,
+        /// Replace an existing local file.
+        #[arg(short, long)]
+        force: bool,
     },
     /// Upload a file.
     Put {
@@ -73,8 +83,24 @@ enum Cmd {
     Rmdir { server: String, path: String },
     /// Show one entry's attributes.
     Stat { server: String, path: String },
-    /// Interactive shell with ls, get, put, close.
+    /// Interactive shell: ls, cd, get, put, mv, ... with line editing,
+    /// history and completion of remote names; also reads commands from a
+    /// pipe.
     Shell { server: String },
+    /// Check that a server answers: its protocol version, export, whether
+    /// it is read-only and needs a token, and the round-trip time.
+    Ping {
+        server: String,
+        /// Number of pings.
+        #[arg(short = 'c', long, default_value_t = 3,
+              value_parser = clap::value_parser!(u32).range(1..=1000))]
+        count: u32,
+    },
+}
+
+/// The clap definition of `rf`, for man pages and shell completions.
+pub fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
 }
 
 /// Entry point of the `rf` binary.
@@ -91,8 +117,13 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rf: error: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("rf: error: {}", one_line(&e));
+            // A server argument that does not parse is bad usage.
+            if e.downcast_ref::<SourceError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -106,36 +137,22 @@ fn init_logging() {
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+        let io = c.downcast_ref::<io::Error>().or_else(|| {
+            match c.downcast_ref::<crate::error::RemoteError>() {
+                Some(crate::error::RemoteError::Local { error, .. }) => Some(error),
+                _ => None,
+            }
+        });
+        io.is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
     })
 }
 
-fn connect(server: &str, token: Option<&Path>) -> Result<TcpRemote> {
-    let server = with_default_port(server);
-    let mut cfg = ConnectConfig::new(server);
+fn connect(source: &Source, token: Option<&Path>) -> Result<TcpRemote> {
+    let mut cfg = source.connect_config();
     if let Some(t) = token {
         cfg = cfg.with_token_file(t)?;
     }
     Ok(TcpRemote::connect(cfg)?)
-}
-
-/// `host` alone means the default port, as with the classic server.
-fn with_default_port(server: &str) -> String {
-    let port = rfmount_proto::DEFAULT_PORT;
-    if server.starts_with('[') {
-        if server.contains("]:") {
-            server.to_owned()
-        } else {
-            format!("{server}:{port}")
-        }
-    } else if server.matches(':').count() > 1 {
-        format!("[{server}]:{port}")
-    } else if server.contains(':') {
-        server.to_owned()
-    } else {
-        format!("{server}:{port}")
-    }
 }
 
 pub(crate) fn remote_path(s: &str) -> Result<RelPath> {
@@ -153,8 +170,13 @@ fn run(args: Args) -> Result<ExitCode> {
         | Cmd::Mkdir { server, .. }
         | Cmd::Rmdir { server, .. }
         | Cmd::Stat { server, .. }
+        | Cmd::Ping { server, .. }
         | Cmd::Shell { server } => server.clone(),
     };
+    let source = Source::parse(&server)?;
+    if let Cmd::Ping { count, .. } = args.cmd {
+        return ping::run(&source, token, count, &mut io::stdout().lock());
+    }
     // Paths are validated before any connection is made.
     let remote_arg = match &args.cmd {
         Cmd::Ls { dir, .. } => Some(remote_path(dir.as_deref().unwrap_or(""))?),
@@ -164,13 +186,13 @@ fn run(args: Args) -> Result<ExitCode> {
         Cmd::Mkdir { path, .. } | Cmd::Stat { path, .. } => Some(remote_path(path)?),
         _ => None,
     };
-    let r = connect(&server, token)?;
+    let r = connect(&source, token)?;
     let out = &mut io::stdout().lock();
     match args.cmd {
         Cmd::Ls { .. } => ls(&r, &remote_arg.unwrap_or_default(), out)?,
-        Cmd::Get { local, .. } => {
+        Cmd::Get { local, force, .. } => {
             let remote = remote_arg.unwrap_or_default();
-            get(&r, &remote, local.as_deref())?;
+            get(&r, &remote, local.as_deref(), force)?;
         }
         Cmd::Put { local, remote, .. } => {
             put(&r, &local, remote.as_deref())?;
@@ -194,7 +216,8 @@ fn run(args: Args) -> Result<ExitCode> {
             let m = r.stat(&p).with_context(|| format!("stat {p}"))?;
             writeln!(out, "{}", format::stat_text(&p, &m))?;
         }
-        Cmd::Shell { .. } => return shell::run(&r, io::stdin().lock(), out),
+        Cmd::Shell { .. } => return shell::run_stdin(&r, out),
+        Cmd::Ping { .. } => unreachable!("answered before connecting"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -243,8 +266,14 @@ fn mkdir(r: &dyn Remote, p: &RelPath, parents: bool) -> Result<()> {
 /// Downloads `remote` to `local` (default: its name in the current
 /// directory; a directory means "inside it"; `-` is stdout). The content
 /// lands in a temporary file beside the target first, so a failed transfer
-/// never leaves a truncated file under the real name.
-pub(crate) fn get(r: &dyn Remote, remote: &RelPath, local: Option<&Path>) -> Result<PathBuf> {
+/// never leaves a truncated file under the real name. An existing regular
+/// file is only replaced with `force`.
+pub(crate) fn get(
+    r: &dyn Remote,
+    remote: &RelPath,
+    local: Option<&Path>,
+    force: bool,
+) -> Result<PathBuf> {
     let name = remote
         .file_name()
         .ok_or_else(|| anyhow!("get: {remote} is a directory"))?;
@@ -270,6 +299,12 @@ pub(crate) fn get(r: &dyn Remote, remote: &RelPath, local: Option<&Path>) -> Res
         r.get(remote, None, &mut f)
             .with_context(|| format!("get {remote}"))?;
         return Ok(target);
+    }
+    if !force && std::fs::symlink_metadata(&target).is_ok() {
+        bail!(
+            "get {remote}: {} exists (use -f to replace it)",
+            target.display()
+        );
     }
     let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -351,9 +386,10 @@ mod tests {
 
     #[test]
     fn default_port_is_added_only_when_missing() {
-        assert_eq!(with_default_port("host"), "host:9500");
-        assert_eq!(with_default_port("host:1234"), "host:1234");
-        assert_eq!(with_default_port("[::1]:80"), "[::1]:80");
-        assert_eq!(with_default_port("::1"), "[::1]:9500");
+        let addr = |s: &str| Source::parse(s).unwrap().addr();
+        assert_eq!(addr("host"), "host:9500");
+        assert_eq!(addr("host:1234"), "host:1234");
+        assert_eq!(addr("[::1]:80"), "[::1]:80");
+        assert_eq!(addr("::1"), "[::1]:9500");
     }
 }

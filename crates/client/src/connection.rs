@@ -6,29 +6,35 @@
 //! connection and a large `GET` does not hold up a `LIST`. Writers share the
 //! sending half under a mutex held for one whole frame at a time.
 //!
-//! A keep-alive thread pings the server every `keepalive` so that the
-//! server's idle timeout never closes a mount that is merely quiet, and so
-//! that a half-open connection (server host gone) is noticed: the reader
-//! gives up after three silent intervals and fails every waiting caller with
-//! a transport error. A connection that failed is never reused.
+//! A watchdog thread bounds every wait on the server. While anything is
+//! outstanding (a request, an upload, its own ping) it pings every third of
+//! `timeout`, and when the server has shown no progress for `timeout` (no
+//! frame received, no byte of ours accepted by the socket) it declares the
+//! connection dead: the socket is shut down and every waiting caller fails
+//! at once with a transport error. The deadline is on progress, not on total
+//! time, so a large transfer that keeps moving is never cut off. While the
+//! connection is idle it pings every `keepalive`, so that the server's idle
+//! timeout never closes a quiet mount and a dead link is still noticed.
+//! A connection that failed is never reused.
 
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use parking_lot::Mutex;
 use rfmount_proto::{
-    AuthKey, ClientHello, ClientMsg, FrameError, MAGIC, Op, PROTOCOL_VERSION, ServerHello,
-    ServerMsg, new_nonce, read_frame, write_frame,
+    AuthKey, ClientMsg, FrameError, Op, PathError, RelPath, ServerHello, ServerMsg, Welcome,
+    read_frame, write_frame,
 };
 
 use crate::error::RemoteError;
+use crate::handshake;
 
 /// Frames buffered per request before the reader thread waits for the
 /// caller: bounds memory to a few chunks per transfer in flight.
@@ -43,19 +49,51 @@ pub struct ConnectConfig {
     pub token: Option<AuthKey>,
     /// Limit for TCP connect and for the handshake.
     pub connect_timeout: Duration,
-    /// Interval of keep-alive pings; silence for three intervals is a dead link.
+    /// Interval of keep-alive pings on an idle connection.
     pub keepalive: Duration,
+    /// Confine the session to this directory of the export: the server
+    /// resolves every path beneath it and nothing outside is reachable.
+    pub subdir: Option<RelPath>,
+    /// How long the server may show no progress while we wait for it
+    /// before the connection is declared dead.
+    pub timeout: Duration,
 }
 
+/// Default of [`ConnectConfig::timeout`] (and of the connect timeout).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(4);
+
 impl ConnectConfig {
-    /// Defaults for `addr`: no token, 10 s connect timeout, 15 s keep-alive.
+    /// Defaults for `addr`: no token, 4 s progress and connect timeout,
+    /// 15 s keep-alive.
     pub fn new(addr: impl Into<String>) -> Self {
         ConnectConfig {
             addr: addr.into(),
             token: None,
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout: DEFAULT_TIMEOUT,
             keepalive: Duration::from_secs(15),
+            subdir: None,
+            timeout: DEFAULT_TIMEOUT,
         }
+    }
+
+    /// Asks for a session confined to directory `dir` of the export
+    /// (`/sub`, `sub/` and `sub` are the same; `/` or empty is the whole
+    /// export).
+    ///
+    /// # Errors
+    /// When `dir` is not a path inside the export (`..`, NUL, too long).
+    pub fn with_subdir(mut self, dir: &str) -> Result<Self, PathError> {
+        let dir = RelPath::from_user(dir)?;
+        self.subdir = (!dir.is_root()).then_some(dir);
+        Ok(self)
+    }
+
+    /// Sets both the progress timeout and the connect/handshake timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        let t = timeout.max(Duration::from_millis(100));
+        self.timeout = t;
+        self.connect_timeout = t;
+        self
     }
 
     /// Reads the shared secret from a token file.
@@ -82,6 +120,18 @@ struct Shared {
     routes: Mutex<Routes>,
     /// Why the connection died; `Some` means never use it again.
     dead: Mutex<Option<String>>,
+    /// The socket itself, shut down when the connection is declared dead so
+    /// that a reader or writer blocked on it wakes up.
+    sock: TcpStream,
+    /// The last time the server showed progress: a frame arrived, a frame
+    /// of ours was accepted by the socket, or we started waiting.
+    progress: Mutex<Instant>,
+    /// The reader is blocked handing a frame to a slow caller: the wait is
+    /// ours, not the server's.
+    delivering: AtomicBool,
+    /// The connection died because the server stopped making progress (as
+    /// opposed to closing or resetting it).
+    timed_out: AtomicBool,
 }
 
 impl Shared {
@@ -92,15 +142,30 @@ impl Shared {
             *dead = Some(why);
         }
         drop(dead);
+        let _ = self.sock.shutdown(Shutdown::Both);
         // Dropping the senders wakes every waiting caller with an error.
         self.routes.lock().clear();
+    }
+
+    fn note_progress(&self) {
+        *self.progress.lock() = Instant::now();
+    }
+
+    /// Something is outstanding and the server has shown no progress for
+    /// `timeout`.
+    fn stalled(&self, timeout: Duration) -> bool {
+        !self.delivering.load(Ordering::SeqCst)
+            && !self.routes.lock().is_empty()
+            && self.progress.lock().elapsed() > timeout
     }
 }
 
 /// A live, authenticated connection.
 pub struct Connection {
     addr: String,
+    timeout: Duration,
     hello: ServerHello,
+    welcome: Welcome,
     writer: Mutex<TcpStream>,
     shared: Arc<Shared>,
     next_id: AtomicU64,
@@ -122,7 +187,8 @@ impl Connection {
     /// # Errors
     /// `Transport` when the server is unreachable, `Protocol` on a version
     /// mismatch or a non-rfserve peer, `Auth` when credentials are refused or
-    /// missing.
+    /// missing, `Service` when the server turns the client away (busy, too
+    /// many failed authentications, a subdirectory it cannot serve).
     pub fn open(cfg: &ConnectConfig) -> Result<Arc<Connection>, RemoteError> {
         let addr = &cfg.addr;
         let stream = connect(addr, cfg.connect_timeout)?;
@@ -131,81 +197,37 @@ impl Connection {
         stream
             .set_read_timeout(Some(cfg.connect_timeout))
             .map_err(io_err)?;
+        // A send that moves no byte for `timeout` fails: the server has
+        // stopped reading. Progress resets it (it is per system call).
         stream
-            .set_write_timeout(Some(Duration::from_secs(60)))
+            .set_write_timeout(Some(cfg.timeout))
             .map_err(io_err)?;
         let mut reader = stream.try_clone().map_err(io_err)?;
         let mut writer = stream;
 
-        let client_nonce = new_nonce();
-        let hello = ClientMsg::Hello(ClientHello {
-            magic: MAGIC,
-            version: PROTOCOL_VERSION,
-            client_nonce,
-        });
-        write_frame(&mut writer, &hello).map_err(|e| RemoteError::from_frame(e, addr))?;
-        let hello = match read_frame(&mut reader) {
-            Ok(ServerMsg::Hello(h)) if h.magic == MAGIC => h,
-            Ok(ServerMsg::Fatal(e)) => return Err(RemoteError::Service(e)),
-            Ok(_) | Err(FrameError::Decode(_)) | Err(FrameError::TooLarge(_)) => {
-                return Err(RemoteError::Protocol(format!(
-                    "{addr} is not an rfserve server"
-                )));
-            }
-            Err(e) => return Err(RemoteError::from_frame(e, addr)),
-        };
-        if hello.version != PROTOCOL_VERSION {
-            return Err(RemoteError::Protocol(format!(
-                "protocol version mismatch: server {addr} speaks version {}, this client speaks {}",
-                hello.version, PROTOCOL_VERSION
-            )));
-        }
-        if let Some(server_nonce) = hello.auth_challenge {
-            let Some(key) = &cfg.token else {
-                return Err(RemoteError::Auth(format!(
-                    "server {addr} requires a token (use --token-file)"
-                )));
-            };
-            let proof = key.proof(&server_nonce, &client_nonce);
-            write_frame(&mut writer, &ClientMsg::Auth { proof })
-                .map_err(|e| RemoteError::from_frame(e, addr))?;
-            match read_frame(&mut reader) {
-                Ok(ServerMsg::AuthResult(Ok(()))) => {}
-                Ok(ServerMsg::AuthResult(Err(_))) => {
-                    return Err(RemoteError::Auth(format!(
-                        "server {addr} refused the token"
-                    )));
-                }
-                Ok(other) => {
-                    return Err(RemoteError::Protocol(format!(
-                        "unexpected answer to authentication: {other:?}"
-                    )));
-                }
-                // The server closes the connection on a bad proof.
-                Err(e) if e.is_transport() => {
-                    return Err(RemoteError::Auth(format!(
-                        "server {addr} refused the token"
-                    )));
-                }
-                Err(e) => return Err(RemoteError::from_frame(e, addr)),
-            }
-        }
+        let handshake::Greeting { hello, welcome } = handshake::run(&mut reader, &mut writer, cfg)?;
         // Ping often enough that the server's idle timeout never fires on a
         // quiet but healthy connection.
-        let idle = Duration::from_secs(u64::from(hello.limits.idle_timeout_secs.max(1)));
+        let idle = Duration::from_secs(u64::from(welcome.limits.idle_timeout_secs.max(1)));
         let interval = cfg.keepalive.min(idle / 3).max(Duration::from_millis(200));
-        reader
-            .set_read_timeout(Some(interval * 3))
-            .map_err(io_err)?;
+        // The watchdog decides when the server is too slow; the reader
+        // itself never times out, so a frame is never cut in half.
+        reader.set_read_timeout(None).map_err(io_err)?;
 
         let shared = Arc::new(Shared {
             routes: Mutex::new(HashMap::new()),
             dead: Mutex::new(None),
+            sock: writer.try_clone().map_err(io_err)?,
+            progress: Mutex::new(Instant::now()),
+            delivering: AtomicBool::new(false),
+            timed_out: AtomicBool::new(false),
         });
         let (stop_tx, stop_rx) = sync_channel(0);
         let conn = Arc::new(Connection {
             addr: addr.clone(),
+            timeout: cfg.timeout,
             hello,
+            welcome,
             writer: Mutex::new(writer),
             shared: shared.clone(),
             next_id: AtomicU64::new(1),
@@ -217,16 +239,23 @@ impl Connection {
             .spawn(move || read_loop(reader, shared, reader_addr))
             .map_err(|e| RemoteError::local("spawning reader thread", e))?;
         let weak = Arc::downgrade(&conn);
+        let timeout = cfg.timeout;
         thread::Builder::new()
-            .name("rf-keepalive".into())
-            .spawn(move || keepalive_loop(weak, stop_rx, interval))
-            .map_err(|e| RemoteError::local("spawning keep-alive thread", e))?;
+            .name("rf-watchdog".into())
+            .spawn(move || watchdog(weak, stop_rx, timeout, interval))
+            .map_err(|e| RemoteError::local("spawning watchdog thread", e))?;
         Ok(conn)
     }
 
-    /// The server's hello.
+    /// The server's hello: its protocol version and whether it asked for
+    /// a token.
     pub fn hello(&self) -> &ServerHello {
         &self.hello
+    }
+
+    /// The export this session sees: its id, read-only flag and limits.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
     }
 
     /// The address this connection was opened to.
@@ -239,21 +268,59 @@ impl Connection {
         self.shared.dead.lock().clone()
     }
 
+    /// True when it died because the server stopped making progress.
+    pub(crate) fn timed_out(&self) -> bool {
+        self.shared.timed_out.load(Ordering::SeqCst)
+    }
+
+    /// One `PING` and the time until its answer arrived.
+    ///
+    /// # Errors
+    /// `Transport` when the connection breaks, `Service` if the server refuses.
+    pub fn ping(&self) -> Result<Duration, RemoteError> {
+        let started = std::time::Instant::now();
+        let call = self.start(Op::Ping)?;
+        match call.next()? {
+            ServerMsg::Reply { result: Ok(_), .. } => Ok(started.elapsed()),
+            ServerMsg::Reply { result: Err(e), .. } => Err(RemoteError::Service(e)),
+            _ => Err(RemoteError::Protocol(format!(
+                "unexpected answer to a ping from {}",
+                self.addr
+            ))),
+        }
+    }
+
     /// Sends a request and returns the handle that receives its answer.
     ///
     /// # Errors
     /// `Transport` if the connection is dead or the send fails.
     pub(crate) fn start(&self, op: Op) -> Result<Call<'_>, RemoteError> {
+        let (id, rx) = self.start_raw(op)?;
+        Ok(Call { conn: self, id, rx })
+    }
+
+    /// [`Connection::start`] without the guard that unregisters the route.
+    fn start_raw(&self, op: Op) -> Result<(u64, Receiver<ServerMsg>), RemoteError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = sync_channel(ROUTE_DEPTH);
         // Register before sending: the answer may arrive before `send` returns.
-        self.shared.routes.lock().insert(id, tx);
-        let call = Call { conn: self, id, rx };
-        if let Some(why) = self.dead_reason() {
-            return Err(RemoteError::Transport(why));
+        {
+            let mut routes = self.shared.routes.lock();
+            // Time spent idle before this request is no stall of the server.
+            if routes.is_empty() {
+                self.shared.note_progress();
+            }
+            routes.insert(id, tx);
         }
-        self.send(&ClientMsg::Request { id, op })?;
-        Ok(call)
+        let sent = match self.dead_reason() {
+            Some(why) => Err(RemoteError::Transport(why)),
+            None => self.send(&ClientMsg::Request { id, op }),
+        };
+        if let Err(e) = sent {
+            self.shared.routes.lock().remove(&id);
+            return Err(e);
+        }
+        Ok((id, rx))
     }
 
     /// Writes one frame.
@@ -263,12 +330,26 @@ impl Connection {
     pub(crate) fn send(&self, msg: &ClientMsg) -> Result<(), RemoteError> {
         let mut w = self.writer.lock();
         if let Err(e) = write_frame(&mut *w, msg) {
-            let why = format!("connection to {} lost: {e}", self.addr);
+            let why = match self.dead_reason() {
+                Some(why) => why,
+                None if e.is_transport() && is_timeout(&e) => {
+                    self.shared.timed_out.store(true, Ordering::SeqCst);
+                    format!(
+                        "server {} stopped accepting data (no progress for {} s)",
+                        self.addr,
+                        secs(self.timeout)
+                    )
+                }
+                None => format!("connection to {} lost: {e}", self.addr),
+            };
             let _ = w.shutdown(Shutdown::Both);
             drop(w);
             self.shared.kill(why.clone());
             return Err(RemoteError::Transport(why));
         }
+        drop(w);
+        // The socket took our frame: the server is reading.
+        self.shared.note_progress();
         Ok(())
     }
 }
@@ -338,16 +419,9 @@ fn read_loop(mut reader: TcpStream, shared: Arc<Shared>, addr: String) {
         let msg: ServerMsg = match read_frame(&mut reader) {
             Ok(m) => m,
             Err(FrameError::Closed) => break format!("server {addr} closed the connection"),
-            Err(FrameError::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                break format!("server {addr} stopped answering");
-            }
             Err(e) => break format!("connection to {addr} lost: {e}"),
         };
+        shared.note_progress();
         let id = match &msg {
             ServerMsg::Reply { id, .. }
             | ServerMsg::Data { id, .. }
@@ -359,16 +433,41 @@ fn read_loop(mut reader: TcpStream, shared: Arc<Shared>, addr: String) {
         if let Some(tx) = route {
             // Blocks while the caller is ROUTE_DEPTH frames behind: that is
             // the backpressure that keeps memory bounded.
+            shared.delivering.store(true, Ordering::SeqCst);
             let _ = tx.send(msg);
+            shared.delivering.store(false, Ordering::SeqCst);
+            shared.note_progress();
         }
     };
     let _ = reader.shutdown(Shutdown::Both);
     shared.kill(why);
 }
 
-fn keepalive_loop(conn: std::sync::Weak<Connection>, stop: Receiver<()>, interval: Duration) {
+pub(crate) fn is_timeout(e: &FrameError) -> bool {
+    matches!(e, FrameError::Io(e) if matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    ))
+}
+
+pub(crate) fn secs(d: Duration) -> String {
+    format!("{}", (d.as_secs_f64() * 10.0).round() / 10.0)
+}
+
+/// Pings and watches the connection until it dies or is dropped (see the
+/// module comment).
+fn watchdog(
+    conn: std::sync::Weak<Connection>,
+    stop: Receiver<()>,
+    timeout: Duration,
+    idle_interval: Duration,
+) {
+    let tick = (timeout / 40).clamp(Duration::from_millis(20), Duration::from_millis(100));
+    let busy_interval = timeout / 3;
+    let mut last_ping = Instant::now();
+    let mut ping: Option<(u64, Receiver<ServerMsg>)> = None;
     loop {
-        match stop.recv_timeout(interval) {
+        match stop.recv_timeout(tick) {
             Err(RecvTimeoutError::Timeout) => {}
             _ => return,
         }
@@ -376,11 +475,41 @@ fn keepalive_loop(conn: std::sync::Weak<Connection>, stop: Receiver<()>, interva
         if conn.dead_reason().is_some() {
             return;
         }
-        // The answer is dropped unread: receiving anything is what keeps the
-        // reader's timeout from firing.
-        if let Err(e) = conn.start(Op::Ping) {
-            warn!("keep-alive to {} failed: {e}", conn.addr);
+        if let Some((id, rx)) = &ping {
+            if !matches!(rx.try_recv(), Err(TryRecvError::Empty)) {
+                conn.shared.routes.lock().remove(id);
+                ping = None;
+            }
+        }
+        if conn.shared.stalled(timeout) {
+            conn.shared.timed_out.store(true, Ordering::SeqCst);
+            conn.shared.kill(format!(
+                "server {} did not answer for {} s",
+                conn.addr,
+                secs(timeout)
+            ));
             return;
+        }
+        if ping.is_some() {
+            continue;
+        }
+        let waiting = !conn.shared.routes.lock().is_empty();
+        let every = if waiting {
+            busy_interval
+        } else {
+            idle_interval
+        };
+        // A sender blocked on a full socket must not block the watchdog
+        // too: it has to stay free to notice the stall.
+        if last_ping.elapsed() >= every && !conn.writer.is_locked() {
+            last_ping = Instant::now();
+            match conn.start_raw(Op::Ping) {
+                Ok(p) => ping = Some(p),
+                Err(e) => {
+                    warn!("keep-alive to {} failed: {e}", conn.addr);
+                    return;
+                }
+            }
         }
     }
 }

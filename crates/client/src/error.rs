@@ -7,7 +7,7 @@ use rfmount_proto::{ErrorCode, FrameError, WireError};
 pub enum RemoteError {
     /// The server answered with an error: the operation is refused for a
     /// reason any store can give (not found, exists, read-only, no space).
-    #[error("{0}")]
+    #[error("{}", service_text(.0))]
     Service(WireError),
     /// The server could not be reached or the connection broke. Nothing is
     /// known about whether a mutating request was applied; data should be
@@ -22,12 +22,14 @@ pub enum RemoteError {
     #[error("authentication failed: {0}")]
     Auth(String),
     /// A local file we read from or wrote to failed.
-    #[error("{context}: {source}")]
+    // Not `#[source]`: the message already ends with the I/O error, and a
+    // chain printer would say it twice.
+    #[error("{context}: {error}")]
     Local {
         /// What we were doing.
         context: String,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -39,7 +41,7 @@ impl RemoteError {
             RemoteError::Transport(_) => libc::EIO,
             RemoteError::Protocol(_) => libc::EPROTO,
             RemoteError::Auth(_) => libc::EACCES,
-            RemoteError::Local { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            RemoteError::Local { error, .. } => error.raw_os_error().unwrap_or(libc::EIO),
         }
     }
 
@@ -59,7 +61,7 @@ impl RemoteError {
     pub(crate) fn local(context: impl Into<String>, source: std::io::Error) -> Self {
         RemoteError::Local {
             context: context.into(),
-            source,
+            error: source,
         }
     }
 
@@ -69,6 +71,18 @@ impl RemoteError {
         } else {
             RemoteError::Protocol(format!("bad frame from {addr}: {err}"))
         }
+    }
+}
+
+/// The server's verdict for a user. A message that merely repeats the code
+/// as the server's own I/O error (`/x: No such file or directory (os error
+/// 2)`) adds nothing but a second copy of the reason, and the caller names
+/// the path already, so only the code's description is kept.
+fn service_text(e: &WireError) -> String {
+    if e.message.is_empty() || e.message.contains("(os error ") {
+        e.code.describe().to_owned()
+    } else {
+        e.to_string()
     }
 }
 

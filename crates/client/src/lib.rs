@@ -21,13 +21,17 @@
 pub mod cli;
 mod connection;
 mod error;
+mod handshake;
 #[cfg(any(test, feature = "mock"))]
 #[doc(hidden)]
 pub mod mock;
 mod remote;
+pub mod report;
+pub mod source;
 mod tcp;
 
-pub use connection::{ConnectConfig, Connection};
+pub use connection::{ConnectConfig, Connection, DEFAULT_TIMEOUT};
 pub use error::RemoteError;
 pub use remote::{ExportInfo, GetOutcome, PutOptions, Remote};
+pub use source::{Source, SourceError};
 pub use tcp::TcpRemote;

@@ -5,12 +5,25 @@
 //! broke after it was sent fails with a transport error, because the server
 //! may or may not have applied it. Only read-only requests (`LIST`, `STAT`,
 //! `STATFS`) are retried once on a fresh connection.
+//!
+//! Once the server is known unreachable (a request timed out, the
+//! connection broke, a connect was refused) the remote is *down*: requests
+//! fail at once with a transport error instead of each waiting for its own
+//! timeout, and a background thread reconnects with exponential back-off.
+//! A server that refuses or resets is retried with exponential back-off,
+//! and a request made while the reconnector sleeps wakes it and waits a
+//! moment for that attempt, so the first request after the server is back
+//! works. A server that is silent (stopped, or a link dropping packets) is
+//! retried at once after each attempt times out, so an attempt is nearly
+//! always waiting on it and succeeds the moment it answers again; requests
+//! wait only a moment (100 ms) for those attempts.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use log::info;
-use parking_lot::Mutex;
+use log::{info, warn};
+use parking_lot::{Condvar, Mutex};
 use rfmount_proto::{
     CHUNK_SIZE, ClientMsg, DirEntry, ErrorCode, FileKind, Hasher, Meta, Op, Owner, RelPath, Reply,
     ServerMsg, SetAttr, StatFs, Version, WireError,
@@ -20,12 +33,177 @@ use crate::connection::{Call, ConnectConfig, Connection};
 use crate::error::RemoteError;
 use crate::remote::{ExportInfo, GetOutcome, PutOptions, Remote};
 
+/// First pause between reconnect attempts; doubled after each failure that
+/// was not a timeout.
+const BACKOFF_START: Duration = Duration::from_millis(200);
+/// Longest pause between reconnect attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a request made while the server is down waits for the
+/// reconnect attempt it triggered (a refused connect fails far sooner).
+const KICK_WAIT: Duration = Duration::from_millis(500);
+/// The same for a silent server: an attempt on it finishes at once when it
+/// answers again, or only after the whole timeout.
+const SILENT_WAIT: Duration = Duration::from_millis(100);
+
 /// The real [`Remote`]: one multiplexed connection, reopened on demand.
 #[derive(Debug)]
 pub struct TcpRemote {
-    cfg: ConnectConfig,
     info: ExportInfo,
-    conn: Mutex<Option<Arc<Connection>>>,
+    link: Arc<Link>,
+}
+
+#[derive(Debug)]
+struct Link {
+    cfg: ConnectConfig,
+    export_id: String,
+    state: Mutex<LinkState>,
+    changed: Condvar,
+}
+
+#[derive(Debug)]
+struct LinkState {
+    conn: Option<Arc<Connection>>,
+    /// Why the server is unreachable, while it is.
+    down: Option<String>,
+    /// A reconnect attempt is running.
+    attempting: bool,
+    /// A request asked for an attempt now.
+    kick: bool,
+    /// Attempts finished so far.
+    attempts: u64,
+    next_attempt: Instant,
+    backoff: Duration,
+    /// The last failure was a timeout: the server is silent, and a new
+    /// attempt will most likely wait the whole timeout too.
+    silent: bool,
+    reconnector: bool,
+    stop: bool,
+}
+
+impl Link {
+    fn new(cfg: ConnectConfig, export_id: String, conn: Option<Arc<Connection>>) -> Arc<Link> {
+        Arc::new(Link {
+            cfg,
+            export_id,
+            state: Mutex::new(LinkState {
+                conn,
+                down: None,
+                attempting: false,
+                kick: false,
+                attempts: 0,
+                next_attempt: Instant::now(),
+                backoff: BACKOFF_START,
+                silent: false,
+                reconnector: false,
+                stop: false,
+            }),
+            changed: Condvar::new(),
+        })
+    }
+
+    /// Marks the server unreachable (`silent`: it stopped answering) and
+    /// makes sure the reconnector runs.
+    fn go_down(self: &Arc<Self>, st: &mut LinkState, why: String, silent: bool) {
+        st.conn = None;
+        st.silent = silent;
+        if st.down.is_none() {
+            warn!(
+                "server {} unreachable, answering from the cache until it is back: {why}",
+                self.cfg.addr
+            );
+            st.next_attempt = Instant::now();
+            st.backoff = BACKOFF_START;
+        }
+        st.down = Some(why);
+        if !st.reconnector {
+            let link = self.clone();
+            match std::thread::Builder::new()
+                .name("rf-reconnect".into())
+                .spawn(move || link.reconnect_loop())
+            {
+                Ok(_) => st.reconnector = true,
+                Err(e) => warn!("cannot start the reconnect thread: {e}"),
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    fn reconnect_loop(&self) {
+        loop {
+            let mut st = self.state.lock();
+            loop {
+                if st.stop {
+                    return;
+                }
+                let due = st.kick || Instant::now() >= st.next_attempt;
+                if st.conn.is_none() && due {
+                    break;
+                }
+                if st.conn.is_some() {
+                    self.changed.wait(&mut st);
+                } else {
+                    let at = st.next_attempt;
+                    self.changed.wait_until(&mut st, at);
+                }
+            }
+            st.kick = false;
+            st.attempting = true;
+            drop(st);
+            let started = Instant::now();
+            let result = self.open();
+            let timed_out = started.elapsed() >= self.cfg.connect_timeout / 2;
+            let mut st = self.state.lock();
+            st.attempting = false;
+            st.attempts += 1;
+            match result {
+                Ok(c) => {
+                    info!("reconnected to {}", self.cfg.addr);
+                    st.conn = Some(c);
+                    st.down = None;
+                    st.silent = false;
+                    st.backoff = BACKOFF_START;
+                }
+                Err(e) => {
+                    log::debug!("reconnect to {} failed: {e}", self.cfg.addr);
+                    if !e.is_transport() {
+                        warn!("reconnect to {} failed: {e}", self.cfg.addr);
+                    }
+                    st.down = Some(e.to_string());
+                    st.silent = timed_out && e.is_transport();
+                    if st.silent {
+                        // It cost a whole timeout already; waiting longer
+                        // would only delay noticing that it is back.
+                        st.next_attempt = Instant::now() + BACKOFF_START;
+                    } else {
+                        st.next_attempt = Instant::now() + st.backoff;
+                        st.backoff = (st.backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+            self.changed.notify_all();
+        }
+    }
+
+    /// A fresh connection to the same export.
+    fn open(&self) -> Result<Arc<Connection>, RemoteError> {
+        let c = Connection::open(&self.cfg)?;
+        if c.welcome().export_id != self.export_id {
+            return Err(RemoteError::Protocol(format!(
+                "server {} now serves a different export ({} instead of {})",
+                self.cfg.addr,
+                c.welcome().export_id,
+                self.export_id
+            )));
+        }
+        Ok(c)
+    }
+}
+
+impl Drop for TcpRemote {
+    fn drop(&mut self) {
+        self.link.state.lock().stop = true;
+        self.link.changed.notify_all();
+    }
 }
 
 impl TcpRemote {
@@ -37,39 +215,62 @@ impl TcpRemote {
     pub fn connect(cfg: ConnectConfig) -> Result<Self, RemoteError> {
         let conn = Connection::open(&cfg)?;
         let info = ExportInfo {
-            export_id: conn.hello().export_id.clone(),
-            read_only: conn.hello().read_only,
+            export_id: conn.welcome().export_id.clone(),
+            read_only: conn.welcome().read_only,
         };
-        Ok(TcpRemote {
-            cfg,
-            info,
-            conn: Mutex::new(Some(conn)),
-        })
+        let link = Link::new(cfg, info.export_id.clone(), Some(conn));
+        Ok(TcpRemote { info, link })
     }
 
-    /// The live connection, reconnecting if the last one died.
+    /// A remote for an export known from an earlier connection while its
+    /// server is unreachable: every request fails with a transport error
+    /// until a background reconnect reaches the server and finds the same
+    /// export there.
+    pub fn offline(cfg: ConnectConfig, info: ExportInfo, why: String) -> Self {
+        let link = Link::new(cfg, info.export_id.clone(), None);
+        {
+            let mut st = link.state.lock();
+            // The caller reports this start itself; no second warning.
+            st.down = Some(why.clone());
+            link.go_down(&mut st, why, false);
+        }
+        TcpRemote { info, link }
+    }
+
+    /// True while a live connection exists (the server answered lately).
+    pub fn is_online(&self) -> bool {
+        let st = self.link.state.lock();
+        st.conn.as_ref().is_some_and(|c| c.dead_reason().is_none())
+    }
+
+    /// The live connection. While the server is down this fails at once,
+    /// after waking the reconnector and giving its attempt [`KICK_WAIT`]
+    /// ([`SILENT_WAIT`] for a silent server).
     fn conn(&self) -> Result<Arc<Connection>, RemoteError> {
-        let mut slot = self.conn.lock();
-        if let Some(c) = slot.as_ref() {
-            if c.dead_reason().is_none() {
-                return Ok(c.clone());
+        let link = &self.link;
+        let mut st = link.state.lock();
+        if let Some(c) = st.conn.clone() {
+            match c.dead_reason() {
+                None => return Ok(c),
+                Some(why) => link.go_down(&mut st, why, c.timed_out()),
             }
         }
-        *slot = None;
-        // Holding the slot lock while connecting keeps concurrent callers
-        // from opening a connection each.
-        let c = Connection::open(&self.cfg)?;
-        if c.hello().export_id != self.info.export_id {
-            return Err(RemoteError::Protocol(format!(
-                "server {} now serves a different export ({} instead of {})",
-                self.cfg.addr,
-                c.hello().export_id,
-                self.info.export_id
-            )));
+        // Wake the reconnector and give its attempt a moment: if the server
+        // is back, this very request works.
+        if !st.attempting {
+            st.kick = true;
+            link.changed.notify_all();
         }
-        info!("reconnected to {}", self.cfg.addr);
-        *slot = Some(c.clone());
-        Ok(c)
+        let wait = if st.silent { SILENT_WAIT } else { KICK_WAIT };
+        let seen = st.attempts;
+        let until = Instant::now() + wait;
+        while st.attempts == seen && !link.changed.wait_until(&mut st, until).timed_out() {}
+        if let Some(c) = st.conn.clone().filter(|c| c.dead_reason().is_none()) {
+            return Ok(c);
+        }
+        Err(RemoteError::Transport(st.down.clone().unwrap_or_else(
+            || format!("server {} unreachable", link.cfg.addr),
+        )))
     }
 
     /// One request, one reply.
@@ -104,6 +305,7 @@ fn unexpected(msg: &ServerMsg) -> RemoteError {
         ServerMsg::Data { .. } => "Data",
         ServerMsg::DataEnd { .. } => "DataEnd",
         ServerMsg::Fatal(_) => "Fatal",
+        ServerMsg::Welcome(_) => "Welcome",
     };
     RemoteError::Protocol(format!("unexpected {what} frame from server"))
 }
@@ -417,4 +619,53 @@ fn read_full(src: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn a_server_that_accepts_but_never_answers_fails_the_connect_within_the_timeout() {
+        // The kernel completes the TCP handshake; nobody ever reads.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let cfg = ConnectConfig::new(addr).with_timeout(Duration::from_millis(300));
+        let start = Instant::now();
+        let e = TcpRemote::connect(cfg).unwrap_err();
+        assert!(e.is_transport(), "{e}");
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_remote_that_is_down_fails_at_once_and_keeps_trying_in_the_background() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = ConnectConfig::new(format!("127.0.0.1:{port}"));
+        let info = ExportInfo {
+            export_id: "e".into(),
+            read_only: false,
+        };
+        let r = TcpRemote::offline(cfg, info, "down for the test".into());
+        assert!(!r.is_online());
+        for _ in 0..5 {
+            let start = Instant::now();
+            let e = r.stat(&RelPath::root()).unwrap_err();
+            assert!(e.is_transport(), "{e}");
+            // A refused connect answers the kicked attempt at once.
+            assert!(start.elapsed() < KICK_WAIT + Duration::from_millis(300));
+        }
+        let attempts = r.link.state.lock().attempts;
+        assert!(attempts >= 1, "no reconnect attempt was made");
+    }
 }

@@ -1,46 +1,108 @@
 //! The `rfmount` command.
 //!
 //! `main` parses and checks arguments (exit 2 on bad usage), forks unless
-//! `-f` was given, then [`run`] connects, opens the cache, mounts, and waits
-//! for Ctrl-C / SIGTERM (unmount and exit) or an external unmount
-//! (`fusermount3 -u`, which ends the session). Errors are one line and exit 1.
+//! `-f` was given, then [`run`] connects (or starts offline from a known
+//! cache), opens the cache, mounts, and waits for Ctrl-C / SIGTERM (unmount
+//! our own mount and exit) or the kernel ending the connection (any
+//! unmount, an abort). Errors are one line and exit 1.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, channel};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
-use fuser::{Config, INodeNo, MountOption, Session, SessionACL};
+use fuser::{Config, INodeNo, SessionACL};
 use log::{info, warn};
-use rfmount_client::{ConnectConfig, Remote, RemoteError, TcpRemote};
+use rfmount_client::report::one_line;
+use rfmount_client::{ConnectConfig, Remote, RemoteError, Source, TcpRemote};
 
+use crate::cli_options::{CliOptions, KernelFlags};
 use crate::daemon::{self, StatusPipe};
 use crate::data_cache::DataCache;
 use crate::fs::RemoteFs;
 use crate::fuse::FuseFs;
+use crate::kernel_mount::{MountSpec, MountedSession, Prepared};
+use crate::known_exports;
+use crate::logging::{self, LogTarget};
 use crate::options::{MountConfig, parse_size};
+use crate::own_mount::{self, OwnMount, Unmount};
+
+const AFTER_HELP: &str = "\
+SERVER is HOST[:PORT][:/SUBDIR] as with sshfs: the port is 9500 when omitted,
+an IPv6 address goes in brackets ([::1]:9500), and :/SUBDIR mounts only that
+subdirectory of the export (the server keeps the mount inside it).
+
+Mount options (-o, comma-separated; also the options field of fstab):
+  ro, rw                     read-only / read-write (a read-only export is always ro)
+  allow_other                let other users use the mount (root, or user_allow_other)
+  default_permissions        let the kernel check file modes
+  attr_timeout=SECS          how long attributes are trusted (default 1)
+  dir_timeout=SECS           how long a listing is reused (default 1)
+  idmap=none|user            user: the export root's owner shows as you
+  uid=N, gid=N               show every file as owned by N
+  port=PORT                  the server's port, as -p
+  cache_dir=DIR, cache_size=SIZE, token_file=FILE, threads=N, log_file=FILE
+                             as the --options of the same name
+  loglevel=LEVEL             error, warn, info (default), debug or trace
+  debug                      as -d: foreground, debug log on stderr
+  nodev, nosuid (default), dev, suid, noexec, exec, noatime, atime, relatime,
+  strictatime, nodiratime, sync, async, dirsync
+                             applied to the mount as by any filesystem
+  defaults, auto, noauto, user, users, nouser, owner, group, _netdev, nofail,
+  x-*, comment=, subtype=, fsname=
+                             for mount(8) and systemd; accepted and ignored
+  reconnect                  accepted: rfmount always reconnects
+  nonempty                   accepted: as with libfuse 3 and sshfs 3, a
+                             non-empty directory can always be mounted over
+
+Mounting with mount(8) and fstab (rfmount must be on PATH; mount.fuse3 runs it):
+  mount -t fuse.rfmount HOST:9500:/sub /mnt/share -o allow_other
+  mount -t fuse 'rfmount#HOST:9500' /mnt/share
+/etc/fstab, mounted at boot or on first access:
+  HOST:9500:/sub  /mnt/share  fuse.rfmount  _netdev,nofail,allow_other  0  0
+  HOST:9500:/sub  /mnt/share  fuse.rfmount  _netdev,noauto,x-systemd.automount  0  0
+umount /mnt/share (or fusermount3 -u) unmounts and ends the process.
+
+`rfmount status [MOUNTPOINT] [--json] [--watch]` shows a running mount's cache use
+and the files not yet uploaded.
+
+Without -f the process returns once the mount is up and logs to a file:
+--log-file, else $XDG_STATE_HOME/rfmount/rfmount.log, ~/.local/state/rfmount/rfmount.log,
+or /var/log/rfmount/rfmount.log. Files not yet uploaded stay in the cache and are
+uploaded when the server is back, or at the next mount. SIGHUP and SIGUSR1 are ignored;
+SIGTERM and Ctrl-C unmount.";
 
 /// Command line of `rfmount`.
 #[derive(Parser, Debug)]
-#[command(name = "rfmount", version, about = "Mount an rfserve export with FUSE")]
+#[command(
+    name = "rfmount",
+    version,
+    about = "Mount a directory exported by rfserve, with a local cache",
+    after_help = AFTER_HELP
+)]
 struct Args {
-    /// Server as HOST:PORT (port 9500 when omitted).
+    /// Server: HOST[:PORT][:/SUBDIR].
     server: String,
-    /// Existing empty directory to mount on.
+    /// Existing directory to mount on.
     mountpoint: PathBuf,
     /// Stay in the foreground and log to stderr.
     #[arg(short = 'f', long)]
     foreground: bool,
-    /// Mount options: ro, allow_other, default_permissions,
-    /// attr_timeout=SECONDS, dir_timeout=SECONDS, idmap=none|user, uid=N,
-    /// gid=N (comma-separated).
+    /// Debug: stay in the foreground and log debug messages to stderr.
+    #[arg(short = 'd', long)]
+    debug: bool,
+    /// The server's port (as HOST:PORT).
+    #[arg(short = 'p', long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    port: Option<u16>,
+    /// Mount options, comma-separated; see below.
     #[arg(short = 'o', value_name = "OPTS")]
     options: Vec<String>,
-    /// Cache directory (default $XDG_CACHE_HOME/rfmount or ~/.cache/rfmount).
+    /// Cache directory (default $XDG_CACHE_HOME/rfmount, ~/.cache/rfmount,
+    /// or /var/cache/rfmount for root without a home).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
     /// Bound of the data cache, e.g. 512M or 4G.
@@ -52,10 +114,33 @@ struct Args {
     /// Threads serving kernel requests.
     #[arg(long, default_value_t = 16)]
     threads: usize,
+    /// Log file of a background mount.
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+}
+
+/// The clap definition of `rfmount`, for man pages and shell completions.
+pub fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
+}
+
+/// What the command line asks for, checked before anything happens.
+struct Plan {
+    cfg: MountConfig,
+    source: Source,
+    flags: KernelFlags,
+    foreground: bool,
+    log: LogTarget,
+    log_level: Option<String>,
+    token_file: Option<PathBuf>,
+    threads: usize,
 }
 
 /// Entry point of the `rfmount` binary.
 pub fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "status") {
+        return crate::status::main(std::env::args_os().skip(2));
+    }
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -63,14 +148,25 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let cfg = match check(&args) {
+    let plan = match check(&args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("rfmount: error: {e:#}");
+            eprintln!("rfmount: error: {}", one_line(&e));
             return ExitCode::from(2);
         }
     };
-    let status = if args.foreground {
+    if let (LogTarget::File(path, _), false) = (&plan.log, plan.foreground) {
+        // SAFETY: isatty has no preconditions.
+        if unsafe { libc::isatty(2) } == 1 {
+            eprintln!(
+                "rfmount: mounting {} on {} in the background; log: {}",
+                plan.source,
+                args.mountpoint.display(),
+                path.display()
+            );
+        }
+    }
+    let status = if plan.foreground {
         None
     } else {
         match daemon::daemonize(Duration::from_secs(30)) {
@@ -81,23 +177,14 @@ pub fn main() -> ExitCode {
             }
         }
     };
-    // fuser warns when its own unmount finds the mount already gone (after
-    // `fusermount3 -u`), which is the normal way to stop: keep it quiet.
-    let level = if args.foreground {
-        "info,fuser=error"
-    } else {
-        "warn,fuser=error"
-    };
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .try_init();
     let background = status.is_some();
-    match run(&args, cfg, status) {
+    match run(&args, plan, status) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // In the background the parent prints what the status pipe
             // carried; printing here too would show the error twice.
             if !background {
-                eprintln!("rfmount: error: {e:#}");
+                eprintln!("rfmount: error: {}", one_line(&e));
             }
             ExitCode::FAILURE
         }
@@ -105,7 +192,12 @@ pub fn main() -> ExitCode {
 }
 
 /// Everything that can be checked before connecting.
-fn check(args: &Args) -> Result<MountConfig> {
+fn check(args: &Args) -> Result<Plan> {
+    let opts = CliOptions::parse(&args.options).map_err(|e| anyhow!(e))?;
+    let mut source = Source::parse(&args.server)?;
+    for port in [args.port, opts.port].into_iter().flatten() {
+        source = source.with_port(port)?;
+    }
     let mp = &args.mountpoint;
     let md = std::fs::metadata(mp).with_context(|| format!("mount point {}", mp.display()))?;
     if !md.is_dir() {
@@ -120,28 +212,52 @@ fn check(args: &Args) -> Result<MountConfig> {
     if !Path::new("/dev/fuse").exists() {
         bail!("FUSE is not available: /dev/fuse is missing (load the fuse module, install fuse3)");
     }
-    let cache_dir = match &args.cache_dir {
+    let cache_dir = match opts.cache_dir.as_ref().or(args.cache_dir.as_ref()) {
         Some(d) => d.clone(),
         None => default_cache_dir()?,
     };
     let mut cfg = MountConfig::new(cache_dir);
-    for o in &args.options {
-        cfg.apply_options(o).map_err(|e| anyhow!(e))?;
-    }
-    cfg.cache_size = parse_size(&args.cache_size).map_err(|e| anyhow!("--cache-size: {e}"))?;
-    if args.threads == 0 {
+    cfg.apply_options(&opts.fs_options.join(","))
+        .map_err(|e| anyhow!(e))?;
+    let size = opts.cache_size.as_deref().unwrap_or(&args.cache_size);
+    cfg.cache_size = parse_size(size).map_err(|e| anyhow!("cache size: {e}"))?;
+    let threads = opts.threads.unwrap_or(args.threads);
+    if threads == 0 {
         bail!("--threads must be at least 1");
     }
-    Ok(cfg)
+    let debug = args.debug || opts.debug;
+    let foreground = args.foreground || debug;
+    let log = match opts.log_file.as_ref().or(args.log_file.as_ref()) {
+        Some(f) => LogTarget::file(f).map_err(|e| anyhow!(e))?,
+        None if foreground => LogTarget::Stderr,
+        None => LogTarget::file(&logging::default_log_file()).map_err(|e| anyhow!(e))?,
+    };
+    Ok(Plan {
+        cfg,
+        source,
+        flags: opts.flags,
+        foreground,
+        log,
+        log_level: if debug {
+            Some("debug".into())
+        } else {
+            opts.log_level
+        },
+        token_file: opts.token_file.or_else(|| args.token_file.clone()),
+        threads,
+    })
 }
 
 fn default_cache_dir() -> Result<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
         return Ok(PathBuf::from(x).join("rfmount"));
     }
-    let home = std::env::var_os("HOME")
-        .ok_or_else(|| anyhow!("neither XDG_CACHE_HOME nor HOME is set; use --cache-dir"))?;
-    Ok(PathBuf::from(home).join(".cache").join("rfmount"))
+    match std::env::var_os("HOME").filter(|x| !x.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".cache").join("rfmount")),
+        // SAFETY: geteuid has no preconditions.
+        None if unsafe { libc::geteuid() } == 0 => Ok(PathBuf::from("/var/cache/rfmount")),
+        None => bail!("neither XDG_CACHE_HOME nor HOME is set; use --cache-dir"),
+    }
 }
 
 /// True when `path` is a mount point in this namespace.
@@ -163,44 +279,81 @@ fn unescape_mount_path(s: &str) -> String {
         .replace("\\134", "\\")
 }
 
-fn with_default_port(server: &str) -> String {
-    if server.contains(':') {
-        server.to_owned()
-    } else {
-        format!("{server}:{}", rfmount_proto::DEFAULT_PORT)
-    }
-}
-
-fn run(args: &Args, cfg: MountConfig, status: Option<StatusPipe>) -> Result<()> {
-    let result = mount(args, cfg);
-    let (session, fs) = match result {
+fn run(args: &Args, mut plan: Plan, status: Option<StatusPipe>) -> Result<()> {
+    logging::init(
+        std::mem::replace(&mut plan.log, LogTarget::Stderr),
+        plan.log_level.as_deref(),
+    );
+    let result = mount(args, &plan);
+    let mounted = match result {
         Ok(v) => v,
         Err(e) => {
             if let Some(s) = status {
-                s.fail(&format!("{e:#}"));
+                s.fail(&one_line(&e));
             }
             return Err(e);
         }
     };
-    info!("mounted {} on {}", args.server, args.mountpoint.display());
+    info!(
+        "mounted {} on {} (FUSE connection {})",
+        plan.source,
+        args.mountpoint.display(),
+        mounted.own.connection_id()
+    );
+    let _status = crate::status::serve(
+        mounted.fs.clone(),
+        plan.source.to_string(),
+        mounted.own.mountpoint(),
+    )
+    .inspect_err(|e| warn!("`rfmount status` will not see this mount: {e}"))
+    .ok();
     if let Some(s) = status {
         s.ready();
     }
-    serve(session, fs)
+    serve(mounted)
 }
 
-type Mounted = (fuser::BackgroundSession, Arc<RemoteFs<TcpRemote>>);
+struct Mounted {
+    session: MountedSession,
+    fs: Arc<RemoteFs<TcpRemote>>,
+    remote: Arc<TcpRemote>,
+    own: OwnMount,
+}
 
-fn mount(args: &Args, mut cfg: MountConfig) -> Result<Mounted> {
-    let server = with_default_port(&args.server);
-    let mut conn = ConnectConfig::new(server.clone());
-    if let Some(t) = &args.token_file {
+/// Connects, or, when the server is unreachable but this cache directory
+/// knows the export from an earlier mount, starts offline.
+fn connect(server: &str, conn: ConnectConfig, cache_dir: &Path) -> Result<TcpRemote> {
+    match TcpRemote::connect(conn.clone()) {
+        Ok(remote) => {
+            if let Err(e) = known_exports::remember(cache_dir, &conn, &remote.export()) {
+                warn!("cannot record the export in {}: {e}", cache_dir.display());
+            }
+            Ok(remote)
+        }
+        Err(RemoteError::Transport(why)) => match known_exports::recall(cache_dir, &conn) {
+            Some(info) => {
+                // One line, also in the background (stderr is still the
+                // terminal until the mount is up).
+                eprintln!(
+                    "rfmount: warning: server {server} unreachable ({why}); \
+                     serving the cache and going online when it answers"
+                );
+                Ok(TcpRemote::offline(conn, info, why))
+            }
+            None => Err(anyhow!("cannot reach server {server}: {why}")),
+        },
+        Err(other) => Err(anyhow!("server {server}: {other}")),
+    }
+}
+
+fn mount(args: &Args, plan: &Plan) -> Result<Mounted> {
+    let mut cfg = plan.cfg.clone();
+    let server = plan.source.addr();
+    let mut conn = plan.source.connect_config().with_timeout(cfg.timeout);
+    if let Some(t) = &plan.token_file {
         conn = conn.with_token_file(t)?;
     }
-    let remote = TcpRemote::connect(conn).map_err(|e| match e {
-        RemoteError::Transport(_) => anyhow!("cannot reach server {server}: {e}"),
-        other => anyhow!("server {server}: {other}"),
-    })?;
+    let remote = Arc::new(connect(&server, conn, &cfg.cache_dir)?);
     let export = remote.export();
     if export.read_only && !cfg.read_only {
         info!("the export is read-only; mounting read-only");
@@ -208,44 +361,66 @@ fn mount(args: &Args, mut cfg: MountConfig) -> Result<Mounted> {
     }
     let cache = DataCache::open(&cfg.cache_dir, &export.export_id, cfg.cache_size)
         .with_context(|| format!("cache directory {}", cfg.cache_dir.display()))?;
+    let mountpoint = args
+        .mountpoint
+        .canonicalize()
+        .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
+    let spec = MountSpec {
+        mountpoint: &mountpoint,
+        source: plan.source.to_string(),
+        flags: plan.flags.clone(),
+        read_only: cfg.read_only,
+        default_permissions: cfg.default_permissions,
+        acl: if cfg.allow_other {
+            SessionACL::All
+        } else {
+            SessionACL::Owner
+        },
+    };
     let mut fuse_cfg = Config::default();
-    fuse_cfg.mount_options = vec![
-        MountOption::FSName(format!("rfmount:{server}")),
-        MountOption::Subtype("rfmount".into()),
-        MountOption::NoDev,
-        MountOption::NoSuid,
-    ];
-    if cfg.read_only {
-        fuse_cfg.mount_options.push(MountOption::RO);
-    }
-    if cfg.default_permissions {
-        fuse_cfg.mount_options.push(MountOption::DefaultPermissions);
-    }
-    if cfg.allow_other {
-        fuse_cfg.acl = SessionACL::All;
-    }
-    fuse_cfg.n_threads = Some(args.threads);
-    let fs = Arc::new(RemoteFs::new(Arc::new(remote), cfg, Arc::new(cache)));
-    let session = Session::new(FuseFs::new(fs.clone()), &args.mountpoint, &fuse_cfg)
+    fuse_cfg.n_threads = Some(plan.threads);
+    let fs = Arc::new(RemoteFs::new(remote.clone(), cfg, Arc::new(cache)));
+    let fds_before = own_mount::fuse_fds();
+    let session = Prepared::mount(FuseFs::new(fs.clone()), &spec, fuse_cfg)
         .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
+    let own = OwnMount::record(&mountpoint, &fds_before).context("after mounting")?;
     let notifier = session.notifier();
     fs.set_invalidator(Box::new(move |ino| {
         if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {
             log::debug!("invalidating inode {ino}: {e}");
         }
     }));
-    let bg = session.spawn().context("starting the FUSE session")?;
-    Ok((bg, fs))
+    let session = session.spawn().context("starting the FUSE session")?;
+    Ok(Mounted {
+        session,
+        fs,
+        remote,
+        own,
+    })
 }
 
-/// Runs until a signal or an external unmount; retries failed uploads
-/// meanwhile.
-fn serve(session: fuser::BackgroundSession, fs: Arc<RemoteFs<TcpRemote>>) -> Result<()> {
+/// How long a signalled rfmount waits for its session to wind down after
+/// unmounting before it exits anyway.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// How long the last upload try at exit may take.
+const LAST_RETRY: Duration = Duration::from_millis(500);
+
+/// Runs until a signal or until the kernel ends the connection (unmount by
+/// any route, abort); retries failed uploads meanwhile.
+fn serve(m: Mounted) -> Result<()> {
+    let Mounted {
+        session,
+        fs,
+        remote,
+        own,
+    } = m;
     let (tx, rx) = channel();
     ctrlc::set_handler(move || {
         let _ = tx.send(());
     })
     .context("installing the signal handler")?;
+    ignore_hup_and_usr1();
 
     let stop = Arc::new(AtomicBool::new(false));
     let retry = {
@@ -265,27 +440,76 @@ fn serve(session: fuser::BackgroundSession, fs: Arc<RemoteFs<TcpRemote>>) -> Res
             })?
     };
 
-    let result = loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
+    let ended = || session.is_finished() || own.ended();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(()) => {
                 info!("signal received, unmounting");
-                break session.umount_and_join().context("unmounting");
+                match own.unmount() {
+                    Ok(Unmount::Done) => {}
+                    Ok(Unmount::NotOurs) => warn!(
+                        "{} no longer holds this mount; leaving what is mounted there alone",
+                        own.mountpoint().display()
+                    ),
+                    Err(e) => warn!("unmounting {}: {e}", own.mountpoint().display()),
+                }
+                let deadline = Instant::now() + EXIT_GRACE;
+                while !ended() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                break;
             }
-            Err(RecvTimeoutError::Timeout) if session.guard.is_finished() => {
+            Err(RecvTimeoutError::Timeout) if ended() => {
                 info!("unmounted");
-                break session.join().context("FUSE session");
+                // After an abort the dead mount stays in the table
+                // ("Transport endpoint is not connected"): take it away if
+                // it is still ours.
+                match own.unmount() {
+                    Ok(Unmount::Done) => info!("removed the dead mount"),
+                    Ok(Unmount::NotOurs) => {}
+                    Err(e) => warn!("removing the dead mount: {e}"),
+                }
+                break;
             }
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break Ok(()),
+            Err(RecvTimeoutError::Disconnected) => break,
         }
-    };
+    }
     stop.store(true, Ordering::SeqCst);
     let _ = retry.join();
-    let left = fs.retry_dirty();
+    // A last try, bounded so that the process still exits promptly: what
+    // is not uploaded stays in the cache for the next mount (an upload cut
+    // short by the exit never replaces the server's file).
+    if remote.is_online() && !fs.cache().dirty_paths().is_empty() {
+        let (done_tx, done_rx) = channel();
+        let fs = fs.clone();
+        let _ = std::thread::Builder::new()
+            .name("rf-last-retry".into())
+            .spawn(move || {
+                fs.retry_dirty();
+                let _ = done_tx.send(());
+            });
+        let _ = done_rx.recv_timeout(LAST_RETRY);
+    }
+    let left = fs.cache().dirty_paths().len();
     if left > 0 {
         warn!(
             "{left} file(s) could not be uploaded; they stay in the cache and are uploaded at the next mount"
         );
     }
-    result
+    // Never let fuser unmount on drop: it unmounts by path, which may now
+    // be someone else's mount. Worker threads still busy end with the
+    // process.
+    std::mem::forget(session);
+    Ok(())
+}
+
+/// A mount outlives its terminal (SIGHUP), and SIGUSR1 asks daemons for a
+/// report: neither may kill the process and leave a dead mount behind.
+/// (ctrlc's handler covers SIGHUP too; this replaces it.)
+fn ignore_hup_and_usr1() {
+    for sig in [libc::SIGHUP, libc::SIGUSR1] {
+        // SAFETY: setting a signal's disposition to SIG_IGN is always sound.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
 }

@@ -1,98 +1,129 @@
 //! The whole-file data cache on disk.
 //!
 //! Layout: `<cache_dir>/<export id>/v1/<k0k1>/<key>` holds a file's content
-//! and `<key>.meta` beside it says which path and version that content is,
-//! whether it is *dirty* (changed here and not yet uploaded), and any mode or
-//! mtime to apply on upload. `key` is a hash of the path; `v1` is the layout
-//! version, so an incompatible layout never misreads an old one.
+//! and `<cache_dir>/<export id>/v1/index.journal` the index: per path, which
+//! version the content is, whether it is dirty or still being written, and
+//! any mode or mtime to apply on upload; see [`files`], [`index`] and
+//! [`journal`]. `key` is a hash of the path; `v1` is the layout version, so
+//! an incompatible layout never misreads an old one.
 //!
 //! Invariants:
 //! - content lands through a temporary file and a rename, so a fetch cut
 //!   short never leaves a truncated file under a valid entry;
+//! - a local change is recorded as *writing* before it lands, and the mark
+//!   is cleared only by an fsync or the last close of the file
+//!   ([`DataCache::seal`]); at startup an entry still marked writing was
+//!   open when rfmount died and is moved to a `NAME.recovered-…` sibling
+//!   instead of being uploaded over `NAME` (see [`startup`], [`recovery`]);
+//! - a record is appended before the change it announces, and a removal
+//!   record before the data is deleted, so a crash leaves at worst an
+//!   orphan data file, never a record vouching for other content;
 //! - dirty entries are never evicted, and survive restarts: they are found
 //!   again at startup and uploaded;
-//! - clean entries are evicted least-recently-used first once the total size
-//!   exceeds the limit, except while a handle has them open (pinned);
+//! - the limit is hard for local changes: a write that would take the
+//!   cache past it first evicts clean entries, then waits (bounded) for
+//!   uploads to free space, then fails with `ENOSPC`;
+//! - fetches evict clean entries as their bytes arrive; one that cannot
+//!   make room (the rest is dirty or open) still completes, so a file larger
+//!   than the limit can be read, and the cache shrinks back once it closes;
+//! - clean entries are evicted least-recently-used first, except while a
+//!   handle has them open (pinned);
 //! - the cache directory is private (0700); it is never wiped at mount.
 
-use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+mod files;
+mod index;
+mod journal;
+mod recovery;
+mod startup;
 
-use log::{debug, warn};
-use parking_lot::Mutex;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use log::{debug, info, warn};
+use parking_lot::{Condvar, Mutex};
 use rfmount_proto::{RelPath, Timestamp, Version};
 use tempfile::NamedTempFile;
 
+pub(crate) use files::open_data;
+use files::{Layout, key_of};
+pub use index::EntryInfo;
+use index::Index;
+
 const LAYOUT: &str = "v1";
-const META_MAGIC: &str = "rfmount-cache 1";
 
-/// What the cache knows about one path.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EntryInfo {
-    /// Server version of the cached content, if it came from (or went to)
-    /// the server.
-    pub version: Option<Version>,
-    /// Changed locally and not yet uploaded.
-    pub dirty: bool,
-    /// Size in bytes when last fetched or uploaded.
-    pub size: u64,
-    /// Mode to set on upload (a chmod of a dirty file).
-    pub mode: Option<u32>,
-    /// Mtime to set on upload (a utimens of a dirty file).
-    pub mtime: Option<Timestamp>,
-}
-
-struct Entry {
-    key: String,
-    info: EntryInfo,
-    last_use: u64,
-}
-
-struct State {
-    entries: HashMap<RelPath, Entry>,
-    /// Open handles per path. Kept apart from `entries` because a path is
-    /// pinned *before* its content is fetched: otherwise a fetch larger than
-    /// the limit would be evicted before the handle could open it.
-    pins: HashMap<RelPath, u32>,
-    tick: u64,
-    /// Sum of `info.size` over `entries`, kept up to date by `put`/`take`
-    /// so that eviction checks cost O(1), not a walk of every entry.
-    bytes: u64,
-}
-
-impl State {
-    fn put(&mut self, path: RelPath, e: Entry) {
-        self.bytes += e.info.size;
-        if let Some(old) = self.entries.insert(path, e) {
-            self.bytes -= old.info.size;
-        }
-    }
-
-    fn take(&mut self, path: &RelPath) -> Option<Entry> {
-        let e = self.entries.remove(path)?;
-        self.bytes -= e.info.size;
-        Some(e)
-    }
-}
+/// How long a write waits for uploads to free space before `ENOSPC`.
+pub const DEFAULT_SPACE_WAIT: Duration = Duration::from_secs(5);
 
 /// The on-disk whole-file cache of one export.
 pub struct DataCache {
-    root: PathBuf,
+    files: Layout,
     limit: u64,
-    state: Mutex<State>,
+    space_wait: Mutex<Duration>,
+    /// Held while a record is appended, so that the journal and the
+    /// entries in memory change in the same order.
+    index: Mutex<Index>,
+    /// Signalled whenever space is freed or becomes evictable.
+    freed: Condvar,
 }
 
-fn key_of(path: &RelPath) -> String {
-    let h = blake3::hash(path.as_str().as_bytes());
-    h.to_hex()[..32].to_owned()
+/// Content being fetched into the cache: a temporary file whose bytes count
+/// toward the limit as they arrive. Dropped without
+/// [`DataCache::finish_fetch`], it is deleted and its bytes released.
+pub struct Fetch<'a> {
+    cache: &'a DataCache,
+    /// `None` only once [`DataCache::finish_fetch`] has taken it.
+    tmp: Option<NamedTempFile>,
+    reserved: u64,
+}
+
+impl Fetch<'_> {
+    fn tmp(&mut self) -> io::Result<&mut NamedTempFile> {
+        self.tmp
+            .as_mut()
+            .ok_or_else(|| io::Error::other("fetch already finished"))
+    }
+
+    /// Size of what has arrived so far.
+    ///
+    /// # Errors
+    /// The temporary file cannot be stat'ed.
+    pub fn received(&mut self) -> io::Result<u64> {
+        Ok(self.tmp()?.as_file().metadata()?.len())
+    }
+}
+
+impl Write for Fetch<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.cache.reserve_fetch(buf.len() as u64);
+        self.reserved += buf.len() as u64;
+        self.tmp()?.as_file_mut().write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tmp()?.as_file_mut().flush()
+    }
+}
+
+impl Drop for Fetch<'_> {
+    fn drop(&mut self) {
+        if self.reserved > 0 {
+            self.cache.index.lock().sub_fetching(self.reserved);
+            self.cache.freed.notify_all();
+        }
+    }
+}
+
+fn enospc() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOSPC)
 }
 
 impl DataCache {
-    /// Opens (creating if needed) the cache of `export_id` under `dir`, and
-    /// loads the entries a previous mount left.
+    /// Opens (creating if needed) the cache of `export_id` under `dir`,
+    /// loads the entries a previous mount left, and moves content that was
+    /// still being written when that mount died to `NAME.recovered-…`
+    /// siblings (logged, one line per file).
     ///
     /// # Errors
     /// The cache directory cannot be created or read.
@@ -107,92 +138,38 @@ impl DataCache {
                 }
             })
             .collect();
-        let root = dir.join(safe_id).join(LAYOUT);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&root)?;
         let cache = DataCache {
-            root,
+            files: Layout::open(dir.join(safe_id).join(LAYOUT))?,
             limit,
-            state: Mutex::new(State {
-                entries: HashMap::new(),
-                pins: HashMap::new(),
-                tick: 0,
-                bytes: 0,
-            }),
+            space_wait: Mutex::new(DEFAULT_SPACE_WAIT),
+            index: Mutex::new(Index::default()),
+            freed: Condvar::new(),
         };
         cache.load()?;
+        cache.recover(&recovery::hostname(), SystemTime::now());
         Ok(cache)
     }
 
-    fn load(&self) -> io::Result<()> {
-        let mut st = self.state.lock();
-        for sub in fs::read_dir(&self.root)? {
-            let sub = sub?.path();
-            if !sub.is_dir() {
-                continue;
-            }
-            for f in fs::read_dir(&sub)? {
-                let f = f?.path();
-                let name = f
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("")
-                    .to_owned();
-                if name.starts_with(".tmp") {
-                    // A fetch interrupted by a crash.
-                    let _ = fs::remove_file(&f);
-                    continue;
-                }
-                let Some(key) = name.strip_suffix(".meta") else {
-                    continue;
-                };
-                match read_meta(&f) {
-                    Some((path, info)) if key_of(&path) == key && sub.join(key).exists() => {
-                        st.tick += 1;
-                        let last_use = st.tick;
-                        st.put(
-                            path,
-                            Entry {
-                                key: key.to_owned(),
-                                info,
-                                last_use,
-                            },
-                        );
-                    }
-                    _ => {
-                        warn!("discarding unreadable cache entry {}", f.display());
-                        let _ = fs::remove_file(&f);
-                        let _ = fs::remove_file(sub.join(key));
-                    }
-                }
-            }
-        }
-        debug!(
-            "cache {}: {} entries",
-            self.root.display(),
-            st.entries.len()
-        );
-        Ok(())
+    /// How long a write waits for uploads to free space before `ENOSPC`.
+    pub fn set_space_wait(&self, d: Duration) {
+        *self.space_wait.lock() = d;
+    }
+
+    /// The bound of the cache in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
     }
 
     /// Where the content of `path` lives (whether or not it is cached).
     pub fn data_path(&self, path: &RelPath) -> PathBuf {
-        let key = key_of(path);
-        self.root.join(&key[..2]).join(key)
-    }
-
-    fn meta_path(&self, key: &str) -> PathBuf {
-        self.root.join(&key[..2]).join(format!("{key}.meta"))
+        self.files.data(path)
     }
 
     /// The entry for `path`, if cached. Counts as a use for LRU.
     pub fn entry(&self, path: &RelPath) -> Option<EntryInfo> {
-        let mut st = self.state.lock();
-        st.tick += 1;
-        let tick = st.tick;
-        st.entries.get_mut(path).map(|e| {
+        let mut ix = self.index.lock();
+        let tick = ix.touch();
+        ix.entries.get_mut(path).map(|e| {
             e.last_use = tick;
             e.info.clone()
         })
@@ -202,136 +179,237 @@ impl DataCache {
     ///
     /// # Errors
     /// The cache directory is not writable.
-    pub fn begin_fetch(&self, path: &RelPath) -> io::Result<NamedTempFile> {
-        let data = self.data_path(path);
-        let dir = data.parent().unwrap_or(&self.root);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-        tempfile::Builder::new().prefix(".tmp").tempfile_in(dir)
+    pub fn begin_fetch(&self, path: &RelPath) -> io::Result<Fetch<'_>> {
+        Ok(Fetch {
+            cache: self,
+            tmp: Some(self.files.temp_for(path)?),
+            reserved: 0,
+        })
+    }
+
+    /// `n` more fetched bytes are about to land: evict clean entries to make
+    /// room. A fetch is never refused: the handle that asked for it needs
+    /// the content, and writes are what the limit holds back.
+    fn reserve_fetch(&self, n: u64) {
+        let victims = {
+            let mut ix = self.index.lock();
+            let v = ix.evict_for(n, self.limit);
+            ix.add_fetching(n);
+            v
+        };
+        self.delete(victims);
     }
 
     /// Puts fetched content in place as the clean copy of `version`.
     ///
     /// # Errors
-    /// The rename or the metadata write failed.
+    /// The rename or the record write failed.
     pub fn finish_fetch(
         &self,
         path: &RelPath,
-        tmp: NamedTempFile,
+        mut fetch: Fetch<'_>,
         version: Version,
         size: u64,
     ) -> io::Result<()> {
+        let info = EntryInfo {
+            version: Some(version),
+            dirty: false,
+            writing: false,
+            size,
+            mode: None,
+            mtime: None,
+        };
+        let key = key_of(path);
+        let mut ix = self.index.lock();
+        let tmp = fetch
+            .tmp
+            .take()
+            .ok_or_else(|| io::Error::other("fetch already finished"))?;
         tmp.persist(self.data_path(path)).map_err(|e| e.error)?;
-        self.mark_clean(path, version, size)
+        ix.sub_fetching(fetch.reserved);
+        fetch.reserved = 0;
+        ix.record(path, key, info, false)?;
+        drop(ix);
+        self.evict();
+        Ok(())
     }
 
-    /// Makes `path` an empty dirty file (a create or an open with
+    /// Makes `path` an empty file being written (a create or an open with
     /// `O_TRUNC`), keeping upload overrides given.
     ///
     /// # Errors
     /// The cache directory is not writable.
     pub fn create_empty(&self, path: &RelPath, mode: Option<u32>) -> io::Result<()> {
-        let data = self.data_path(path);
-        if let Some(dir) = data.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&data)?;
         let old = self.entry(path);
         let info = EntryInfo {
             version: old.as_ref().and_then(|o| o.version),
             dirty: true,
+            writing: true,
             size: 0,
             mode: mode.or(old.as_ref().and_then(|o| o.mode)),
             mtime: None,
         };
-        self.store(path, info)
+        // Recorded first: a crash between the two must not leave a clean or
+        // a closed record over emptied content.
+        self.store(path, info, false)?;
+        self.files.create_empty(path)?;
+        self.freed.notify_all();
+        Ok(())
     }
 
-    /// Marks `path` changed locally; cheap when it already is.
+    /// A local change to `path` is about to land: records it as dirty and
+    /// being written (on disk, before the change). Cheap when it already is.
     ///
     /// # Errors
-    /// The metadata write failed.
-    pub fn mark_dirty(&self, path: &RelPath) -> io::Result<()> {
-        let info = {
-            let st = self.state.lock();
-            match st.entries.get(path) {
-                Some(e) if e.info.dirty && e.info.mtime.is_none() => return Ok(()),
-                // A write after an explicit utimens makes the mtime "now"
-                // again, as on a local disk: the override is dropped.
-                Some(e) => EntryInfo {
-                    dirty: true,
-                    mtime: None,
-                    ..e.info.clone()
-                },
-                None => EntryInfo {
-                    version: None,
-                    dirty: true,
-                    size: 0,
-                    mode: None,
-                    mtime: None,
-                },
-            }
+    /// The record write failed.
+    pub fn note_change(&self, path: &RelPath) -> io::Result<()> {
+        let mut ix = self.index.lock();
+        let info = match ix.entries.get(path) {
+            Some(e) if e.info.writing && e.info.mtime.is_none() => return Ok(()),
+            // A write after an explicit utimens makes the mtime "now"
+            // again, as on a local disk: the override is dropped.
+            Some(e) => EntryInfo {
+                mtime: None,
+                ..e.info.changing()
+            },
+            None => EntryInfo {
+                version: None,
+                dirty: true,
+                writing: true,
+                size: 0,
+                mode: None,
+                mtime: None,
+            },
         };
-        self.store(path, info)
+        self.store_locked(&mut ix, path, info, false)
+    }
+
+    /// The local content of `path` is about to become `size` bytes long
+    /// (a write ending there, or a truncate). Growing it takes space: clean
+    /// entries are evicted for it; if the rest is unsent data, this waits
+    /// up to the space wait for uploads to free some, then fails.
+    ///
+    /// # Errors
+    /// `ENOSPC` when the cache is full of data that cannot be evicted.
+    pub fn resize(&self, path: &RelPath, size: u64, grow_only: bool) -> io::Result<()> {
+        let deadline = Instant::now() + *self.space_wait.lock();
+        let mut ix = self.index.lock();
+        let mut last_try = false;
+        loop {
+            let Some(cur) = ix.entries.get(path).map(|e| e.info.size) else {
+                return Ok(());
+            };
+            if size <= cur {
+                if !grow_only && size < cur {
+                    ix.set_size(path, size);
+                    drop(ix);
+                    self.freed.notify_all();
+                }
+                return Ok(());
+            }
+            let need = size - cur;
+            if ix.bytes() + need <= self.limit {
+                ix.set_size(path, size);
+                return Ok(());
+            }
+            let victims = ix.evict_for(need, self.limit);
+            if !victims.is_empty() {
+                drop(ix);
+                self.delete(victims);
+                ix = self.index.lock();
+                continue;
+            }
+            if last_try {
+                info!(
+                    "cache full ({} of {} bytes, the rest unsent or open): refusing {need} more bytes for {path}",
+                    ix.bytes(),
+                    self.limit
+                );
+                return Err(enospc());
+            }
+            last_try = self.freed.wait_until(&mut ix, deadline).timed_out();
+        }
+    }
+
+    /// An application closed or fsynced `path`: its local content is a
+    /// whole version again, safe to upload after a crash.
+    ///
+    /// # Errors
+    /// The record write failed.
+    pub fn seal(&self, path: &RelPath) -> io::Result<()> {
+        let mut ix = self.index.lock();
+        let Some(e) = ix.entries.get(path).filter(|e| e.info.writing) else {
+            return Ok(());
+        };
+        let info = EntryInfo {
+            writing: false,
+            ..e.info.clone()
+        };
+        self.store_locked(&mut ix, path, info, false)
+    }
+
+    /// The local copy of `path` is now the only one (its upload failed):
+    /// flushes its content and record to stable storage, so that a power
+    /// loss keeps what the application closed.
+    ///
+    /// # Errors
+    /// An fsync failed.
+    pub fn keep_durably(&self, path: &RelPath) -> io::Result<()> {
+        self.files.sync_data(path)?;
+        let mut ix = self.index.lock();
+        let Some(info) = ix.entries.get(path).map(|e| e.info.clone()) else {
+            return Ok(());
+        };
+        self.store_locked(&mut ix, path, info, true)
     }
 
     /// Records overrides to apply at the next upload of a dirty file.
     ///
     /// # Errors
-    /// The metadata write failed.
+    /// The record write failed.
     pub fn set_overrides(
         &self,
         path: &RelPath,
         mode: Option<u32>,
         mtime: Option<Timestamp>,
     ) -> io::Result<()> {
-        let info = {
-            let st = self.state.lock();
-            let Some(e) = st.entries.get(path) else {
-                return Ok(());
-            };
-            EntryInfo {
-                mode: mode.or(e.info.mode),
-                mtime: mtime.or(e.info.mtime),
-                ..e.info.clone()
-            }
+        let mut ix = self.index.lock();
+        let Some(e) = ix.entries.get(path) else {
+            return Ok(());
         };
-        self.store(path, info)
+        let info = EntryInfo {
+            mode: mode.or(e.info.mode),
+            mtime: mtime.or(e.info.mtime),
+            ..e.info.clone()
+        };
+        self.store_locked(&mut ix, path, info, false)
     }
 
     /// The content now on the server is `version`: the entry is clean.
     ///
     /// # Errors
-    /// The metadata write failed.
+    /// The record write failed.
     pub fn mark_clean(&self, path: &RelPath, version: Version, size: u64) -> io::Result<()> {
         let info = EntryInfo {
             version: Some(version),
             dirty: false,
+            writing: false,
             size,
             mode: None,
             mtime: None,
         };
-        self.store(path, info)?;
+        self.store(path, info, false)?;
+        self.freed.notify_all();
         self.evict();
         Ok(())
     }
 
     /// Drops `path`'s entry and content.
     pub fn remove(&self, path: &RelPath) {
-        let removed = self.state.lock().take(path);
+        let removed = self.index.lock().forget(path);
         if let Some(e) = removed {
-            let _ = fs::remove_file(self.meta_path(&e.key));
-            let _ = fs::remove_file(self.root.join(&e.key[..2]).join(&e.key));
+            self.files.remove_key(&e.key);
+            self.freed.notify_all();
         }
     }
 
@@ -339,8 +417,8 @@ impl DataCache {
     /// replacing what was cached at the targets.
     pub fn rename(&self, from: &RelPath, to: &RelPath) {
         let moving: Vec<RelPath> = {
-            let st = self.state.lock();
-            st.entries
+            let ix = self.index.lock();
+            ix.entries
                 .keys()
                 .filter(|p| p.starts_with(from))
                 .cloned()
@@ -352,27 +430,23 @@ impl DataCache {
                 continue;
             };
             self.remove(&new);
-            let entry = self.state.lock().take(&old);
-            let Some(e) = entry else { continue };
-            let _ = fs::remove_file(self.meta_path(&e.key));
-            let new_data = self.data_path(&new);
-            if let Some(dir) = new_data.parent() {
-                let _ = fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir);
-            }
-            if let Err(err) = fs::rename(self.data_path(&old), &new_data) {
+            let mut ix = self.index.lock();
+            let Some(e) = ix.take(&old) else { continue };
+            if let Err(err) = self.files.rename(&old, &new) {
                 warn!("cache: moving {old} to {new}: {err}");
+                ix.note_gone(&old);
+                self.files.remove_key(&e.key);
                 continue;
             }
-            if let Err(err) = self.store(&new, e.info) {
+            // The new record first: a crash in between leaves both, and
+            // the stale one is dropped at load (its data file is gone).
+            if let Err(err) = self.store_locked(&mut ix, &new, e.info, false) {
                 warn!("cache: recording {new}: {err}");
             }
+            ix.note_gone(&old);
             // Open handles follow the file to its new name.
-            let mut st = self.state.lock();
-            if let Some(n) = st.pins.remove(&old) {
-                *st.pins.entry(new).or_default() += n;
+            if let Some(n) = ix.pins.remove(&old) {
+                *ix.pins.entry(new).or_default() += n;
             }
         }
     }
@@ -381,26 +455,27 @@ impl DataCache {
     /// Pin before fetching, so the fetched content cannot be evicted before
     /// the handle opens it.
     pub fn pin(&self, path: &RelPath) {
-        *self.state.lock().pins.entry(path.clone()).or_default() += 1;
+        *self.index.lock().pins.entry(path.clone()).or_default() += 1;
     }
 
     /// The handle is closed.
     pub fn unpin(&self, path: &RelPath) {
         {
-            let mut st = self.state.lock();
-            if let Some(n) = st.pins.get_mut(path) {
+            let mut ix = self.index.lock();
+            if let Some(n) = ix.pins.get_mut(path) {
                 *n -= 1;
                 if *n == 0 {
-                    st.pins.remove(path);
+                    ix.pins.remove(path);
                 }
             }
         }
+        self.freed.notify_all();
         self.evict();
     }
 
     /// Paths changed locally and not yet uploaded.
     pub fn dirty_paths(&self) -> Vec<RelPath> {
-        self.state
+        self.index
             .lock()
             .entries
             .iter()
@@ -409,223 +484,48 @@ impl DataCache {
             .collect()
     }
 
-    /// Bytes of cached content (clean and dirty).
-    pub fn total_size(&self) -> u64 {
-        self.state.lock().bytes
+    /// Every cached path with what the cache knows about it.
+    pub fn entries(&self) -> Vec<(RelPath, EntryInfo)> {
+        let ix = self.index.lock();
+        ix.entries
+            .iter()
+            .map(|(p, e)| (p.clone(), e.info.clone()))
+            .collect()
     }
 
-    fn store(&self, path: &RelPath, info: EntryInfo) -> io::Result<()> {
-        let key = key_of(path);
-        write_meta(&self.meta_path(&key), path, &info)?;
-        let mut st = self.state.lock();
-        st.tick += 1;
-        let tick = st.tick;
-        st.put(
-            path.clone(),
-            Entry {
-                key,
-                info,
-                last_use: tick,
-            },
-        );
-        Ok(())
+    /// Bytes of cached content (clean and dirty).
+    pub fn total_size(&self) -> u64 {
+        self.index.lock().bytes()
+    }
+
+    fn store(&self, path: &RelPath, info: EntryInfo, durable: bool) -> io::Result<()> {
+        let mut ix = self.index.lock();
+        self.store_locked(&mut ix, path, info, durable)
+    }
+
+    fn store_locked(
+        &self,
+        ix: &mut Index,
+        path: &RelPath,
+        info: EntryInfo,
+        durable: bool,
+    ) -> io::Result<()> {
+        ix.record(path, key_of(path), info, durable)
     }
 
     fn evict(&self) {
-        let victims = {
-            let mut st = self.state.lock();
-            if st.bytes <= self.limit {
-                return;
-            }
-            let mut clean: Vec<(u64, RelPath)> = st
-                .entries
-                .iter()
-                .filter(|(p, e)| !e.info.dirty && !st.pins.contains_key(*p))
-                .map(|(p, e)| (e.last_use, p.clone()))
-                .collect();
-            clean.sort();
-            let mut victims = Vec::new();
-            for (_, p) in clean {
-                if st.bytes <= self.limit {
-                    break;
-                }
-                if let Some(e) = st.take(&p) {
-                    victims.push(e.key);
-                }
-            }
-            victims
-        };
+        let victims = self.index.lock().evict_for(0, self.limit);
+        self.delete(victims);
+    }
+
+    fn delete(&self, victims: Vec<String>) {
         for key in victims {
             debug!("cache: evicting {key}");
-            let _ = fs::remove_file(self.meta_path(&key));
-            let _ = fs::remove_file(self.root.join(&key[..2]).join(&key));
+            self.files.remove_key(&key);
         }
     }
-}
-
-fn write_meta(meta_path: &Path, path: &RelPath, info: &EntryInfo) -> io::Result<()> {
-    let dir = meta_path.parent().unwrap_or(Path::new("."));
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let mut tmp = tempfile::Builder::new().prefix(".tmp").tempfile_in(dir)?;
-    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    // One write: formatting straight into the file costs a syscall per field.
-    let text = format!(
-        "{META_MAGIC}\nversion {}\ndirty {}\nsize {}\nmode {}\nmtime {}\npath {}\n",
-        opt(info.version.map(|v| v.to_string())),
-        u8::from(info.dirty),
-        info.size,
-        opt(info.mode.map(|m| m.to_string())),
-        opt(info.mtime.map(|t| format!("{}.{}", t.secs, t.nanos))),
-        path.as_str(),
-    );
-    tmp.write_all(text.as_bytes())?;
-    tmp.persist(meta_path).map_err(|e| e.error)?;
-    Ok(())
-}
-
-fn read_meta(meta_path: &Path) -> Option<(RelPath, EntryInfo)> {
-    let text = fs::read_to_string(meta_path).ok()?;
-    let mut lines = text.lines();
-    if lines.next()? != META_MAGIC {
-        return None;
-    }
-    let mut field = |name: &str| -> Option<String> {
-        let l = lines.next()?;
-        l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned)
-    };
-    let opt = |s: String| if s == "-" { None } else { Some(s) };
-    let version = match opt(field("version")?) {
-        Some(v) => Some(v.parse().ok()?),
-        None => None,
-    };
-    let dirty = field("dirty")? == "1";
-    let size = field("size")?.parse().ok()?;
-    let mode = match opt(field("mode")?) {
-        Some(m) => Some(m.parse().ok()?),
-        None => None,
-    };
-    let mtime = match opt(field("mtime")?) {
-        Some(t) => {
-            let (s, n) = t.split_once('.')?;
-            Some(Timestamp {
-                secs: s.parse().ok()?,
-                nanos: n.parse().ok()?,
-            })
-        }
-        None => None,
-    };
-    let path = RelPath::try_from(field("path")?).ok()?;
-    Some((
-        path,
-        EntryInfo {
-            version,
-            dirty,
-            size,
-            mode,
-            mtime,
-        },
-    ))
-}
-
-/// Opens a cache file for a handle.
-pub(crate) fn open_data(path: &Path, writable: bool) -> io::Result<File> {
-    OpenOptions::new().read(true).write(writable).open(path)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn p(s: &str) -> RelPath {
-        RelPath::new(s).unwrap()
-    }
-
-    fn fetch(c: &DataCache, path: &RelPath, data: &[u8], version: Version) {
-        let mut t = c.begin_fetch(path).unwrap();
-        t.write_all(data).unwrap();
-        c.finish_fetch(path, t, version, data.len() as u64).unwrap();
-    }
-
-    #[test]
-    fn entries_survive_reopen_and_dirty_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let c = DataCache::open(dir.path(), "exp", 1 << 20).unwrap();
-            fetch(&c, &p("a/b"), b"hello", 7);
-            c.create_empty(&p("new"), Some(0o600)).unwrap();
-            c.set_overrides(&p("new"), None, Some(Timestamp { secs: 5, nanos: 6 }))
-                .unwrap();
-        }
-        let c = DataCache::open(dir.path(), "exp", 1 << 20).unwrap();
-        let e = c.entry(&p("a/b")).unwrap();
-        assert_eq!((e.version, e.dirty, e.size), (Some(7), false, 5));
-        assert_eq!(fs::read(c.data_path(&p("a/b"))).unwrap(), b"hello");
-        let n = c.entry(&p("new")).unwrap();
-        assert!(n.dirty);
-        assert_eq!(n.mode, Some(0o600));
-        assert_eq!(n.mtime, Some(Timestamp { secs: 5, nanos: 6 }));
-        assert_eq!(c.dirty_paths(), vec![p("new")]);
-        // A different export never sees these entries.
-        let other = DataCache::open(dir.path(), "other", 1 << 20).unwrap();
-        assert!(other.entry(&p("a/b")).is_none());
-    }
-
-    #[test]
-    fn evicts_lru_clean_never_dirty_or_pinned() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = DataCache::open(dir.path(), "exp", 25).unwrap();
-        fetch(&c, &p("old"), &[0; 10], 1);
-        fetch(&c, &p("pinned"), &[0; 10], 2);
-        c.pin(&p("pinned"));
-        c.create_empty(&p("dirty"), None).unwrap();
-        fs::write(c.data_path(&p("dirty")), [1; 10]).unwrap();
-        c.mark_dirty(&p("dirty")).unwrap();
-        fetch(&c, &p("new"), &[0; 10], 3);
-        assert!(
-            c.entry(&p("old")).is_none(),
-            "LRU clean entry should be evicted"
-        );
-        assert!(!c.data_path(&p("old")).exists());
-        assert!(c.entry(&p("pinned")).is_some());
-        assert!(c.entry(&p("dirty")).is_some());
-        assert!(c.entry(&p("new")).is_some());
-        // pinned (10) + dirty (size known only once uploaded: 0) + new (10)
-        assert_eq!(c.total_size(), 20);
-    }
-
-    #[test]
-    fn rename_moves_content_and_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = DataCache::open(dir.path(), "exp", 1 << 20).unwrap();
-        fetch(&c, &p("d/x"), b"xx", 1);
-        c.mark_dirty(&p("d/x")).unwrap();
-        fetch(&c, &p("e"), b"old target", 2);
-        c.rename(&p("d"), &p("e"));
-        assert!(c.entry(&p("d/x")).is_none());
-        let e = c.entry(&p("e/x")).unwrap();
-        assert!(e.dirty);
-        assert_eq!(fs::read(c.data_path(&p("e/x"))).unwrap(), b"xx");
-        assert!(c.entry(&p("e")).is_none());
-    }
-
-    #[test]
-    fn corrupt_meta_is_discarded() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = {
-            let c = DataCache::open(dir.path(), "exp", 1 << 20).unwrap();
-            fetch(&c, &p("f"), b"abc", 1);
-            c.data_path(&p("f"))
-        };
-        let meta = path.with_file_name(format!(
-            "{}.meta",
-            path.file_name().unwrap().to_str().unwrap()
-        ));
-        fs::write(&meta, "garbage").unwrap();
-        let c = DataCache::open(dir.path(), "exp", 1 << 20).unwrap();
-        assert!(c.entry(&p("f")).is_none());
-        assert!(!path.exists());
-    }
-}
+#[path = "data_cache/tests.rs"]
+mod tests;

@@ -16,6 +16,7 @@
 mod dir;
 mod files;
 mod links;
+mod offline;
 mod xattr;
 
 use std::collections::HashMap;
@@ -75,6 +76,9 @@ pub struct RemoteFs<R: Remote> {
     /// Owners of files created here and not yet uploaded: their first PUT
     /// creates them on the server with the creator's ids.
     creators: Mutex<HashMap<RelPath, Owner>>,
+    /// When the mount started (shown for directories known only from the
+    /// cache).
+    started: Timestamp,
 }
 
 impl<R: Remote> RemoteFs<R> {
@@ -93,6 +97,7 @@ impl<R: Remote> RemoteFs<R> {
             next_fh: AtomicU64::new(1),
             invalidator: OnceLock::new(),
             creators: Mutex::new(HashMap::new()),
+            started: offline::now(),
         }
     }
 
@@ -207,7 +212,10 @@ impl<R: Remote> RemoteFs<R> {
                 Ok(m)
             }
             Err(e) if e.code() == Some(ErrorCode::NotFound) => Err(FsError::enoent()),
-            Err(e) if e.is_transport() => self.offline_meta(path).unwrap_or(Err(e.into())),
+            Err(e) if e.is_transport() => self
+                .offline_meta(path)
+                .or_else(|| self.cached_meta(path).map(Ok))
+                .unwrap_or(Err(e.into())),
             Err(e) => Err(e.into()),
         }
     }

@@ -116,7 +116,10 @@ pub fn to_file_attr(ino: u64, m: &Meta, ids: &IdMap) -> FileAttr {
 
 fn reply_error(op: &str, e: &FsError) -> Errno {
     let errno = e.errno();
-    if errno == libc::ENOENT {
+    // An unreachable server is reported once when it goes down; one
+    // warning per operation during an outage would bury the log.
+    let unreachable = matches!(e, FsError::Remote(r) if r.is_transport());
+    if errno == libc::ENOENT || unreachable {
         debug!("{op}: {e}");
     } else {
         warn!("{op}: {e}");

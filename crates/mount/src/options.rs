@@ -21,7 +21,7 @@ pub struct MountConfig {
     pub default_permissions: bool,
     /// Root of the on-disk cache (the export id is appended).
     pub cache_dir: PathBuf,
-    /// Bound of the data cache in bytes (dirty files may exceed it).
+    /// Bound of the data cache in bytes, unsent changes included.
     pub cache_size: u64,
     /// How often files whose upload failed are retried.
     pub retry_interval: Duration,
@@ -31,6 +31,9 @@ pub struct MountConfig {
     pub uid: Option<u32>,
     /// `-o gid=N`: every file appears owned by group N.
     pub gid: Option<u32>,
+    /// `-o timeout=SECS`: how long an operation waits for a server that
+    /// shows no progress before the server counts as unreachable.
+    pub timeout: Duration,
 }
 
 impl MountConfig {
@@ -48,6 +51,7 @@ impl MountConfig {
             idmap: IdMapMode::None,
             uid: None,
             gid: None,
+            timeout: rfmount_client::DEFAULT_TIMEOUT,
         }
     }
 
@@ -78,7 +82,14 @@ impl MountConfig {
                 }
                 ("uid", Some(v)) => self.uid = Some(id(key, v)?),
                 ("gid", Some(v)) => self.gid = Some(id(key, v)?),
-                ("attr_timeout" | "dir_timeout" | "uid" | "gid", None) => {
+                ("timeout", Some(v)) => {
+                    let t = seconds(key, v)?;
+                    if t < Duration::from_millis(100) {
+                        return Err(format!("{key}={v}: must be at least 0.1 seconds"));
+                    }
+                    self.timeout = t;
+                }
+                ("attr_timeout" | "dir_timeout" | "timeout" | "uid" | "gid", None) => {
                     return Err(format!("option {key} needs a value, e.g. {key}=1"));
                 }
                 _ => return Err(format!("unknown mount option {opt:?}")),
@@ -148,6 +159,10 @@ mod tests {
         assert!(c.apply_options("idmap=file").is_err());
         assert!(c.apply_options("uid=bob").is_err());
         assert!(c.apply_options("gid").is_err());
+        c.apply_options("timeout=2").unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(2));
+        assert!(c.apply_options("timeout=0").is_err());
+        assert!(c.apply_options("timeout").is_err());
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod error;
 mod frame;
 mod messages;
 mod path;
+mod version;
 
 pub use auth::{AuthKey, Nonce, new_nonce};
 pub use checksum::{Checksum, Hasher};
@@ -32,9 +33,10 @@ pub use frame::{FrameError, MAX_FRAME, decode_payload, read_frame, read_payload,
 pub use messages::{
     ClientHello, ClientMsg, DirEntry, FileId, FileKind, Limits, MAGIC, Meta, Op, Owner,
     PROTOCOL_VERSION, RENAME_EXCHANGE, RENAME_NOREPLACE, Reply, ServerHello, ServerMsg, SetAttr,
-    SetTime, StatFs, Timestamp, Version, XATTR_CREATE, XATTR_REPLACE,
+    SetTime, StatFs, Timestamp, Version, Welcome, XATTR_CREATE, XATTR_REPLACE,
 };
 pub use path::{MAX_NAME, MAX_PATH, PathError, RelPath};
+pub use version::{MAX_HELLO, hello_version, v1_layout_server_hello};
 
 /// Default TCP port of `rfserve`, inherited from the classic file server.
 pub const DEFAULT_PORT: u16 = 9500;

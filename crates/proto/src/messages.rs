@@ -210,7 +210,7 @@ pub struct StatFs {
     pub frsize: u32,
 }
 
-/// The server's limits, announced in its hello.
+/// The server's limits, announced in its [`Welcome`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     /// Largest frame payload the server accepts or sends.
@@ -232,9 +232,14 @@ pub struct ClientHello {
     pub version: u32,
     /// The client's half of the authentication challenge.
     pub client_nonce: Nonce,
+    /// Confine the session to this directory of the export (version 2):
+    /// every path of the session is then relative to it and nothing outside
+    /// it can be reached. `None` (or the root) is the whole export.
+    pub subdir: Option<RelPath>,
 }
 
-/// The server's answer to [`ClientHello`].
+/// The server's answer to [`ClientHello`]. Since version 2 it says nothing
+/// about the export: that comes in [`Welcome`], after authentication.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerHello {
     /// Always [`MAGIC`].
@@ -242,14 +247,22 @@ pub struct ServerHello {
     /// The server's [`PROTOCOL_VERSION`]. On a mismatch the server closes the
     /// connection after this frame and both sides report the two versions.
     pub version: u32,
-    /// Stable identity of the export (same root, same id across restarts).
+    /// `Some(nonce)` when the client must authenticate before any request.
+    pub auth_challenge: Option<Nonce>,
+}
+
+/// The last frame of the handshake: the session's export, sent only once
+/// the client has authenticated (when a token is configured) and its
+/// subdirectory has been opened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// Stable identity of the exported tree the session sees (same root and
+    /// subdirectory, same id across restarts; another subdirectory, another id).
     pub export_id: String,
     /// True when every change will be refused with `ReadOnly`.
     pub read_only: bool,
     /// The server's limits.
     pub limits: Limits,
-    /// `Some(nonce)` when the client must authenticate before any request.
-    pub auth_challenge: Option<Nonce>,
 }
 
 /// A request's operation.
@@ -480,7 +493,8 @@ pub enum ClientMsg {
 pub enum ServerMsg {
     /// The answer to [`ClientHello`].
     Hello(ServerHello),
-    /// Outcome of authentication; on `Err` the server closes the connection.
+    /// Outcome of authentication; on `Err` the server closes the connection,
+    /// on `Ok` a [`ServerMsg::Welcome`] follows.
     AuthResult(Result<(), WireError>),
     /// The answer to a request (for `List`, possibly one of several).
     Reply {
@@ -507,6 +521,8 @@ pub enum ServerMsg {
     /// A connection-level error (bad frame, timeout); the server closes the
     /// connection after sending it.
     Fatal(WireError),
+    /// The end of the handshake (version 2): requests may follow.
+    Welcome(Welcome),
 }
 
 #[cfg(test)]

@@ -136,6 +136,13 @@ fn all_client_msgs() -> Vec<ClientMsg> {
             magic: MAGIC,
             version: PROTOCOL_VERSION,
             client_nonce: [7; 32],
+            subdir: None,
+        }),
+        ClientMsg::Hello(ClientHello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            client_nonce: [7; 32],
+            subdir: Some(p("a/b")),
         }),
         ClientMsg::Auth { proof: [1; 32] },
         ClientMsg::PutData {
@@ -162,6 +169,14 @@ fn all_server_msgs() -> Vec<ServerMsg> {
         ServerMsg::Hello(ServerHello {
             magic: MAGIC,
             version: PROTOCOL_VERSION,
+            auth_challenge: Some([2; 32]),
+        }),
+        ServerMsg::Hello(ServerHello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            auth_challenge: None,
+        }),
+        ServerMsg::Welcome(Welcome {
             export_id: "abc".into(),
             read_only: true,
             limits: Limits {
@@ -170,7 +185,6 @@ fn all_server_msgs() -> Vec<ServerMsg> {
                 max_in_flight: 3,
                 idle_timeout_secs: 4,
             },
-            auth_challenge: Some([2; 32]),
         }),
         ServerMsg::AuthResult(Ok(())),
         ServerMsg::AuthResult(Err(err.clone())),
@@ -277,20 +291,91 @@ fn golden_bytes_version_bump_required() {
         PROTOCOL_VERSION, 2,
         "version bump required: update the golden bytes below"
     );
-    // len=44 | variant 0 Hello | magic "RFMT" | version 2 | nonce 32 x 07
+    // len=45 | variant 0 Hello | magic "RFMT" | version 2 | nonce 32 x 07 | subdir None
     let hello = ClientMsg::Hello(ClientHello {
         magic: MAGIC,
         version: 2,
         client_nonce: [7; 32],
+        subdir: None,
     });
     assert_eq!(
         frame_hex(&hello),
         format!(
-            "2c000000{}{}{}{}",
+            "2d000000{}{}{}{}{}",
             "00000000",
             "52464d54",
             "02000000",
-            "07".repeat(32)
+            "07".repeat(32),
+            "00"
+        )
+    );
+    // ... | subdir Some("sub"): tag 01, string length 3, "sub"
+    let hello = ClientMsg::Hello(ClientHello {
+        magic: MAGIC,
+        version: 2,
+        client_nonce: [7; 32],
+        subdir: Some(p("sub")),
+    });
+    assert_eq!(
+        frame_hex(&hello),
+        format!(
+            "38000000{}{}{}{}{}",
+            "00000000",
+            "52464d54",
+            "02000000",
+            "07".repeat(32),
+            "010300000000000000737562"
+        )
+    );
+    // len=45 | variant 0 Hello | magic | version 2 | challenge Some(32 x 02)
+    let server_hello = ServerMsg::Hello(ServerHello {
+        magic: MAGIC,
+        version: 2,
+        auth_challenge: Some([2; 32]),
+    });
+    assert_eq!(
+        frame_hex(&server_hello),
+        format!(
+            "2d000000{}{}{}01{}",
+            "00000000",
+            "52464d54",
+            "02000000",
+            "02".repeat(32)
+        )
+    );
+    // Without a challenge: len=13 | ... | None
+    let server_hello = ServerMsg::Hello(ServerHello {
+        magic: MAGIC,
+        version: 2,
+        auth_challenge: None,
+    });
+    assert_eq!(
+        frame_hex(&server_hello),
+        concat!("0d000000", "00000000", "52464d54", "02000000", "00")
+    );
+    // len=32 | variant 6 Welcome | export_id "abc" | read_only | limits
+    let welcome = ServerMsg::Welcome(Welcome {
+        export_id: "abc".into(),
+        read_only: true,
+        limits: Limits {
+            max_frame: MAX_FRAME as u32,
+            chunk_size: 262_144,
+            max_in_flight: 64,
+            idle_timeout_secs: 300,
+        },
+    });
+    assert_eq!(
+        frame_hex(&welcome),
+        concat!(
+            "20000000",         // len 32
+            "06000000",         // ServerMsg::Welcome
+            "0300000000000000", // export_id length 3
+            "616263",           // "abc"
+            "01",               // read_only true
+            "00002000",         // max_frame 2 MiB
+            "00000400",         // chunk_size 256 KiB
+            "40000000",         // max_in_flight 64
+            "2c010000",         // idle_timeout_secs 300
         )
     );
     // len=25 | variant 2 Request | id 5 | op variant 1 Stat | path len 1 "f"
@@ -382,6 +467,55 @@ fn golden_bytes_version_bump_required() {
             "02000000",         // gid 2
         )
     );
+}
+
+/// The version-1 hellos (the golden bytes of version 1) are no version-2
+/// messages, but their frozen prefix still names their version.
+#[test]
+fn version_1_hellos_are_recognised_by_their_prefix() {
+    let v1_client_hello = format!("00000000{}{}{}", "52464d54", "01000000", "07".repeat(32));
+    let v1 = unhex(&v1_client_hello);
+    assert_eq!(crate::hello_version(&v1), Some(1));
+    assert!(crate::decode_payload::<ClientMsg>(&v1).is_err());
+    // Version 1's ServerHello: export_id "abc", read_only, default limits, no challenge.
+    let v1_server_hello = unhex(concat!(
+        "00000000",
+        "52464d54",
+        "01000000",
+        "0300000000000000616263",
+        "01",
+        "00002000",
+        "00000400",
+        "40000000",
+        "2c010000",
+        "00"
+    ));
+    assert_eq!(crate::hello_version(&v1_server_hello), Some(1));
+    assert!(crate::decode_payload::<ServerMsg>(&v1_server_hello).is_err());
+    // What a version-2 server answers a version-1 client: the old layout,
+    // naming version 2 and revealing nothing.
+    let answer = crate::v1_layout_server_hello(2);
+    assert_eq!(
+        hex(&answer),
+        format!(
+            "26000000{}{}{}{}00{}00",
+            "00000000",
+            "52464d54",
+            "02000000",
+            "00".repeat(8),
+            "00".repeat(16)
+        )
+    );
+    assert_eq!(crate::hello_version(&answer[4..]), Some(2));
+    assert_eq!(crate::hello_version(b"GET / HTTP/1.1"), None);
+    assert_eq!(crate::hello_version(&[0, 0, 0, 0, b'R']), None);
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 #[test]

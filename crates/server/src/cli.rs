@@ -18,7 +18,16 @@ use crate::{LocalStore, Server, ServerConfig};
 
 /// Serve a directory to rfmount and rf clients.
 #[derive(Debug, Parser)]
-#[command(name = "rfserve", version, about, long_about = None)]
+#[command(
+    name = "rfserve",
+    version,
+    about = "Export a directory over TCP to rfmount and rf clients",
+    long_about = None,
+    after_help = "Prints `rfserve listening on ADDR:PORT` on stdout once it accepts \
+                  connections; logs go to stderr (level from RUST_LOG, default info). \
+                  Ctrl-C or SIGTERM stops it. Clients mount it with \
+                  `rfmount HOST:PORT DIR` or use `rf ls HOST:PORT`."
+)]
 pub struct Args {
     /// Directory to export.
     #[arg(long, value_name = "DIR")]
@@ -40,6 +49,54 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 300,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub idle_timeout: u32,
+
+    /// Most sessions (connections past the handshake) served at once.
+    #[arg(long, value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Most connections still in the handshake at once; at the cap the
+    /// oldest one from the address holding the most is closed to make room.
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_handshakes: u32,
+
+    /// Most connections from one address (an IPv6 /64 counts as one).
+    #[arg(long, value_name = "N", default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_per_address: u32,
+
+    /// Seconds from connecting to the end of the handshake (hello and
+    /// authentication), however slowly the bytes arrive.
+    #[arg(long, value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub handshake_timeout: u32,
+
+    /// Largest frame accepted before authentication, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = rfmount_proto::MAX_HELLO as u32,
+          value_parser = clap::value_parser!(u32).range(1024..=rfmount_proto::MAX_FRAME as i64))]
+    pub max_handshake_frame: u32,
+
+    /// Seconds a frame may take from its first byte to its last.
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub frame_timeout: u32,
+
+    /// Milliseconds an address must wait after its fourth failed
+    /// authentication in a row, doubled with every further failure.
+    #[arg(long, value_name = "MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub auth_backoff_ms: u32,
+
+    /// Longest wait after failed authentications, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub auth_backoff_max: u32,
+}
+
+/// The clap definition of `rfserve`, for man pages and shell completions.
+pub fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
 }
 
 /// Runs `rfserve` with the process's arguments; the binary's whole `main`.
@@ -47,6 +104,11 @@ pub fn main() -> ExitCode {
     // clap prints usage errors itself and exits with status 2.
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match crate::fdlimit::raise() {
+        Ok((old, new)) if new > old => log::info!("open-file limit raised from {old} to {new}"),
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
+    }
     let server = match prepare(&args) {
         Ok(server) => server,
         Err(e) => {
@@ -116,10 +178,19 @@ pub fn config(args: &Args) -> anyhow::Result<ServerConfig> {
             Some(AuthKey::from_token(&token))
         }
     };
+    let secs = |n: u32| Duration::from_secs(u64::from(n));
     Ok(ServerConfig {
         read_only: args.read_only,
         auth,
-        idle_timeout: Duration::from_secs(u64::from(args.idle_timeout)),
+        idle_timeout: secs(args.idle_timeout),
+        max_connections: args.max_connections as usize,
+        max_handshakes: args.max_handshakes as usize,
+        max_per_address: args.max_per_address as usize,
+        handshake_timeout: secs(args.handshake_timeout),
+        max_handshake_frame: args.max_handshake_frame as usize,
+        frame_timeout: secs(args.frame_timeout),
+        auth_backoff: Duration::from_millis(u64::from(args.auth_backoff_ms)),
+        auth_backoff_max: secs(args.auth_backoff_max),
         ..ServerConfig::default()
     })
 }
@@ -146,6 +217,22 @@ mod tests {
         let a = args(&["--root", "/tmp"]).unwrap();
         assert_eq!(a.listen, "0.0.0.0:9500");
         assert_eq!(a.idle_timeout, 300);
+        let c = config(&a).unwrap();
+        let d = ServerConfig::default();
+        assert_eq!(
+            (c.max_connections, c.max_handshakes, c.max_per_address),
+            (d.max_connections, d.max_handshakes, d.max_per_address)
+        );
+        assert_eq!(
+            (c.handshake_timeout, c.frame_timeout, c.max_handshake_frame),
+            (d.handshake_timeout, d.frame_timeout, d.max_handshake_frame)
+        );
+        assert_eq!(
+            (c.auth_backoff, c.auth_backoff_max),
+            (d.auth_backoff, d.auth_backoff_max)
+        );
+        assert!(args(&["--root", "/tmp", "--max-handshake-frame", "10"]).is_err());
+        assert!(args(&["--root", "/tmp", "--handshake-timeout", "0"]).is_err());
         assert!(!a.read_only);
         assert!(args(&[]).is_err(), "--root is required");
         assert!(args(&["--root", "/tmp", "--idle-timeout", "0"]).is_err());

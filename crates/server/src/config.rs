@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rfmount_proto::AuthKey;
+use rfmount_proto::{AuthKey, MAX_HELLO};
 
 /// How a [`crate::Server`] treats its clients.
 #[derive(Clone, Debug)]
@@ -14,8 +14,33 @@ pub struct ServerConfig {
     /// Close a connection that sends nothing for this long while no request
     /// of it is being worked on. Whole seconds, at least one.
     pub idle_timeout: Duration,
-    /// Refuse connections beyond this many with `Busy`.
+    /// Sessions (connections past the handshake) served at once; more are
+    /// refused with `Busy`. Connections still in the handshake do not count.
     pub max_connections: usize,
+    /// Connections still in the handshake at once. At the cap the oldest
+    /// handshake of the address holding the most is closed to make room, so
+    /// that a flood of silent connections churns through itself instead of
+    /// keeping a real client out.
+    pub max_handshakes: usize,
+    /// Connections from one address (an IPv6 /64 counts as one), sessions
+    /// and handshakes together. At the cap the address's oldest handshake
+    /// is closed to make room; when all of them are sessions, the new one
+    /// is refused with `Busy`.
+    pub max_per_address: usize,
+    /// The whole handshake (hello, authentication) must be over this long
+    /// after the connection was accepted, however the bytes trickle in.
+    pub handshake_timeout: Duration,
+    /// Largest frame accepted before the handshake is over, in bytes.
+    pub max_handshake_frame: usize,
+    /// A frame that has started to arrive must be complete within this
+    /// (or the idle timeout, if shorter).
+    pub frame_timeout: Duration,
+    /// After its fourth failed authentication in a row, an address may not
+    /// try again for this long, doubled with every further failure up to
+    /// [`ServerConfig::auth_backoff_max`].
+    pub auth_backoff: Duration,
+    /// The longest back-off after failed authentications.
+    pub auth_backoff_max: Duration,
     /// Requests one connection may have in flight; more get `Busy`.
     pub max_in_flight: u32,
     /// How long one frame may wait for a peer that stopped reading.
@@ -29,27 +54,41 @@ impl Default for ServerConfig {
             auth: None,
             idle_timeout: Duration::from_secs(300),
             max_connections: 1024,
+            max_handshakes: 256,
+            max_per_address: 128,
+            handshake_timeout: Duration::from_secs(10),
+            max_handshake_frame: MAX_HELLO,
+            frame_timeout: Duration::from_secs(60),
+            auth_backoff: Duration::from_millis(500),
+            auth_backoff_max: Duration::from_secs(60),
             max_in_flight: 64,
             write_timeout: Duration::from_secs(60),
         }
     }
 }
 
-/// The hello must arrive within this, or within the idle timeout if shorter:
-/// a connection that never speaks should not hold a slot for five minutes.
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 impl ServerConfig {
     pub(crate) fn idle_secs(&self) -> u32 {
         u32::try_from(self.idle_timeout.as_secs().max(1)).unwrap_or(u32::MAX)
     }
 
-    /// The idle timeout as a socket timeout (never zero, which std rejects).
+    /// The idle timeout, never zero.
     pub(crate) fn idle(&self) -> Duration {
         self.idle_timeout.max(Duration::from_millis(1))
     }
 
-    pub(crate) fn handshake_timeout(&self) -> Duration {
-        HANDSHAKE_TIMEOUT.min(self.idle())
+    /// The handshake deadline: also never longer than the idle timeout, so a
+    /// connection that never speaks never outlives one that went quiet.
+    pub(crate) fn handshake(&self) -> Duration {
+        self.handshake_timeout
+            .min(self.idle())
+            .max(Duration::from_millis(1))
+    }
+
+    /// How long one frame may take from its first byte to its last.
+    pub(crate) fn frame(&self) -> Duration {
+        self.frame_timeout
+            .min(self.idle())
+            .max(Duration::from_millis(1))
     }
 }

@@ -1,62 +1,132 @@
-//! The first frames of a connection: the client's hello, our hello, and the
-//! shared-secret challenge when a token is configured.
+//! The first frames of a connection, all before one deadline counted from
+//! the accept: the client's hello, our hello, the shared-secret challenge
+//! when a token is configured, the client's subdirectory, and finally the
+//! [`Welcome`] with the export's details. Nothing about the export (its id,
+//! read-only flag, limits, or whether a subdirectory exists) is said before
+//! the client has authenticated.
 //!
-//! The client's hello is decoded in two steps. A peer of another protocol
-//! version may send a hello this build cannot decode in full, but its first
-//! fields (variant 0, magic, version) are frozen forever; reading those from
-//! the raw bytes lets us tell it which version we speak instead of calling
-//! its hello garbage.
+//! A hello is read as raw bytes first: its frozen prefix (variant 0, magic,
+//! version) names the peer's version even when the rest does not decode in
+//! this version, so a peer of another version is told what we speak instead
+//! of being called garbage.
 
-use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use rfmount_proto::{
-    AuthKey, CHUNK_SIZE, ClientMsg, ErrorCode, FrameError, Limits, MAGIC, MAX_FRAME, Nonce,
-    PROTOCOL_VERSION, ServerHello, ServerMsg, WireError, decode_payload, read_frame, read_payload,
+    AuthKey, CHUNK_SIZE, ClientHello, ClientMsg, ErrorCode, Limits, MAGIC, MAX_FRAME, Nonce,
+    PROTOCOL_VERSION, ServerHello, ServerMsg, Welcome, WireError, decode_payload, hello_version,
+    v1_layout_server_hello,
 };
 
 use crate::config::ServerConfig;
-use crate::session::{Conn, Ending};
+use crate::ending::Ending;
+use crate::frames::{Deadlines, FrameReader, ReadFail, Timed};
+use crate::peers::{Gate, Ticket, backoff_message};
+use crate::ratelog::Kind;
+use crate::store::Store;
+use crate::writer::FrameWriter;
+
+/// What a finished handshake hands to the session.
+pub(crate) struct Admitted {
+    /// The store the session sees, confined to the client's subdirectory.
+    pub(crate) store: Arc<dyn Store>,
+    /// For the log: the subdirectory, if any.
+    pub(crate) subdir: Option<String>,
+}
+
+/// The parts of the server a handshake needs.
+pub(crate) struct Ctx<'a> {
+    pub(crate) cfg: &'a ServerConfig,
+    pub(crate) gate: &'a Gate,
+    pub(crate) ticket: &'a Ticket,
+    pub(crate) peer: SocketAddr,
+    pub(crate) writer: &'a FrameWriter,
+}
 
 /// Runs the handshake; `Ok` means requests may follow.
 ///
 /// # Errors
 /// How the connection ends when the peer is not a client we can serve.
-pub(crate) fn run<R: Read>(reader: &mut R, conn: &Conn, cfg: &ServerConfig) -> Result<(), Ending> {
-    let payload = read_payload(reader).map_err(|e| read_ending(&e, cfg, "hello"))?;
-    let hello = match decode_payload::<ClientMsg>(&payload) {
-        Ok(ClientMsg::Hello(hello)) => hello,
-        Ok(_) => {
-            return Err(Ending::fatal(
-                ErrorCode::Protocol,
-                "expected Hello as the first frame",
-            ));
-        }
-        Err(e) => match frozen_version(&payload) {
-            Some(v) if v != PROTOCOL_VERSION => return Err(mismatch(conn, cfg, v)),
-            _ => {
+pub(crate) fn run<T: Timed>(
+    reader: &mut FrameReader<T>,
+    root: &Arc<dyn Store>,
+    cx: &Ctx<'_>,
+) -> Result<Admitted, Ending> {
+    let hello = read_hello(reader, cx)?;
+    if let Some(key) = &cx.cfg.auth {
+        authenticate(reader, cx, key, &hello.client_nonce)?;
+    } else {
+        send(cx, &hello_msg(None))?;
+    }
+    let (store, subdir) = match hello.subdir.filter(|d| !d.is_root()) {
+        None => (Arc::clone(root), None),
+        Some(dir) => match root.confine(&dir) {
+            Ok(store) => (store, Some(dir.to_string())),
+            Err(e) => {
+                // The client shows this line to its user: no OS error text.
                 return Err(Ending::fatal(
-                    ErrorCode::Protocol,
-                    format!("bad hello: {e}"),
+                    e.code,
+                    format!("cannot serve subdirectory {dir}: {}", e.code.describe()),
                 ));
             }
         },
     };
-    if hello.magic != MAGIC {
-        return Err(Ending::fatal(
-            ErrorCode::Protocol,
-            "bad magic: not an rfmount client",
-        ));
+    if let Err(why) = cx.gate.promote(cx.ticket) {
+        return Err(Ending::fatal(ErrorCode::Busy, why));
     }
-    if hello.version != PROTOCOL_VERSION {
-        return Err(mismatch(conn, cfg, hello.version));
-    }
-    let Some(key) = &cfg.auth else {
-        send(conn, server_hello(conn, cfg, None))?;
-        return Ok(());
+    let welcome = Welcome {
+        export_id: store.export_id(),
+        read_only: cx.cfg.read_only,
+        limits: Limits {
+            max_frame: MAX_FRAME as u32,
+            chunk_size: CHUNK_SIZE as u32,
+            max_in_flight: cx.cfg.max_in_flight,
+            idle_timeout_secs: cx.cfg.idle_secs(),
+        },
     };
+    send(cx, &ServerMsg::Welcome(welcome))?;
+    Ok(Admitted { store, subdir })
+}
+
+fn read_hello<T: Timed>(reader: &mut FrameReader<T>, cx: &Ctx<'_>) -> Result<ClientHello, Ending> {
+    let payload = read(reader, cx, "hello")?;
+    match hello_version(&payload) {
+        Some(PROTOCOL_VERSION) => {}
+        Some(theirs) => return Err(mismatch(cx, theirs)),
+        None => {
+            return Err(match decode_payload::<ClientMsg>(&payload) {
+                Ok(ClientMsg::Hello(_)) => {
+                    Ending::fatal(ErrorCode::Protocol, "bad magic: not an rfmount client")
+                }
+                Ok(_) => Ending::fatal(ErrorCode::Protocol, "expected Hello as the first frame"),
+                Err(e) => Ending::fatal(ErrorCode::Protocol, format!("bad hello: {e}")),
+            });
+        }
+    }
+    match decode_payload::<ClientMsg>(&payload) {
+        Ok(ClientMsg::Hello(hello)) => Ok(hello),
+        Ok(_) => Err(Ending::fatal(
+            ErrorCode::Protocol,
+            "expected Hello as the first frame",
+        )),
+        Err(e) => Err(Ending::fatal(
+            ErrorCode::Protocol,
+            format!("bad hello: {e}"),
+        )),
+    }
+}
+
+fn authenticate<T: Timed>(
+    reader: &mut FrameReader<T>,
+    cx: &Ctx<'_>,
+    key: &AuthKey,
+    client_nonce: &Nonce,
+) -> Result<(), Ending> {
     let challenge = nonce()?;
-    send(conn, server_hello(conn, cfg, Some(challenge)))?;
-    let proof = match read_frame(reader) {
+    send(cx, &hello_msg(Some(challenge)))?;
+    let payload = read(reader, cx, "authentication")?;
+    let proof = match decode_payload::<ClientMsg>(&payload) {
         Ok(ClientMsg::Auth { proof }) => proof,
         Ok(_) => {
             return Err(Ending::fatal(
@@ -64,66 +134,115 @@ pub(crate) fn run<R: Read>(reader: &mut R, conn: &Conn, cfg: &ServerConfig) -> R
                 "expected Auth: this export requires a token",
             ));
         }
-        Err(e) => return Err(read_ending(&e, cfg, "authentication")),
+        Err(e) => {
+            return Err(Ending::fatal(
+                ErrorCode::Protocol,
+                format!("bad authentication frame: {e}"),
+            ));
+        }
     };
-    verify(conn, key, &challenge, &hello.client_nonce, &proof)
-}
-
-fn verify(
-    conn: &Conn,
-    key: &AuthKey,
-    server_nonce: &Nonce,
-    client_nonce: &Nonce,
-    proof: &[u8; 32],
-) -> Result<(), Ending> {
-    if key.verify(server_nonce, client_nonce, proof) {
-        return send(conn, ServerMsg::AuthResult(Ok(())));
+    let addr = cx.ticket.key;
+    // Checked again here, not only at accept: a burst of connections opened
+    // before the first failure must not get a guess each.
+    if let Some(left) = cx.gate.backoff_left(addr) {
+        let refusal = WireError::new(ErrorCode::Busy, backoff_message(addr, left));
+        let _ = cx.writer.send(&ServerMsg::AuthResult(Err(refusal)));
+        return Err(Ending::lost("refused: authentication back-off"));
     }
-    log::warn!("{}: authentication failed", conn.peer);
+    if key.verify(&challenge, client_nonce, &proof) {
+        cx.gate.auth_ok(addr);
+        return send(cx, &ServerMsg::AuthResult(Ok(())));
+    }
+    let delay = cx.gate.auth_failed(addr);
+    let wait = if delay.is_zero() {
+        String::new()
+    } else {
+        format!(
+            "; {addr} must wait {:.1} s before trying again",
+            delay.as_secs_f32()
+        )
+    };
+    cx.gate.log.log(
+        log::Level::Warn,
+        addr,
+        Kind::Auth,
+        &format!("{}: authentication failed{wait}", cx.peer),
+    );
     let refusal = WireError::new(ErrorCode::Access, "authentication failed");
-    let _ = conn.writer.send(&ServerMsg::AuthResult(Err(refusal)));
-    Err(Ending {
-        reason: "authentication failed".into(),
-        fatal: None,
-        abort: true,
-    })
+    let _ = cx.writer.send(&ServerMsg::AuthResult(Err(refusal)));
+    Err(Ending::lost("authentication failed"))
 }
 
-fn server_hello(conn: &Conn, cfg: &ServerConfig, challenge: Option<Nonce>) -> ServerMsg {
+/// Reads one handshake frame under the handshake's limits.
+fn read<T: Timed>(
+    reader: &mut FrameReader<T>,
+    cx: &Ctx<'_>,
+    what: &str,
+) -> Result<Vec<u8>, Ending> {
+    let deadline = cx.ticket.accepted + cx.cfg.handshake();
+    let when = Deadlines {
+        start_by: deadline,
+        complete_within: cx.cfg.handshake(),
+        complete_by: Some(deadline),
+    };
+    reader
+        .payload(cx.cfg.max_handshake_frame, when)
+        .map_err(|e| match e {
+            ReadFail::Closed => Ending::quiet(format!("closed before {what}")),
+            ReadFail::Quiet | ReadFail::Stalled => Ending::fatal(
+                ErrorCode::Protocol,
+                format!(
+                    "handshake not complete within {} s (no {what})",
+                    cx.cfg.handshake().as_secs_f32()
+                ),
+            ),
+            ReadFail::TooLarge { len, limit } => Ending::fatal(
+                ErrorCode::Protocol,
+                format!(
+                    "bad {what} frame: frame of {len} bytes exceeds the {limit}-byte limit before authentication"
+                ),
+            ),
+            ReadFail::Io(e) => Ending::lost(format!("read failed during {what}: {e}")),
+        })
+}
+
+fn hello_msg(challenge: Option<Nonce>) -> ServerMsg {
     ServerMsg::Hello(ServerHello {
         magic: MAGIC,
         version: PROTOCOL_VERSION,
-        export_id: conn.store.export_id(),
-        read_only: cfg.read_only,
-        limits: Limits {
-            max_frame: MAX_FRAME as u32,
-            chunk_size: CHUNK_SIZE as u32,
-            max_in_flight: cfg.max_in_flight,
-            idle_timeout_secs: cfg.idle_secs(),
-        },
         auth_challenge: challenge,
     })
 }
 
 /// Tells a peer of another version what we speak, then ends: both sides
-/// can then report the two versions instead of a vague protocol error.
-fn mismatch(conn: &Conn, cfg: &ServerConfig, theirs: u32) -> Ending {
-    log::info!(
-        "{}: client speaks protocol {theirs}, server speaks {PROTOCOL_VERSION}",
-        conn.peer
+/// can then report the two versions instead of a vague protocol error. A
+/// version-1 client decodes the whole hello before looking at its version,
+/// so it gets one in the version-1 layout (saying nothing of the export).
+fn mismatch(cx: &Ctx<'_>, theirs: u32) -> Ending {
+    cx.gate.log.log(
+        log::Level::Info,
+        cx.ticket.key,
+        Kind::Handshake,
+        &format!(
+            "{}: client speaks protocol {theirs}, server speaks {PROTOCOL_VERSION}",
+            cx.peer
+        ),
     );
-    let _ = conn.writer.send(&server_hello(conn, cfg, None));
+    let _ = if theirs == 1 {
+        cx.writer
+            .send_raw(&v1_layout_server_hello(PROTOCOL_VERSION))
+    } else {
+        cx.writer.send(&hello_msg(None))
+    };
     Ending::quiet(format!(
         "protocol version mismatch (client {theirs}, server {PROTOCOL_VERSION})"
     ))
 }
 
-fn send(conn: &Conn, msg: ServerMsg) -> Result<(), Ending> {
-    conn.writer.send(&msg).map_err(|_| Ending {
-        reason: "connection lost during handshake".into(),
-        fatal: None,
-        abort: true,
-    })
+fn send(cx: &Ctx<'_>, msg: &ServerMsg) -> Result<(), Ending> {
+    cx.writer
+        .send(msg)
+        .map_err(|_| Ending::lost("connection lost during handshake"))
 }
 
 fn nonce() -> Result<Nonce, Ending> {
@@ -135,42 +254,4 @@ fn nonce() -> Result<Nonce, Ending> {
         )
     })?;
     Ok(n)
-}
-
-/// The version in a hello's frozen prefix: variant index 0 (`u32`), the
-/// magic, then the version (`u32`), all little-endian.
-fn frozen_version(payload: &[u8]) -> Option<u32> {
-    let variant = payload.get(0..4)?;
-    let magic = payload.get(4..8)?;
-    let version = payload.get(8..12)?;
-    if variant != [0, 0, 0, 0] || magic != MAGIC {
-        return None;
-    }
-    Some(u32::from_le_bytes(version.try_into().ok()?))
-}
-
-fn read_ending(e: &FrameError, cfg: &ServerConfig, what: &str) -> Ending {
-    match e {
-        FrameError::Closed => Ending::quiet(format!("closed before {what}")),
-        FrameError::Io(io)
-            if matches!(
-                io.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
-            Ending::fatal(
-                ErrorCode::Protocol,
-                format!(
-                    "no {what} within {} s",
-                    cfg.handshake_timeout().as_secs_f32()
-                ),
-            )
-        }
-        FrameError::Io(io) => Ending {
-            reason: format!("read failed during {what}: {io}"),
-            fatal: None,
-            abort: true,
-        },
-        other => Ending::fatal(ErrorCode::Protocol, format!("bad {what} frame: {other}")),
-    }
 }

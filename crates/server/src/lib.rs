@@ -4,6 +4,10 @@
 //! directory.
 //!
 //! # What this crate owns
+//! - admission: a connection table with separate caps for connections still
+//!   in the handshake (the oldest is closed to make room) and for sessions,
+//!   a per-address cap, a handshake deadline that trickling cannot extend,
+//!   and a back-off for addresses that fail to authenticate;
 //! - sessions: one reader thread per connection, a worker thread per
 //!   request so a large GET never holds up a LIST for more than one chunk,
 //!   uploads written to a temporary file and renamed into place only when
@@ -40,9 +44,17 @@
 
 pub mod cli;
 mod config;
+mod conn;
+mod dispatch;
+mod ending;
+pub mod fdlimit;
+mod frames;
 mod handshake;
 mod listener;
 mod local;
+mod peers;
+mod ratelog;
+mod replies;
 mod requests;
 mod session;
 mod store;

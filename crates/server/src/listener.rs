@@ -1,20 +1,21 @@
-//! The accept loop: one thread per connection, a cap on connections, and an
-//! orderly shutdown that closes every session so that unfinished uploads
-//! delete their temporary files before the process exits.
+//! The accept loop: admission through the connection table ([`Gate`]),
+//! one thread per admitted connection, and an orderly shutdown that closes
+//! every session so that unfinished uploads delete their temporary files
+//! before the process exits.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
 use rfmount_proto::{ErrorCode, ServerMsg, WireError};
 
 use crate::config::ServerConfig;
-use crate::session;
+use crate::peers::{AddrKey, Gate, Refusal, backoff_message};
+use crate::ratelog::Kind;
+use crate::session::{self, Setup};
 use crate::store::Store;
 
 /// How often the accept loop looks at the shutdown flag.
@@ -40,7 +41,7 @@ pub struct Server {
     store: Arc<dyn Store>,
     config: Arc<ServerConfig>,
     stop: Arc<AtomicBool>,
-    sessions: Arc<Sessions>,
+    gate: Arc<Gate>,
 }
 
 /// Asks a running [`Server`] to stop; cheap to clone, usable from a signal
@@ -48,7 +49,7 @@ pub struct Server {
 #[derive(Clone)]
 pub struct ShutdownHandle {
     stop: Arc<AtomicBool>,
-    sessions: Arc<Sessions>,
+    gate: Arc<Gate>,
 }
 
 impl std::fmt::Debug for ShutdownHandle {
@@ -66,38 +67,7 @@ impl ShutdownHandle {
     /// uploads that happen to be running. Idempotent.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::SeqCst);
-        self.sessions.close_all();
-    }
-}
-
-/// Live connections, so that shutdown can close them all.
-#[derive(Default)]
-struct Sessions {
-    live: Mutex<HashMap<u64, TcpStream>>,
-    gone: Condvar,
-    next: AtomicU64,
-}
-
-impl Sessions {
-    /// Shuts every live connection down; each session then ends by itself,
-    /// dropping (and so deleting) its unfinished uploads.
-    fn close_all(&self) {
-        for stream in self.live.lock().values() {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-/// Unregisters a session when its thread ends, however it ends.
-struct Registered {
-    sessions: Arc<Sessions>,
-    id: u64,
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        self.sessions.live.lock().remove(&self.id);
-        self.sessions.gone.notify_all();
+        self.gate.close_all();
     }
 }
 
@@ -123,12 +93,13 @@ impl Server {
         // Non-blocking, so that a wake-up from poll that finds no connection
         // after all (the peer gave up) cannot block the loop.
         listener.set_nonblocking(true)?;
+        let gate = Arc::new(Gate::new(&config, crate::fdlimit::current()));
         Ok(Server {
             listener,
             store,
             config: Arc::new(config),
             stop: Arc::new(AtomicBool::new(false)),
-            sessions: Arc::default(),
+            gate,
         })
     }
 
@@ -144,7 +115,7 @@ impl Server {
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
             stop: Arc::clone(&self.stop),
-            sessions: Arc::clone(&self.sessions),
+            gate: Arc::clone(&self.gate),
         }
     }
 
@@ -177,87 +148,88 @@ impl Server {
     fn admit(&self, stream: TcpStream, peer: SocketAddr) {
         // Accepted sockets do not inherit O_NONBLOCK on Linux, but say so.
         let _ = stream.set_nonblocking(false);
-        let clone = match stream.try_clone() {
-            Ok(c) => c,
-            Err(e) => {
-                log::warn!("{peer}: cannot set up connection: {e}");
-                return;
-            }
-        };
-        let id = self.sessions.next.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut live = self.sessions.live.lock();
-            // Checked under the lock that `close_all` takes: a connection
-            // is either refused here or registered before the sweep.
-            if self.stop.load(Ordering::SeqCst) {
-                return;
-            }
-            if live.len() >= self.config.max_connections {
-                drop(live);
-                log::warn!(
-                    "{peer}: refused: already {} connections",
-                    self.config.max_connections
+        // One descriptor per connection: reader, writer and the table all
+        // share this socket.
+        let stream = Arc::new(stream);
+        let ticket = match self.gate.admit(&stream, &peer) {
+            Ok(t) => t,
+            Err(Refusal::Stopping) => return,
+            Err(refusal) => {
+                let (code, message) = match refusal {
+                    Refusal::Backoff(left) => {
+                        (ErrorCode::Busy, backoff_message(AddrKey::of(&peer), left))
+                    }
+                    Refusal::Busy(m) => (ErrorCode::Busy, m),
+                    Refusal::Stopping => return,
+                };
+                self.gate.log.log(
+                    log::Level::Warn,
+                    AddrKey::of(&peer),
+                    Kind::Refused,
+                    &format!("{peer}: refused: {message}"),
                 );
-                refuse(stream);
+                refuse(stream, WireError::new(code, message));
                 return;
             }
-            live.insert(id, clone);
-        }
-        let registered = Registered {
-            sessions: Arc::clone(&self.sessions),
-            id,
         };
-        let store = Arc::clone(&self.store);
-        let config = Arc::clone(&self.config);
+        let setup = Setup {
+            stream,
+            peer,
+            store: Arc::clone(&self.store),
+            cfg: Arc::clone(&self.config),
+            gate: Arc::clone(&self.gate),
+            ticket,
+        };
         let spawned = std::thread::Builder::new()
-            .name(format!("rfserve-conn-{id}"))
-            .spawn(move || {
-                let _registered = registered;
-                session::run(stream, peer, store, &config);
-            });
+            .name(format!("rfserve-conn-{peer}"))
+            .spawn(move || session::run(setup));
         if let Err(e) = spawned {
             log::warn!("{peer}: cannot start a session thread: {e}");
         }
     }
 
     fn drain(&self) {
-        self.sessions.close_all();
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
-        let mut live = self.sessions.live.lock();
-        while !live.is_empty() {
-            if self
-                .sessions
-                .gone
-                .wait_until(&mut live, deadline)
-                .timed_out()
-            {
-                log::warn!(
-                    "{} connections still closing after {} s; exiting anyway",
-                    live.len(),
-                    DRAIN_TIMEOUT.as_secs()
-                );
-                break;
-            }
+        self.gate.close_all();
+        let left = self.gate.wait_empty(Instant::now() + DRAIN_TIMEOUT);
+        if left > 0 {
+            log::warn!(
+                "{left} connections still closing after {} s; exiting anyway",
+                DRAIN_TIMEOUT.as_secs()
+            );
         }
     }
 }
 
-/// Turns away a connection over the cap, on a short-lived thread so that a
-/// flood of them cannot slow the accept loop.
-fn refuse(stream: TcpStream) {
-    let _ = std::thread::Builder::new()
+/// Refusals being delivered at once; beyond this a refused connection is
+/// closed without a word, so that a flood of refused connections costs no
+/// more than this many threads.
+const MAX_REFUSING: usize = 64;
+static REFUSING: AtomicUsize = AtomicUsize::new(0);
+
+/// Turns away a connection, on a short-lived thread so that a flood of
+/// them cannot slow the accept loop.
+fn refuse(stream: Arc<TcpStream>, why: WireError) {
+    if REFUSING.fetch_add(1, Ordering::SeqCst) >= MAX_REFUSING {
+        REFUSING.fetch_sub(1, Ordering::SeqCst);
+        let _ = stream.shutdown(Shutdown::Both);
+        return;
+    }
+    let spawned = std::thread::Builder::new()
         .name("rfserve-refuse".into())
         .spawn(move || {
             let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-            let busy = WireError::new(ErrorCode::Busy, "server busy: too many connections");
-            let mut s = &stream;
-            let _ = rfmount_proto::write_frame(&mut s, &ServerMsg::Fatal(busy));
+            let mut s = &*stream;
+            let _ = rfmount_proto::write_frame(&mut s, &ServerMsg::Fatal(why));
             let _ = stream.shutdown(Shutdown::Write);
             // Give the peer a moment to read the refusal before the close.
             let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
             let mut sink = [0u8; 4096];
             let _ = io::Read::read(&mut s, &mut sink);
+            REFUSING.fetch_sub(1, Ordering::SeqCst);
         });
+    if spawned.is_err() {
+        REFUSING.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn is_transient(e: &io::Error) -> bool {

@@ -22,6 +22,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use rfmount_proto::{
     ErrorCode, FileKind, Meta, Owner, RENAME_EXCHANGE, RENAME_NOREPLACE, RelPath, SetAttr, StatFs,
@@ -305,6 +306,15 @@ impl Store for LocalStore {
 
     fn removexattr(&self, path: &RelPath, name: &str) -> StoreResult<()> {
         self.do_removexattr(path, name)
+    }
+
+    fn confine(&self, dir: &RelPath) -> StoreResult<Arc<dyn Store>> {
+        let root = self.root.subdir(dir)?;
+        let st = sys::fstat(root.fd()).map_err(io_err(dir))?;
+        Ok(Arc::new(LocalStore {
+            export_id: meta::subdir_export_id(&self.export_id, &st),
+            root,
+        }))
     }
 
     fn statfs(&self) -> StoreResult<StatFs> {

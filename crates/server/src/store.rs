@@ -10,6 +10,7 @@
 //! since only it knows what its backend's failures mean.
 
 use std::io::{Read, Write};
+use std::sync::Arc;
 
 use rfmount_proto::{
     DirEntry, FileKind, Meta, Owner, RelPath, SetAttr, StatFs, Timestamp, WireError,
@@ -123,4 +124,13 @@ pub trait Store: Send + Sync + 'static {
         rdev: u64,
         owner: Option<Owner>,
     ) -> StoreResult<Meta>;
+
+    /// The same export confined to directory `dir`: every path given to the
+    /// result is relative to `dir`, and nothing outside `dir` is reachable
+    /// through it, whatever symlinks either contains. Its export id differs
+    /// from this one's (clients key caches by it).
+    ///
+    /// # Errors
+    /// When `dir` is missing, not a directory, or leaves the export.
+    fn confine(&self, dir: &RelPath) -> StoreResult<Arc<dyn Store>>;
 }

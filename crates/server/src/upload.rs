@@ -17,8 +17,8 @@ use rfmount_proto::{
     Checksum, ErrorCode, Hasher, Op, Owner, RelPath, Reply, ServerMsg, Timestamp, WireError,
 };
 
-use crate::requests::{Label, Outcome, cancelled, log_request, refuse, writable};
-use crate::session::Conn;
+use crate::conn::Conn;
+use crate::replies::{Label, Outcome, cancelled, log_request, refuse, writable};
 use crate::store::PendingPut;
 
 struct Upload {

@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use rfmount_proto::ServerMsg;
 /// lock over and over while a LIST reply waits (measured: 35 chunks); with
 /// turns, a reply waits for at most the one frame being written.
 pub(crate) struct FrameWriter {
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
     turns: Mutex<Turns>,
     next_turn: Condvar,
     broken: AtomicBool,
@@ -47,13 +48,13 @@ impl Drop for Turn<'_> {
 }
 
 impl FrameWriter {
-    /// Wraps a clone of the connection. `timeout` bounds how long one frame
-    /// may wait for a peer that stopped reading.
-    pub(crate) fn new(stream: &TcpStream, timeout: Duration) -> std::io::Result<FrameWriter> {
+    /// Writes to the connection's shared socket. `timeout` bounds how long
+    /// one frame may wait for a peer that stopped reading.
+    pub(crate) fn new(stream: Arc<TcpStream>, timeout: Duration) -> std::io::Result<FrameWriter> {
         stream.set_write_timeout(Some(timeout))?;
-        limit_unsent(stream);
+        limit_unsent(&stream);
         Ok(FrameWriter {
-            stream: stream.try_clone()?,
+            stream,
             turns: Mutex::default(),
             next_turn: Condvar::new(),
             broken: AtomicBool::new(false),
@@ -69,11 +70,16 @@ impl FrameWriter {
             self.fail();
             return Err(Broken);
         }
+        self.send_raw(&frame)
+    }
+
+    /// Sends bytes that are already a whole frame.
+    pub(crate) fn send_raw(&self, frame: &[u8]) -> Result<(), Broken> {
         let _turn = self.wait_turn();
         if self.is_broken() {
             return Err(Broken);
         }
-        if let Err(e) = (&self.stream).write_all(&frame) {
+        if let Err(e) = (&*self.stream).write_all(frame) {
             log::debug!("write to peer failed: {e}");
             self.fail();
             return Err(Broken);

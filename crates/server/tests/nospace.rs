@@ -64,6 +64,7 @@ fn upload_larger_than_the_free_space_is_refused_up_front() {
 
     let mut c = Client::connect(addr);
     c.hello();
+    c.welcome();
     let size = 4u64 << 20;
     c.send(&ClientMsg::Request {
         id: 1,

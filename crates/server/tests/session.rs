@@ -25,12 +25,17 @@ fn handshake_announces_export_and_limits() {
     let hello = c.hello();
     assert_eq!(hello.magic, MAGIC);
     assert_eq!(hello.version, PROTOCOL_VERSION);
-    assert_eq!(hello.export_id, h.export_id);
-    assert!(!hello.read_only);
-    assert_eq!(hello.limits.max_frame as usize, rfmount_proto::MAX_FRAME);
-    assert_eq!(hello.limits.chunk_size as usize, rfmount_proto::CHUNK_SIZE);
-    assert_eq!(hello.limits.max_in_flight, 64);
-    assert_eq!(hello.limits.idle_timeout_secs, 300);
+    assert_eq!(hello.auth_challenge, None);
+    let welcome = c.welcome();
+    assert_eq!(welcome.export_id, h.export_id);
+    assert!(!welcome.read_only);
+    assert_eq!(welcome.limits.max_frame as usize, rfmount_proto::MAX_FRAME);
+    assert_eq!(
+        welcome.limits.chunk_size as usize,
+        rfmount_proto::CHUNK_SIZE
+    );
+    assert_eq!(welcome.limits.max_in_flight, 64);
+    assert_eq!(welcome.limits.idle_timeout_secs, 300);
     assert_eq!(c.request(1, Op::Ping), Ok(Reply::Done));
     match c.request(2, Op::StatFs) {
         Ok(Reply::StatFs(s)) => assert!(s.blocks > 0),
@@ -78,6 +83,7 @@ fn bad_magic_or_wrong_first_frame_is_fatal() {
         magic: *b"HTTP",
         version: PROTOCOL_VERSION,
         client_nonce: [0; 32],
+        subdir: None,
     }));
     assert_eq!(c.expect_closed().unwrap().code, ErrorCode::Protocol);
     let mut c = Client::connect(h.addr);
@@ -95,6 +101,7 @@ fn auth_with_the_right_token_succeeds() {
     let hello = c.hello();
     let challenge = hello.auth_challenge.expect("a challenge");
     assert_eq!(c.auth(b"s3cret\n", &challenge), Ok(()));
+    assert_eq!(c.welcome().export_id, h.export_id);
     assert_eq!(c.request(1, Op::Ping), Ok(Reply::Done));
 }
 
@@ -502,7 +509,8 @@ fn read_only_refuses_every_change() {
     std::fs::write(h.root.join("f"), "x").unwrap();
     std::fs::create_dir(h.root.join("d")).unwrap();
     let mut c = Client::connect(h.addr);
-    assert!(c.hello().read_only);
+    c.hello();
+    assert!(c.welcome().read_only);
     let ops = [
         Op::Remove { path: p("f") },
         Op::Rename {

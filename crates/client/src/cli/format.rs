@@ -3,10 +3,10 @@
 use rfmount_proto::{FileKind, Meta, RelPath, Timestamp};
 
 /// `drwxr-xr-x         4096 2026-11-23 13:30:00 name` (times in UTC);
-/// a symlink ends in ` -> target`.
+/// a symlink ends in ` -> target`, escaped like the name.
 pub(crate) fn ls_line(name: &str, m: &Meta) -> String {
     let target = match &m.target {
-        Some(t) => format!(" -> {t}"),
+        Some(t) => format!(" -> {}", escape_name(t)),
         None => String::new(),
     };
     format!(
@@ -15,14 +15,38 @@ pub(crate) fn ls_line(name: &str, m: &Meta) -> String {
         perms(m.mode),
         m.size,
         utc(m.mtime),
-        name
+        escape_name(name)
     )
+}
+
+/// A name with control characters and backslashes escaped as `ls -b` does
+/// (`\n`, `\t`, `\\`, `\ooo` for the rest), so that one entry is always
+/// one line and cannot move the terminal's cursor.
+pub(crate) fn escape_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\{b:03o}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Multi-line attributes of one entry.
 pub(crate) fn stat_text(path: &RelPath, m: &Meta) -> String {
     format!(
-        "path: {path}\nkind: {}\nsize: {}\nmode: {:04o} ({}{})\nmtime: {} UTC\nversion: {:016x}",
+        "path: {}\nkind: {}\nsize: {}\nmode: {:04o} ({}{})\nmtime: {} UTC\nversion: {:016x}",
+        escape_name(&path.to_string()),
         kind_name(m.kind),
         m.size,
         m.mode & 0o7777,
@@ -139,6 +163,10 @@ mod tests {
             "lrwxrwxrwx            5 2023-11-14 22:13:20 l -> a/b c"
         );
         assert_eq!(perms(0o1777), "rwxrwxrwt");
+        assert_eq!(
+            escape_name("a\nb\tc\\d\u{1b}[A\u{7f}é"),
+            "a\\nb\\tc\\\\d\\033[A\\177é"
+        );
         assert_eq!(utc(Timestamp { secs: 0, nanos: 0 }), "1970-01-01 00:00:00");
         assert_eq!(
             utc(Timestamp {

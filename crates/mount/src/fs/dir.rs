@@ -55,8 +55,16 @@ impl<R: Remote> RemoteFs<R> {
                 self.meta.lock().put_listing(&dir, listing.clone());
                 listing
             }
-            // Server unreachable: the last listing, however old, beats EIO.
-            Err(e) if e.is_transport() => self.meta.lock().listing_any(&dir).ok_or(e)?,
+            // Server unreachable: the last listing, however old, beats EIO;
+            // without one, what the cache holds (not stored as a listing:
+            // it does not say which names are absent).
+            Err(e) if e.is_transport() => match self.meta.lock().listing_any(&dir) {
+                Some(l) => l,
+                None if self.cached_meta(&dir).is_some() => {
+                    Arc::new(crate::meta_cache::Listing::new(self.cached_listing(&dir)))
+                }
+                None => return Err(e.into()),
+            },
             Err(e) => return Err(e.into()),
         };
         let mut entries: Vec<(String, Meta)> = listing

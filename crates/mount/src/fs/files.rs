@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use log::{info, warn};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rfmount_client::{GetOutcome, PutOptions, Remote};
 use rfmount_proto::{
     ErrorCode, FileKind, Meta, Owner, RelPath, SetAttr, SetTime, Timestamp, Version,
@@ -28,6 +28,12 @@ pub(crate) struct FileState {
     /// Held across fetches and uploads of this file (never across anything
     /// else), so that they do not interleave.
     upload: Mutex<()>,
+    /// Shared by local changes (from their record in the cache until they
+    /// have landed), exclusive while an upload seals the content it sends
+    /// or marks it clean: a change is either in what was sealed, or it
+    /// marks the file as being written again after the seal. Always taken
+    /// after `upload`, never before.
+    seal: RwLock<()>,
     open: AtomicU32,
     writers: AtomicU32,
     /// Content version whose pages the kernel may hold.
@@ -41,6 +47,22 @@ impl FileState {
     pub(crate) fn open_count(&self) -> u32 {
         self.open.load(Ordering::SeqCst)
     }
+}
+
+/// Why an upload runs; it decides whether the content becomes a *sealed*
+/// version, one that may be uploaded after a crash too.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Why {
+    /// A `close(2)` of one descriptor. Not a seal: the kernel also flushes
+    /// when a dup is closed or a child process execs, while the writer goes
+    /// on writing.
+    Flush,
+    /// `fsync(2)`: the application declares this content.
+    Fsync,
+    /// The last close of a handle: a seal once no handle writes the file.
+    Release,
+    /// The retry loop: only sealed content that no handle is writing.
+    Retry,
 }
 
 /// An open file.
@@ -174,7 +196,7 @@ impl<R: Remote> RemoteFs<R> {
             .begin_fetch(path)
             .map_err(|e| FsError::cache(format!("preparing to fetch {path}"), e))?;
         let outcome = {
-            let mut sink = BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
+            let mut sink = BufWriter::with_capacity(256 * 1024, &mut tmp);
             let r = self.remote.get(path, have, &mut sink);
             match r {
                 Ok(o) => sink
@@ -191,10 +213,8 @@ impl<R: Remote> RemoteFs<R> {
             }
             Ok(GetOutcome::Fetched(meta)) => {
                 let size = tmp
-                    .as_file()
-                    .metadata()
-                    .map_err(|e| FsError::cache(format!("fetching {path}"), e))?
-                    .len();
+                    .received()
+                    .map_err(|e| FsError::cache(format!("fetching {path}"), e))?;
                 self.cache
                     .finish_fetch(path, tmp, meta.version, size)
                     .map_err(|e| FsError::cache(format!("storing {path}"), e))?;
@@ -283,24 +303,33 @@ impl<R: Remote> RemoteFs<R> {
         Ok(buf)
     }
 
-    /// Writes to the cache file; the file becomes dirty.
+    /// Writes to the cache file; the file becomes dirty, and is recorded as
+    /// being written (not to be uploaded after a crash) before the data
+    /// lands.
     ///
     /// # Errors
-    /// `EBADF` for a read-only handle, cache errors (`ENOSPC` of the cache disk).
+    /// `EBADF` for a read-only handle; `ENOSPC` when the cache is full of
+    /// unsent data (after a bounded wait for uploads) or its disk is full.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let h = self.handle(fh)?;
         if !h.writable {
             return Err(ebadf());
         }
+        let path = self.inodes.lock().path(h.ino);
+        let _changing = h.state.seal.read();
+        // An unlinked file's writes go to its descriptors only.
+        if let Some(path) = &path {
+            self.cache
+                .note_change(path)
+                .map_err(|e| FsError::cache(format!("recording a write to {path}"), e))?;
+            self.cache
+                .resize(path, offset + data.len() as u64, true)
+                .map_err(|e| FsError::cache(format!("cache full of unsent data: {path}"), e))?;
+        }
         h.file
             .write_all_at(data, offset)
             .map_err(|e| FsError::cache("writing cached file", e))?;
         h.state.write_gen.fetch_add(1, Ordering::SeqCst);
-        if let Some(path) = self.inodes.lock().path(h.ino) {
-            self.cache
-                .mark_dirty(&path)
-                .map_err(|e| FsError::cache(format!("marking {path}"), e))?;
-        }
         Ok(data.len() as u32)
     }
 
@@ -315,15 +344,20 @@ impl<R: Remote> RemoteFs<R> {
         if !h.writable {
             return Ok(());
         }
-        self.upload(h.ino, &h.state)
+        self.upload(h.ino, &h.state, Why::Flush)
     }
 
-    /// `fsync(2)`: the same as a flush.
+    /// `fsync(2)`: uploads as a flush does, and seals the content: after a
+    /// crash it is uploaded, not recovered aside.
     ///
     /// # Errors
     /// As [`RemoteFs::flush`].
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
-        self.flush(fh)
+        let h = self.handle(fh)?;
+        if !h.writable {
+            return Ok(());
+        }
+        self.upload(h.ino, &h.state, Why::Fsync)
     }
 
     /// Last close of a handle. An upload still pending is tried once more;
@@ -333,7 +367,7 @@ impl<R: Remote> RemoteFs<R> {
             return;
         };
         if h.writable {
-            if let Err(e) = self.upload(h.ino, &h.state) {
+            if let Err(e) = self.upload(h.ino, &h.state, Why::Release) {
                 warn!("upload at close failed, kept for retry: {e}");
             }
             h.state.writers.fetch_sub(1, Ordering::SeqCst);
@@ -344,8 +378,11 @@ impl<R: Remote> RemoteFs<R> {
         }
     }
 
-    /// Uploads `ino`'s cached content if it is dirty.
-    pub(super) fn upload(&self, ino: u64, state: &FileState) -> FsResult<()> {
+    /// Uploads `ino`'s cached content if it is dirty. For an fsync or the
+    /// last release the content is first sealed: it is then a version that
+    /// the next mount uploads if this one crashes. The retry loop sends
+    /// only sealed content.
+    pub(super) fn upload(&self, ino: u64, state: &FileState, why: Why) -> FsResult<()> {
         let _guard = state.upload.lock();
         // An unlinked file's changes go nowhere, as on a local disk.
         let Some(path) = self.inodes.lock().path(ino) else {
@@ -354,12 +391,48 @@ impl<R: Remote> RemoteFs<R> {
         let Some(entry) = self.cache.entry(&path).filter(|e| e.dirty) else {
             return Ok(());
         };
-        let started_gen = state.write_gen.load(Ordering::SeqCst);
-        let meta = self.put_cached(&path, &entry)?;
-        if state.write_gen.load(Ordering::SeqCst) == started_gen {
-            self.cache
-                .mark_clean(&path, meta.version, meta.size)
-                .map_err(|e| FsError::cache(format!("recording upload of {path}"), e))?;
+        let started_gen = {
+            let _sealing = state.seal.write();
+            let writers = state.writers.load(Ordering::SeqCst);
+            if why == Why::Retry && (writers > 0 || entry.writing) {
+                // Opened for writing since the retry loop looked (its
+                // close uploads it), or never sealed: only a close or an
+                // fsync makes content safe to send unasked.
+                return Ok(());
+            }
+            let seal = match why {
+                Why::Flush | Why::Retry => false,
+                // `writers` still counts the handle being released.
+                Why::Release => writers <= 1,
+                Why::Fsync => true,
+            };
+            if seal {
+                self.cache
+                    .seal(&path)
+                    .map_err(|e| FsError::cache(format!("recording the close of {path}"), e))?;
+            }
+            state.write_gen.load(Ordering::SeqCst)
+        };
+        let meta = match self.put_cached(&path, &entry) {
+            Ok(m) => m,
+            Err(e) => {
+                // Until the upload succeeds the local copy is the only one
+                // of what the application closed.
+                if why != Why::Retry
+                    && let Err(se) = self.cache.keep_durably(&path)
+                {
+                    warn!("{path}: flushing the local copy to disk: {se}");
+                }
+                return Err(e);
+            }
+        };
+        {
+            let _sealing = state.seal.write();
+            if state.write_gen.load(Ordering::SeqCst) == started_gen {
+                self.cache
+                    .mark_clean(&path, meta.version, meta.size)
+                    .map_err(|e| FsError::cache(format!("recording upload of {path}"), e))?;
+            }
         }
         *state.kernel_version.lock() = Some(meta.version);
         // Every name of a hard-linked file now has these attributes.
@@ -401,12 +474,17 @@ impl<R: Remote> RemoteFs<R> {
     fn truncate_local(&self, path: &RelPath, state: &FileState, size: u64) -> FsResult<()> {
         let f = open_data(&self.cache.data_path(path), true)
             .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
+        let _changing = state.seal.read();
+        self.cache
+            .note_change(path)
+            .map_err(|e| FsError::cache(format!("recording a truncate of {path}"), e))?;
+        self.cache
+            .resize(path, size, false)
+            .map_err(|e| FsError::cache(format!("cache full of unsent data: {path}"), e))?;
         f.set_len(size)
             .map_err(|e| FsError::cache(format!("truncating {path}"), e))?;
         state.write_gen.fetch_add(1, Ordering::SeqCst);
-        self.cache
-            .mark_dirty(path)
-            .map_err(|e| FsError::cache(format!("marking {path}"), e))
+        Ok(())
     }
 
     /// Changes attributes. A file with unsent changes (or open for writing,
@@ -586,11 +664,12 @@ impl<R: Remote> RemoteFs<R> {
         for path in dirty {
             let ino = self.inodes.lock().peek(&path);
             let state = self.file_state(ino);
-            if state.writers.load(Ordering::SeqCst) > 0 {
+            let unsealed = self.cache.entry(&path).is_some_and(|e| e.writing);
+            if state.writers.load(Ordering::SeqCst) > 0 || unsealed {
                 left += 1;
                 continue;
             }
-            match self.upload(ino, &state) {
+            match self.upload(ino, &state, Why::Retry) {
                 Ok(()) => info!("uploaded {path} (retry)"),
                 Err(e) => {
                     left += 1;

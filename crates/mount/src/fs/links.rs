@@ -5,6 +5,7 @@
 use rfmount_client::Remote;
 use rfmount_proto::{ErrorCode, FileKind, Meta, Owner, RelPath, SetAttr};
 
+use super::files::Why;
 use super::{Attr, RemoteFs};
 use crate::error::{FsError, FsResult};
 
@@ -63,7 +64,7 @@ impl<R: Remote> RemoteFs<R> {
         let to = self.child(newparent, newname)?;
         if self.cache.entry(&from).is_some_and(|e| e.dirty) {
             let state = self.file_state(ino);
-            self.upload(ino, &state)?;
+            self.upload(ino, &state, Why::Flush)?;
         }
         let meta = self.remote.link(&from, &to)?;
         let names = {
@@ -146,7 +147,7 @@ impl<R: Remote> RemoteFs<R> {
                 }
                 if self.cache.entry(p).is_some_and(|e| e.dirty) {
                     let state = state.unwrap_or_else(|| self.file_state(ino));
-                    self.upload(ino, &state)?;
+                    self.upload(ino, &state, Why::Flush)?;
                 }
             }
             if self.has_unsent_beneath(p) {
@@ -189,7 +190,7 @@ impl<R: Remote> RemoteFs<R> {
     ) -> FsResult<Attr> {
         if self.cache.entry(path).is_some_and(|e| e.dirty) {
             let state = self.file_state(ino);
-            self.upload(ino, &state)?;
+            self.upload(ino, &state, Why::Flush)?;
         }
         let attr = SetAttr {
             uid,

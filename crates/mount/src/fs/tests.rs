@@ -310,3 +310,122 @@ fn extracting_into_a_new_directory_needs_no_stat_per_file() {
         19
     );
 }
+
+/// A crash of rfmount: the filesystem and its cache are dropped with a
+/// writer's handle still open (nothing is released), then a new mount opens
+/// the same cache directory.
+#[test]
+fn after_a_crash_unclosed_content_is_recovered_beside_the_file_and_closed_content_uploaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = Arc::new(MemRemote::new(false));
+    remote.write_file("doc", b"the server's good version");
+    let mount = |remote: &Arc<MemRemote>| {
+        let cfg = MountConfig::new(dir.path().to_path_buf());
+        let cache = Arc::new(DataCache::open(dir.path(), "mem-export", 1 << 30).unwrap());
+        RemoteFs::new(remote.clone(), cfg, cache)
+    };
+    {
+        let fs = mount(&remote);
+        // Closed while the server was unreachable: kept for upload.
+        let (_, c) = fs.create(ROOT, "closed", 0o644, 0, None).unwrap();
+        fs.write(c.fh, 0, b"closed content").unwrap();
+        remote.set_offline(true);
+        assert!(fs.flush(c.fh).is_err());
+        fs.release(c.fh);
+        remote.set_offline(false);
+        // Half-written when rfmount dies.
+        let a = fs.lookup(ROOT, "doc").unwrap();
+        let o = fs.open(a.ino, libc::O_RDWR).unwrap();
+        fs.write(o.fh, 0, b"HALF").unwrap();
+        // Dropped without releasing anything: what is on disk is what a
+        // kill -9 leaves (nothing in the cache runs on drop).
+        drop(fs);
+    }
+    let fs = mount(&remote);
+    assert_eq!(fs.retry_dirty(), 0);
+    assert_eq!(
+        remote.read_file("doc").unwrap(),
+        b"the server's good version",
+        "unclosed content never replaces the server's file"
+    );
+    assert_eq!(remote.read_file("closed").unwrap(), b"closed content");
+    let listing = remote.list(&RelPath::root()).unwrap();
+    let recovered: Vec<_> = listing
+        .iter()
+        .filter(|e| e.name.starts_with("doc.recovered-"))
+        .collect();
+    assert_eq!(recovered.len(), 1, "{listing:?}");
+    assert_eq!(
+        remote.read_file(&recovered[0].name).unwrap(),
+        b"HALFserver's good version"
+    );
+}
+
+#[test]
+fn writes_get_enospc_when_the_cache_is_full_of_unsent_data() {
+    let f = fixture_with(MemRemote::new(false), 1000);
+    f.fs.cache()
+        .set_space_wait(std::time::Duration::from_millis(20));
+    f.remote.set_offline(true);
+    let (_, a) = f.fs.create(ROOT, "a", 0o644, 0, None).unwrap();
+    f.fs.write(a.fh, 0, &[1; 600]).unwrap();
+    assert!(f.fs.flush(a.fh).is_err());
+    f.fs.release(a.fh);
+    let (_, b) = f.fs.create(ROOT, "b", 0o644, 0, None).unwrap();
+    f.fs.write(b.fh, 0, &[2; 400]).unwrap();
+    let err = f.fs.write(b.fh, 400, &[2; 1]).unwrap_err();
+    assert_eq!(err.errno(), libc::ENOSPC);
+    assert!(f.fs.cache().total_size() <= 1000);
+    assert!(f.fs.flush(b.fh).is_err());
+    f.fs.release(b.fh);
+    // Back online: everything closed is uploaded, and space is free again.
+    f.remote.set_offline(false);
+    assert_eq!(f.fs.retry_dirty(), 0);
+    assert_eq!(f.remote.read_file("a").unwrap(), vec![1; 600]);
+    assert_eq!(f.remote.read_file("b").unwrap(), vec![2; 400]);
+    let (_, c) = f.fs.create(ROOT, "c", 0o644, 0, None).unwrap();
+    f.fs.write(c.fh, 0, &[3; 900]).unwrap();
+    f.fs.flush(c.fh).unwrap();
+    f.fs.release(c.fh);
+}
+
+#[test]
+fn only_fsync_and_the_last_release_seal_the_content() {
+    let f = fixture();
+    f.remote.set_offline(true);
+    let (a, o) = f.fs.create(ROOT, "f", 0o644, 0, None).unwrap();
+    let path = RelPath::new("f").unwrap();
+    let writing = || f.fs.cache().entry(&path).unwrap().writing;
+    let second = f.fs.open(a.ino, WR).unwrap();
+    f.fs.write(o.fh, 0, b"one").unwrap();
+    // A flush is any close(2), a dup's or an exec's too: not a seal.
+    assert!(f.fs.flush(o.fh).is_err());
+    assert!(writing());
+    assert!(f.fs.fsync(o.fh).is_err());
+    assert!(!writing(), "fsync declares the content");
+    f.fs.write(o.fh, 3, b"two").unwrap();
+    assert!(writing());
+    // Released while another handle may still write: not sealed yet.
+    f.fs.release(o.fh);
+    assert!(writing());
+    f.fs.release(second.fh);
+    assert!(!writing(), "the last release seals");
+    f.remote.set_offline(false);
+    assert_eq!(f.fs.retry_dirty(), 0);
+    assert_eq!(f.remote.read_file("f").unwrap(), b"onetwo");
+}
+
+#[test]
+fn the_retry_loop_never_sends_content_that_was_not_sealed() {
+    let f = fixture();
+    f.remote.write_file("f", b"server");
+    assert_eq!(read_all(&f, "f"), b"server");
+    // A change no close or fsync ever declared (as when recording a seal
+    // failed): dirty, but never sent unasked.
+    let path = RelPath::new("f").unwrap();
+    f.fs.cache().note_change(&path).unwrap();
+    std::fs::write(f.fs.cache().data_path(&path), b"torn").unwrap();
+    assert_eq!(f.fs.retry_dirty(), 1);
+    assert_eq!(f.remote.calls("put"), 0);
+    assert_eq!(f.remote.read_file("f").unwrap(), b"server");
+}

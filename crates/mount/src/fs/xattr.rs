@@ -10,6 +10,7 @@ use rfmount_client::Remote;
 use rfmount_proto::{ErrorCode, RelPath};
 
 use super::RemoteFs;
+use super::files::Why;
 use crate::error::{FsError, FsResult};
 
 /// Namespaces carried to the server.
@@ -89,7 +90,7 @@ impl<R: Remote> RemoteFs<R> {
         let path = self.xattr_path(ino)?;
         if self.cache.entry(&path).is_some_and(|e| e.dirty) {
             let state = self.file_state(ino);
-            self.upload(ino, &state)?;
+            self.upload(ino, &state, Why::Flush)?;
         }
         self.remote
             .setxattr(&path, name, value, flags)

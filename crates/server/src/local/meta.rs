@@ -105,3 +105,19 @@ pub(super) fn export_id(canonical_root: &[u8], st: &libc::stat) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// The export id of a subdirectory of an export: the parent export's id
+/// and the directory's own device and inode, so that two names of one
+/// directory (a symlink to it) share an id and caches, while another
+/// directory, or this one deleted and recreated, gets another.
+pub(super) fn subdir_export_id(parent_id: &str, st: &libc::stat) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"rfmount subdir export id v1\0");
+    h.update(parent_id.as_bytes());
+    h.update(&st.st_dev.to_le_bytes());
+    h.update(&st.st_ino.to_le_bytes());
+    h.finalize().as_bytes()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

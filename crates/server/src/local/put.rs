@@ -89,7 +89,7 @@ fn no_tmpfile(e: &io::Error) -> bool {
 
 impl LocalPut {
     /// Creates the temporary in `dir` (the target's parent, opened for
-    /// reading so it can be fsynced) and reserves `size` bytes.
+    /// reading so it can be fsynced), if `size` bytes fit on its filesystem.
     pub(super) fn create(
         dir: OwnedFd,
         target: CString,
@@ -145,13 +145,21 @@ impl LocalPut {
             owner,
             committed: false,
         };
-        // Filesystems without fallocate simply find out while writing.
-        if let Err(e) = sys::reserve(put.file.as_fd(), size) {
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG)
-            ) {
-                return Err(io_err(e));
+        // Nothing is reserved: only data that has arrived takes space, so
+        // an upload that trickles in cannot make other uploads fail with
+        // ENOSPC. One that cannot fit in what is free now is still refused
+        // before the client streams it.
+        if libc::off_t::try_from(size).is_err() {
+            return Err(io_err(io::Error::from_raw_os_error(libc::EFBIG)));
+        }
+        if let Ok(free) = sys::free_bytes(put.dir.as_fd()) {
+            if size > free {
+                return Err(WireError::new(
+                    ErrorCode::NoSpace,
+                    format!(
+                        "{path}: {size} bytes do not fit in the {free} bytes free on the server"
+                    ),
+                ));
             }
         }
         Ok(put)

@@ -58,6 +58,13 @@ impl Root {
         }
     }
 
+    /// A directory beneath this root as a root of its own: every lookup
+    /// through the result is confined to that directory.
+    pub(super) fn subdir(&self, dir: &RelPath) -> StoreResult<Root> {
+        let fd = self.open(dir, libc::O_PATH | libc::O_DIRECTORY)?;
+        Ok(Root { fd })
+    }
+
     /// The root's descriptor (`O_PATH`): for `fstat`, `fstatvfs` and as the
     /// base of every lookup.
     pub(super) fn fd(&self) -> BorrowedFd<'_> {

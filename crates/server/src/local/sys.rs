@@ -217,17 +217,11 @@ pub(super) fn fstatvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
     Ok(unsafe { st.assume_init() })
 }
 
-/// Reserves `len` bytes for `fd` without changing its size, so that a full
-/// disk is reported before the client streams anything.
-pub(super) fn reserve(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
-    let Ok(len) = libc::off_t::try_from(len) else {
-        return Err(io::Error::from_raw_os_error(libc::EFBIG));
-    };
-    if len == 0 {
-        return Ok(());
-    }
-    // SAFETY: plain syscall on a descriptor we borrow.
-    cvt(unsafe { libc::fallocate(fd.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) }).map(drop)
+/// Bytes an unprivileged writer may still allocate on the filesystem of
+/// `fd`.
+pub(super) fn free_bytes(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let v = fstatvfs(fd)?;
+    Ok(v.f_bavail.saturating_mul(v.f_frsize))
 }
 
 /// An open directory stream (`fdopendir(3)`/`readdir(3)`), read one entry

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use rfmount_proto::{
     AuthKey, Checksum, ClientHello, ClientMsg, FrameError, Hasher, MAGIC, Meta, Op,
-    PROTOCOL_VERSION, RelPath, Reply, ServerHello, ServerMsg, WireError, read_frame, write_frame,
+    PROTOCOL_VERSION, RelPath, Reply, ServerHello, ServerMsg, Welcome, WireError, read_frame,
+    write_frame,
 };
 use rfmount_server::{LocalStore, Server, ServerConfig, ShutdownHandle, Store};
 
@@ -60,6 +61,7 @@ impl Harness {
         let hello = c.hello();
         assert_eq!(hello.version, PROTOCOL_VERSION);
         assert!(hello.auth_challenge.is_none());
+        c.welcome();
         c
     }
 
@@ -145,15 +147,33 @@ impl Client {
     }
 
     pub fn send_hello(&mut self, version: u32) {
+        self.send_hello_in(version, None);
+    }
+
+    /// A hello asking for a session confined to `subdir`.
+    pub fn send_hello_in(&mut self, version: u32, subdir: Option<RelPath>) {
         self.send(&ClientMsg::Hello(ClientHello {
             magic: MAGIC,
             version,
             client_nonce: [3; 32],
+            subdir,
         }));
+    }
+
+    /// The last frame of the handshake.
+    pub fn welcome(&mut self) -> Welcome {
+        match self.recv() {
+            ServerMsg::Welcome(w) => w,
+            other => panic!("expected welcome, got {other:?}"),
+        }
     }
 
     pub fn hello(&mut self) -> ServerHello {
         self.send_hello(PROTOCOL_VERSION);
+        self.recv_hello()
+    }
+
+    pub fn recv_hello(&mut self) -> ServerHello {
         match self.recv() {
             ServerMsg::Hello(h) => h,
             other => panic!("expected hello, got {other:?}"),

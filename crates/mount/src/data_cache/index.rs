@@ -1,0 +1,389 @@
+//! The cache's bookkeeping: what each cached path holds (version, dirty,
+//! still being written, size, upload overrides), kept in memory for the
+//! mount and on disk in the [`Journal`] so that it survives a crash of
+//! rfmount. (Layout 1 kept one `<key>.meta` file per entry; those are read
+//! once, folded into the journal and deleted.)
+//!
+//! The space accounting lives here too: `bytes` is the sum of every entry's
+//! size (clean and dirty) plus the bytes of fetches in flight, so that the
+//! limit check before a write or a fetched chunk is O(1).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use log::debug;
+use rfmount_proto::{RelPath, Timestamp, Version};
+
+use super::journal::{Journal, Record};
+
+const META_MAGIC_V1: &str = "rfmount-cache 1";
+const META_MAGIC: &str = "rfmount-cache 2";
+
+/// What the cache knows about one path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryInfo {
+    /// Server version of the cached content, if it came from (or went to)
+    /// the server.
+    pub version: Option<Version>,
+    /// Changed locally and not yet uploaded.
+    pub dirty: bool,
+    /// Changed since an application last closed or fsynced it: the local
+    /// content may be half-written and must never be uploaded as it is.
+    /// Recorded on disk before the first change lands.
+    pub writing: bool,
+    /// Bytes of the local content: exact for dirty entries (it grows with
+    /// every write), the fetched or uploaded size for clean ones.
+    pub size: u64,
+    /// Mode to set on upload (a chmod of a dirty file).
+    pub mode: Option<u32>,
+    /// Mtime to set on upload (a utimens of a dirty file).
+    pub mtime: Option<Timestamp>,
+}
+
+impl EntryInfo {
+    /// A local change is about to land: dirty, being written.
+    pub(super) fn changing(&self) -> EntryInfo {
+        EntryInfo {
+            dirty: true,
+            writing: true,
+            ..self.clone()
+        }
+    }
+}
+
+pub(super) struct Entry {
+    pub key: String,
+    pub info: EntryInfo,
+    pub last_use: u64,
+}
+
+/// In-memory index of one export's cache.
+#[derive(Default)]
+pub(super) struct Index {
+    pub entries: HashMap<RelPath, Entry>,
+    /// Open handles per path. Kept apart from `entries` because a path is
+    /// pinned *before* its content is fetched: otherwise a fetch larger than
+    /// the limit would be evicted before the handle could open it.
+    pub pins: HashMap<RelPath, u32>,
+    tick: u64,
+    /// Sum of `info.size` over `entries` plus `fetching`.
+    bytes: u64,
+    /// Bytes of fetches not yet put in place.
+    fetching: u64,
+    /// Where every change is recorded (`None` in tests of the accounting).
+    pub journal: Option<Journal>,
+}
+
+/// Dead records tolerated in the journal beyond twice the live ones.
+const COMPACT_SLACK: u64 = 10_000;
+
+impl Index {
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn touch(&mut self) -> u64 {
+        self.tick += 1;
+        self.tick
+    }
+
+    pub fn put(&mut self, path: RelPath, key: String, info: EntryInfo) {
+        let last_use = self.touch();
+        self.bytes += info.size;
+        let e = Entry {
+            key,
+            info,
+            last_use,
+        };
+        if let Some(old) = self.entries.insert(path, e) {
+            self.bytes -= old.info.size;
+        }
+    }
+
+    pub fn take(&mut self, path: &RelPath) -> Option<Entry> {
+        let e = self.entries.remove(path)?;
+        self.bytes -= e.info.size;
+        Some(e)
+    }
+
+    /// Records in the journal that `path` holds `info`, then puts it.
+    pub fn record(
+        &mut self,
+        path: &RelPath,
+        key: String,
+        info: EntryInfo,
+        durable: bool,
+    ) -> io::Result<()> {
+        if let Some(j) = self.journal.as_mut() {
+            j.append(&Record::Put(path.clone(), info.clone()), durable)?;
+        }
+        self.put(path.clone(), key, info);
+        self.maybe_compact();
+        Ok(())
+    }
+
+    /// Records that `path` is gone, then takes it out. The caller deletes
+    /// the data afterwards: a crash in between leaves an orphan data file,
+    /// which the next load deletes, never a record without its data.
+    pub fn forget(&mut self, path: &RelPath) -> Option<Entry> {
+        let e = self.take(path)?;
+        self.note_gone(path);
+        Some(e)
+    }
+
+    /// Appends a deletion record for `path` (already out of `entries`). A
+    /// failure is harmless: the stale record's data file is deleted too,
+    /// and a record without data is dropped at load.
+    pub fn note_gone(&mut self, path: &RelPath) {
+        if let Some(j) = self.journal.as_mut()
+            && let Err(e) = j.append(&Record::Del(path.clone()), false)
+        {
+            debug!("cache index: recording the removal of {path}: {e}");
+        }
+        self.maybe_compact();
+    }
+
+    fn maybe_compact(&mut self) {
+        let live = self.entries.len() as u64;
+        let Some(j) = self.journal.as_mut() else {
+            return;
+        };
+        if j.records() <= 2 * live + COMPACT_SLACK {
+            return;
+        }
+        if let Err(e) = j.rewrite(self.entries.iter().map(|(p, e)| (p, &e.info))) {
+            debug!("cache index: compacting the journal: {e}");
+        }
+    }
+
+    /// Sets the size of an existing entry (in memory only: a dirty entry's
+    /// size is read back from its data file at load).
+    pub fn set_size(&mut self, path: &RelPath, size: u64) {
+        if let Some(e) = self.entries.get_mut(path) {
+            self.bytes = self.bytes - e.info.size + size;
+            e.info.size = size;
+        }
+    }
+
+    pub fn add_fetching(&mut self, n: u64) {
+        self.fetching += n;
+        self.bytes += n;
+    }
+
+    pub fn sub_fetching(&mut self, n: u64) {
+        self.fetching -= n;
+        self.bytes -= n;
+    }
+
+    /// Removes clean, unpinned entries, least recently used first, until
+    /// `bytes + need <= limit` (or nothing evictable is left); returns the
+    /// keys whose data files the caller deletes.
+    pub fn evict_for(&mut self, need: u64, limit: u64) -> Vec<String> {
+        if self.bytes + need <= limit {
+            return Vec::new();
+        }
+        let mut clean: Vec<(u64, RelPath)> = self
+            .entries
+            .iter()
+            .filter(|(p, e)| !e.info.dirty && !self.pins.contains_key(*p))
+            .map(|(p, e)| (e.last_use, p.clone()))
+            .collect();
+        clean.sort();
+        let mut victims = Vec::new();
+        for (_, p) in clean {
+            if self.bytes + need <= limit {
+                break;
+            }
+            if let Some(e) = self.forget(&p) {
+                victims.push(e.key);
+            }
+        }
+        victims
+    }
+}
+
+/// The text of one record (also layout 1's `.meta` file format).
+pub(super) fn format_meta(path: &RelPath, info: &EntryInfo) -> String {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    format!(
+        "{META_MAGIC}\nversion {}\ndirty {}\nwriting {}\nsize {}\nmode {}\nmtime {}\npath {}\n",
+        opt(info.version.map(|v| v.to_string())),
+        u8::from(info.dirty),
+        u8::from(info.writing),
+        info.size,
+        opt(info.mode.map(|m| m.to_string())),
+        opt(info.mtime.map(|t| format!("{}.{}", t.secs, t.nanos))),
+        path.as_str(),
+    )
+}
+
+pub(super) fn read_meta(meta_path: &Path) -> Option<(RelPath, EntryInfo)> {
+    parse_meta(&fs::read_to_string(meta_path).ok()?)
+}
+
+pub(super) fn parse_meta(text: &str) -> Option<(RelPath, EntryInfo)> {
+    let mut lines = text.lines();
+    // Layout 1 did not record `writing`; its dirty entries are taken as
+    // closed, which is what that version assumed when it wrote them.
+    let v2 = match lines.next()? {
+        META_MAGIC => true,
+        META_MAGIC_V1 => false,
+        _ => return None,
+    };
+    let mut field = |name: &str| -> Option<String> {
+        let l = lines.next()?;
+        l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned)
+    };
+    let opt = |s: String| if s == "-" { None } else { Some(s) };
+    let version = match opt(field("version")?) {
+        Some(v) => Some(v.parse().ok()?),
+        None => None,
+    };
+    let dirty = flag(&field("dirty")?)?;
+    let writing = if v2 { flag(&field("writing")?)? } else { false };
+    let size = field("size")?.parse().ok()?;
+    let mode = match opt(field("mode")?) {
+        Some(m) => Some(m.parse().ok()?),
+        None => None,
+    };
+    let mtime = match opt(field("mtime")?) {
+        Some(t) => {
+            let (s, n) = t.split_once('.')?;
+            Some(Timestamp {
+                secs: s.parse().ok()?,
+                nanos: n.parse().ok()?,
+            })
+        }
+        None => None,
+    };
+    let path = RelPath::try_from(field("path")?).ok()?;
+    Some((
+        path,
+        EntryInfo {
+            version,
+            dirty,
+            writing,
+            size,
+            mode,
+            mtime,
+        },
+    ))
+}
+
+fn flag(s: &str) -> Option<bool> {
+    match s {
+        "0" => Some(false),
+        "1" => Some(true),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn info(dirty: bool, size: u64) -> EntryInfo {
+        EntryInfo {
+            version: Some(1),
+            dirty,
+            writing: false,
+            size,
+            mode: None,
+            mtime: None,
+        }
+    }
+
+    #[test]
+    fn meta_round_trips_and_reads_layout_1() {
+        let i = EntryInfo {
+            version: Some(9),
+            dirty: true,
+            writing: true,
+            size: 12,
+            mode: Some(0o640),
+            mtime: Some(Timestamp { secs: 3, nanos: 4 }),
+        };
+        let text = format_meta(&p("a b/c"), &i);
+        assert_eq!(parse_meta(&text), Some((p("a b/c"), i)));
+        let v1 = "rfmount-cache 1\nversion -\ndirty 1\nsize 5\nmode -\nmtime -\npath f\n";
+        let (path, old) = parse_meta(v1).unwrap();
+        assert_eq!(path, p("f"));
+        assert!(old.dirty && !old.writing);
+        assert_eq!(old.size, 5);
+        assert_eq!(parse_meta("rfmount-cache 2\nversion x\n"), None);
+        let bad_flag = text.replace("writing 1", "writing 7");
+        assert_eq!(parse_meta(&bad_flag), None);
+    }
+
+    #[test]
+    fn accounting_follows_put_take_resize_and_fetches() {
+        let mut ix = Index::default();
+        ix.put(p("a"), "ka".into(), info(false, 10));
+        ix.put(p("b"), "kb".into(), info(true, 5));
+        assert_eq!(ix.bytes(), 15);
+        ix.put(p("a"), "ka".into(), info(false, 3));
+        assert_eq!(ix.bytes(), 8);
+        ix.set_size(&p("b"), 50);
+        assert_eq!(ix.bytes(), 53);
+        ix.add_fetching(7);
+        assert_eq!(ix.bytes(), 60);
+        ix.sub_fetching(7);
+        ix.take(&p("a"));
+        assert_eq!(ix.bytes(), 50);
+        ix.set_size(&p("missing"), 99);
+        assert_eq!(ix.bytes(), 50);
+    }
+
+    #[test]
+    fn the_journal_is_compacted_once_dead_records_pile_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path()).unwrap();
+        let mut ix = Index {
+            journal: Some(j),
+            ..Index::default()
+        };
+        for i in 0..(COMPACT_SLACK + 500) {
+            ix.record(&p("hot"), "k".into(), info(i % 2 == 0, i), false)
+                .unwrap();
+        }
+        ix.record(&p("other"), "k2".into(), info(false, 1), false)
+            .unwrap();
+        let records = ix.journal.as_ref().unwrap().records();
+        assert!(records <= COMPACT_SLACK + 3, "{records} records kept");
+        drop(ix);
+        let (_, recs) = Journal::open(dir.path()).unwrap();
+        let mut live = HashMap::new();
+        for r in recs {
+            if let Record::Put(path, i) = r {
+                live.insert(path, i);
+            }
+        }
+        assert_eq!(live.len(), 2);
+        assert_eq!(live[&p("hot")].size, COMPACT_SLACK + 499);
+    }
+
+    #[test]
+    fn eviction_takes_lru_clean_unpinned_only_as_far_as_needed() {
+        let mut ix = Index::default();
+        ix.put(p("old"), "k1".into(), info(false, 10));
+        ix.put(p("pinned"), "k2".into(), info(false, 10));
+        ix.put(p("dirty"), "k3".into(), info(true, 10));
+        ix.put(p("mid"), "k4".into(), info(false, 10));
+        ix.put(p("new"), "k5".into(), info(false, 10));
+        ix.pins.insert(p("pinned"), 1);
+        assert!(ix.evict_for(0, 50).is_empty());
+        // Room for 15 more under 50: two clean entries must go, oldest first.
+        assert_eq!(ix.evict_for(15, 50), vec!["k1", "k4"]);
+        assert_eq!(ix.bytes(), 30);
+        // Asking for more than can be freed frees what it can.
+        assert_eq!(ix.evict_for(100, 50), vec!["k5"]);
+        assert!(ix.entries.contains_key(&p("pinned")));
+        assert!(ix.entries.contains_key(&p("dirty")));
+    }
+}

@@ -1,0 +1,318 @@
+//! `rfmount status [MNT] [--json] [--watch]`: what a running mount holds —
+//! its server, the cache's size and limit, and the files not yet uploaded
+//! with their sizes.
+//!
+//! Each mount answers on a Unix socket private to its user:
+//! `$XDG_RUNTIME_DIR/rfmount/` (else `/tmp/rfmount-UID/`), directory 0700,
+//! socket 0600, named by a hash of the mount point. A client connects,
+//! sends `json` or `text` and a newline, and reads the answer until EOF.
+//! Not a file inside the mount: nothing there can be confused with data.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rfmount_client::Remote;
+
+use crate::fs::RemoteFs;
+
+/// The directory holding this user's status sockets.
+fn socket_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d).join("rfmount"),
+        // SAFETY: getuid has no preconditions.
+        None => std::env::temp_dir().join(format!("rfmount-{}", unsafe { libc::getuid() })),
+    }
+}
+
+fn socket_path(mountpoint: &Path) -> PathBuf {
+    let h = blake3::hash(mountpoint.as_os_str().as_encoded_bytes());
+    socket_dir().join(format!("{}.sock", &h.to_hex()[..16]))
+}
+
+/// The serving side; removes its socket when dropped.
+pub(crate) struct StatusServer {
+    path: PathBuf,
+}
+
+impl Drop for StatusServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Starts answering status requests for the mount on `mountpoint`.
+///
+/// # Errors
+/// The socket directory or socket cannot be created.
+pub(crate) fn serve<R: Remote + 'static>(
+    fs: Arc<RemoteFs<R>>,
+    source: String,
+    mountpoint: &Path,
+) -> io::Result<StatusServer> {
+    let dir = socket_dir();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    let path = socket_path(mountpoint);
+    // A socket left by a process that died is in the way; a live one
+    // cannot exist, since the mount point was not mounted.
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let info = Info {
+        source,
+        mountpoint: mountpoint.to_path_buf(),
+        started: Instant::now(),
+    };
+    std::thread::Builder::new()
+        .name("rf-status".into())
+        .spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let _ = answer(conn, &fs, &info);
+            }
+        })?;
+    Ok(StatusServer { path })
+}
+
+struct Info {
+    source: String,
+    mountpoint: PathBuf,
+    started: Instant,
+}
+
+struct Report {
+    mountpoint: String,
+    source: String,
+    pid: u32,
+    uptime_secs: u64,
+    cache_bytes: u64,
+    cache_limit: u64,
+    pending: Vec<(String, u64)>,
+}
+
+fn answer<R: Remote>(conn: UnixStream, fs: &RemoteFs<R>, info: &Info) -> io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut want = String::new();
+    BufReader::new(conn.try_clone()?)
+        .take(64)
+        .read_line(&mut want)?;
+    let cache = fs.cache();
+    let mut pending: Vec<(String, u64)> = cache
+        .dirty_paths()
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::metadata(cache.data_path(&p)).map_or(0, |m| m.len());
+            (p.to_string(), bytes)
+        })
+        .collect();
+    pending.sort();
+    let r = Report {
+        mountpoint: info.mountpoint.display().to_string(),
+        source: info.source.clone(),
+        pid: std::process::id(),
+        uptime_secs: info.started.elapsed().as_secs(),
+        cache_bytes: cache.total_size(),
+        cache_limit: fs.config().cache_size,
+        pending,
+    };
+    let text = if want.trim() == "json" {
+        json(&r)
+    } else {
+        human(&r)
+    };
+    let mut conn = conn;
+    conn.write_all(text.as_bytes())
+}
+
+fn json(r: &Report) -> String {
+    let pending: Vec<String> = r
+        .pending
+        .iter()
+        .map(|(p, b)| format!("{{\"path\":{},\"bytes\":{b}}}", quote(p)))
+        .collect();
+    format!(
+        "{{\"mountpoint\":{},\"server\":{},\"pid\":{},\"uptime_secs\":{},\"cache_bytes\":{},\"cache_limit\":{},\"pending_files\":{},\"pending_bytes\":{},\"pending\":[{}]}}\n",
+        quote(&r.mountpoint),
+        quote(&r.source),
+        r.pid,
+        r.uptime_secs,
+        r.cache_bytes,
+        r.cache_limit,
+        r.pending.len(),
+        r.pending.iter().map(|(_, b)| b).sum::<u64>(),
+        pending.join(",")
+    )
+}
+
+/// A JSON string literal.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn human(r: &Report) -> String {
+    let bytes: u64 = r.pending.iter().map(|(_, b)| b).sum();
+    let mut s = format!(
+        "{}: {} (pid {}, up {}s)\n  cache: {} of {}\n  not yet uploaded: {} file(s), {}\n",
+        r.mountpoint,
+        r.source,
+        r.pid,
+        r.uptime_secs,
+        size(r.cache_bytes),
+        size(r.cache_limit),
+        r.pending.len(),
+        size(bytes)
+    );
+    for (p, b) in &r.pending {
+        s.push_str(&format!("    {p}  {}\n", size(*b)));
+    }
+    s
+}
+
+fn size(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Command line of `rfmount status`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "rfmount status",
+    about = "Show what running mounts hold: cache use and files not yet uploaded"
+)]
+struct StatusArgs {
+    /// Mount point (all of this user's mounts when omitted).
+    mountpoint: Option<PathBuf>,
+    /// Machine-readable output, one JSON object per line and mount.
+    #[arg(long)]
+    json: bool,
+    /// Refresh every second until interrupted.
+    #[arg(long)]
+    watch: bool,
+}
+
+/// `rfmount status ...` (argv without the program name and `status`).
+pub(crate) fn main(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
+    let args =
+        match StatusArgs::try_parse_from(std::iter::once("rfmount status".into()).chain(args)) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = e.print();
+                return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            }
+        };
+    let sockets = match &args.mountpoint {
+        Some(m) => match m.canonicalize() {
+            Ok(c) => vec![socket_path(&c)],
+            Err(e) => {
+                eprintln!("rfmount: error: {}: {e}", m.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => std::fs::read_dir(socket_dir())
+            .map(|rd| {
+                let mut v: Vec<PathBuf> = rd
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                    .collect();
+                v.sort();
+                v
+            })
+            .unwrap_or_default(),
+    };
+    let want = if args.json { "json\n" } else { "text\n" };
+    loop {
+        let mut out = String::new();
+        let mut any = false;
+        for s in &sockets {
+            if let Ok(t) = ask(s, want) {
+                out.push_str(&t);
+                any = true;
+            }
+        }
+        if !any {
+            match &args.mountpoint {
+                Some(m) => eprintln!(
+                    "rfmount: error: no rfmount of this user serves {}",
+                    m.display()
+                ),
+                None => eprintln!("rfmount: error: no rfmount of this user is running"),
+            }
+            return ExitCode::FAILURE;
+        }
+        if args.watch {
+            print!("\x1b[H\x1b[2J{out}");
+        } else {
+            print!("{out}");
+        }
+        let _ = io::stdout().flush();
+        if !args.watch {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn ask(socket: &Path, want: &str) -> io::Result<String> {
+    let mut c = UnixStream::connect(socket)?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    c.write_all(want.as_bytes())?;
+    let mut s = String::new();
+    c.read_to_string(&mut s)?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_escaped_and_totals_add_up() {
+        let r = Report {
+            mountpoint: "/m".into(),
+            source: "h:1".into(),
+            pid: 7,
+            uptime_secs: 3,
+            cache_bytes: 10,
+            cache_limit: 20,
+            pending: vec![("/a\"b\n".into(), 4), ("/c".into(), 6)],
+        };
+        let j = json(&r);
+        assert!(
+            j.contains("\"pending_files\":2,\"pending_bytes\":10"),
+            "{j}"
+        );
+        assert!(j.contains("\"path\":\"/a\\\"b\\n\""), "{j}");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert!(human(&r).contains("not yet uploaded: 2 file(s), 10 B"));
+    }
+}
