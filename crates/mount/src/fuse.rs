@@ -119,7 +119,11 @@ fn reply_error(op: &str, e: &FsError) -> Errno {
     // An unreachable server is reported once when it goes down; one
     // warning per operation during an outage would bury the log.
     let unreachable = matches!(e, FsError::Remote(r) if r.is_transport());
-    if errno == libc::ENOENT || unreachable {
+    // The kernel and ls ask for attributes that are not there
+    // (security.capability on every write): ordinary answers, like ENOENT.
+    let xattr_answer =
+        op.ends_with("xattr") && matches!(errno, libc::ENODATA | libc::EOPNOTSUPP | libc::ERANGE);
+    if errno == libc::ENOENT || unreachable || xattr_answer {
         debug!("{op}: {e}");
     } else {
         warn!("{op}: {e}");

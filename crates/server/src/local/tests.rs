@@ -606,3 +606,52 @@ fn xattrs_are_set_read_listed_removed_and_survive_put_and_rename() {
         ErrorCode::NotSupported
     );
 }
+
+/// The operations of version 2 on a store confined to `d`: they act inside
+/// it, and neither a symlink nor a hard link reaches out of it.
+#[test]
+fn confined_store_links_xattrs_and_nodes_stay_inside() {
+    let f = fixture();
+    let sub = f.store.confine(&p("d")).unwrap();
+    // A symlink is stored as text; following it out is refused.
+    sub.symlink(&p("up"), "../f.txt", None).unwrap();
+    assert_eq!(sub.readlink(&p("up")).unwrap(), "../f.txt");
+    assert_eq!(
+        fs::read_link(f.root.join("d/up")).unwrap(),
+        Path::new("../f.txt")
+    );
+    assert_escape(sub.open_read(&p("up")).map(|(m, _)| m));
+    // A hard link is made beside its source, inside the subdirectory.
+    let m = sub.link(&p("inner.txt"), &p("again.txt")).unwrap();
+    assert_eq!(m.nlink, 2);
+    assert_eq!(fs::read(f.root.join("d/again.txt")).unwrap(), b"inner");
+    assert!(!f.root.join("again.txt").exists());
+    // d/sub is a symlink to /tmp: no link can be made from or into it.
+    assert_escape(sub.link(&p("sub/x"), &p("x2")));
+    assert_escape(sub.link(&p("inner.txt"), &p("sub/x")));
+    // Extended attributes of files inside.
+    match sub.setxattr(&p("inner.txt"), "user.k", b"v", 0) {
+        Ok(()) => {
+            assert_eq!(sub.getxattr(&p("inner.txt"), "user.k").unwrap(), b"v");
+            assert!(
+                sub.listxattr(&p("again.txt"))
+                    .unwrap()
+                    .contains(&"user.k".to_owned())
+            );
+            sub.removexattr(&p("inner.txt"), "user.k").unwrap();
+            assert_eq!(
+                code(sub.getxattr(&p("inner.txt"), "user.k")),
+                ErrorCode::NoData
+            );
+        }
+        // tmpfs before 6.6 has no user.* attributes.
+        Err(e) => assert_eq!(e.code, ErrorCode::NotSupported, "{e}"),
+    }
+    // A FIFO is made inside.
+    let m = sub
+        .mknod(&p("fifo"), FileKind::Fifo, 0o600, 0, None)
+        .unwrap();
+    assert_eq!(m.kind, FileKind::Fifo);
+    assert!(f.root.join("d/fifo").exists());
+    assert!(!f.root.join("fifo").exists());
+}
