@@ -68,6 +68,51 @@ mod mount_reftest;
 // recording relay showing file content never crosses the wire in the clear.
 #[path = "e2e/tls_transport.rs"]
 mod tls_transport;
+// No hidden namespace: `.rfput-*` names are ordinary across restarts, and a
+// read-only export is byte-for-byte and name-for-name unchanged by serving.
+#[path = "e2e/mount_ns_names.rs"]
+mod mount_ns_names;
+
+// Symlinks through the mount: ln -s of every kind, readlink, ls -l with
+// targets and no READLINK, touch -h, tar, cp -a and rsync -a of linked trees.
+#[path = "e2e/mount_ns_symlinks.rs"]
+mod mount_ns_symlinks;
+
+// Owners, as root with allow_other,default_permissions: setpriv creates,
+// chown on the server (EPERM from an unprivileged rfserve), idmap and uid=.
+#[path = "e2e/mount_ns_owners.rs"]
+mod mount_ns_owners;
+
+// Hard links: ln, stat %h %i on both names, writes through one name read
+// through the other, rm of one name, directory nlink, unlinked open files.
+#[path = "e2e/mount_ns_links.rs"]
+mod mount_ns_links;
+
+// Special files: mkfifo, mknod c 1 3 (root), EPERM from an unprivileged
+// rfserve, a unix socket bound and connected inside the mount.
+#[path = "e2e/mount_ns_special.rs"]
+mod mount_ns_special;
+
+// Times: atime/mtime/ctime as the server has them, touch -a, ctime on
+// chmod, directory times right after changes, rsync -ai with nothing to do.
+#[path = "e2e/mount_ns_times.rs"]
+mod mount_ns_times;
+
+// renameat2 flags: RENAME_NOREPLACE and mv -n never replace, RENAME_EXCHANGE
+// swaps files and directories.
+#[path = "e2e/mount_ns_rename.rs"]
+mod mount_ns_rename;
+
+// Extended attributes: setfattr/getfattr, kept across upload and rename,
+// create/replace flags, cp --preserve=all and rsync -aX.
+#[path = "e2e/mount_ns_xattrs.rs"]
+mod mount_ns_xattrs;
+
+// Long paths: 200 levels and 4,000 more bytes below the export root,
+// created, written, listed and removed from a deep working directory.
+#[path = "e2e/mount_ns_paths.rs"]
+mod mount_ns_paths;
+
 // rfmount SIGKILLed mid-write: the server's file is untouched, the partial
 // data recovered as NAME.recovered-HOST-STAMP, closed files uploaded; 3x
 // --cache-size written with the server down never grows the cache past it.

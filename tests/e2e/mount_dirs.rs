@@ -335,7 +335,7 @@ fn tar_x_into_the_mount_and_tar_c_out_of_it() {
         .timeout(Duration::from_secs(240))
         .ok();
     assert_eq!(
-        find_with_prefix(root.path(), ".rfput-"),
+        find_with_prefix(root.path(), UPLOAD_TEMP_PREFIX),
         Vec::<PathBuf>::new()
     );
 

@@ -202,7 +202,7 @@ fn upload_to_a_full_server_disk_fails_with_enospc_and_leaves_nothing() {
     assert_eq!(names(&root), ["old.txt", "small.bin"]);
     // Clients never see temporary upload files.
     let ls = tool(&m, &srv, "ls").arg("-A").stdout();
-    assert!(!ls.contains(".rfput-"), "{ls}");
+    assert!(!ls.contains(UPLOAD_TEMP_PREFIX), "{ls}");
 }
 
 #[test]
@@ -351,7 +351,7 @@ fn server_killed_mid_upload_never_leaves_a_partial_file() {
     // The upload starts at close, once cp has written everything locally;
     // the server shows it as a temporary file next to the target.
     let started = wait_for(Duration::from_secs(120), || {
-        if !names_with_prefix(root.path(), ".rfput-").is_empty() {
+        if server_has_open_upload(srv.pid(), root.path()) {
             return Some(true);
         }
         cp.try_wait().map(|_| false)
@@ -360,7 +360,7 @@ fn server_killed_mid_upload_never_leaves_a_partial_file() {
         started,
         Some(true),
         "{}",
-        cp.report("the upload never showed a .rfput-* file on the server before cp ended")
+        cp.report("rfserve never had the upload open before cp ended")
     );
     srv.kill();
     // Never half a file: the target is still the complete old one.

@@ -62,7 +62,7 @@ fn cp_in_and_out_of_awkward_sizes_is_byte_identical() {
         cp_round_trip(&srv, &m, &cold, &local, name, size);
     }
     assert_eq!(
-        find_with_prefix(root.path(), ".rfput-"),
+        find_with_prefix(root.path(), UPLOAD_TEMP_PREFIX),
         Vec::<std::path::PathBuf>::new(),
         "temporary upload files left in the server root"
     );
@@ -234,7 +234,7 @@ fn touch_chmod_truncate_append_mv_rm_reach_the_server() {
     let listing = tool(&m, &srv, "ls").arg("-1").stdout();
     assert_eq!(listing, "dated.txt\nnew.txt\nt.bin\n");
     assert_eq!(
-        find_with_prefix(root.path(), ".rfput-"),
+        find_with_prefix(root.path(), UPLOAD_TEMP_PREFIX),
         Vec::<std::path::PathBuf>::new()
     );
 }

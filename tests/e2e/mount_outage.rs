@@ -329,7 +329,7 @@ fn a_server_frozen_mid_upload_fails_the_close_in_time_and_gets_the_file_whole_la
         .arg("big.bin")
         .spawn_logged(local.path(), "cp");
     let started = wait_for(Duration::from_secs(120), || {
-        if !names_with_prefix(root.path(), ".rfput-").is_empty() {
+        if server_has_open_upload(srv.pid(), root.path()) {
             return Some(true);
         }
         cp.try_wait().map(|_| false)
@@ -338,7 +338,7 @@ fn a_server_frozen_mid_upload_fails_the_close_in_time_and_gets_the_file_whole_la
         started,
         Some(true),
         "{}",
-        cp.report("the upload never showed a .rfput-* file on the server before cp ended")
+        cp.report("the upload never showed an open upload file on the server before cp ended")
     );
     let mut frozen = Frozen::new(srv.pid());
     // The upload stops moving; its close fails after the timeout (4 s),
@@ -372,9 +372,9 @@ fn a_server_frozen_mid_upload_fails_the_close_in_time_and_gets_the_file_whole_la
         );
     }
     let left = wait_for(Duration::from_secs(10), || {
-        names_with_prefix(root.path(), ".rfput-")
-            .is_empty()
-            .then_some(())
+        (!server_has_open_upload(srv.pid(), root.path())
+            && names_with_prefix(root.path(), UPLOAD_TEMP_PREFIX).is_empty())
+        .then_some(())
     });
     assert!(left.is_some(), "temporary upload files left on the server");
 }

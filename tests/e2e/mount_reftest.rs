@@ -17,7 +17,7 @@
 //! `close` uploads). At the end all handles are closed and the export
 //! directory on the server's disk must equal the reference tree byte for
 //! byte (names, kinds, file bytes, mode & 0o777), as must the tree seen
-//! through the mount, with no `.rfput-` temporary file left behind.
+//! through the mount, with no server temporary name left behind.
 //!
 //! Seeds: three fixed ones; `RF_REFTEST_SEED=123` (or `1,2,0x3f`) reruns
 //! others, `RF_REFTEST_OPS=N` changes the length of a run. A mismatch panics
@@ -1307,7 +1307,7 @@ impl Run {
         }
         let reference = walk(&self.reference.root, true).expect("walking the reference");
         let at = format!("final check after {i} ops");
-        let temps = find_with_prefix(&self.export, ".rfput-");
+        let temps = find_with_prefix(&self.export, UPLOAD_TEMP_PREFIX);
         if !temps.is_empty() {
             self.fail(
                 &at,

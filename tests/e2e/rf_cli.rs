@@ -122,7 +122,7 @@ fn put_then_get_small_files_byte_identical() {
     assert_same_file(&src, &root.join("dir/one.bin"));
 
     assert_eq!(
-        find_with_prefix(root.path(), ".rfput-"),
+        find_with_prefix(root.path(), UPLOAD_TEMP_PREFIX),
         Vec::<std::path::PathBuf>::new()
     );
     // rfserve's stdout is the one `listening` line, nothing else.
@@ -308,20 +308,17 @@ fn client_killed_mid_put_leaves_old_file_and_no_temp() {
         .rf("put", [s(&new), "big.bin"])
         .spawn_logged(local.path(), "rf-put");
     let seen = wait_for(Duration::from_secs(20), || {
-        if !names_with_prefix(root.path(), ".rfput-").is_empty() {
+        if server_has_open_upload(srv.pid(), root.path()) {
             return Some(true);
         }
         put.try_wait().map(|_| false)
     });
     match seen {
         Some(true) => {}
-        Some(false) => panic!(
-            "{}",
-            put.report("ended before any .rfput-* temporary file was seen")
-        ),
+        Some(false) => panic!("{}", put.report("ended before rfserve had the upload open")),
         None => panic!(
             "{}",
-            put.report("ran 20 s without a .rfput-* temporary file in the server root")
+            put.report("ran 20 s without rfserve having the upload open")
         ),
     }
     let st = put.kill();
@@ -332,14 +329,14 @@ fn client_killed_mid_put_leaves_old_file_and_no_temp() {
 
     assert_same_file(&old_copy, &old);
     let leftover = wait_for(Duration::from_secs(10), || {
-        find_with_prefix(root.path(), ".rfput-")
-            .is_empty()
-            .then_some(())
+        (find_with_prefix(root.path(), UPLOAD_TEMP_PREFIX).is_empty()
+            && !server_has_open_upload(srv.pid(), root.path()))
+        .then_some(())
     });
     assert!(
         leftover.is_some(),
         "temporary upload files remain 10 s after the client died: {:?}",
-        find_with_prefix(root.path(), ".rfput-")
+        find_with_prefix(root.path(), UPLOAD_TEMP_PREFIX)
     );
     assert_same_file(&old_copy, &old);
     // The server is unharmed and still lists the old file, and only it.
@@ -574,7 +571,7 @@ fn read_only_export_refuses_changes() {
     assert!(root.join("keep.txt").exists() && root.join("dir").is_dir());
     assert!(!root.join("newdir").exists() && !root.join("moved.txt").exists());
     assert_eq!(
-        find_with_prefix(root.path(), ".rfput-"),
+        find_with_prefix(root.path(), UPLOAD_TEMP_PREFIX),
         Vec::<std::path::PathBuf>::new()
     );
 
@@ -779,7 +776,7 @@ fn put_replaces_existing_file_atomically_visible() {
         "put should set the mtime to now by default"
     );
     assert_eq!(
-        names_with_prefix(root.path(), ".rfput-"),
+        names_with_prefix(root.path(), UPLOAD_TEMP_PREFIX),
         Vec::<String>::new()
     );
 }

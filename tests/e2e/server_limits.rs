@@ -294,6 +294,7 @@ fn a_trickling_put_cannot_make_another_upload_fail_with_enospc() {
                 size: 15 * MIB,
                 mode: None,
                 mtime: None,
+                owner: None,
             },
         },
     )
@@ -317,7 +318,7 @@ fn a_trickling_put_cannot_make_another_upload_fail_with_enospc() {
     });
     // The trickler's upload is under way before the real one starts.
     let started = wait_for(Duration::from_secs(10), || {
-        (!find_with_prefix(disk.path(), ".rfput-").is_empty()).then_some(())
+        server_has_open_upload(srv.pid(), disk.path()).then_some(())
     });
     assert!(started.is_some(), "the trickling upload did not start");
     let mine = local.write_random("mine.bin", 10 * MIB, 9);
@@ -328,9 +329,9 @@ fn a_trickling_put_cannot_make_another_upload_fail_with_enospc() {
     let slow = trickle.join().unwrap();
     drop(slow);
     let clean = wait_for(Duration::from_secs(10), || {
-        find_with_prefix(disk.path(), ".rfput-")
-            .is_empty()
-            .then_some(())
+        (!server_has_open_upload(srv.pid(), disk.path())
+            && find_with_prefix(disk.path(), UPLOAD_TEMP_PREFIX).is_empty())
+        .then_some(())
     });
     assert!(clean.is_some(), "the trickler's temporary was left behind");
     assert!(!disk.path().join("slow.bin").exists());

@@ -53,6 +53,14 @@ pub use server::*;
 mod mount;
 pub use mount::*;
 
+#[path = "util/uploads.rs"]
+mod uploads;
+pub use uploads::*;
+
+#[path = "util/identity.rs"]
+mod identity;
+pub use identity::*;
+
 #[macro_use]
 #[path = "util/tls.rs"]
 mod tls;
@@ -60,9 +68,11 @@ pub use tls::*;
 #[path = "util/limits.rs"]
 mod limits;
 pub use limits::*;
+
 #[path = "util/outage.rs"]
 mod outage;
 pub use outage::*;
+
 #[path = "util/system.rs"]
 mod system;
 pub use system::*;

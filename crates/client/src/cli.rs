@@ -207,7 +207,7 @@ fn run(args: Args) -> Result<ExitCode> {
         }
         Cmd::Mv { from, to, .. } => {
             let (from, to) = (remote_path(&from)?, remote_path(&to)?);
-            r.rename(&from, &to)
+            r.rename(&from, &to, 0)
                 .with_context(|| format!("mv {from} {to}"))?;
         }
         Cmd::Mkdir { parents, .. } => mkdir(&r, &remote_arg.unwrap_or_default(), parents)?,
@@ -246,13 +246,14 @@ pub(crate) fn ls(r: &dyn Remote, dir: &RelPath, out: &mut dyn Write) -> Result<(
 
 fn mkdir(r: &dyn Remote, p: &RelPath, parents: bool) -> Result<()> {
     if !parents {
-        r.mkdir(p, 0o755).with_context(|| format!("mkdir {p}"))?;
+        r.mkdir(p, 0o755, None)
+            .with_context(|| format!("mkdir {p}"))?;
         return Ok(());
     }
     let mut cur = RelPath::root();
     for comp in p.as_str().split('/').filter(|c| !c.is_empty()) {
         cur = cur.join(comp)?;
-        match r.mkdir(&cur, 0o755) {
+        match r.mkdir(&cur, 0o755, None) {
             Ok(_) => {}
             Err(e) if e.code() == Some(rfmount_proto::ErrorCode::Exists) => {
                 let m = r.stat(&cur).with_context(|| format!("mkdir {cur}"))?;
@@ -375,6 +376,7 @@ pub(crate) fn put(r: &dyn Remote, local: &Path, remote: Option<&str>) -> Result<
         PutOptions {
             mode: Some(mode),
             mtime: None,
+            owner: None,
         },
     )
     .with_context(|| format!("put {target}"))?;

@@ -10,8 +10,8 @@ use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use rfmount_proto::{
-    DirEntry, ErrorCode, FileKind, Meta, RelPath, SetAttr, SetTime, StatFs, Timestamp, Version,
-    WireError,
+    DirEntry, ErrorCode, FileId, FileKind, Meta, Owner, RENAME_EXCHANGE, RENAME_NOREPLACE, RelPath,
+    SetAttr, SetTime, StatFs, Timestamp, Version, WireError,
 };
 
 use crate::error::RemoteError;
@@ -20,6 +20,7 @@ use crate::remote::{ExportInfo, GetOutcome, PutOptions, Remote};
 struct Node {
     meta: Meta,
     data: Vec<u8>,
+    xattrs: BTreeMap<String, Vec<u8>>,
 }
 
 /// An export held in memory.
@@ -45,22 +46,40 @@ fn now() -> Timestamp {
     Timestamp::from_system(SystemTime::now())
 }
 
+/// Attributes of a new object: its file id is its first version, which no
+/// other object ever had.
+fn new_meta(kind: FileKind, mode: u32, version: Version, owner: Option<Owner>) -> Meta {
+    let t = now();
+    let owner = owner.unwrap_or_default();
+    Meta {
+        kind,
+        mode,
+        mtime: t,
+        atime: t,
+        ctime: t,
+        version,
+        uid: owner.uid,
+        gid: owner.gid,
+        nlink: if kind == FileKind::Dir { 2 } else { 1 },
+        file_id: FileId {
+            dev: 1,
+            ino: version,
+        },
+        ..Meta::default()
+    }
+}
+
 impl MemRemote {
     /// An empty export.
     pub fn new(read_only: bool) -> Self {
         let mut nodes = BTreeMap::new();
-        let root = Meta {
-            kind: FileKind::Dir,
-            size: 0,
-            mode: 0o755,
-            mtime: now(),
-            version: 1,
-        };
+        let root = new_meta(FileKind::Dir, 0o755, 1, None);
         nodes.insert(
             RelPath::root(),
             Node {
                 meta: root,
                 data: Vec::new(),
+                xattrs: BTreeMap::new(),
             },
         );
         MemRemote {
@@ -95,29 +114,22 @@ impl MemRemote {
         for d in parents.into_iter().rev() {
             let v = self.version();
             nodes.entry(d).or_insert(Node {
-                meta: Meta {
-                    kind: FileKind::Dir,
-                    size: 0,
-                    mode: 0o755,
-                    mtime: now(),
-                    version: v,
-                },
+                meta: new_meta(FileKind::Dir, 0o755, v, None),
                 data: Vec::new(),
+                xattrs: BTreeMap::new(),
             });
         }
         let v = self.version();
         let meta = Meta {
-            kind: FileKind::File,
             size: data.len() as u64,
-            mode: 0o644,
-            mtime: now(),
-            version: v,
+            ..new_meta(FileKind::File, 0o644, v, None)
         };
         nodes.insert(
             path,
             Node {
                 meta,
                 data: data.to_vec(),
+                xattrs: BTreeMap::new(),
             },
         );
     }
@@ -181,7 +193,7 @@ impl Remote for MemRemote {
             .filter(|(p, _)| !p.is_root() && p.parent().as_ref() == Some(dir))
             .map(|(p, n)| DirEntry {
                 name: p.file_name().unwrap_or("").to_owned(),
-                meta: n.meta,
+                meta: n.meta.clone(),
             })
             .collect())
     }
@@ -191,7 +203,7 @@ impl Remote for MemRemote {
         self.nodes
             .lock()
             .get(path)
-            .map(|n| n.meta)
+            .map(|n| n.meta.clone())
             .ok_or_else(|| err(ErrorCode::NotFound, path))
     }
 
@@ -211,9 +223,9 @@ impl Remote for MemRemote {
                 return Err(err(ErrorCode::IsDir, path));
             }
             if have == Some(n.meta.version) {
-                return Ok(GetOutcome::NotModified(n.meta));
+                return Ok(GetOutcome::NotModified(n.meta.clone()));
             }
-            (n.meta, n.data.clone())
+            (n.meta.clone(), n.data.clone())
         };
         sink.write_all(&data)
             .map_err(|e| RemoteError::local("mock sink", e))?;
@@ -241,19 +253,37 @@ impl Remote for MemRemote {
         }
         let mut nodes = self.nodes.lock();
         Self::parent_dir(&nodes, path)?;
-        let old_mode = match nodes.get(path) {
+        let (old, xattrs) = match nodes.get(path) {
             Some(n) if n.meta.kind == FileKind::Dir => return Err(err(ErrorCode::IsDir, path)),
-            Some(n) => Some(n.meta.mode),
-            None => None,
+            // A replaced file keeps its extended attributes, as on rfserve.
+            Some(n) if n.meta.kind == FileKind::File => (Some(n.meta.clone()), n.xattrs.clone()),
+            _ => (None, BTreeMap::new()),
         };
-        let meta = Meta {
-            kind: FileKind::File,
-            size,
-            mode: opts.mode.or(old_mode).unwrap_or(0o644),
-            mtime: opts.mtime.unwrap_or_else(now),
-            version: self.version(),
-        };
-        nodes.insert(path.clone(), Node { meta, data });
+        let owner = old
+            .as_ref()
+            .map(|m| Owner {
+                uid: m.uid,
+                gid: m.gid,
+            })
+            .or(opts.owner);
+        let mut meta = new_meta(
+            FileKind::File,
+            opts.mode.or(old.as_ref().map(|m| m.mode)).unwrap_or(0o644),
+            self.version(),
+            owner,
+        );
+        meta.size = size;
+        if let Some(t) = opts.mtime {
+            meta.mtime = t;
+        }
+        nodes.insert(
+            path.clone(),
+            Node {
+                meta: meta.clone(),
+                data,
+                xattrs,
+            },
+        );
         Ok(meta)
     }
 
@@ -271,7 +301,7 @@ impl Remote for MemRemote {
         }
     }
 
-    fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), RemoteError> {
+    fn rename(&self, from: &RelPath, to: &RelPath, flags: u32) -> Result<(), RemoteError> {
         self.enter("rename")?;
         self.writable(from)?;
         let mut nodes = self.nodes.lock();
@@ -282,11 +312,36 @@ impl Remote for MemRemote {
         if to.starts_with(from) && to != from {
             return Err(err(ErrorCode::Invalid, to));
         }
-        let moving: Vec<RelPath> = nodes
-            .keys()
-            .filter(|p| p.starts_with(from))
-            .cloned()
-            .collect();
+        let subtree = |nodes: &BTreeMap<RelPath, Node>, root: &RelPath| -> Vec<RelPath> {
+            nodes
+                .keys()
+                .filter(|p| p.starts_with(root))
+                .cloned()
+                .collect()
+        };
+        let moving = subtree(&nodes, from);
+        if flags & RENAME_NOREPLACE != 0 && nodes.contains_key(to) {
+            return Err(err(ErrorCode::Exists, to));
+        }
+        if flags & RENAME_EXCHANGE != 0 {
+            if !nodes.contains_key(to) {
+                return Err(err(ErrorCode::NotFound, to));
+            }
+            if from.starts_with(to) {
+                return Err(err(ErrorCode::Invalid, from));
+            }
+            let back = subtree(&nodes, to);
+            let mut taken: Vec<(RelPath, Node)> = Vec::new();
+            for (list, a, b) in [(&moving, from, to), (&back, to, from)] {
+                for p in list {
+                    if let (Some(n), Some(np)) = (nodes.remove(p), p.rebase(a, b)) {
+                        taken.push((np, n));
+                    }
+                }
+            }
+            nodes.extend(taken);
+            return Ok(());
+        }
         if let Some(t) = nodes.get(to) {
             if t.meta.kind == FileKind::Dir && nodes.keys().any(|p| p.parent().as_ref() == Some(to))
             {
@@ -302,7 +357,7 @@ impl Remote for MemRemote {
         Ok(())
     }
 
-    fn mkdir(&self, path: &RelPath, mode: u32) -> Result<Meta, RemoteError> {
+    fn mkdir(&self, path: &RelPath, mode: u32, owner: Option<Owner>) -> Result<Meta, RemoteError> {
         self.enter("mkdir")?;
         self.writable(path)?;
         let mut nodes = self.nodes.lock();
@@ -310,18 +365,13 @@ impl Remote for MemRemote {
         if nodes.contains_key(path) {
             return Err(err(ErrorCode::Exists, path));
         }
-        let meta = Meta {
-            kind: FileKind::Dir,
-            size: 0,
-            mode,
-            mtime: now(),
-            version: self.version(),
-        };
+        let meta = new_meta(FileKind::Dir, mode, self.version(), owner);
         nodes.insert(
             path.clone(),
             Node {
-                meta,
+                meta: meta.clone(),
                 data: Vec::new(),
+                xattrs: BTreeMap::new(),
             },
         );
         Ok(meta)
@@ -354,6 +404,12 @@ impl Remote for MemRemote {
         if let Some(m) = attr.mode {
             n.meta.mode = m & 0o7777;
         }
+        if let Some(uid) = attr.uid {
+            n.meta.uid = uid;
+        }
+        if let Some(gid) = attr.gid {
+            n.meta.gid = gid;
+        }
         if let Some(s) = attr.size {
             n.data.resize(s as usize, 0);
             n.meta.size = s;
@@ -364,7 +420,13 @@ impl Remote for MemRemote {
             Some(SetTime::At(t)) => n.meta.mtime = t,
             None => {}
         }
-        Ok(n.meta)
+        match attr.atime {
+            Some(SetTime::Now) => n.meta.atime = now(),
+            Some(SetTime::At(t)) => n.meta.atime = t,
+            None => {}
+        }
+        n.meta.ctime = now();
+        Ok(n.meta.clone())
     }
 
     fn statfs(&self) -> Result<StatFs, RemoteError> {
@@ -378,5 +440,158 @@ impl Remote for MemRemote {
             namelen: 255,
             ..StatFs::default()
         })
+    }
+
+    fn symlink(
+        &self,
+        path: &RelPath,
+        target: &str,
+        owner: Option<Owner>,
+    ) -> Result<Meta, RemoteError> {
+        self.enter("symlink")?;
+        self.writable(path)?;
+        let mut meta = new_meta(FileKind::Symlink, 0o777, self.version(), owner);
+        meta.size = target.len() as u64;
+        meta.target = Some(target.to_owned());
+        self.create(path, meta)
+    }
+
+    fn readlink(&self, path: &RelPath) -> Result<String, RemoteError> {
+        self.enter("readlink")?;
+        let nodes = self.nodes.lock();
+        let n = nodes
+            .get(path)
+            .ok_or_else(|| err(ErrorCode::NotFound, path))?;
+        n.meta
+            .target
+            .clone()
+            .ok_or_else(|| err(ErrorCode::Invalid, path))
+    }
+
+    /// The mock keeps one node per name, so a link is a copy that shares
+    /// the file id: enough for the layers above to see two names of one
+    /// object, not for writes through one to show through the other.
+    fn link(&self, from: &RelPath, to: &RelPath) -> Result<Meta, RemoteError> {
+        self.enter("link")?;
+        self.writable(to)?;
+        let mut nodes = self.nodes.lock();
+        Self::parent_dir(&nodes, to)?;
+        if nodes.contains_key(to) {
+            return Err(err(ErrorCode::Exists, to));
+        }
+        let n = nodes
+            .get_mut(from)
+            .ok_or_else(|| err(ErrorCode::NotFound, from))?;
+        if n.meta.kind == FileKind::Dir {
+            return Err(err(ErrorCode::Perm, from));
+        }
+        n.meta.nlink += 1;
+        n.meta.ctime = now();
+        let copy = Node {
+            meta: n.meta.clone(),
+            data: n.data.clone(),
+            xattrs: n.xattrs.clone(),
+        };
+        let meta = copy.meta.clone();
+        nodes.insert(to.clone(), copy);
+        Ok(meta)
+    }
+
+    fn getxattr(&self, path: &RelPath, name: &str) -> Result<Vec<u8>, RemoteError> {
+        self.enter("getxattr")?;
+        let nodes = self.nodes.lock();
+        let n = nodes
+            .get(path)
+            .ok_or_else(|| err(ErrorCode::NotFound, path))?;
+        n.xattrs
+            .get(name)
+            .cloned()
+            .ok_or_else(|| err(ErrorCode::NoData, path))
+    }
+
+    fn listxattr(&self, path: &RelPath) -> Result<Vec<String>, RemoteError> {
+        self.enter("listxattr")?;
+        let nodes = self.nodes.lock();
+        let n = nodes
+            .get(path)
+            .ok_or_else(|| err(ErrorCode::NotFound, path))?;
+        Ok(n.xattrs.keys().cloned().collect())
+    }
+
+    fn setxattr(
+        &self,
+        path: &RelPath,
+        name: &str,
+        value: &[u8],
+        flags: u32,
+    ) -> Result<(), RemoteError> {
+        self.enter("setxattr")?;
+        self.writable(path)?;
+        let mut nodes = self.nodes.lock();
+        let n = nodes
+            .get_mut(path)
+            .ok_or_else(|| err(ErrorCode::NotFound, path))?;
+        let exists = n.xattrs.contains_key(name);
+        if flags & rfmount_proto::XATTR_CREATE != 0 && exists {
+            return Err(err(ErrorCode::Exists, path));
+        }
+        if flags & rfmount_proto::XATTR_REPLACE != 0 && !exists {
+            return Err(err(ErrorCode::NoData, path));
+        }
+        n.xattrs.insert(name.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    fn removexattr(&self, path: &RelPath, name: &str) -> Result<(), RemoteError> {
+        self.enter("removexattr")?;
+        self.writable(path)?;
+        let mut nodes = self.nodes.lock();
+        let n = nodes
+            .get_mut(path)
+            .ok_or_else(|| err(ErrorCode::NotFound, path))?;
+        n.xattrs
+            .remove(name)
+            .map(drop)
+            .ok_or_else(|| err(ErrorCode::NoData, path))
+    }
+
+    fn mknod(
+        &self,
+        path: &RelPath,
+        kind: FileKind,
+        mode: u32,
+        rdev: u64,
+        owner: Option<Owner>,
+    ) -> Result<Meta, RemoteError> {
+        self.enter("mknod")?;
+        self.writable(path)?;
+        if !kind.is_special() || kind == FileKind::Other {
+            return Err(err(ErrorCode::Invalid, path));
+        }
+        let mut meta = new_meta(kind, mode & 0o7777, self.version(), owner);
+        if matches!(kind, FileKind::CharDev | FileKind::BlockDev) {
+            meta.rdev = rdev;
+        }
+        self.create(path, meta)
+    }
+}
+
+impl MemRemote {
+    /// Inserts a new node at a free `path` in an existing directory.
+    fn create(&self, path: &RelPath, meta: Meta) -> Result<Meta, RemoteError> {
+        let mut nodes = self.nodes.lock();
+        Self::parent_dir(&nodes, path)?;
+        if nodes.contains_key(path) {
+            return Err(err(ErrorCode::Exists, path));
+        }
+        nodes.insert(
+            path.clone(),
+            Node {
+                meta: meta.clone(),
+                data: Vec::new(),
+                xattrs: BTreeMap::new(),
+            },
+        );
+        Ok(meta)
     }
 }

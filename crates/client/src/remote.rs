@@ -2,7 +2,9 @@
 
 use std::io::{Read, Write};
 
-use rfmount_proto::{DirEntry, Meta, RelPath, SetAttr, StatFs, Timestamp, Version};
+use rfmount_proto::{
+    DirEntry, FileKind, Meta, Owner, RelPath, SetAttr, StatFs, Timestamp, Version,
+};
 
 use crate::error::RemoteError;
 
@@ -16,7 +18,7 @@ pub struct ExportInfo {
 }
 
 /// Result of a [`Remote::get`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GetOutcome {
     /// The version the caller named is current; nothing was written.
     NotModified(Meta),
@@ -28,7 +30,7 @@ impl GetOutcome {
     /// The file's attributes either way.
     pub fn meta(&self) -> Meta {
         match self {
-            GetOutcome::NotModified(m) | GetOutcome::Fetched(m) => *m,
+            GetOutcome::NotModified(m) | GetOutcome::Fetched(m) => m.clone(),
         }
     }
 }
@@ -40,6 +42,9 @@ pub struct PutOptions {
     pub mode: Option<u32>,
     /// Modification time (default: the server's now).
     pub mtime: Option<Timestamp>,
+    /// Owner of a new file, where the server can give files away (a
+    /// replaced file keeps its owner).
+    pub owner: Option<Owner>,
 }
 
 /// A remote export. Implemented over TCP by [`crate::TcpRemote`] and in
@@ -95,17 +100,18 @@ pub trait Remote: Send + Sync + 'static {
     /// Service or transport errors.
     fn remove(&self, path: &RelPath) -> Result<(), RemoteError>;
 
-    /// Renames, replacing the target as `rename(2)` does.
+    /// Renames, replacing the target as `rename(2)` does, or as
+    /// `renameat2(2)` with `flags` (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`).
     ///
     /// # Errors
     /// Service or transport errors.
-    fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), RemoteError>;
+    fn rename(&self, from: &RelPath, to: &RelPath, flags: u32) -> Result<(), RemoteError>;
 
-    /// Creates a directory.
+    /// Creates a directory, owned by `owner` where the server can.
     ///
     /// # Errors
     /// Service or transport errors.
-    fn mkdir(&self, path: &RelPath, mode: u32) -> Result<Meta, RemoteError>;
+    fn mkdir(&self, path: &RelPath, mode: u32, owner: Option<Owner>) -> Result<Meta, RemoteError>;
 
     /// Removes an empty directory.
     ///
@@ -124,4 +130,70 @@ pub trait Remote: Send + Sync + 'static {
     /// # Errors
     /// Service or transport errors.
     fn statfs(&self) -> Result<StatFs, RemoteError>;
+
+    /// Creates a symlink holding `target` (opaque text).
+    ///
+    /// # Errors
+    /// Service or transport errors.
+    fn symlink(
+        &self,
+        path: &RelPath,
+        target: &str,
+        owner: Option<Owner>,
+    ) -> Result<Meta, RemoteError>;
+
+    /// The target of a symlink.
+    ///
+    /// # Errors
+    /// Service (`Invalid` for a non-link) or transport errors.
+    fn readlink(&self, path: &RelPath) -> Result<String, RemoteError>;
+
+    /// Makes `to` another name of the object at `from`; its attributes.
+    ///
+    /// # Errors
+    /// Service or transport errors.
+    fn link(&self, from: &RelPath, to: &RelPath) -> Result<Meta, RemoteError>;
+
+    /// An extended attribute's value.
+    ///
+    /// # Errors
+    /// Service (`NoData` when absent, `NotSupported`) or transport errors.
+    fn getxattr(&self, path: &RelPath, name: &str) -> Result<Vec<u8>, RemoteError>;
+
+    /// The names of an object's extended attributes.
+    ///
+    /// # Errors
+    /// Service or transport errors.
+    fn listxattr(&self, path: &RelPath) -> Result<Vec<String>, RemoteError>;
+
+    /// Sets an extended attribute (`flags`: `XATTR_CREATE`, `XATTR_REPLACE`).
+    ///
+    /// # Errors
+    /// Service (`Exists`, `NoData`, `NotSupported`, ...) or transport errors.
+    fn setxattr(
+        &self,
+        path: &RelPath,
+        name: &str,
+        value: &[u8],
+        flags: u32,
+    ) -> Result<(), RemoteError>;
+
+    /// Removes an extended attribute.
+    ///
+    /// # Errors
+    /// Service (`NoData`) or transport errors.
+    fn removexattr(&self, path: &RelPath, name: &str) -> Result<(), RemoteError>;
+
+    /// Creates a FIFO, socket or device node.
+    ///
+    /// # Errors
+    /// Service (`Perm` when the server may not) or transport errors.
+    fn mknod(
+        &self,
+        path: &RelPath,
+        kind: FileKind,
+        mode: u32,
+        rdev: u64,
+        owner: Option<Owner>,
+    ) -> Result<Meta, RemoteError>;
 }

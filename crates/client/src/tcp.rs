@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use parking_lot::{Condvar, Mutex};
 use rfmount_proto::{
-    CHUNK_SIZE, ClientMsg, DirEntry, ErrorCode, Hasher, Meta, Op, RelPath, Reply, ServerMsg,
-    SetAttr, StatFs, Version, WireError,
+    CHUNK_SIZE, ClientMsg, DirEntry, ErrorCode, FileKind, Hasher, Meta, Op, Owner, RelPath, Reply,
+    ServerMsg, SetAttr, StatFs, Version, WireError,
 };
 
 use crate::connection::{Call, ConnectConfig, Connection};
@@ -417,6 +417,7 @@ impl Remote for TcpRemote {
             size,
             mode: opts.mode,
             mtime: opts.mtime,
+            owner: opts.owner,
         };
         let call = conn.start(op)?;
         let cancel = |call: &Call<'_>| {
@@ -464,20 +465,22 @@ impl Remote for TcpRemote {
         done("REMOVE", self.simple(Op::Remove { path: path.clone() })?)
     }
 
-    fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), RemoteError> {
+    fn rename(&self, from: &RelPath, to: &RelPath, flags: u32) -> Result<(), RemoteError> {
         done(
             "RENAME",
             self.simple(Op::Rename {
                 from: from.clone(),
                 to: to.clone(),
+                flags,
             })?,
         )
     }
 
-    fn mkdir(&self, path: &RelPath, mode: u32) -> Result<Meta, RemoteError> {
+    fn mkdir(&self, path: &RelPath, mode: u32, owner: Option<Owner>) -> Result<Meta, RemoteError> {
         match self.simple(Op::Mkdir {
             path: path.clone(),
             mode,
+            owner,
         })? {
             Reply::Meta(m) => Ok(m),
             r => Err(wrong_reply("MKDIR", &r)),
@@ -502,6 +505,104 @@ impl Remote for TcpRemote {
         match self.idempotent(Op::StatFs)? {
             Reply::StatFs(s) => Ok(s),
             r => Err(wrong_reply("STATFS", &r)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        path: &RelPath,
+        target: &str,
+        owner: Option<Owner>,
+    ) -> Result<Meta, RemoteError> {
+        match self.simple(Op::Symlink {
+            path: path.clone(),
+            target: target.to_owned(),
+            owner,
+        })? {
+            Reply::Meta(m) => Ok(m),
+            r => Err(wrong_reply("SYMLINK", &r)),
+        }
+    }
+
+    fn readlink(&self, path: &RelPath) -> Result<String, RemoteError> {
+        match self.idempotent(Op::ReadLink { path: path.clone() })? {
+            Reply::Target(t) => Ok(t),
+            r => Err(wrong_reply("READLINK", &r)),
+        }
+    }
+
+    fn link(&self, from: &RelPath, to: &RelPath) -> Result<Meta, RemoteError> {
+        match self.simple(Op::Link {
+            from: from.clone(),
+            to: to.clone(),
+        })? {
+            Reply::Meta(m) => Ok(m),
+            r => Err(wrong_reply("LINK", &r)),
+        }
+    }
+
+    fn getxattr(&self, path: &RelPath, name: &str) -> Result<Vec<u8>, RemoteError> {
+        match self.idempotent(Op::GetXattr {
+            path: path.clone(),
+            name: name.to_owned(),
+        })? {
+            Reply::Xattr(v) => Ok(v),
+            r => Err(wrong_reply("GETXATTR", &r)),
+        }
+    }
+
+    fn listxattr(&self, path: &RelPath) -> Result<Vec<String>, RemoteError> {
+        match self.idempotent(Op::ListXattr { path: path.clone() })? {
+            Reply::XattrNames(v) => Ok(v),
+            r => Err(wrong_reply("LISTXATTR", &r)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        path: &RelPath,
+        name: &str,
+        value: &[u8],
+        flags: u32,
+    ) -> Result<(), RemoteError> {
+        done(
+            "SETXATTR",
+            self.simple(Op::SetXattr {
+                path: path.clone(),
+                name: name.to_owned(),
+                value: value.to_vec(),
+                flags,
+            })?,
+        )
+    }
+
+    fn removexattr(&self, path: &RelPath, name: &str) -> Result<(), RemoteError> {
+        done(
+            "REMOVEXATTR",
+            self.simple(Op::RemoveXattr {
+                path: path.clone(),
+                name: name.to_owned(),
+            })?,
+        )
+    }
+
+    fn mknod(
+        &self,
+        path: &RelPath,
+        kind: FileKind,
+        mode: u32,
+        rdev: u64,
+        owner: Option<Owner>,
+    ) -> Result<Meta, RemoteError> {
+        match self.simple(Op::Mknod {
+            path: path.clone(),
+            kind,
+            mode,
+            rdev,
+            owner,
+        })? {
+            Reply::Meta(m) => Ok(m),
+            r => Err(wrong_reply("MKNOD", &r)),
         }
     }
 }

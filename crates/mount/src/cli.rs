@@ -42,6 +42,8 @@ Mount options (-o, comma-separated; also the options field of fstab):
   default_permissions        let the kernel check file modes
   attr_timeout=SECS          how long attributes are trusted (default 1)
   dir_timeout=SECS           how long a listing is reused (default 1)
+  idmap=none|user            user: the export root's owner shows as you
+  uid=N, gid=N               show every file as owned by N
   port=PORT                  the server's port, as -p
   cache_dir=DIR, cache_size=SIZE, token_file=FILE, threads=N, log_file=FILE
                              as the --options of the same name

@@ -15,7 +15,9 @@
 
 mod dir;
 mod files;
+mod links;
 mod offline;
+mod xattr;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +27,7 @@ use std::time::SystemTime;
 use log::debug;
 use parking_lot::{Mutex, RwLock};
 use rfmount_client::Remote;
-use rfmount_proto::{ErrorCode, FileKind, Meta, RelPath, Timestamp};
+use rfmount_proto::{ErrorCode, FileKind, Meta, Owner, RelPath, Timestamp};
 
 use crate::data_cache::DataCache;
 use crate::error::{FsError, FsResult};
@@ -38,7 +40,7 @@ use dir::DirSnapshot;
 use files::{FileState, Handle};
 
 /// An inode number with its attributes, as replied to the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attr {
     /// FUSE inode number.
     pub ino: u64,
@@ -71,6 +73,9 @@ pub struct RemoteFs<R: Remote> {
     dirs: RwLock<HashMap<u64, Arc<DirSnapshot>>>,
     next_fh: AtomicU64,
     invalidator: OnceLock<Invalidator>,
+    /// Owners of files created here and not yet uploaded: their first PUT
+    /// creates them on the server with the creator's ids.
+    creators: Mutex<HashMap<RelPath, Owner>>,
     /// When the mount started (shown for directories known only from the
     /// cache).
     started: Timestamp,
@@ -91,6 +96,7 @@ impl<R: Remote> RemoteFs<R> {
             dirs: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             invalidator: OnceLock::new(),
+            creators: Mutex::new(HashMap::new()),
             started: offline::now(),
         }
     }
@@ -136,7 +142,16 @@ impl<R: Remote> RemoteFs<R> {
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         let path = self.child(parent, name)?;
         let meta = self.meta_of(&path)?;
-        let ino = self.inodes.lock().lookup(&path);
+        let ino = self.inodes.lock().lookup_linked(&path, linked(&meta));
+        // A second name of a file known here: the first name's attributes
+        // (it may have changes not yet uploaded).
+        let primary = self.inodes.lock().path(ino);
+        if let Some(m) = primary
+            .filter(|p| *p != path)
+            .and_then(|p| self.local_meta(&p))
+        {
+            return Ok(Attr { ino, meta: m });
+        }
         Ok(Attr { ino, meta })
     }
 
@@ -185,12 +200,15 @@ impl<R: Remote> RemoteFs<R> {
         if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
             let listing = self.meta.lock().listing(&parent);
             if let Some(l) = listing {
-                return l.get(name).map(|e| e.meta).ok_or_else(FsError::enoent);
+                return l
+                    .get(name)
+                    .map(|e| e.meta.clone())
+                    .ok_or_else(FsError::enoent);
             }
         }
         match self.remote.stat(path) {
             Ok(m) => {
-                self.meta.lock().put_attr(path, m);
+                self.meta.lock().put_attr(path, m.clone());
                 Ok(m)
             }
             Err(e) if e.code() == Some(ErrorCode::NotFound) => Err(FsError::enoent()),
@@ -217,7 +235,7 @@ impl<R: Remote> RemoteFs<R> {
         Some(
             listing
                 .get(name)
-                .map(|e| e.meta)
+                .map(|e| e.meta.clone())
                 .ok_or_else(FsError::enoent),
         )
     }
@@ -230,19 +248,31 @@ impl<R: Remote> RemoteFs<R> {
         // Any age will do: only the mode is taken, and nothing but this
         // mount's own chmod (recorded in the entry) changes it meanwhile.
         let server = self.meta.lock().attr_any(path);
-        let mode = entry.mode.or(server.map(|m| m.mode)).unwrap_or(0o644);
+        let mode = entry
+            .mode
+            .or(server.as_ref().map(|m| m.mode))
+            .unwrap_or(0o644);
         let mtime = entry.mtime.unwrap_or_else(|| {
             md.modified()
                 .map(Timestamp::from_system)
                 .unwrap_or_else(|_| Timestamp::from_system(SystemTime::now()))
         });
-        Some(Meta {
+        let mut meta = Meta {
             kind: FileKind::File,
             size: md.len(),
             mode,
             mtime,
             version: entry.version.unwrap_or(0),
-        })
+            nlink: 1,
+            ..server.unwrap_or_default()
+        };
+        // Created here and not uploaded yet: it belongs to its creator, so
+        // that the kernel's permission checks let them chmod it meanwhile.
+        if let Some(o) = self.creators.lock().get(path) {
+            meta.uid = o.uid;
+            meta.gid = o.gid;
+        }
+        Some(meta)
     }
 
     fn next_fh(&self) -> u64 {
@@ -253,12 +283,18 @@ impl<R: Remote> RemoteFs<R> {
     ///
     /// # Errors
     /// Remote errors (`EEXIST`, `EROFS`, ...).
-    pub fn mkdir(&self, parent: u64, name: &str, mode: u32) -> FsResult<Attr> {
+    pub fn mkdir(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        owner: Option<Owner>,
+    ) -> FsResult<Attr> {
         self.check_writable()?;
         let path = self.child(parent, name)?;
-        let meta = self.remote.mkdir(&path, mode & 0o7777)?;
+        let meta = self.remote.mkdir(&path, mode & 0o7777, owner)?;
         let mut mc = self.meta.lock();
-        mc.note_entry(&path, meta);
+        mc.note_entry(&path, meta.clone());
         mc.note_empty_dir(&path);
         drop(mc);
         let ino = self.inodes.lock().lookup(&path);
@@ -282,10 +318,25 @@ impl<R: Remote> RemoteFs<R> {
             Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
-        self.remember_if_open(&path);
+        let ino = self.inodes.lock().ino(&path);
+        let others = ino.map(|i| self.inodes.lock().names(i)).unwrap_or_default();
+        if others.len() <= 1 {
+            self.remember_if_open(&path);
+        }
         self.meta.lock().note_removed(&path);
-        self.inodes.lock().detach(&path);
-        self.cache.remove(&path);
+        match self.inodes.lock().detach(&path) {
+            // Another name of the same file now carries its inode: its
+            // cached copy (and open descriptors' writes) go with it.
+            Some(heir) => self.cache.rename(&path, &heir),
+            None => self.cache.remove(&path),
+        }
+        // The remaining names' link count dropped.
+        let mut mc = self.meta.lock();
+        for p in others.iter().filter(|p| **p != path) {
+            mc.invalidate(p);
+        }
+        drop(mc);
+        self.creators.lock().remove(&path);
         Ok(())
     }
 
@@ -319,14 +370,27 @@ impl<R: Remote> RemoteFs<R> {
         flags: u32,
     ) -> FsResult<()> {
         self.check_writable()?;
-        if flags != 0 {
-            return Err(FsError::Errno {
-                errno: libc::EINVAL,
-                what: "rename flags not supported",
-            });
-        }
         let from = self.child(parent, name)?;
         let to = self.child(newparent, newname)?;
+        match flags {
+            0 => {}
+            libc::RENAME_NOREPLACE => {
+                // Also a file that exists only here, not yet uploaded.
+                if self.meta_of(&to).is_ok() {
+                    return Err(FsError::Errno {
+                        errno: libc::EEXIST,
+                        what: "rename target exists",
+                    });
+                }
+            }
+            libc::RENAME_EXCHANGE => return self.exchange(&from, &to),
+            _ => {
+                return Err(FsError::Errno {
+                    errno: libc::EINVAL,
+                    what: "unsupported rename flags",
+                });
+            }
+        }
         if self.has_unsent_beneath(&to) {
             return Err(not_empty());
         }
@@ -334,7 +398,7 @@ impl<R: Remote> RemoteFs<R> {
             .cache
             .entry(&from)
             .is_some_and(|e| e.dirty && e.version.is_none());
-        match self.remote.rename(&from, &to) {
+        match self.remote.rename(&from, &to, flags) {
             Ok(()) => {}
             Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => {}
             Err(e) => return Err(e.into()),
@@ -344,6 +408,9 @@ impl<R: Remote> RemoteFs<R> {
             let moved = mc.attr_any(&from);
             mc.invalidate_tree(&from);
             mc.invalidate_tree(&to);
+            for dir in [from.parent(), to.parent()].into_iter().flatten() {
+                mc.dir_changed(&dir);
+            }
             // rename(2) keeps the mode; a file with unsent changes takes
             // its mode from here until it is uploaded.
             if let Some(m) = moved {
@@ -353,6 +420,10 @@ impl<R: Remote> RemoteFs<R> {
         self.remember_if_open(&to);
         self.inodes.lock().rename(&from, &to);
         self.cache.rename(&from, &to);
+        let mut creators = self.creators.lock();
+        if let Some(o) = creators.remove(&from) {
+            creators.insert(to, o);
+        }
         Ok(())
     }
 
@@ -373,6 +444,12 @@ impl<R: Remote> RemoteFs<R> {
     pub fn statfs(&self) -> FsResult<rfmount_proto::StatFs> {
         Ok(self.remote.statfs()?)
     }
+}
+
+/// The server object a name is, when it has several names (hard links
+/// share one inode); directories never join.
+pub(crate) fn linked(meta: &Meta) -> Option<rfmount_proto::FileId> {
+    (meta.kind != FileKind::Dir && meta.nlink > 1).then_some(meta.file_id)
 }
 
 fn not_empty() -> FsError {

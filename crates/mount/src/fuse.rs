@@ -14,55 +14,101 @@ use fuser::{
 };
 use log::{debug, warn};
 use rfmount_client::Remote;
-use rfmount_proto::{FileKind, Meta, SetTime, Timestamp};
+use rfmount_proto::{FileKind, Meta, Owner, SetTime, Timestamp};
 
 use crate::error::FsError;
 use crate::fs::{Attr, DirSink, Opened, RemoteFs};
+use crate::idmap::{IdMap, IdMapMode};
+use crate::inodes::ROOT;
 
 /// `fuser::Filesystem` over the core.
 pub struct FuseFs<R: Remote> {
     fs: Arc<RemoteFs<R>>,
     ttl: Duration,
-    uid: u32,
-    gid: u32,
+    ids: IdMap,
 }
 
 impl<R: Remote> FuseFs<R> {
-    /// Wraps the core; files appear owned by the mounting user.
+    /// Wraps the core; owners appear as `-o idmap`, `uid` and `gid` say.
     pub fn new(fs: Arc<RemoteFs<R>>) -> Self {
-        let ttl = fs.config().attr_timeout;
+        let cfg = fs.config();
+        let ttl = cfg.attr_timeout;
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        FuseFs { fs, ttl, uid, gid }
+        let local = Owner { uid, gid };
+        let remote = if cfg.idmap == IdMapMode::User {
+            match fs.getattr(ROOT) {
+                Ok(a) => Owner {
+                    uid: a.meta.uid,
+                    gid: a.meta.gid,
+                },
+                Err(e) => {
+                    warn!("idmap=user: cannot read the export root's owner, mapping nothing: {e}");
+                    local
+                }
+            }
+        } else {
+            local
+        };
+        let ids = IdMap::new(cfg.idmap, remote, local, cfg.uid, cfg.gid);
+        FuseFs { fs, ttl, ids }
     }
 
     fn attr(&self, a: &Attr) -> FileAttr {
-        to_file_attr(a.ino, &a.meta, self.uid, self.gid)
+        to_file_attr(a.ino, &a.meta, &self.ids)
+    }
+
+    /// The server owner for an object the caller of `req` creates.
+    fn creator(&self, req: &Request) -> Option<Owner> {
+        Some(self.ids.owner_to_remote(req.uid(), req.gid()))
+    }
+}
+
+/// The kernel's file type for a protocol kind.
+pub fn file_type(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::Dir => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::CharDev => FileType::CharDevice,
+        FileKind::BlockDev => FileType::BlockDevice,
+        FileKind::Socket => FileType::Socket,
+        FileKind::File | FileKind::Other => FileType::RegularFile,
     }
 }
 
 /// Kernel attributes from protocol attributes.
-pub fn to_file_attr(ino: u64, m: &Meta, uid: u32, gid: u32) -> FileAttr {
-    let (kind, nlink) = match m.kind {
-        FileKind::Dir => (FileType::Directory, 2),
-        FileKind::Symlink => (FileType::Symlink, 1),
-        FileKind::File | FileKind::Other => (FileType::RegularFile, 1),
+pub fn to_file_attr(ino: u64, m: &Meta, ids: &IdMap) -> FileAttr {
+    let kind = file_type(m.kind);
+    let (uid, gid) = ids.to_local(m.uid, m.gid);
+    // Attributes a peer did not fill in (local placeholders) say 0 links.
+    let nlink = match (m.nlink, m.kind) {
+        (0, FileKind::Dir) => 2,
+        (0, _) => 1,
+        (n, _) => u32::try_from(n).unwrap_or(u32::MAX),
     };
-    let t = m.mtime.to_system();
+    let mtime = m.mtime.to_system();
+    let or_mtime = |t: Timestamp| {
+        if t == Timestamp::default() {
+            mtime
+        } else {
+            t.to_system()
+        }
+    };
     FileAttr {
         ino: INodeNo(ino),
         size: m.size,
         blocks: m.size.div_ceil(512),
-        atime: t,
-        mtime: t,
-        ctime: t,
-        crtime: t,
+        atime: or_mtime(m.atime),
+        mtime,
+        ctime: or_mtime(m.ctime),
+        crtime: mtime,
         kind,
         perm: (m.mode & 0o7777) as u16,
         nlink,
         uid,
         gid,
-        rdev: 0,
+        rdev: u32::try_from(m.rdev).unwrap_or(0),
         blksize: 128 * 1024,
         flags: 0,
     }
@@ -73,7 +119,11 @@ fn reply_error(op: &str, e: &FsError) -> Errno {
     // An unreachable server is reported once when it goes down; one
     // warning per operation during an outage would bury the log.
     let unreachable = matches!(e, FsError::Remote(r) if r.is_transport());
-    if errno == libc::ENOENT || unreachable {
+    // The kernel and ls ask for attributes that are not there
+    // (security.capability on every write): ordinary answers, like ENOENT.
+    let xattr_answer =
+        op.ends_with("xattr") && matches!(errno, libc::ENODATA | libc::EOPNOTSUPP | libc::ERANGE);
+    if errno == libc::ENOENT || unreachable || xattr_answer {
         debug!("{op}: {e}");
     } else {
         warn!("{op}: {e}");
@@ -103,6 +153,19 @@ fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
     })
 }
 
+/// getxattr/listxattr's protocol: size 0 asks for the length, a buffer too
+/// small is ERANGE.
+fn reply_xattr(reply: fuser::ReplyXattr, value: &[u8], size: u32) {
+    let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+    if size == 0 {
+        reply.size(len);
+    } else if len > size {
+        reply.error(Errno::from_i32(libc::ERANGE));
+    } else {
+        reply.data(value);
+    }
+}
+
 fn open_flags(o: &Opened) -> FopenFlags {
     if o.keep_cache {
         FopenFlags::FOPEN_KEEP_CACHE
@@ -117,25 +180,19 @@ struct PlainSink<'a>(&'a mut ReplyDirectory);
 
 impl DirSink for PlainSink<'_> {
     fn add(&mut self, ino: u64, offset: u64, name: &str, meta: &Meta) -> bool {
-        let kind = if meta.kind == FileKind::Dir {
-            FileType::Directory
-        } else {
-            FileType::RegularFile
-        };
-        self.0.add(INodeNo(ino), offset, kind, name)
+        self.0.add(INodeNo(ino), offset, file_type(meta.kind), name)
     }
 }
 
 struct PlusSink<'a> {
     reply: &'a mut ReplyDirectoryPlus,
     ttl: Duration,
-    uid: u32,
-    gid: u32,
+    ids: IdMap,
 }
 
 impl DirSink for PlusSink<'_> {
     fn add(&mut self, ino: u64, offset: u64, name: &str, meta: &Meta) -> bool {
-        let attr = to_file_attr(ino, meta, self.uid, self.gid);
+        let attr = to_file_attr(ino, meta, &self.ids);
         self.reply
             .add(INodeNo(ino), offset, name, &self.ttl, &attr, GEN)
     }
@@ -179,8 +236,8 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         _req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
@@ -192,9 +249,13 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let owner = (
+            uid.map(|u| self.ids.uid_to_remote(u)),
+            gid.map(|g| self.ids.gid_to_remote(g)),
+        );
         match self
             .fs
-            .setattr(ino.0, mode, size, set_time(atime), set_time(mtime))
+            .setattr(ino.0, mode, size, set_time(atime), set_time(mtime), owner)
         {
             Ok(a) => reply.attr(&self.ttl, &self.attr(&a)),
             Err(e) => reply.error(reply_error("setattr", &e)),
@@ -203,7 +264,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -211,7 +272,10 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         reply: ReplyEntry,
     ) {
         let name = name_or_reply!(name, reply);
-        match self.fs.mkdir(parent.0, name, mode & !umask) {
+        match self
+            .fs
+            .mkdir(parent.0, name, mode & !umask, self.creator(req))
+        {
             Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("mkdir", &e)),
         }
@@ -375,8 +439,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         let mut sink = PlusSink {
             reply: &mut reply,
             ttl: self.ttl,
-            uid: self.uid,
-            gid: self.gid,
+            ids: self.ids,
         };
         match self.fs.readdir(fh.0, offset, true, &mut sink) {
             Ok(()) => reply.ok(),
@@ -425,7 +488,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -434,7 +497,10 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         reply: ReplyCreate,
     ) {
         let name = name_or_reply!(name, reply);
-        match self.fs.create(parent.0, name, mode, umask) {
+        match self
+            .fs
+            .create(parent.0, name, mode, umask, self.creator(req))
+        {
             Ok((a, o)) => reply.created(
                 &self.ttl,
                 &self.attr(&a),
@@ -449,73 +515,107 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     fn getxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
+        ino: INodeNo,
+        name: &OsStr,
+        size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        // ENOSYS makes the kernel stop asking (it then answers EOPNOTSUPP
-        // itself), so `ls -l` does not cost a request per file.
-        reply.error(Errno::from_i32(libc::ENOSYS));
+        let name = name_or_reply!(name, reply);
+        match self.fs.getxattr(ino.0, name) {
+            Ok(v) => reply_xattr(reply, &v, size),
+            Err(e) => reply.error(reply_error("getxattr", &e)),
+        }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
-        reply.error(Errno::from_i32(libc::ENOSYS));
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        match self.fs.listxattr(ino.0) {
+            Ok(v) => reply_xattr(reply, &v, size),
+            Err(e) => reply.error(reply_error("listxattr", &e)),
+        }
     }
 
     fn setxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        // Extended attributes are not part of the protocol.
-        reply.error(Errno::from_i32(libc::ENOSYS));
+        let name = name_or_reply!(name, reply);
+        let flags = u32::try_from(flags).unwrap_or(u32::MAX);
+        match self.fs.setxattr(ino.0, name, value, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_error("setxattr", &e)),
+        }
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::from_i32(libc::ENOSYS));
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_or_reply!(name, reply);
+        match self.fs.removexattr(ino.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_error("removexattr", &e)),
+        }
     }
 
     fn symlink(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _target: &std::path::Path,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        // Symlinks are not part of the protocol yet (see README).
-        reply.error(Errno::from_i32(libc::EPERM));
+        let name = name_or_reply!(link_name, reply);
+        let target = name_or_reply!(target.as_os_str(), reply);
+        match self.fs.symlink(parent.0, name, target, self.creator(req)) {
+            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Err(e) => reply.error(reply_error("symlink", &e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(t) => reply.data(t.as_bytes()),
+            Err(e) => reply.error(reply_error("readlink", &e)),
+        }
     }
 
     fn link(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        // Hard links cannot be expressed by a path-based protocol.
-        reply.error(Errno::from_i32(libc::EPERM));
+        let name = name_or_reply!(newname, reply);
+        match self.fs.link(ino.0, newparent.0, name) {
+            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Err(e) => reply.error(reply_error("link", &e)),
+        }
     }
 
     fn mknod(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _rdev: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        // Device nodes and FIFOs cannot live on a remote export.
-        reply.error(Errno::from_i32(libc::EPERM));
+        let name = name_or_reply!(name, reply);
+        let mode = (mode & libc::S_IFMT) | (mode & !umask & 0o7777);
+        match self
+            .fs
+            .mknod(parent.0, name, mode, u64::from(rdev), self.creator(req))
+        {
+            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Err(e) => reply.error(reply_error("mknod", &e)),
+        }
     }
 }

@@ -8,24 +8,56 @@
 //! kernel forgets it, but no longer names any path, so an open handle on it
 //! can never upload over whatever now lives at its old path).
 //!
+//! Hard links: names whose attributes say they are one server object (the
+//! same `file_id`, more than one link) share one inode, so the kernel sees
+//! one file and the data cache holds one copy. Such an inode has a primary
+//! path (its cache key and upload target) and other names; unlinking the
+//! primary promotes another name.
+//!
 //! The root (inode 1) is never forgotten.
 
 use std::collections::HashMap;
 
-use rfmount_proto::RelPath;
+use rfmount_proto::{FileId, RelPath};
 
 /// FUSE's root inode.
 pub const ROOT: u64 = 1;
 
 struct Inode {
     path: Option<RelPath>,
+    /// Further names of a hard-linked file.
+    others: Vec<RelPath>,
     lookups: u64,
+    /// The server object, for a file with several names.
+    file: Option<FileId>,
+}
+
+impl Inode {
+    fn named(path: RelPath) -> Inode {
+        Inode {
+            path: Some(path),
+            others: Vec::new(),
+            lookups: 0,
+            file: None,
+        }
+    }
+
+    /// Drops `path` from this inode's names, promoting another name if it
+    /// was the primary one.
+    fn drop_name(&mut self, path: &RelPath) {
+        if self.path.as_ref() == Some(path) {
+            self.path = self.others.pop();
+        } else {
+            self.others.retain(|p| p != path);
+        }
+    }
 }
 
 /// Inode numbers for paths.
 pub struct InodeTable {
     by_ino: HashMap<u64, Inode>,
     by_path: HashMap<RelPath, u64>,
+    by_file: HashMap<FileId, u64>,
     next: u64,
 }
 
@@ -34,15 +66,12 @@ impl Default for InodeTable {
         let mut t = InodeTable {
             by_ino: HashMap::new(),
             by_path: HashMap::new(),
+            by_file: HashMap::new(),
             next: ROOT + 1,
         };
-        t.by_ino.insert(
-            ROOT,
-            Inode {
-                path: Some(RelPath::root()),
-                lookups: 1,
-            },
-        );
+        let mut root = Inode::named(RelPath::root());
+        root.lookups = 1;
+        t.by_ino.insert(ROOT, root);
         t.by_path.insert(RelPath::root(), ROOT);
         t
     }
@@ -77,15 +106,62 @@ impl InodeTable {
         }
         let ino = self.next;
         self.next += 1;
-        self.by_ino.insert(
-            ino,
-            Inode {
-                path: Some(path.clone()),
-                lookups: 0,
-            },
-        );
+        self.by_ino.insert(ino, Inode::named(path.clone()));
         self.by_path.insert(path.clone(), ino);
         ino
+    }
+
+    /// As [`InodeTable::peek`] for a name whose server object is `file`
+    /// when it has several names: a name of an object already known joins
+    /// that object's inode.
+    pub fn peek_linked(&mut self, path: &RelPath, file: Option<FileId>) -> u64 {
+        if let Some(&ino) = self.by_path.get(path) {
+            return ino;
+        }
+        let Some(file) = file else {
+            return self.peek(path);
+        };
+        if let Some(&ino) = self.by_file.get(&file) {
+            if let Some(i) = self.by_ino.get_mut(&ino) {
+                if i.path.is_some() {
+                    i.others.push(path.clone());
+                    self.by_path.insert(path.clone(), ino);
+                    return ino;
+                }
+            }
+        }
+        let ino = self.peek(path);
+        self.by_file.insert(file, ino);
+        if let Some(i) = self.by_ino.get_mut(&ino) {
+            i.file = Some(file);
+        }
+        ino
+    }
+
+    /// As [`InodeTable::lookup`], joining hard links (see
+    /// [`InodeTable::peek_linked`]).
+    pub fn lookup_linked(&mut self, path: &RelPath, file: Option<FileId>) -> u64 {
+        let ino = self.peek_linked(path, file);
+        if let Some(i) = self.by_ino.get_mut(&ino) {
+            i.lookups += 1;
+        }
+        ino
+    }
+
+    /// Records that `ino` is the server object `file`, which has just been
+    /// given another name, so that the name joins this inode.
+    pub fn mark_linked(&mut self, ino: u64, file: FileId) {
+        if let Some(i) = self.by_ino.get_mut(&ino) {
+            i.file = Some(file);
+            self.by_file.insert(file, ino);
+        }
+    }
+
+    /// Every name of `ino`, the primary one first.
+    pub fn names(&self, ino: u64) -> Vec<RelPath> {
+        self.by_ino.get(&ino).map_or_else(Vec::new, |i| {
+            i.path.iter().chain(i.others.iter()).cloned().collect()
+        })
     }
 
     /// The kernel dropped `n` references.
@@ -98,20 +174,44 @@ impl InodeTable {
         };
         i.lookups = i.lookups.saturating_sub(n);
         if i.lookups == 0 {
-            if let Some(p) = i.path.take() {
-                self.by_path.remove(&p);
+            let names: Vec<RelPath> = i
+                .path
+                .take()
+                .into_iter()
+                .chain(i.others.drain(..))
+                .collect();
+            let file = i.file;
+            for p in names {
+                if self.by_path.get(&p) == Some(&ino) {
+                    self.by_path.remove(&p);
+                }
+            }
+            if let Some(f) = file {
+                if self.by_file.get(&f) == Some(&ino) {
+                    self.by_file.remove(&f);
+                }
             }
             self.by_ino.remove(&ino);
         }
     }
 
-    /// `path` no longer exists: its inode (if any) is detached.
-    pub fn detach(&mut self, path: &RelPath) {
-        if let Some(ino) = self.by_path.remove(path) {
-            if let Some(i) = self.by_ino.get_mut(&ino) {
-                i.path = None;
+    /// `path` no longer exists: its inode (if any) loses that name, and is
+    /// detached when it has no other. Returns the inode's new primary path
+    /// when `path` was the primary one and another name took over.
+    pub fn detach(&mut self, path: &RelPath) -> Option<RelPath> {
+        let ino = self.by_path.remove(path)?;
+        let i = self.by_ino.get_mut(&ino)?;
+        let was_primary = i.path.as_ref() == Some(path);
+        i.drop_name(path);
+        if i.path.is_none() {
+            if let Some(f) = i.file {
+                if self.by_file.get(&f) == Some(&ino) {
+                    self.by_file.remove(&f);
+                }
             }
+            return None;
         }
+        if was_primary { i.path.clone() } else { None }
     }
 
     /// Moves `from` and everything beneath it to `to`; an inode already at
@@ -133,13 +233,51 @@ impl InodeTable {
             if let Some(prev) = self.by_path.insert(new.clone(), ino) {
                 if prev != ino {
                     if let Some(i) = self.by_ino.get_mut(&prev) {
-                        i.path = None;
+                        i.drop_name(&new);
                     }
                 }
             }
             if let Some(i) = self.by_ino.get_mut(&ino) {
-                i.path = Some(new);
+                if i.path.as_ref() == Some(&old) {
+                    i.path = Some(new);
+                } else if let Some(p) = i.others.iter_mut().find(|p| **p == old) {
+                    *p = new;
+                }
             }
+        }
+    }
+
+    /// Swaps the names `a` and `b` and everything beneath them, as
+    /// `renameat2(RENAME_EXCHANGE)` does.
+    pub fn exchange(&mut self, a: &RelPath, b: &RelPath) {
+        let under = |t: &Self, root: &RelPath| -> Vec<(RelPath, u64)> {
+            t.by_path
+                .iter()
+                .filter(|(p, _)| p.starts_with(root))
+                .map(|(p, &i)| (p.clone(), i))
+                .collect()
+        };
+        let moves: Vec<(RelPath, RelPath, u64)> = under(self, a)
+            .into_iter()
+            .filter_map(|(p, i)| Some((p.rebase(a, b)?, p, i)))
+            .chain(
+                under(self, b)
+                    .into_iter()
+                    .filter_map(|(p, i)| Some((p.rebase(b, a)?, p, i))),
+            )
+            .collect();
+        for (_, old, _) in &moves {
+            self.by_path.remove(old);
+        }
+        for (new, old, ino) in moves {
+            if let Some(i) = self.by_ino.get_mut(&ino) {
+                if i.path.as_ref() == Some(&old) {
+                    i.path = Some(new.clone());
+                } else if let Some(p) = i.others.iter_mut().find(|p| **p == old) {
+                    *p = new.clone();
+                }
+            }
+            self.by_path.insert(new, ino);
         }
     }
 
@@ -185,6 +323,24 @@ mod tests {
         assert_eq!(t.path(target), None);
         assert_eq!(t.ino(&p("e/f")), Some(f));
         assert_eq!(t.ino(&p("d/f")), None);
+    }
+
+    #[test]
+    fn hard_links_share_an_inode_until_their_last_name_goes() {
+        let mut t = InodeTable::default();
+        let id = FileId { dev: 1, ino: 9 };
+        let a = t.lookup_linked(&p("a"), Some(id));
+        let b = t.lookup_linked(&p("d/b"), Some(id));
+        assert_eq!(a, b);
+        assert_eq!(t.names(a), [p("a"), p("d/b")]);
+        t.rename(&p("d/b"), &p("c"));
+        assert_eq!(t.ino(&p("c")), Some(a));
+        assert_eq!(t.detach(&p("a")), Some(p("c")));
+        assert_eq!(t.path(a), Some(p("c")));
+        assert_eq!(t.detach(&p("c")), None);
+        assert_eq!(t.path(a), None);
+        // A new object with that id is a new inode.
+        assert_ne!(t.lookup_linked(&p("a"), Some(id)), a);
     }
 
     #[test]

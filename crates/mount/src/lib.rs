@@ -27,6 +27,7 @@ pub mod data_cache;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod idmap;
 pub mod inodes;
 mod kernel_mount;
 pub mod known_exports;

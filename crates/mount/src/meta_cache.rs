@@ -89,13 +89,13 @@ impl MetaCache {
         self.attrs
             .get(path)
             .filter(|(_, t)| t.elapsed() < self.attr_ttl)
-            .map(|(m, _)| *m)
+            .map(|(m, _)| m.clone())
     }
 
     /// Cached attributes of `path`, however old: for answering while the
     /// server is unreachable.
     pub fn attr_any(&self, path: &RelPath) -> Option<Meta> {
-        self.attrs.get(path).map(|(m, _)| *m)
+        self.attrs.get(path).map(|(m, _)| m.clone())
     }
 
     /// The last listing of `dir`, however old (see [`MetaCache::attr_any`]).
@@ -105,7 +105,8 @@ impl MetaCache {
 
     /// Records attributes just received.
     pub fn put_attr(&mut self, path: &RelPath, meta: Meta) {
-        self.attrs.insert(path.clone(), (meta, Instant::now()));
+        self.attrs
+            .insert(path.clone(), (meta.clone(), Instant::now()));
     }
 
     /// A fresh listing of `dir`, if cached.
@@ -129,7 +130,7 @@ impl MetaCache {
         }
         for e in &listing.entries {
             if let Ok(p) = dir.join(&e.name) {
-                self.attrs.insert(p, (e.meta, now));
+                self.attrs.insert(p, (e.meta.clone(), now));
             }
         }
         self.dirs.insert(dir.clone(), (listing, now));
@@ -140,10 +141,12 @@ impl MetaCache {
     /// so that looking up the next new name in that directory (`tar x`,
     /// `cp -r`) needs no round trip.
     pub fn note_entry(&mut self, path: &RelPath, meta: Meta) {
-        self.attrs.insert(path.clone(), (meta, Instant::now()));
+        self.attrs
+            .insert(path.clone(), (meta.clone(), Instant::now()));
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return;
         };
+        self.dir_changed(&parent);
         if let Some((l, _)) = self.dirs.get_mut(&parent) {
             Arc::make_mut(l).upsert(name, meta);
         }
@@ -164,8 +167,21 @@ impl MetaCache {
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return;
         };
+        self.dir_changed(&parent);
         if let Some((l, _)) = self.dirs.get_mut(&parent) {
             Arc::make_mut(l).remove(name);
+        }
+    }
+
+    /// Something in `dir` changed through this mount: its own attributes
+    /// (mtime, ctime, nlink) are stale wherever they are cached, in its
+    /// attribute entry and in its parent's listing, so the next look at
+    /// them asks the server. Its own listing, kept up to date in place,
+    /// stays.
+    pub fn dir_changed(&mut self, dir: &RelPath) {
+        self.attrs.remove(dir);
+        if let Some(parent) = dir.parent() {
+            self.dirs.remove(&parent);
         }
     }
 
@@ -197,6 +213,7 @@ mod tests {
             mode: 0o644,
             mtime: Timestamp::default(),
             version: 1,
+            ..Meta::default()
         }
     }
 

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::idmap::IdMapMode;
+
 /// Everything the filesystem core needs to know about how it is mounted.
 #[derive(Clone, Debug)]
 pub struct MountConfig {
@@ -23,6 +25,12 @@ pub struct MountConfig {
     pub cache_size: u64,
     /// How often files whose upload failed are retried.
     pub retry_interval: Duration,
+    /// `-o idmap=none|user` (see [`crate::idmap`]).
+    pub idmap: IdMapMode,
+    /// `-o uid=N`: every file appears owned by user N.
+    pub uid: Option<u32>,
+    /// `-o gid=N`: every file appears owned by group N.
+    pub gid: Option<u32>,
     /// `-o timeout=SECS`: how long an operation waits for a server that
     /// shows no progress before the server counts as unreachable.
     pub timeout: Duration,
@@ -40,6 +48,9 @@ impl MountConfig {
             cache_dir,
             cache_size: 1 << 30,
             retry_interval: Duration::from_secs(5),
+            idmap: IdMapMode::None,
+            uid: None,
+            gid: None,
             timeout: rfmount_client::DEFAULT_TIMEOUT,
         }
     }
@@ -61,6 +72,16 @@ impl MountConfig {
                 ("default_permissions", None) => self.default_permissions = true,
                 ("attr_timeout", Some(v)) => self.attr_timeout = seconds(key, v)?,
                 ("dir_timeout", Some(v)) => self.dir_timeout = seconds(key, v)?,
+                ("idmap", Some("none")) => self.idmap = IdMapMode::None,
+                ("idmap", Some("user")) => self.idmap = IdMapMode::User,
+                ("idmap", v) => {
+                    return Err(format!(
+                        "idmap={}: must be idmap=none or idmap=user",
+                        v.unwrap_or("")
+                    ));
+                }
+                ("uid", Some(v)) => self.uid = Some(id(key, v)?),
+                ("gid", Some(v)) => self.gid = Some(id(key, v)?),
                 ("timeout", Some(v)) => {
                     let t = seconds(key, v)?;
                     if t < Duration::from_millis(100) {
@@ -68,7 +89,7 @@ impl MountConfig {
                     }
                     self.timeout = t;
                 }
-                ("attr_timeout" | "dir_timeout" | "timeout", None) => {
+                ("attr_timeout" | "dir_timeout" | "timeout" | "uid" | "gid", None) => {
                     return Err(format!("option {key} needs a value, e.g. {key}=1"));
                 }
                 _ => return Err(format!("unknown mount option {opt:?}")),
@@ -76,6 +97,11 @@ impl MountConfig {
         }
         Ok(())
     }
+}
+
+fn id(key: &str, v: &str) -> Result<u32, String> {
+    v.parse()
+        .map_err(|_| format!("{key}={v}: not a numeric id"))
 }
 
 fn seconds(key: &str, v: &str) -> Result<Duration, String> {
@@ -125,6 +151,14 @@ mod tests {
         assert!(c.apply_options("bogus").is_err());
         assert!(c.apply_options("attr_timeout=x").is_err());
         assert!(c.apply_options("attr_timeout").is_err());
+        c.apply_options("idmap=user,uid=1000,gid=100").unwrap();
+        assert_eq!(
+            (c.idmap, c.uid, c.gid),
+            (IdMapMode::User, Some(1000), Some(100))
+        );
+        assert!(c.apply_options("idmap=file").is_err());
+        assert!(c.apply_options("uid=bob").is_err());
+        assert!(c.apply_options("gid").is_err());
         c.apply_options("timeout=2").unwrap();
         assert_eq!(c.timeout, Duration::from_secs(2));
         assert!(c.apply_options("timeout=0").is_err());

@@ -42,6 +42,13 @@ pub enum ErrorCode {
     TooBig,
     /// EDQUOT: the disk quota is exceeded.
     Quota,
+    /// ENODATA: no such extended attribute.
+    NoData,
+    /// EOPNOTSUPP: the server's filesystem does not support this (an
+    /// extended attribute namespace, for instance).
+    NotSupported,
+    /// ERANGE: a value or list is larger than the caller allows.
+    Range,
 }
 
 impl ErrorCode {
@@ -65,6 +72,9 @@ impl ErrorCode {
             ErrorCode::Protocol => libc::EPROTO,
             ErrorCode::TooBig => libc::EFBIG,
             ErrorCode::Quota => libc::EDQUOT,
+            ErrorCode::NoData => libc::ENODATA,
+            ErrorCode::NotSupported => libc::EOPNOTSUPP,
+            ErrorCode::Range => libc::ERANGE,
         }
     }
 
@@ -88,6 +98,9 @@ impl ErrorCode {
             libc::EPROTO => ErrorCode::Protocol,
             libc::EFBIG => ErrorCode::TooBig,
             libc::EDQUOT => ErrorCode::Quota,
+            libc::ENODATA => ErrorCode::NoData,
+            libc::EOPNOTSUPP => ErrorCode::NotSupported,
+            libc::ERANGE => ErrorCode::Range,
             _ => ErrorCode::Io,
         }
     }
@@ -112,6 +125,9 @@ impl ErrorCode {
             ErrorCode::Protocol => "protocol error",
             ErrorCode::TooBig => "file too large",
             ErrorCode::Quota => "disk quota exceeded",
+            ErrorCode::NoData => "no such attribute",
+            ErrorCode::NotSupported => "operation not supported",
+            ErrorCode::Range => "result too large",
         }
     }
 }
@@ -148,7 +164,7 @@ impl WireError {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 17] = [
+    const ALL: [ErrorCode; 20] = [
         ErrorCode::NotFound,
         ErrorCode::Exists,
         ErrorCode::NotDir,
@@ -166,6 +182,9 @@ mod tests {
         ErrorCode::Protocol,
         ErrorCode::TooBig,
         ErrorCode::Quota,
+        ErrorCode::NoData,
+        ErrorCode::NotSupported,
+        ErrorCode::Range,
     ];
 
     #[test]

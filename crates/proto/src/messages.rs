@@ -71,20 +71,49 @@ impl Timestamp {
 }
 
 /// What kind of object a directory entry is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FileKind {
     /// A regular file.
+    #[default]
     File,
     /// A directory.
     Dir,
     /// A symbolic link (listed, never followed out of the export).
     Symlink,
-    /// A device, FIFO or socket: listed, never served.
+    /// An object of a kind this protocol does not name.
     Other,
+    /// A named pipe.
+    Fifo,
+    /// A character device (`Meta::rdev` says which).
+    CharDev,
+    /// A block device (`Meta::rdev` says which).
+    BlockDev,
+    /// A unix-domain socket.
+    Socket,
 }
 
-/// Attributes of one object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+impl FileKind {
+    /// True for the kinds whose content is never served: devices, FIFOs,
+    /// sockets and unknown objects. Opening them can block or have side
+    /// effects on the server.
+    pub fn is_special(self) -> bool {
+        !matches!(self, FileKind::File | FileKind::Dir | FileKind::Symlink)
+    }
+}
+
+/// The owner to give a new object (the caller's ids on the client side);
+/// applied only when the server may (it runs as root), else ignored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Owner {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// Attributes of one object (`lstat` semantics: a symlink is described
+/// itself, with its target).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     /// File, directory, ...
     pub kind: FileKind,
@@ -96,6 +125,32 @@ pub struct Meta {
     pub mtime: Timestamp,
     /// Content version (see [`Version`]).
     pub version: Version,
+    /// Owner's user id as the server has it.
+    pub uid: u32,
+    /// Owner's group id as the server has it.
+    pub gid: u32,
+    /// Number of names (hard links) of the object.
+    pub nlink: u64,
+    /// The object's identity on the server: names with equal `file_id`
+    /// are hard links of one object.
+    pub file_id: FileId,
+    /// Last access.
+    pub atime: Timestamp,
+    /// Last status change.
+    pub ctime: Timestamp,
+    /// Device number of a character or block device (`st_rdev`), else 0.
+    pub rdev: u64,
+    /// For a symlink, its target text, never interpreted by the server.
+    pub target: Option<String>,
+}
+
+/// Which object on the server a name refers to (`st_dev`, `st_ino`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileId {
+    /// The server's device number of the filesystem holding it.
+    pub dev: u64,
+    /// Its inode number there.
+    pub ino: u64,
 }
 
 /// One entry of a listing.
@@ -127,6 +182,11 @@ pub struct SetAttr {
     pub atime: Option<SetTime>,
     /// New modification time.
     pub mtime: Option<SetTime>,
+    /// New owner user id (`chown`); refused with `Perm` when the server
+    /// cannot apply it, never silently dropped.
+    pub uid: Option<u32>,
+    /// New owner group id.
+    pub gid: Option<u32>,
 }
 
 /// Filesystem statistics of the export, as `statvfs` reports them.
@@ -239,6 +299,8 @@ pub enum Op {
         mode: Option<u32>,
         /// Modification time to set (default: now).
         mtime: Option<Timestamp>,
+        /// Owner of a new file (a replaced file keeps its owner).
+        owner: Option<Owner>,
     },
     /// Remove a file (not a directory): [`Reply::Done`].
     Remove {
@@ -251,6 +313,9 @@ pub enum Op {
         from: RelPath,
         /// The new path.
         to: RelPath,
+        /// `renameat2(2)` flags: [`RENAME_NOREPLACE`], [`RENAME_EXCHANGE`]
+        /// or 0; other bits answer `Invalid`.
+        flags: u32,
     },
     /// Create a directory: [`Reply::Meta`].
     Mkdir {
@@ -258,6 +323,8 @@ pub enum Op {
         path: RelPath,
         /// Its permission bits.
         mode: u32,
+        /// Its owner.
+        owner: Option<Owner>,
     },
     /// Remove an empty directory: [`Reply::Done`].
     Rmdir {
@@ -275,7 +342,83 @@ pub enum Op {
     StatFs,
     /// Keep-alive: [`Reply::Done`].
     Ping,
+    /// Create a symbolic link holding `target`: [`Reply::Meta`] of the link.
+    Symlink {
+        /// The new link.
+        path: RelPath,
+        /// Its target text: opaque to the server, never followed by it.
+        target: String,
+        /// Its owner.
+        owner: Option<Owner>,
+    },
+    /// Read a symbolic link's target: [`Reply::Target`].
+    ReadLink {
+        /// The link.
+        path: RelPath,
+    },
+    /// Make `to` a new name (hard link) of the object at `from`, which is
+    /// not followed if it is a symlink: [`Reply::Meta`] of the object.
+    Link {
+        /// An existing name.
+        from: RelPath,
+        /// The new name.
+        to: RelPath,
+    },
+    /// Create a FIFO, socket or device node: [`Reply::Meta`].
+    Mknod {
+        /// The new node.
+        path: RelPath,
+        /// `Fifo`, `Socket`, `CharDev` or `BlockDev`; others answer `Invalid`.
+        kind: FileKind,
+        /// Its permission bits.
+        mode: u32,
+        /// The device number for `CharDev`/`BlockDev`.
+        rdev: u64,
+        /// Its owner.
+        owner: Option<Owner>,
+    },
+    /// An extended attribute's value: [`Reply::Xattr`].
+    GetXattr {
+        /// The object itself (a final symlink is not followed).
+        path: RelPath,
+        /// Full name with namespace, e.g. `user.comment`.
+        name: String,
+    },
+    /// Names of an object's extended attributes: [`Reply::XattrNames`].
+    ListXattr {
+        /// The object itself.
+        path: RelPath,
+    },
+    /// Sets an extended attribute: [`Reply::Done`].
+    SetXattr {
+        /// The object itself.
+        path: RelPath,
+        /// Full name with namespace.
+        name: String,
+        /// The value (at most 64 KiB, as Linux allows).
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        /// [`XATTR_CREATE`], [`XATTR_REPLACE`] or 0.
+        flags: u32,
+    },
+    /// Removes an extended attribute: [`Reply::Done`].
+    RemoveXattr {
+        /// The object itself.
+        path: RelPath,
+        /// Full name with namespace.
+        name: String,
+    },
 }
+
+/// [`Op::SetXattr`] flag: fail with `Exists` if the attribute exists.
+pub const XATTR_CREATE: u32 = 1;
+/// [`Op::SetXattr`] flag: fail with `NoData` unless the attribute exists.
+pub const XATTR_REPLACE: u32 = 2;
+
+/// [`Op::Rename`] flag: fail with `Exists` rather than replace the target.
+pub const RENAME_NOREPLACE: u32 = 1;
+/// [`Op::Rename`] flag: swap the two names atomically; both must exist.
+pub const RENAME_EXCHANGE: u32 = 2;
 
 /// A successful answer to a request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -297,6 +440,12 @@ pub enum Reply {
     Done,
     /// Filesystem statistics.
     StatFs(StatFs),
+    /// A symbolic link's target text.
+    Target(String),
+    /// An extended attribute's value.
+    Xattr(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Names of extended attributes.
+    XattrNames(Vec<String>),
 }
 
 /// Client-to-server frames.

@@ -24,6 +24,33 @@ fn meta() -> Meta {
             nanos: 42,
         },
         version: 0x0102_0304_0506_0708,
+        uid: 1000,
+        gid: 100,
+        nlink: 1,
+        file_id: FileId {
+            dev: 0x801,
+            ino: 12,
+        },
+        atime: Timestamp {
+            secs: 1_700_000_001,
+            nanos: 7,
+        },
+        ctime: Timestamp {
+            secs: 1_700_000_002,
+            nanos: 9,
+        },
+        rdev: 0,
+        target: None,
+    }
+}
+
+fn link_meta() -> Meta {
+    Meta {
+        kind: FileKind::Symlink,
+        size: 1,
+        mode: 0o777,
+        target: Some("f".into()),
+        ..meta()
     }
 }
 
@@ -44,15 +71,18 @@ fn all_client_msgs() -> Vec<ClientMsg> {
             size: 3,
             mode: Some(0o600),
             mtime: Some(Timestamp::default()),
+            owner: Some(Owner { uid: 1, gid: 2 }),
         },
         Op::Remove { path: p("f") },
         Op::Rename {
             from: p("a"),
             to: p("b/c"),
+            flags: RENAME_NOREPLACE,
         },
         Op::Mkdir {
             path: p("d"),
             mode: 0o755,
+            owner: None,
         },
         Op::Rmdir { path: p("d") },
         Op::SetAttr {
@@ -62,10 +92,44 @@ fn all_client_msgs() -> Vec<ClientMsg> {
                 size: Some(0),
                 atime: Some(SetTime::Now),
                 mtime: Some(SetTime::At(Timestamp { secs: -1, nanos: 5 })),
+                uid: Some(1000),
+                gid: None,
             },
         },
         Op::StatFs,
         Op::Ping,
+        Op::Symlink {
+            path: p("l"),
+            target: "../x/y".into(),
+            owner: Some(Owner { uid: 3, gid: 4 }),
+        },
+        Op::ReadLink { path: p("l") },
+        Op::Link {
+            from: p("f"),
+            to: p("g"),
+        },
+        Op::Mknod {
+            path: p("n"),
+            kind: FileKind::CharDev,
+            mode: 0o600,
+            rdev: 0x103,
+            owner: None,
+        },
+        Op::GetXattr {
+            path: p("f"),
+            name: "user.k".into(),
+        },
+        Op::ListXattr { path: p("f") },
+        Op::SetXattr {
+            path: p("f"),
+            name: "user.k".into(),
+            value: vec![0, 1, 2],
+            flags: XATTR_CREATE,
+        },
+        Op::RemoveXattr {
+            path: p("f"),
+            name: "user.k".into(),
+        },
     ];
     let mut msgs = vec![
         ClientMsg::Hello(ClientHello {
@@ -137,6 +201,22 @@ fn all_server_msgs() -> Vec<ServerMsg> {
         ServerMsg::Reply {
             id: 1,
             result: Ok(Reply::Meta(meta())),
+        },
+        ServerMsg::Reply {
+            id: 1,
+            result: Ok(Reply::Meta(link_meta())),
+        },
+        ServerMsg::Reply {
+            id: 1,
+            result: Ok(Reply::Target("../x".into())),
+        },
+        ServerMsg::Reply {
+            id: 1,
+            result: Ok(Reply::Xattr(vec![1, 2, 3])),
+        },
+        ServerMsg::Reply {
+            id: 1,
+            result: Ok(Reply::XattrNames(vec!["user.a".into(), "user.b".into()])),
         },
         ServerMsg::Reply {
             id: 1,
@@ -337,7 +417,7 @@ fn golden_bytes_version_bump_required() {
     assert_eq!(
         frame_hex(&reply),
         concat!(
-            "38000000",         // len 56
+            "79000000",         // len 121
             "02000000",         // Reply
             "0100000000000000", // id 1
             "00000000",         // Ok
@@ -348,6 +428,43 @@ fn golden_bytes_version_bump_required() {
             "00f1536500000000", // mtime.secs
             "2a000000",         // mtime.nanos
             "0807060504030201", // version
+            "e8030000",         // uid 1000
+            "64000000",         // gid 100
+            "0100000000000000", // nlink 1
+            "0108000000000000", // file_id.dev 0x801
+            "0c00000000000000", // file_id.ino 12
+            "01f1536500000000", // atime.secs
+            "07000000",         // atime.nanos
+            "02f1536500000000", // ctime.secs
+            "09000000",         // ctime.nanos
+            "0000000000000000", // rdev 0
+            "00",               // target None
+        )
+    );
+    // Request{id 9, Symlink{"l" -> "f", owner Some(1, 2)}}: pins the
+    // appended ops.
+    let symlink = ClientMsg::Request {
+        id: 9,
+        op: Op::Symlink {
+            path: p("l"),
+            target: "f".into(),
+            owner: Some(Owner { uid: 1, gid: 2 }),
+        },
+    };
+    assert_eq!(
+        frame_hex(&symlink),
+        concat!(
+            "2b000000",         // len 43
+            "02000000",         // Request
+            "0900000000000000", // id 9
+            "0b000000",         // Op variant 11 = Symlink
+            "0100000000000000", // path len 1
+            "6c",               // "l"
+            "0100000000000000", // target len 1
+            "66",               // "f"
+            "01",               // owner Some
+            "01000000",         // uid 1
+            "02000000",         // gid 2
         )
     );
 }
@@ -509,7 +626,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_valid_frames_never_panic(idx in 0usize..19, pos in any::<usize>(), byte in any::<u8>()) {
+    fn mutated_valid_frames_never_panic(idx in 0usize..28, pos in any::<usize>(), byte in any::<u8>()) {
         let msgs = all_client_msgs();
         let m = &msgs[idx % msgs.len()];
         let mut wire = Vec::new();

@@ -15,7 +15,7 @@ use crate::ending::Ending;
 use crate::frames::{Deadlines, FrameReader, ReadFail, Timed};
 use crate::replies::{Label, refuse};
 use crate::requests;
-use crate::upload::Uploads;
+use crate::upload::{PutArgs, Uploads};
 
 /// Serves frames until the connection ends; returns why.
 pub(crate) fn read_loop<T: Timed>(
@@ -128,9 +128,17 @@ pub(crate) fn admit(
         size,
         mode,
         mtime,
+        owner,
     } = op
     {
-        uploads.start(conn, id, path, size, mode, mtime);
+        let put = PutArgs {
+            path,
+            size,
+            mode,
+            mtime,
+            owner,
+        };
+        uploads.start(conn, id, put);
         return Ok(());
     }
     if let Err(err) = conn.spawn(

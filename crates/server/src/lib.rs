@@ -66,6 +66,6 @@ mod writer;
 
 pub use config::ServerConfig;
 pub use listener::{Server, ShutdownHandle};
-pub use local::{LocalStore, TEMP_PREFIX};
+pub use local::LocalStore;
 pub use store::{Content, Listing, PendingPut, Store, StoreResult};
 pub use tls::TlsServer;

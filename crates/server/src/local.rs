@@ -2,17 +2,17 @@
 //!
 //! Every path is resolved beneath the root descriptor by the kernel (see
 //! [`resolve`]); nothing is ever written into the root except by the
-//! client's own requests, and an upload exists only as a hidden temporary
-//! file until it is complete. Temporaries that a killed server left behind
-//! are the one thing the store removes of its own accord, in the background
-//! (see [`sweep`]).
+//! client's own requests, and an upload has no name at all until it is
+//! complete (see [`put`]). The store never removes or creates anything of its
+//! own accord, so a read-only export is never modified.
 
+mod links;
 mod listing;
 mod meta;
 mod put;
 mod resolve;
-mod sweep;
 mod sys;
+mod xattr;
 
 #[cfg(test)]
 mod tests;
@@ -24,23 +24,18 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use rfmount_proto::{ErrorCode, FileKind, Meta, RelPath, SetAttr, StatFs, WireError};
+use rfmount_proto::{
+    ErrorCode, FileKind, Meta, Owner, RENAME_EXCHANGE, RENAME_NOREPLACE, RelPath, SetAttr, StatFs,
+    WireError,
+};
 
 use crate::store::{Content, Listing, PendingPut, Store, StoreResult};
 use resolve::Root;
-use sweep::Temps;
-
-/// Names of upload temporaries start with this; listings hide such names.
-pub const TEMP_PREFIX: &str = ".rfput-";
 
 /// A local directory served as an export.
 pub struct LocalStore {
     root: Root,
     export_id: String,
-    temps: Arc<Temps>,
-    /// The startup sweep; only tests wait for it.
-    #[cfg_attr(not(test), allow(dead_code))]
-    sweep: parking_lot::Mutex<Option<std::thread::JoinHandle<usize>>>,
 }
 
 impl std::fmt::Debug for LocalStore {
@@ -52,15 +47,12 @@ impl std::fmt::Debug for LocalStore {
 }
 
 impl LocalStore {
-    /// Opens `root` for serving, and starts a background sweep of the
-    /// upload temporaries a previous server left behind (hidden
-    /// `.rfput-*` files older than this call).
+    /// Opens `root` for serving.
     ///
     /// # Errors
     /// When `root` is missing or not a directory, or when the kernel cannot
     /// confine lookups (no `openat2`): serving without it would be unsafe.
     pub fn open(root: &Path) -> anyhow::Result<LocalStore> {
-        let temps = Arc::new(Temps::new());
         let canonical = root
             .canonicalize()
             .map_err(|e| anyhow::anyhow!("{}: {e}", root.display()))?;
@@ -68,12 +60,9 @@ impl LocalStore {
         let st =
             sys::fstat(handle.fd()).map_err(|e| anyhow::anyhow!("{}: {e}", canonical.display()))?;
         let export_id = meta::export_id(canonical.as_os_str().as_bytes(), &st);
-        let sweep = sweep::spawn(handle.fd(), &temps);
         Ok(LocalStore {
             root: handle,
             export_id,
-            temps,
-            sweep: parking_lot::Mutex::new(sweep),
         })
     }
 
@@ -95,16 +84,6 @@ impl LocalStore {
         let st = sys::fstat(fd.as_fd()).map_err(|e| WireError::from_io(&e, path))?;
         Ok((fd, st))
     }
-
-    fn check_plain(path: &RelPath, st: &libc::stat) -> StoreResult<()> {
-        match meta::kind_of(st) {
-            FileKind::File | FileKind::Dir => Ok(()),
-            _ => Err(WireError::new(
-                ErrorCode::Invalid,
-                format!("{path}: not a regular file or directory"),
-            )),
-        }
-    }
 }
 
 fn io_err(path: &RelPath) -> impl Fn(io::Error) -> WireError + '_ {
@@ -118,11 +97,7 @@ impl Store for LocalStore {
 
     fn list(&self, dir: &RelPath) -> StoreResult<Listing> {
         let fd = self.root.open(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
-        Ok(Box::new(listing::DirStream::new(
-            fd,
-            dir,
-            Arc::clone(&self.temps),
-        )?))
+        Ok(Box::new(listing::DirStream::new(fd, dir)?))
     }
 
     fn stat(&self, path: &RelPath) -> StoreResult<Meta> {
@@ -132,7 +107,7 @@ impl Store for LocalStore {
         }
         let (dir, name) = self.root.parent(path, libc::O_PATH)?;
         let st = sys::lstatat(dir.as_fd(), &name).map_err(io_err(path))?;
-        Ok(meta::meta_of(&st))
+        Ok(meta::meta_at(dir.as_fd(), &name, &st))
     }
 
     fn open_read(&self, path: &RelPath) -> StoreResult<(Meta, Content)> {
@@ -150,15 +125,17 @@ impl Store for LocalStore {
         }
     }
 
-    fn begin_put(&self, path: &RelPath, size: u64) -> StoreResult<Box<dyn PendingPut>> {
+    fn begin_put(
+        &self,
+        path: &RelPath,
+        size: u64,
+        owner: Option<Owner>,
+    ) -> StoreResult<Box<dyn PendingPut>> {
         // Read access to the parent is what lets the commit fsync it.
         let (dir, name) = self.root.parent(path, libc::O_RDONLY)?;
+        let owner = links::new_owner(dir.as_fd(), owner).map_err(io_err(path))?;
         Ok(Box::new(put::LocalPut::create(
-            &self.temps,
-            dir,
-            name,
-            path,
-            size,
+            dir, name, path, size, owner,
         )?))
     }
 
@@ -168,16 +145,44 @@ impl Store for LocalStore {
         sys::unlinkat(dir.as_fd(), &name, 0).map_err(io_err(path))
     }
 
-    fn rename(&self, from: &RelPath, to: &RelPath) -> StoreResult<()> {
+    fn rename(&self, from: &RelPath, to: &RelPath, flags: u32) -> StoreResult<()> {
+        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
+            || flags == RENAME_NOREPLACE | RENAME_EXCHANGE
+        {
+            return Err(WireError::new(
+                ErrorCode::Invalid,
+                format!("{from}: unknown rename flags {flags:#x}"),
+            ));
+        }
         let (from_dir, from_name) = self.root.parent(from, libc::O_PATH)?;
         let (to_dir, to_name) = self.root.parent(to, libc::O_PATH)?;
-        sys::renameat(from_dir.as_fd(), &from_name, to_dir.as_fd(), &to_name)
-            .map_err(|e| WireError::from_io(&e, format!("{from} -> {to}")))
+        let done = if flags == 0 {
+            sys::renameat(from_dir.as_fd(), &from_name, to_dir.as_fd(), &to_name)
+        } else {
+            let mut bits = 0;
+            if flags & RENAME_NOREPLACE != 0 {
+                bits |= libc::RENAME_NOREPLACE;
+            }
+            if flags & RENAME_EXCHANGE != 0 {
+                bits |= libc::RENAME_EXCHANGE;
+            }
+            sys::renameat2(from_dir.as_fd(), &from_name, to_dir.as_fd(), &to_name, bits)
+        };
+        done.map_err(|e| WireError::from_io(&e, format!("{from} -> {to}")))
     }
 
-    fn mkdir(&self, path: &RelPath, mode: u32) -> StoreResult<Meta> {
+    fn mkdir(&self, path: &RelPath, mode: u32, owner: Option<Owner>) -> StoreResult<Meta> {
         let (dir, name) = self.root.parent(path, libc::O_PATH)?;
+        let owner = links::new_owner(dir.as_fd(), owner).map_err(io_err(path))?;
+        // A directory made in a setgid directory keeps that bit, as with a
+        // local mkdir, although the client's mode does not carry it.
+        let parent_sgid = sys::fstat(dir.as_fd()).map_err(io_err(path))?.st_mode & libc::S_ISGID;
+        let mode = mode | parent_sgid;
         sys::mkdirat(dir.as_fd(), &name, mode & 0o7777).map_err(io_err(path))?;
+        if let Some(o) = owner {
+            let obj = links::open_self(dir.as_fd(), &name).map_err(io_err(path))?;
+            sys::chown_fd(obj.as_fd(), Some(o.uid), Some(o.gid)).map_err(io_err(path))?;
+        }
         // mkdir applies the server's umask; the client asked for exact bits.
         // O_NOFOLLOW: if someone swapped in a symlink meanwhile, fail rather
         // than chmod whatever it points to.
@@ -202,32 +207,105 @@ impl Store for LocalStore {
     }
 
     fn setattr(&self, path: &RelPath, attr: &SetAttr) -> StoreResult<Meta> {
-        // Look first through O_PATH, which opens nothing, so that a device or
-        // FIFO is refused before a real open could touch it.
-        let (_, st) = self.open_object(path, libc::O_PATH)?;
-        Self::check_plain(path, &st)?;
-        let flags = if attr.size.is_some() {
-            libc::O_WRONLY
+        // The object itself, never what a final symlink names (the client's
+        // kernel has already followed the links it meant to follow); an
+        // O_PATH handle opens nothing, so a device or FIFO is never touched.
+        let (parent, obj) = if path.is_root() {
+            (None, self.root.open(path, libc::O_PATH)?)
         } else {
-            libc::O_RDONLY
+            let (dir, name) = self.root.parent(path, libc::O_PATH)?;
+            let obj = links::open_self(dir.as_fd(), &name).map_err(io_err(path))?;
+            (Some((dir, name)), obj)
         };
-        let (fd, st2) = self.open_object(path, flags)?;
-        if (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino) {
-            Self::check_plain(path, &st2)?;
+        let st = sys::fstat(obj.as_fd()).map_err(io_err(path))?;
+        let kind = meta::kind_of(&st);
+        let not_for = |what: &str| {
+            WireError::new(
+                ErrorCode::Invalid,
+                format!("{path}: cannot change the {what} of a {kind:?}"),
+            )
+        };
+        if attr.size.is_some() {
+            match kind {
+                FileKind::File => {}
+                FileKind::Dir => {
+                    return Err(WireError::new(
+                        ErrorCode::IsDir,
+                        format!("{path}: is a directory"),
+                    ));
+                }
+                _ => return Err(not_for("size")),
+            }
+        }
+        if attr.mode.is_some() && kind == FileKind::Symlink {
+            return Err(not_for("mode"));
+        }
+        // chown clears setuid/setgid bits, so a mode sent along is applied
+        // after it.
+        if attr.uid.is_some() || attr.gid.is_some() {
+            sys::chown_fd(obj.as_fd(), attr.uid, attr.gid).map_err(io_err(path))?;
         }
         if let Some(mode) = attr.mode {
-            sys::fchmod(fd.as_fd(), mode).map_err(io_err(path))?;
+            sys::chmod_opath(obj.as_fd(), mode).map_err(io_err(path))?;
         }
         if let Some(size) = attr.size {
-            File::from(fd.try_clone().map_err(io_err(path))?)
-                .set_len(size)
-                .map_err(io_err(path))?;
+            // Opened through the handle we checked, so it is the same file.
+            let rw = sys::reopen(obj.as_fd(), libc::O_WRONLY).map_err(io_err(path))?;
+            File::from(rw).set_len(size).map_err(io_err(path))?;
         }
         if attr.atime.is_some() || attr.mtime.is_some() {
-            sys::futimens(fd.as_fd(), attr.atime, attr.mtime).map_err(io_err(path))?;
+            match (&parent, kind) {
+                (Some((dir, name)), FileKind::Symlink) => {
+                    sys::lutimensat(dir.as_fd(), name, attr.atime, attr.mtime)
+                }
+                _ => sys::utimens_opath(obj.as_fd(), attr.atime, attr.mtime),
+            }
+            .map_err(io_err(path))?;
         }
-        let st = sys::fstat(fd.as_fd()).map_err(io_err(path))?;
-        Ok(meta::meta_of(&st))
+        let st = sys::fstat(obj.as_fd()).map_err(io_err(path))?;
+        Ok(match &parent {
+            Some((dir, name)) => meta::meta_at(dir.as_fd(), name, &st),
+            None => meta::meta_of(&st),
+        })
+    }
+
+    fn symlink(&self, path: &RelPath, target: &str, owner: Option<Owner>) -> StoreResult<Meta> {
+        self.do_symlink(path, target, owner)
+    }
+
+    fn readlink(&self, path: &RelPath) -> StoreResult<String> {
+        self.do_readlink(path)
+    }
+
+    fn link(&self, from: &RelPath, to: &RelPath) -> StoreResult<Meta> {
+        self.do_link(from, to)
+    }
+
+    fn mknod(
+        &self,
+        path: &RelPath,
+        kind: FileKind,
+        mode: u32,
+        rdev: u64,
+        owner: Option<Owner>,
+    ) -> StoreResult<Meta> {
+        self.do_mknod(path, kind, mode, rdev, owner)
+    }
+
+    fn getxattr(&self, path: &RelPath, name: &str) -> StoreResult<Vec<u8>> {
+        self.do_getxattr(path, name)
+    }
+
+    fn listxattr(&self, path: &RelPath) -> StoreResult<Vec<String>> {
+        self.do_listxattr(path)
+    }
+
+    fn setxattr(&self, path: &RelPath, name: &str, value: &[u8], flags: u32) -> StoreResult<()> {
+        self.do_setxattr(path, name, value, flags)
+    }
+
+    fn removexattr(&self, path: &RelPath, name: &str) -> StoreResult<()> {
+        self.do_removexattr(path, name)
     }
 
     fn confine(&self, dir: &RelPath) -> StoreResult<Arc<dyn Store>> {
@@ -236,8 +314,6 @@ impl Store for LocalStore {
         Ok(Arc::new(LocalStore {
             export_id: meta::subdir_export_id(&self.export_id, &st),
             root,
-            temps: Arc::clone(&self.temps),
-            sweep: parking_lot::Mutex::new(None),
         }))
     }
 

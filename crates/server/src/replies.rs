@@ -27,12 +27,27 @@ impl Label {
             Op::Get { path, .. } => ("GET", path, String::new()),
             Op::Put { path, .. } => ("PUT", path, String::new()),
             Op::Remove { path } => ("REMOVE", path, String::new()),
-            Op::Rename { from, to } => ("RENAME", from, format!(" to={to}")),
+            Op::Rename { from, to, flags } => {
+                let flags = if *flags == 0 {
+                    String::new()
+                } else {
+                    format!(" flags={flags}")
+                };
+                ("RENAME", from, format!(" to={to}{flags}"))
+            }
             Op::Mkdir { path, .. } => ("MKDIR", path, String::new()),
             Op::Rmdir { path } => ("RMDIR", path, String::new()),
             Op::SetAttr { path, .. } => ("SETATTR", path, String::new()),
             Op::StatFs => ("STATFS", &RelPath::root(), String::new()),
             Op::Ping => ("PING", &RelPath::root(), String::new()),
+            Op::Symlink { path, .. } => ("SYMLINK", path, String::new()),
+            Op::ReadLink { path } => ("READLINK", path, String::new()),
+            Op::Link { from, to } => ("LINK", from, format!(" to={to}")),
+            Op::Mknod { path, .. } => ("MKNOD", path, String::new()),
+            Op::GetXattr { path, name } => ("GETXATTR", path, format!(" name={name}")),
+            Op::ListXattr { path } => ("LISTXATTR", path, String::new()),
+            Op::SetXattr { path, name, .. } => ("SETXATTR", path, format!(" name={name}")),
+            Op::RemoveXattr { path, name } => ("REMOVEXATTR", path, format!(" name={name}")),
         };
         Label {
             op: name,

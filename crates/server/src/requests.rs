@@ -15,9 +15,9 @@ use crate::replies::{Label, Outcome, cancelled, log_request, writable};
 /// A listing part is cut once its entries' estimated encoded size passes
 /// this, keeping every part far below `MAX_FRAME`.
 const LIST_PART_BYTES: usize = 256 * 1024;
-/// Encoded size of an entry beyond its name: the name's length prefix and
-/// the fixed-size `Meta` (44 bytes), rounded up.
-const ENTRY_OVERHEAD: usize = 48;
+/// Encoded size of an entry beyond its name and symlink target: the length
+/// prefixes and the fixed-size part of `Meta` (about 110 bytes), rounded up.
+const ENTRY_OVERHEAD: usize = 128;
 
 /// Runs request `id` to its last frame.
 pub(crate) fn execute(conn: &Conn, id: u64, op: Op, cancel: &AtomicBool) -> Option<ServerMsg> {
@@ -45,13 +45,13 @@ fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
             writable(conn)?;
             store.remove(&path).map(|()| Reply::Done)
         }
-        Op::Rename { from, to } => {
+        Op::Rename { from, to, flags } => {
             writable(conn)?;
-            store.rename(&from, &to).map(|()| Reply::Done)
+            store.rename(&from, &to, flags).map(|()| Reply::Done)
         }
-        Op::Mkdir { path, mode } => {
+        Op::Mkdir { path, mode, owner } => {
             writable(conn)?;
-            store.mkdir(&path, mode).map(Reply::Meta)
+            store.mkdir(&path, mode, owner).map(Reply::Meta)
         }
         Op::Rmdir { path } => {
             writable(conn)?;
@@ -63,6 +63,46 @@ fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
         }
         Op::StatFs => store.statfs().map(Reply::StatFs),
         Op::Ping => Ok(Reply::Done),
+        Op::Symlink {
+            path,
+            target,
+            owner,
+        } => {
+            writable(conn)?;
+            store.symlink(&path, &target, owner).map(Reply::Meta)
+        }
+        Op::ReadLink { path } => store.readlink(&path).map(Reply::Target),
+        Op::Link { from, to } => {
+            writable(conn)?;
+            store.link(&from, &to).map(Reply::Meta)
+        }
+        Op::Mknod {
+            path,
+            kind,
+            mode,
+            rdev,
+            owner,
+        } => {
+            writable(conn)?;
+            store.mknod(&path, kind, mode, rdev, owner).map(Reply::Meta)
+        }
+        Op::GetXattr { path, name } => store.getxattr(&path, &name).map(Reply::Xattr),
+        Op::ListXattr { path } => store.listxattr(&path).map(Reply::XattrNames),
+        Op::SetXattr {
+            path,
+            name,
+            value,
+            flags,
+        } => {
+            writable(conn)?;
+            store
+                .setxattr(&path, &name, &value, flags)
+                .map(|()| Reply::Done)
+        }
+        Op::RemoveXattr { path, name } => {
+            writable(conn)?;
+            store.removexattr(&path, &name).map(|()| Reply::Done)
+        }
         Op::List { .. } | Op::Get { .. } | Op::Put { .. } => Err(WireError::new(
             ErrorCode::Invalid,
             "internal error: streaming request on the wrong path",
@@ -139,12 +179,12 @@ fn get(
         log_request(conn, label, Outcome::NotModified, "");
         return Some(ServerMsg::Reply {
             id,
-            result: Ok(Reply::NotModified(meta)),
+            result: Ok(Reply::NotModified(meta.clone())),
         });
     }
     let head = ServerMsg::Reply {
         id,
-        result: Ok(Reply::Get(meta)),
+        result: Ok(Reply::Get(meta.clone())),
     };
     if conn.writer.send(&head).is_err() {
         log_request(conn, label, Outcome::Aborted(0), "");

@@ -12,7 +12,9 @@
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use rfmount_proto::{DirEntry, Meta, RelPath, SetAttr, StatFs, Timestamp, WireError};
+use rfmount_proto::{
+    DirEntry, FileKind, Meta, Owner, RelPath, SetAttr, StatFs, Timestamp, WireError,
+};
 
 /// The outcome of a store operation.
 pub type StoreResult<T> = Result<T, WireError>;
@@ -59,17 +61,26 @@ pub trait Store: Send + Sync + 'static {
     fn open_read(&self, path: &RelPath) -> StoreResult<(Meta, Content)>;
 
     /// Starts replacing (or creating) the file at `path` with `size` bytes
-    /// that the caller is about to write.
-    fn begin_put(&self, path: &RelPath, size: u64) -> StoreResult<Box<dyn PendingPut>>;
+    /// that the caller is about to write. A new file gets `owner` where the
+    /// store can give it; a replaced one keeps its owner.
+    fn begin_put(
+        &self,
+        path: &RelPath,
+        size: u64,
+        owner: Option<Owner>,
+    ) -> StoreResult<Box<dyn PendingPut>>;
 
     /// Removes a file (not a directory).
     fn remove(&self, path: &RelPath) -> StoreResult<()>;
 
-    /// Renames `from` to `to`, replacing `to` as `rename(2)` does.
-    fn rename(&self, from: &RelPath, to: &RelPath) -> StoreResult<()>;
+    /// Renames `from` to `to`, replacing `to` as `rename(2)` does, or as
+    /// `renameat2(2)` does with `flags` (`RENAME_NOREPLACE`,
+    /// `RENAME_EXCHANGE`).
+    fn rename(&self, from: &RelPath, to: &RelPath, flags: u32) -> StoreResult<()>;
 
-    /// Creates a directory with permission bits `mode`.
-    fn mkdir(&self, path: &RelPath, mode: u32) -> StoreResult<Meta>;
+    /// Creates a directory with permission bits `mode`, owned by `owner`
+    /// where the store can.
+    fn mkdir(&self, path: &RelPath, mode: u32, owner: Option<Owner>) -> StoreResult<Meta>;
 
     /// Removes an empty directory.
     fn rmdir(&self, path: &RelPath) -> StoreResult<()>;
@@ -79,6 +90,40 @@ pub trait Store: Send + Sync + 'static {
 
     /// Capacity figures of the export.
     fn statfs(&self) -> StoreResult<StatFs>;
+
+    /// Creates a symlink at `path` holding `target`, which the store stores
+    /// as text and never follows.
+    fn symlink(&self, path: &RelPath, target: &str, owner: Option<Owner>) -> StoreResult<Meta>;
+
+    /// The target text of the symlink at `path`.
+    fn readlink(&self, path: &RelPath) -> StoreResult<String>;
+
+    /// Makes `to` another name of the object at `from` (not following a
+    /// symlink there); returns the object's attributes.
+    fn link(&self, from: &RelPath, to: &RelPath) -> StoreResult<Meta>;
+
+    /// The value of extended attribute `name` of `path` itself.
+    fn getxattr(&self, path: &RelPath, name: &str) -> StoreResult<Vec<u8>>;
+
+    /// The names of `path`'s extended attributes.
+    fn listxattr(&self, path: &RelPath) -> StoreResult<Vec<String>>;
+
+    /// Sets extended attribute `name` (flags: `XATTR_CREATE`,
+    /// `XATTR_REPLACE`).
+    fn setxattr(&self, path: &RelPath, name: &str, value: &[u8], flags: u32) -> StoreResult<()>;
+
+    /// Removes extended attribute `name`.
+    fn removexattr(&self, path: &RelPath, name: &str) -> StoreResult<()>;
+
+    /// Creates a FIFO, socket or device node.
+    fn mknod(
+        &self,
+        path: &RelPath,
+        kind: FileKind,
+        mode: u32,
+        rdev: u64,
+        owner: Option<Owner>,
+    ) -> StoreResult<Meta>;
 
     /// The same export confined to directory `dir`: every path given to the
     /// result is relative to `dir`, and nothing outside `dir` is reachable

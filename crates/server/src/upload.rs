@@ -14,7 +14,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use rfmount_proto::{
-    Checksum, ErrorCode, Hasher, Op, RelPath, Reply, ServerMsg, Timestamp, WireError,
+    Checksum, ErrorCode, Hasher, Op, Owner, RelPath, Reply, ServerMsg, Timestamp, WireError,
 };
 
 use crate::conn::Conn;
@@ -49,6 +49,15 @@ pub(crate) struct Uploads {
     map: HashMap<u64, Upload>,
 }
 
+/// The fields of an `Op::Put`.
+pub(crate) struct PutArgs {
+    pub(crate) path: RelPath,
+    pub(crate) size: u64,
+    pub(crate) mode: Option<u32>,
+    pub(crate) mtime: Option<Timestamp>,
+    pub(crate) owner: Option<Owner>,
+}
+
 impl Uploads {
     pub(crate) fn len(&self) -> usize {
         self.map.len()
@@ -58,23 +67,24 @@ impl Uploads {
         self.map.contains_key(&id)
     }
 
-    /// Starts receiving request `id`, or refuses it at once.
-    pub(crate) fn start(
-        &mut self,
-        conn: &Conn,
-        id: u64,
-        path: RelPath,
-        size: u64,
-        mode: Option<u32>,
-        mtime: Option<Timestamp>,
-    ) {
+    /// Starts receiving request `id`, a `Put` with these fields, or
+    /// refuses it at once.
+    pub(crate) fn start(&mut self, conn: &Conn, id: u64, put: PutArgs) {
+        let PutArgs {
+            path,
+            size,
+            mode,
+            mtime,
+            owner,
+        } = put;
         let label = Label::of(&Op::Put {
             path: path.clone(),
             size,
             mode,
             mtime,
+            owner,
         });
-        let pending = writable(conn).and_then(|()| conn.store.begin_put(&path, size));
+        let pending = writable(conn).and_then(|()| conn.store.begin_put(&path, size, owner));
         match pending {
             Ok(pending) => {
                 let upload = Upload {

@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use common::{Client, checksum, p};
 use rfmount_proto::{ClientMsg, ErrorCode, Op, Reply, ServerMsg};
-use rfmount_server::{LocalStore, Server, ServerConfig, TEMP_PREFIX};
+use rfmount_server::{LocalStore, Server, ServerConfig};
+
+/// Names the server makes itself: staging links and fallback temporaries.
+const TEMP_PREFIX: &str = ".rfserve-upload-";
 
 /// A 1 MiB tmpfs, unmounted on drop.
 struct SmallDisk {
@@ -70,6 +73,7 @@ fn upload_larger_than_the_free_space_is_refused_up_front() {
             size,
             mode: None,
             mtime: None,
+            owner: None,
         },
     });
     // The refusal comes before any data is sent.

@@ -30,6 +30,8 @@ pub struct Server {
     log_path: PathBuf,
     stdout: Arc<Mutex<String>>,
     starts: u32,
+    /// Run as this (uid, gid) instead of the test's user.
+    run_as: Option<(u32, u32)>,
 }
 
 impl Server {
@@ -55,6 +57,32 @@ impl Server {
             log_path,
             stdout: Arc::new(Mutex::new(String::new())),
             starts: 0,
+            run_as: None,
+        };
+        if let Err(e) = s.spawn("127.0.0.1:0") {
+            panic!("{e}");
+        }
+        s
+    }
+
+    /// As [`Server::start`], with rfserve running as user `uid` and group
+    /// `gid` (the test must be root; the root must be usable by that user).
+    pub fn start_as(root: impl AsRef<Path>, extra: &[&str], uid: u32, gid: u32) -> Server {
+        let root = root.as_ref().to_path_buf();
+        fs::create_dir_all(&root).unwrap();
+        let logdir = TestDir::new("rfserve-log");
+        let log_path = logdir.join("rfserve.log");
+        let mut s = Server {
+            child: None,
+            root,
+            port: 0,
+            extra: extra.iter().map(OsString::from).collect(),
+            env: vec![("RUST_LOG".into(), "debug".into())],
+            logdir,
+            log_path,
+            stdout: Arc::new(Mutex::new(String::new())),
+            starts: 0,
+            run_as: Some((uid, gid)),
         };
         if let Err(e) = s.spawn("127.0.0.1:0") {
             panic!("{e}");
@@ -88,6 +116,11 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
+        if let Some((uid, gid)) = self.run_as {
+            use std::os::unix::process::CommandExt;
+            // std drops the supplementary groups when it changes the uid.
+            cmd.uid(uid).gid(gid);
+        }
         let display = format!(
             "{} --root {} --listen {listen} {}",
             rfserve_bin().display(),

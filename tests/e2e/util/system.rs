@@ -111,7 +111,7 @@ impl SystemMount {
     /// Waits (20 s) until no rfmount serves this mount point any more.
     pub fn wait_gone(&self) -> bool {
         wait_for(Duration::from_secs(20), || {
-            self.pids().is_empty().then_some(())
+            (self.pids().is_empty() && exiting_rfmounts().is_empty()).then_some(())
         })
         .is_some()
     }
@@ -135,4 +135,25 @@ impl Drop for SystemMount {
             kill_pid(pid);
         }
     }
+}
+
+/// rfmount processes that are exiting: they have released their memory,
+/// and with it their command line, but not yet closed their files (a cache
+/// lock among them). Which mount they served cannot be told any more.
+fn exiting_rfmounts() -> Vec<u32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            fs::read(e.path().join("cmdline")).is_ok_and(|c| c.is_empty())
+                && fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "rfmount")
+                && fs::read_to_string(e.path().join("stat")).is_ok_and(|st| {
+                    st.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().next())
+                        .is_some_and(|state| state != "Z" && state != "X")
+                })
+        })
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect()
 }

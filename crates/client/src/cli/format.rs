@@ -2,10 +2,15 @@
 
 use rfmount_proto::{FileKind, Meta, RelPath, Timestamp};
 
-/// `drwxr-xr-x         4096 2026-11-23 13:30:00 name` (times in UTC).
+/// `drwxr-xr-x         4096 2026-11-23 13:30:00 name` (times in UTC);
+/// a symlink ends in ` -> target`, escaped like the name.
 pub(crate) fn ls_line(name: &str, m: &Meta) -> String {
+    let target = match &m.target {
+        Some(t) => format!(" -> {}", escape_name(t)),
+        None => String::new(),
+    };
     format!(
-        "{}{} {:>12} {} {}",
+        "{}{} {:>12} {} {}{target}",
         kind_char(m.kind),
         perms(m.mode),
         m.size,
@@ -58,6 +63,10 @@ fn kind_char(k: FileKind) -> char {
         FileKind::Dir => 'd',
         FileKind::Symlink => 'l',
         FileKind::Other => '?',
+        FileKind::Fifo => 'p',
+        FileKind::CharDev => 'c',
+        FileKind::BlockDev => 'b',
+        FileKind::Socket => 's',
     }
 }
 
@@ -67,6 +76,10 @@ fn kind_name(k: FileKind) -> &'static str {
         FileKind::Dir => "directory",
         FileKind::Symlink => "symlink",
         FileKind::Other => "special",
+        FileKind::Fifo => "fifo",
+        FileKind::CharDev => "character device",
+        FileKind::BlockDev => "block device",
+        FileKind::Socket => "socket",
     }
 }
 
@@ -132,10 +145,22 @@ mod tests {
                 nanos: 0,
             },
             version: 1,
+            ..Meta::default()
         };
         assert_eq!(
             ls_line("x", &m),
             "-rwsr-xr-x           42 2023-11-14 22:13:20 x"
+        );
+        let l = Meta {
+            kind: FileKind::Symlink,
+            size: 5,
+            mode: 0o777,
+            target: Some("a/b c".into()),
+            ..m.clone()
+        };
+        assert_eq!(
+            ls_line("l", &l),
+            "lrwxrwxrwx            5 2023-11-14 22:13:20 l -> a/b c"
         );
         assert_eq!(perms(0o1777), "rwxrwxrwt");
         assert_eq!(

@@ -241,7 +241,7 @@ impl<'a> Shell<'a> {
             }
             ("mv", [from, to]) => {
                 let (from, to) = (self.resolve(from)?, self.resolve(to)?);
-                r.rename(&from, &to)
+                r.rename(&from, &to, 0)
                     .with_context(|| format!("mv {from} {to}"))?;
             }
             ("rm", [name]) => {
@@ -250,7 +250,8 @@ impl<'a> Shell<'a> {
             }
             ("mkdir", [name]) => {
                 let p = self.resolve(name)?;
-                r.mkdir(&p, 0o755).with_context(|| format!("mkdir {p}"))?;
+                r.mkdir(&p, 0o755, None)
+                    .with_context(|| format!("mkdir {p}"))?;
             }
             ("rmdir", [name]) => {
                 let p = self.resolve(name)?;
@@ -467,7 +468,7 @@ mod tests {
     #[test]
     fn cd_pwd_mv_and_quoted_names() {
         let r = MemRemote::new(false);
-        r.mkdir(&RelPath::new("d").unwrap(), 0o755).unwrap();
+        r.mkdir(&RelPath::new("d").unwrap(), 0o755, None).unwrap();
         r.write_file("d/my file.txt", b"x");
         let (text, code) = session(
             &r,
@@ -489,7 +490,8 @@ mod tests {
     #[test]
     fn completion_offers_remote_names_relative_to_cwd() {
         let r = MemRemote::new(false);
-        r.mkdir(&RelPath::new("docs").unwrap(), 0o755).unwrap();
+        r.mkdir(&RelPath::new("docs").unwrap(), 0o755, None)
+            .unwrap();
         r.write_file("docs/a b.txt", b"x");
         r.write_file("docs/abc", b"x");
         r.write_file("top", b"x");

@@ -70,7 +70,7 @@ impl<R: Remote> RemoteFs<R> {
         let mut entries: Vec<(String, Meta)> = listing
             .entries
             .iter()
-            .map(|e| (e.name.clone(), e.meta))
+            .map(|e| (e.name.clone(), e.meta.clone()))
             .collect();
         // Files with unsent changes: the local copy's attributes, never the
         // server's (readdirplus hands them to the kernel, and a stale size
@@ -130,12 +130,19 @@ impl<R: Remote> RemoteFs<R> {
                     let Ok(path) = snap.dir.join(name) else {
                         continue;
                     };
+                    let file = super::linked(meta);
                     let ino = if plus {
-                        self.inodes.lock().lookup(&path)
+                        self.inodes.lock().lookup_linked(&path, file)
                     } else {
-                        self.inodes.lock().peek(&path)
+                        self.inodes.lock().peek_linked(&path, file)
                     };
-                    let full = sink.add(ino, off + 1, name, meta);
+                    // Another name of a file with unsent changes: the
+                    // local copy's attributes, as for the name itself.
+                    let primary = self.inodes.lock().path(ino);
+                    let local = primary
+                        .filter(|p| *p != path)
+                        .and_then(|p| self.local_meta(&p));
+                    let full = sink.add(ino, off + 1, name, local.as_ref().unwrap_or(meta));
                     if full && plus {
                         self.inodes.lock().forget(ino, 1);
                     }

@@ -11,7 +11,9 @@ use std::time::SystemTime;
 use log::{info, warn};
 use parking_lot::{Mutex, RwLock};
 use rfmount_client::{GetOutcome, PutOptions, Remote};
-use rfmount_proto::{ErrorCode, FileKind, Meta, RelPath, SetAttr, SetTime, Timestamp, Version};
+use rfmount_proto::{
+    ErrorCode, FileKind, Meta, Owner, RelPath, SetAttr, SetTime, Timestamp, Version,
+};
 
 use super::{Attr, Opened, RemoteFs};
 use crate::data_cache::{EntryInfo, open_data};
@@ -50,7 +52,7 @@ impl FileState {
 /// Why an upload runs; it decides whether the content becomes a *sealed*
 /// version, one that may be uploaded after a crash too.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Why {
+pub(super) enum Why {
     /// A `close(2)` of one descriptor. Not a seal: the kernel also flushes
     /// when a dup is closed or a child process execs, while the writer goes
     /// on writing.
@@ -79,7 +81,7 @@ fn ebadf() -> FsError {
 }
 
 impl<R: Remote> RemoteFs<R> {
-    fn file_state(&self, ino: u64) -> Arc<FileState> {
+    pub(super) fn file_state(&self, ino: u64) -> Arc<FileState> {
         self.files.lock().entry(ino).or_default().clone()
     }
 
@@ -206,7 +208,7 @@ impl<R: Remote> RemoteFs<R> {
         };
         match outcome {
             Ok(GetOutcome::NotModified(meta)) => {
-                self.meta.lock().put_attr(path, meta);
+                self.meta.lock().put_attr(path, meta.clone());
                 Ok(meta)
             }
             Ok(GetOutcome::Fetched(meta)) => {
@@ -217,7 +219,7 @@ impl<R: Remote> RemoteFs<R> {
                     .finish_fetch(path, tmp, meta.version, size)
                     .map_err(|e| FsError::cache(format!("storing {path}"), e))?;
                 let meta = Meta { size, ..meta };
-                self.meta.lock().put_attr(path, meta);
+                self.meta.lock().put_attr(path, meta.clone());
                 Ok(meta)
             }
             Err(FsError::Remote(e)) if e.code() == Some(ErrorCode::NotFound) => {
@@ -233,8 +235,9 @@ impl<R: Remote> RemoteFs<R> {
                     kind: FileKind::File,
                     size,
                     mode: 0o644,
-                    mtime: Timestamp::default(),
                     version: have.unwrap_or(0),
+                    nlink: 1,
+                    ..Meta::default()
                 }))
             }
             Err(e) => Err(e),
@@ -251,9 +254,13 @@ impl<R: Remote> RemoteFs<R> {
         name: &str,
         mode: u32,
         umask: u32,
+        owner: Option<Owner>,
     ) -> FsResult<(Attr, Opened)> {
         self.check_writable()?;
         let path = self.child(parent, name)?;
+        if let Some(o) = owner {
+            self.creators.lock().insert(path.clone(), o);
+        }
         self.cache
             .create_empty(&path, Some(mode & !umask & 0o7777))
             .map_err(|e| FsError::cache(format!("creating {path}"), e))?;
@@ -264,7 +271,7 @@ impl<R: Remote> RemoteFs<R> {
         let file = open_data(&self.cache.data_path(&path), true)
             .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
         let meta = self.local_meta(&path).ok_or_else(FsError::enoent)?;
-        self.meta.lock().note_entry(&path, meta);
+        self.meta.lock().note_entry(&path, meta.clone());
         self.cache.pin(&path);
         let fh = self.register_handle(ino, file, true, state);
         Ok((
@@ -375,7 +382,7 @@ impl<R: Remote> RemoteFs<R> {
     /// last release the content is first sealed: it is then a version that
     /// the next mount uploads if this one crashes. The retry loop sends
     /// only sealed content.
-    fn upload(&self, ino: u64, state: &FileState, why: Why) -> FsResult<()> {
+    pub(super) fn upload(&self, ino: u64, state: &FileState, why: Why) -> FsResult<()> {
         let _guard = state.upload.lock();
         // An unlinked file's changes go nowhere, as on a local disk.
         let Some(path) = self.inodes.lock().path(ino) else {
@@ -428,7 +435,21 @@ impl<R: Remote> RemoteFs<R> {
             }
         }
         *state.kernel_version.lock() = Some(meta.version);
-        self.meta.lock().note_entry(&path, meta);
+        // Every name of a hard-linked file now has these attributes.
+        let names = self.inodes.lock().names(ino);
+        let mut mc = self.meta.lock();
+        for p in names.iter().filter(|p| **p != path) {
+            mc.note_entry(p, meta.clone());
+        }
+        mc.note_entry(&path, meta);
+        drop(mc);
+        // The upload gave the file its name on the server, which changed
+        // the directory's mtime; the kernel may hold the old one, cached
+        // since the create.
+        let parent = path.parent().and_then(|d| self.inodes.lock().ino(&d));
+        if let (Some(pino), Some(inval)) = (parent, self.invalidator.get()) {
+            inval(pino);
+        }
         Ok(())
     }
 
@@ -442,9 +463,12 @@ impl<R: Remote> RemoteFs<R> {
         let opts = PutOptions {
             mode: entry.mode,
             mtime: entry.mtime,
+            owner: self.creators.lock().get(path).copied(),
         };
         let mut src = BufReader::with_capacity(256 * 1024, f);
-        Ok(self.remote.put(path, &mut src, size, opts)?)
+        let meta = self.remote.put(path, &mut src, size, opts)?;
+        self.creators.lock().remove(path);
+        Ok(meta)
     }
 
     fn truncate_local(&self, path: &RelPath, state: &FileState, size: u64) -> FsResult<()> {
@@ -476,14 +500,29 @@ impl<R: Remote> RemoteFs<R> {
         size: Option<u64>,
         atime: Option<SetTime>,
         mtime: Option<SetTime>,
+        owner: (Option<u32>, Option<u32>),
     ) -> FsResult<Attr> {
-        if mode.is_none() && size.is_none() && atime.is_none() && mtime.is_none() {
+        let chown = owner.0.is_some() || owner.1.is_some();
+        if !chown && mode.is_none() && size.is_none() && atime.is_none() && mtime.is_none() {
             return self.getattr(ino);
         }
         self.check_writable()?;
         let Some(path) = self.inodes.lock().path(ino) else {
+            if chown {
+                // Its server file is gone: there is no owner left to change.
+                return Err(FsError::Errno {
+                    errno: libc::EPERM,
+                    what: "cannot change the owner of an unlinked file",
+                });
+            }
             return self.setattr_detached(ino, mode, size, mtime);
         };
+        if chown {
+            let a = self.chown(ino, &path, owner.0, owner.1)?;
+            if mode.is_none() && size.is_none() && atime.is_none() && mtime.is_none() {
+                return Ok(a);
+            }
+        }
         let state = self.files.lock().get(&ino).cloned();
         let dirty = self.cache.entry(&path).is_some_and(|e| e.dirty);
         let writing = state
@@ -509,9 +548,10 @@ impl<R: Remote> RemoteFs<R> {
             size,
             atime,
             mtime,
+            ..SetAttr::default()
         };
         let meta = self.remote.setattr(&path, attr)?;
-        self.meta.lock().put_attr(&path, meta);
+        self.meta.lock().put_attr(&path, meta.clone());
         Ok(Attr { ino, meta })
     }
 
@@ -550,7 +590,7 @@ impl<R: Remote> RemoteFs<R> {
             .file
             .metadata()
             .map_err(|e| FsError::cache("fstat of an unlinked file", e))?;
-        let known = *h.state.detached.lock();
+        let known = h.state.detached.lock().clone();
         let mtime = md
             .modified()
             .map(Timestamp::from_system)
@@ -558,11 +598,15 @@ impl<R: Remote> RemoteFs<R> {
         Ok(Meta {
             kind: FileKind::File,
             size: md.len(),
-            mode: known.map_or(0o644, |m| m.mode),
+            mode: known.as_ref().map_or(0o644, |m| m.mode),
             mtime: known
+                .as_ref()
                 .filter(|m| m.size == md.len())
                 .map_or(mtime, |m| m.mtime),
             version: 0,
+            // No name is left, as fstat of an unlinked file says locally.
+            nlink: 0,
+            ..known.unwrap_or_default()
         })
     }
 
@@ -588,12 +632,11 @@ impl<R: Remote> RemoteFs<R> {
             .ok_or_else(FsError::enoent)?;
         {
             let mut d = h.state.detached.lock();
-            let mut m = d.unwrap_or(Meta {
+            let mut m = d.clone().unwrap_or(Meta {
                 kind: FileKind::File,
-                size: 0,
                 mode: 0o644,
-                mtime: Timestamp::default(),
-                version: 0,
+                nlink: 1,
+                ..Meta::default()
             });
             if let Some(mode) = mode {
                 m.mode = mode & 0o7777;

@@ -7,17 +7,34 @@
 use std::time::SystemTime;
 
 use rfmount_client::Remote;
-use rfmount_proto::{DirEntry, FileKind, Meta, RelPath, Timestamp};
+use rfmount_proto::{DirEntry, FileId, FileKind, Meta, RelPath, Timestamp, Version};
 
 use super::RemoteFs;
 
 fn dir_meta(mtime: Timestamp) -> Meta {
+    cached(FileKind::Dir, 4096, 0o755, mtime, 0)
+}
+
+/// Attributes the cache can vouch for. The owner the server gives is not
+/// cached, so such files show as this process's, the user who cached them;
+/// one link each, so no two of them are taken for hard links of each other.
+fn cached(kind: FileKind, size: u64, mode: u32, mtime: Timestamp, version: Version) -> Meta {
+    // SAFETY: geteuid/getegid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     Meta {
-        kind: FileKind::Dir,
-        size: 4096,
-        mode: 0o755,
+        kind,
+        size,
+        mode,
         mtime,
-        version: 0,
+        version,
+        uid,
+        gid,
+        nlink: if kind == FileKind::Dir { 2 } else { 1 },
+        file_id: FileId::default(),
+        atime: mtime,
+        ctime: mtime,
+        rdev: 0,
+        target: None,
     }
 }
 
@@ -35,13 +52,13 @@ impl<R: Remote> RemoteFs<R> {
                     .and_then(|m| m.modified().ok())
                     .map_or(self.started, Timestamp::from_system)
             });
-            return Some(Meta {
-                kind: FileKind::File,
-                size: md.map_or(e.size, |m| m.len()),
-                mode: e.mode.unwrap_or(0o644),
+            return Some(cached(
+                FileKind::File,
+                md.map_or(e.size, |m| m.len()),
+                e.mode.unwrap_or(0o644),
                 mtime,
-                version: e.version.unwrap_or(0),
-            });
+                e.version.unwrap_or(0),
+            ));
         }
         self.cache
             .entries()

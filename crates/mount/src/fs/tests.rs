@@ -73,7 +73,7 @@ fn reads_fetch_once_then_revalidate_with_not_modified() {
 #[test]
 fn create_write_close_uploads_once_with_mode() {
     let f = fixture();
-    let (a, o) = f.fs.create(ROOT, "new.bin", 0o640, 0o022).unwrap();
+    let (a, o) = f.fs.create(ROOT, "new.bin", 0o640, 0o022, None).unwrap();
     assert_eq!(a.meta.kind, FileKind::File);
     assert_eq!(f.fs.write(o.fh, 0, b"abc").unwrap(), 3);
     assert_eq!(f.fs.write(o.fh, 3, b"def").unwrap(), 3);
@@ -128,7 +128,7 @@ fn truncating_open_needs_no_fetch_and_uploads_even_without_writes() {
 #[test]
 fn failed_upload_reports_error_keeps_data_and_retries() {
     let f = fixture();
-    let (_, o) = f.fs.create(ROOT, "precious", 0o644, 0).unwrap();
+    let (_, o) = f.fs.create(ROOT, "precious", 0o644, 0, None).unwrap();
     f.fs.write(o.fh, 0, b"do not lose me").unwrap();
     f.remote.set_offline(true);
     let err = f.fs.flush(o.fh).unwrap_err();
@@ -145,7 +145,7 @@ fn server_errors_map_to_errno() {
     let f = fixture_with(MemRemote::new(true), 1 << 30);
     f.remote.write_file("ro", b"x");
     assert_eq!(
-        f.fs.mkdir(ROOT, "d", 0o755).unwrap_err().errno(),
+        f.fs.mkdir(ROOT, "d", 0o755, None).unwrap_err().errno(),
         libc::EROFS
     );
     assert_eq!(
@@ -162,7 +162,7 @@ fn readdir_snapshot_merges_unsent_files_and_counts_plus_lookups() {
     f.remote.write_file("d/x", b"1");
     f.remote.write_file("d/y", b"2");
     let d = f.fs.lookup(ROOT, "d").unwrap();
-    let (_, o) = f.fs.create(d.ino, "z", 0o644, 0).unwrap();
+    let (_, o) = f.fs.create(d.ino, "z", 0o644, 0, None).unwrap();
     let fh = f.fs.opendir(d.ino).unwrap();
     // A reply buffer that takes three entries: ".", "..", "x".
     let mut first = Collect(Vec::new(), 3);
@@ -184,8 +184,8 @@ fn readdir_snapshot_merges_unsent_files_and_counts_plus_lookups() {
 #[test]
 fn rename_moves_unsent_changes_with_the_file() {
     let f = fixture();
-    f.fs.mkdir(ROOT, "dst", 0o755).unwrap();
-    let (_, o) = f.fs.create(ROOT, "draft", 0o644, 0).unwrap();
+    f.fs.mkdir(ROOT, "dst", 0o755, None).unwrap();
+    let (_, o) = f.fs.create(ROOT, "draft", 0o644, 0, None).unwrap();
     f.fs.write(o.fh, 0, b"text").unwrap();
     let dst = f.fs.lookup(ROOT, "dst").unwrap();
     // Never uploaded: the rename is local only.
@@ -199,7 +199,7 @@ fn rename_moves_unsent_changes_with_the_file() {
 #[test]
 fn unlinked_open_file_is_not_resurrected() {
     let f = fixture();
-    let (_, o) = f.fs.create(ROOT, "tmp", 0o644, 0).unwrap();
+    let (_, o) = f.fs.create(ROOT, "tmp", 0o644, 0, None).unwrap();
     f.fs.write(o.fh, 0, b"scratch").unwrap();
     f.fs.unlink(ROOT, "tmp").unwrap();
     f.fs.flush(o.fh).unwrap();
@@ -211,15 +211,22 @@ fn unlinked_open_file_is_not_resurrected() {
 #[test]
 fn setattr_on_unsent_file_travels_with_upload() {
     let f = fixture();
-    let (a, o) = f.fs.create(ROOT, "p", 0o644, 0).unwrap();
+    let (a, o) = f.fs.create(ROOT, "p", 0o644, 0, None).unwrap();
     f.fs.write(o.fh, 0, b"123456").unwrap();
     let t = Timestamp {
         secs: 1_000_000_000,
         nanos: 0,
     };
     let got =
-        f.fs.setattr(a.ino, Some(0o600), Some(4), None, Some(SetTime::At(t)))
-            .unwrap();
+        f.fs.setattr(
+            a.ino,
+            Some(0o600),
+            Some(4),
+            None,
+            Some(SetTime::At(t)),
+            (None, None),
+        )
+        .unwrap();
     assert_eq!(
         (got.meta.size, got.meta.mode, got.meta.mtime),
         (4, 0o600, t)
@@ -230,7 +237,8 @@ fn setattr_on_unsent_file_travels_with_upload() {
     assert_eq!((st.size, st.mode, st.mtime), (4, 0o600, t));
     assert_eq!(f.remote.read_file("p").unwrap(), b"1234");
     // A clean file is changed on the server directly.
-    f.fs.setattr(a.ino, Some(0o644), None, None, None).unwrap();
+    f.fs.setattr(a.ino, Some(0o644), None, None, None, (None, None))
+        .unwrap();
     assert_eq!(f.remote.calls("setattr"), 1);
 }
 
@@ -278,13 +286,13 @@ fn file_larger_than_the_cache_is_still_readable() {
 #[test]
 fn extracting_into_a_new_directory_needs_no_stat_per_file() {
     let f = fixture();
-    let d = f.fs.mkdir(ROOT, "new", 0o755).unwrap();
+    let d = f.fs.mkdir(ROOT, "new", 0o755, None).unwrap();
     let stats = f.remote.calls("stat");
     for i in 0..20 {
         let name = format!("f{i}");
         // What the kernel does before create: a lookup that must say ENOENT.
         assert_eq!(f.fs.lookup(d.ino, &name).unwrap_err().errno(), libc::ENOENT);
-        let (_, o) = f.fs.create(d.ino, &name, 0o644, 0).unwrap();
+        let (_, o) = f.fs.create(d.ino, &name, 0o644, 0, None).unwrap();
         f.fs.write(o.fh, 0, b"x").unwrap();
         f.fs.flush(o.fh).unwrap();
         f.fs.release(o.fh);
@@ -319,7 +327,7 @@ fn after_a_crash_unclosed_content_is_recovered_beside_the_file_and_closed_conten
     {
         let fs = mount(&remote);
         // Closed while the server was unreachable: kept for upload.
-        let (_, c) = fs.create(ROOT, "closed", 0o644, 0).unwrap();
+        let (_, c) = fs.create(ROOT, "closed", 0o644, 0, None).unwrap();
         fs.write(c.fh, 0, b"closed content").unwrap();
         remote.set_offline(true);
         assert!(fs.flush(c.fh).is_err());
@@ -359,11 +367,11 @@ fn writes_get_enospc_when_the_cache_is_full_of_unsent_data() {
     f.fs.cache()
         .set_space_wait(std::time::Duration::from_millis(20));
     f.remote.set_offline(true);
-    let (_, a) = f.fs.create(ROOT, "a", 0o644, 0).unwrap();
+    let (_, a) = f.fs.create(ROOT, "a", 0o644, 0, None).unwrap();
     f.fs.write(a.fh, 0, &[1; 600]).unwrap();
     assert!(f.fs.flush(a.fh).is_err());
     f.fs.release(a.fh);
-    let (_, b) = f.fs.create(ROOT, "b", 0o644, 0).unwrap();
+    let (_, b) = f.fs.create(ROOT, "b", 0o644, 0, None).unwrap();
     f.fs.write(b.fh, 0, &[2; 400]).unwrap();
     let err = f.fs.write(b.fh, 400, &[2; 1]).unwrap_err();
     assert_eq!(err.errno(), libc::ENOSPC);
@@ -375,7 +383,7 @@ fn writes_get_enospc_when_the_cache_is_full_of_unsent_data() {
     assert_eq!(f.fs.retry_dirty(), 0);
     assert_eq!(f.remote.read_file("a").unwrap(), vec![1; 600]);
     assert_eq!(f.remote.read_file("b").unwrap(), vec![2; 400]);
-    let (_, c) = f.fs.create(ROOT, "c", 0o644, 0).unwrap();
+    let (_, c) = f.fs.create(ROOT, "c", 0o644, 0, None).unwrap();
     f.fs.write(c.fh, 0, &[3; 900]).unwrap();
     f.fs.flush(c.fh).unwrap();
     f.fs.release(c.fh);
@@ -385,7 +393,7 @@ fn writes_get_enospc_when_the_cache_is_full_of_unsent_data() {
 fn only_fsync_and_the_last_release_seal_the_content() {
     let f = fixture();
     f.remote.set_offline(true);
-    let (a, o) = f.fs.create(ROOT, "f", 0o644, 0).unwrap();
+    let (a, o) = f.fs.create(ROOT, "f", 0o644, 0, None).unwrap();
     let path = RelPath::new("f").unwrap();
     let writing = || f.fs.cache().entry(&path).unwrap().writing;
     let second = f.fs.open(a.ino, WR).unwrap();

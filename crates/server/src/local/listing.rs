@@ -4,33 +4,27 @@
 //! `openat2` closes).
 
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
 
 use rfmount_proto::{DirEntry, RelPath, WireError};
 
-use super::sweep::Temps;
-use super::{TEMP_PREFIX, meta, sys};
+use super::{meta, sys};
 use crate::store::StoreResult;
 
 /// An open directory stream, closed on drop.
 pub(super) struct DirStream {
     dir: sys::Dir,
     path: RelPath,
-    temps: Arc<Temps>,
     non_utf8: usize,
     done: bool,
 }
 
 impl DirStream {
-    /// Takes ownership of `fd`, a directory opened for reading. Upload
-    /// temporaries the listing skips are removed on the way when `temps`
-    /// says they are stale.
-    pub(super) fn new(fd: OwnedFd, path: &RelPath, temps: Arc<Temps>) -> StoreResult<DirStream> {
+    /// Takes ownership of `fd`, a directory opened for reading.
+    pub(super) fn new(fd: OwnedFd, path: &RelPath) -> StoreResult<DirStream> {
         let dir = sys::Dir::new(fd).map_err(|e| WireError::from_io(&e, path))?;
         Ok(DirStream {
             dir,
             path: path.clone(),
-            temps,
             non_utf8: 0,
             done: false,
         })
@@ -68,24 +62,6 @@ impl Iterator for DirStream {
             if bytes == b"." || bytes == b".." {
                 continue;
             }
-            if bytes.starts_with(TEMP_PREFIX.as_bytes()) {
-                // Hidden either way; one left by a server that died is
-                // removed now rather than when the startup sweep gets here.
-                match self.temps.remove_if_stale(ent.dir, ent.name) {
-                    Ok(true) => log::debug!(
-                        "{}: removed stale upload temp file {:?}",
-                        self.path,
-                        ent.name
-                    ),
-                    Ok(false) => {}
-                    Err(e) => log::debug!(
-                        "{}: cannot remove stale upload temp file {:?}: {e}",
-                        self.path,
-                        ent.name
-                    ),
-                }
-                continue;
-            }
             let Ok(utf8) = std::str::from_utf8(bytes) else {
                 self.non_utf8 += 1;
                 continue;
@@ -95,7 +71,7 @@ impl Iterator for DirStream {
                 Ok(st) => {
                     return Some(Ok(DirEntry {
                         name: utf8,
-                        meta: meta::meta_of(&st),
+                        meta: meta::meta_at(ent.dir, ent.name, &st),
                     }));
                 }
                 // Removed between readdir and stat: it is simply gone.

@@ -1,7 +1,12 @@
 //! From `struct stat` to the wire's [`Meta`], and the identities derived
 //! from it: a file's content version and the export id.
 
-use rfmount_proto::{FileKind, Meta, Timestamp, Version};
+use std::ffi::CStr;
+use std::os::fd::BorrowedFd;
+
+use rfmount_proto::{FileId, FileKind, Meta, Timestamp, Version};
+
+use super::sys;
 
 /// The kind of object a `st_mode` describes.
 pub(super) fn kind_of(st: &libc::stat) -> FileKind {
@@ -9,6 +14,10 @@ pub(super) fn kind_of(st: &libc::stat) -> FileKind {
         libc::S_IFREG => FileKind::File,
         libc::S_IFDIR => FileKind::Dir,
         libc::S_IFLNK => FileKind::Symlink,
+        libc::S_IFIFO => FileKind::Fifo,
+        libc::S_IFCHR => FileKind::CharDev,
+        libc::S_IFBLK => FileKind::BlockDev,
+        libc::S_IFSOCK => FileKind::Socket,
         _ => FileKind::Other,
     }
 }
@@ -38,20 +47,48 @@ pub(super) fn version_of(st: &libc::stat) -> Version {
     u64::from_le_bytes(first)
 }
 
-/// The wire attributes of an object.
+fn time(secs: i64, nanos: i64) -> Timestamp {
+    Timestamp {
+        secs,
+        nanos: u32::try_from(nanos).unwrap_or(0).min(999_999_999),
+    }
+}
+
+/// The wire attributes of an object, without a symlink's target (see
+/// [`meta_at`] for that).
 pub(super) fn meta_of(st: &libc::stat) -> Meta {
     Meta {
         kind: kind_of(st),
         size: u64::try_from(st.st_size).unwrap_or(0),
         mode: st.st_mode & 0o7777,
-        mtime: Timestamp {
-            secs: st.st_mtime,
-            nanos: u32::try_from(st.st_mtime_nsec)
-                .unwrap_or(0)
-                .min(999_999_999),
-        },
+        mtime: time(st.st_mtime, st.st_mtime_nsec),
         version: version_of(st),
+        uid: st.st_uid,
+        gid: st.st_gid,
+        nlink: st.st_nlink,
+        file_id: FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        },
+        atime: time(st.st_atime, st.st_atime_nsec),
+        ctime: time(st.st_ctime, st.st_ctime_nsec),
+        rdev: st.st_rdev,
+        target: None,
     }
+}
+
+/// The wire attributes of `name` in `dir` as `st` describes it, with the
+/// target of a symlink read as text (a link that vanished or changed since
+/// the stat is reported with the target it has now, or none).
+pub(super) fn meta_at(dir: BorrowedFd<'_>, name: &CStr, st: &libc::stat) -> Meta {
+    let mut meta = meta_of(st);
+    if meta.kind == FileKind::Symlink {
+        match sys::readlinkat(dir, name) {
+            Ok(bytes) => meta.target = Some(String::from_utf8_lossy(&bytes).into_owned()),
+            Err(e) => log::debug!("readlink {name:?}: {e}"),
+        }
+    }
+    meta
 }
 
 /// The export id of a root directory: the canonical path tells two exports

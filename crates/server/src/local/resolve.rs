@@ -73,13 +73,38 @@ impl Root {
 
     /// Opens `path` beneath the root with `flags`, following symlinks only
     /// while they stay inside.
+    ///
+    /// A path too long for one system call is resolved in pieces of whole
+    /// components, each beneath the directory the previous piece opened
+    /// (which is itself beneath the root). A symlink is then confined to its
+    /// piece's directory: stricter than one lookup would be, never looser.
     pub(super) fn open(&self, path: &RelPath, flags: libc::c_int) -> StoreResult<OwnedFd> {
-        let c = if path.is_root() {
-            CString::from(c".")
-        } else {
-            sys::cstring(path.as_str()).map_err(|e| WireError::from_io(&e, path))?
-        };
-        sys::openat2(self.fd(), &c, flags, sys::BENEATH).map_err(|e| resolve_error(&e, path))
+        if path.is_root() {
+            return sys::openat2(self.fd(), c".", flags, sys::BENEATH)
+                .map_err(|e| resolve_error(&e, path));
+        }
+        let s = path.as_str();
+        if s.len() < PIECE {
+            let c = sys::cstring(s).map_err(|e| WireError::from_io(&e, path))?;
+            return sys::openat2(self.fd(), &c, flags, sys::BENEATH)
+                .map_err(|e| resolve_error(&e, path));
+        }
+        let pieces = pieces(s);
+        let mut dir: Option<OwnedFd> = None;
+        for (i, piece) in pieces.iter().enumerate() {
+            let last = i + 1 == pieces.len();
+            let f = if last {
+                flags
+            } else {
+                libc::O_PATH | libc::O_DIRECTORY
+            };
+            let c = sys::cstring(piece).map_err(|e| WireError::from_io(&e, path))?;
+            let base = dir.as_ref().map_or(self.fd(), AsFd::as_fd);
+            let next =
+                sys::openat2(base, &c, f, sys::BENEATH).map_err(|e| resolve_error(&e, path))?;
+            dir = Some(next);
+        }
+        dir.ok_or_else(|| WireError::new(ErrorCode::Invalid, format!("{path}: empty path")))
     }
 
     /// The parent directory of `path` (opened with `flags | O_DIRECTORY`)
@@ -102,6 +127,36 @@ impl Root {
     }
 }
 
+/// Longest piece handed to one `openat2` (below `PATH_MAX`).
+const PIECE: usize = 4000;
+
+/// Splits a long relative path into pieces of whole components, each
+/// shorter than [`PIECE`] (a component is at most 255 bytes).
+fn pieces(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut last_slash = None;
+    for (i, b) in s.bytes().enumerate() {
+        if b == b'/' {
+            if i - start >= PIECE {
+                if let Some(cut) = last_slash {
+                    out.push(&s[start..cut]);
+                    start = cut + 1;
+                }
+            }
+            last_slash = Some(i);
+        }
+    }
+    if s.len() - start >= PIECE {
+        if let Some(cut) = last_slash.filter(|&c| c > start) {
+            out.push(&s[start..cut]);
+            start = cut + 1;
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
 /// Maps a lookup failure. EXDEV from `openat2` means the kernel caught an
 /// escape (it is never a cross-device error here), which the client must see
 /// as a refusal, not as an I/O problem.
@@ -113,5 +168,21 @@ fn resolve_error(e: &io::Error, path: &RelPath) -> WireError {
         )
     } else {
         WireError::from_io(e, path)
+    }
+}
+
+#[cfg(test)]
+mod piece_tests {
+    use super::{PIECE, pieces};
+
+    #[test]
+    fn long_paths_split_on_component_boundaries_into_short_pieces() {
+        let name = "n".repeat(250);
+        let path = vec![name.as_str(); 40].join("/");
+        let ps = pieces(&path);
+        assert!(ps.len() > 1);
+        assert!(ps.iter().all(|p| p.len() < PIECE && !p.is_empty()));
+        assert_eq!(ps.join("/"), path);
+        assert_eq!(pieces("a/b"), ["a/b"]);
     }
 }

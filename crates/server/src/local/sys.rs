@@ -142,6 +142,40 @@ pub(super) fn renameat(
     .map(drop)
 }
 
+/// Gives the file open at `fd` (an `O_TMPFILE` file) the name `name` in
+/// `dir`, failing with EEXIST rather than replace anything. `AT_EMPTY_PATH`
+/// needs CAP_DAC_READ_SEARCH; without it the kernel answers ENOENT, and the
+/// `/proc/self/fd` link, which any process may follow to its own files, does
+/// the same.
+pub(super) fn link_fd(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: both names are NUL-terminated; no memory of ours is written.
+    let r = cvt(unsafe {
+        libc::linkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    });
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        r => return r.map(drop),
+    }
+    let proc = cstring(&format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    // SAFETY: as above.
+    cvt(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc.as_ptr(),
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })
+    .map(drop)
+}
+
 /// `mkdirat(dir, name, mode)`.
 pub(super) fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
     // SAFETY: `name` is NUL-terminated; no memory of ours is written.
@@ -206,9 +240,6 @@ pub(super) struct DirEntry<'a> {
     /// The stream's own descriptor, for the `*at` calls on `name`.
     pub(super) dir: BorrowedFd<'a>,
     pub(super) name: &'a CStr,
-    /// `d_type`: `DT_DIR`, `DT_REG`, ... or `DT_UNKNOWN` on filesystems
-    /// that do not say.
-    pub(super) kind: u8,
 }
 
 impl Dir {
@@ -246,7 +277,6 @@ impl Dir {
             Some(Ok(DirEntry {
                 dir: BorrowedFd::borrow_raw(libc::dirfd(self.dir.as_ptr())),
                 name: CStr::from_ptr((*ent).d_name.as_ptr()),
-                kind: (*ent).d_type,
             }))
         }
     }
@@ -260,17 +290,170 @@ impl Drop for Dir {
     }
 }
 
-/// Seconds and nanoseconds of `CLOCK_REALTIME_COARSE`: the clock the kernel
-/// stamps file times with, so a file changed after this reading never has
-/// a time before it.
-pub(super) fn coarse_now() -> (i64, i64) {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
+/// `readlinkat(dir, name)`: a symlink's target bytes. An empty `name` reads
+/// the link an `O_PATH | O_NOFOLLOW` descriptor `dir` refers to.
+pub(super) fn readlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+    // PATH_MAX bytes always suffice on Linux; one more tells truncation.
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: `name` is NUL-terminated and `buf` is writable for its length.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
     };
-    // SAFETY: `ts` is a valid timespec for the kernel to fill in; this clock
-    // id exists on every Linux since 2.6.32, and on failure `ts` stays zero,
-    // which makes nothing look older than it.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &raw mut ts) };
-    (ts.tv_sec, ts.tv_nsec)
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    if n >= buf.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// `symlinkat(target, dir, name)`.
+pub(super) fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: both strings are NUL-terminated; no memory of ours is written.
+    cvt(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
+}
+
+/// `linkat(from_dir, from, to_dir, to, 0)`: a final symlink is linked
+/// itself, never followed.
+pub(super) fn linkat(
+    from_dir: BorrowedFd<'_>,
+    from: &CStr,
+    to_dir: BorrowedFd<'_>,
+    to: &CStr,
+) -> io::Result<()> {
+    // SAFETY: both names are NUL-terminated; no memory of ours is written.
+    cvt(unsafe {
+        libc::linkat(
+            from_dir.as_raw_fd(),
+            from.as_ptr(),
+            to_dir.as_raw_fd(),
+            to.as_ptr(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// `mknodat(dir, name, mode, dev)`; `mode` carries the file type bits.
+pub(super) fn mknodat(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    mode: libc::mode_t,
+    dev: libc::dev_t,
+) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated; no memory of ours is written.
+    cvt(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, dev) }).map(drop)
+}
+
+/// `renameat2(from_dir, from, to_dir, to, flags)`.
+pub(super) fn renameat2(
+    from_dir: BorrowedFd<'_>,
+    from: &CStr,
+    to_dir: BorrowedFd<'_>,
+    to: &CStr,
+    flags: libc::c_uint,
+) -> io::Result<()> {
+    // SAFETY: both names are NUL-terminated; no memory of ours is written.
+    cvt(unsafe {
+        libc::renameat2(
+            from_dir.as_raw_fd(),
+            from.as_ptr(),
+            to_dir.as_raw_fd(),
+            to.as_ptr(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+/// Changes the owner of the object `fd` refers to (any descriptor,
+/// `O_PATH` included; a symlink opened with `O_NOFOLLOW` is changed
+/// itself). `None` leaves an id alone.
+pub(super) fn chown_fd(fd: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+    // (uid_t)-1 and (gid_t)-1 mean "unchanged" to the kernel.
+    let uid = uid.unwrap_or(u32::MAX);
+    let gid = gid.unwrap_or(u32::MAX);
+    // SAFETY: the empty path is NUL-terminated; no memory of ours is written.
+    cvt(unsafe {
+        libc::fchownat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            uid,
+            gid,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// The `/proc/self/fd/N` name of `fd`: system calls given it act on the
+/// object `fd` refers to, also for `O_PATH` descriptors that `fchmod` and
+/// `futimens` refuse.
+fn proc_fd(fd: BorrowedFd<'_>) -> io::Result<CString> {
+    cstring(&format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// `chmod` of the object an `O_PATH` descriptor (not of a symlink) refers to.
+pub(super) fn chmod_opath(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    let p = proc_fd(fd)?;
+    // SAFETY: `p` is NUL-terminated; no memory of ours is written.
+    cvt(unsafe { libc::chmod(p.as_ptr(), mode & 0o7777) }).map(drop)
+}
+
+/// `utimensat` of the object an `O_PATH` descriptor (not of a symlink)
+/// refers to.
+pub(super) fn utimens_opath(
+    fd: BorrowedFd<'_>,
+    atime: Option<SetTime>,
+    mtime: Option<SetTime>,
+) -> io::Result<()> {
+    let p = proc_fd(fd)?;
+    let times = [timespec(atime), timespec(mtime)];
+    // SAFETY: `p` is NUL-terminated and `times` is the two-element array
+    // utimensat reads.
+    cvt(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), 0) }).map(drop)
+}
+
+/// `utimensat(dir, name, times, AT_SYMLINK_NOFOLLOW)`: the times of a
+/// symlink itself.
+pub(super) fn lutimensat(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    atime: Option<SetTime>,
+    mtime: Option<SetTime>,
+) -> io::Result<()> {
+    let times = [timespec(atime), timespec(mtime)];
+    // SAFETY: `name` is NUL-terminated and `times` is the array it reads.
+    cvt(unsafe {
+        libc::utimensat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// True when this process may give files away (it runs as root), which is
+/// when creates take the caller's owner.
+pub(super) fn can_chown() -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Opens the object an `O_PATH` descriptor refers to, for real, with
+/// `flags` (`O_CLOEXEC` added); the new descriptor is the same object even
+/// if its name has changed meanwhile.
+pub(super) fn reopen(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let p = proc_fd(fd)?;
+    // SAFETY: `p` is NUL-terminated; without O_CREAT no mode is read.
+    let raw = cvt(unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NOCTTY) })?;
+    // SAFETY: a descriptor fresh from the kernel, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }

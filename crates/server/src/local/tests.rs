@@ -8,7 +8,7 @@ use std::path::Path;
 
 use rfmount_proto::{ErrorCode, FileKind, RelPath, SetAttr, SetTime, Timestamp};
 
-use super::{LocalStore, TEMP_PREFIX};
+use super::LocalStore;
 use crate::store::Store;
 
 fn p(s: &str) -> RelPath {
@@ -77,17 +77,20 @@ fn put(
     path: &str,
     data: &[u8],
 ) -> Result<rfmount_proto::Meta, rfmount_proto::WireError> {
-    let mut w = store.begin_put(&p(path), data.len() as u64)?;
+    let mut w = store.begin_put(&p(path), data.len() as u64, None)?;
     w.write_all(data).unwrap();
     w.commit(None, None)
 }
 
-fn temp_files(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
+/// Every name in `dir` on disk, sorted: what a user of the server's own
+/// filesystem sees there.
+fn disk_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with(TEMP_PREFIX))
-        .collect()
+        .collect();
+    v.sort();
+    v
 }
 
 #[test]
@@ -97,10 +100,10 @@ fn symlink_to_etc_is_refused_for_every_operation() {
     assert_escape(s.stat(&p("etc/passwd")));
     assert_escape(s.list(&p("etc")).map(|_| ()));
     assert_escape(s.open_read(&p("etc/passwd")).map(|(m, _)| m));
-    assert_escape(s.begin_put(&p("etc/rfmount-test"), 1).map(|_| ()));
+    assert_escape(s.begin_put(&p("etc/rfmount-test"), 1, None).map(|_| ()));
     assert_escape(s.remove(&p("etc/rfmount-test")));
-    assert_escape(s.mkdir(&p("etc/rfmount-test"), 0o755));
-    assert_escape(s.rename(&p("f.txt"), &p("etc/rfmount-test")));
+    assert_escape(s.mkdir(&p("etc/rfmount-test"), 0o755, None));
+    assert_escape(s.rename(&p("f.txt"), &p("etc/rfmount-test"), 0));
     assert_escape(s.setattr(&p("etc/passwd"), &SetAttr::default()));
     assert!(!Path::new("/etc/rfmount-test").exists());
     // The link itself is visible for what it is, never followed.
@@ -116,14 +119,39 @@ fn relative_escapes_are_refused() {
     assert_escape(s.list(&p("out")).map(|_| ()));
     assert_escape(s.open_read(&p("out/secret")).map(|(m, _)| m));
     assert_escape(s.open_read(&p("secret_link")).map(|(m, _)| m));
-    assert_escape(s.setattr(
-        &p("secret_link"),
-        &SetAttr {
-            mode: Some(0o777),
-            ..SetAttr::default()
-        },
-    ));
-    assert_escape(s.begin_put(&p("out/new"), 1).map(|_| ()));
+    // SETATTR acts on the link itself (lstat semantics), never on what it
+    // names: a mode cannot be set on a link, and its times are its own.
+    assert_eq!(
+        code(s.setattr(
+            &p("secret_link"),
+            &SetAttr {
+                mode: Some(0o777),
+                ..SetAttr::default()
+            },
+        )),
+        ErrorCode::Invalid
+    );
+    let secret_before = fs::metadata(f.root.join("../outside/secret")).unwrap();
+    let when = Timestamp {
+        secs: 1_000_000_000,
+        nanos: 0,
+    };
+    let m = s
+        .setattr(
+            &p("secret_link"),
+            &SetAttr {
+                mtime: Some(SetTime::At(when)),
+                ..SetAttr::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((m.kind, m.mtime), (FileKind::Symlink, when));
+    let secret_after = fs::metadata(f.root.join("../outside/secret")).unwrap();
+    assert_eq!(
+        secret_before.modified().unwrap(),
+        secret_after.modified().unwrap()
+    );
+    assert_escape(s.begin_put(&p("out/new"), 1, None).map(|_| ()));
     assert!(!f.root.join("../outside/new").exists());
     let secret = f.root.join("../outside/secret");
     assert_eq!(fs::read_to_string(&secret).unwrap(), "secret");
@@ -135,7 +163,7 @@ fn directory_symlink_out_of_the_root_is_refused_below_it() {
     let s = &f.store;
     assert_escape(s.stat(&p("d/sub/x")));
     assert_escape(s.open_read(&p("d/sub/x")).map(|(m, _)| m));
-    assert_escape(s.begin_put(&p("d/sub/x"), 0).map(|_| ()));
+    assert_escape(s.begin_put(&p("d/sub/x"), 0, None).map(|_| ()));
     assert_escape(s.list(&p("d/sub")).map(|_| ()));
 }
 
@@ -157,9 +185,10 @@ fn symlinks_inside_the_root_work_for_get() {
 }
 
 #[test]
-fn list_reports_kinds_and_hides_temporaries() {
+fn list_reports_kinds_and_hides_no_name() {
     let f = fixture();
-    fs::write(f.root.join(".rfput-0123.tmp"), "partial").unwrap();
+    // Once the name of the server's temporaries; now an ordinary name.
+    fs::write(f.root.join(".rfput-0123.tmp"), "mine").unwrap();
     let mut entries: Vec<_> = f
         .store
         .list(&RelPath::root())
@@ -171,6 +200,7 @@ fn list_reports_kinds_and_hides_temporaries() {
     assert_eq!(
         names,
         [
+            ".rfput-0123.tmp",
             "d",
             "dir_link",
             "etc",
@@ -184,7 +214,12 @@ fn list_reports_kinds_and_hides_temporaries() {
     assert_eq!(kind("d"), FileKind::Dir);
     assert_eq!(kind("f.txt"), FileKind::File);
     assert_eq!(kind("etc"), FileKind::Symlink);
-    let f_meta = entries.iter().find(|e| e.name == "f.txt").unwrap().meta;
+    let f_meta = entries
+        .iter()
+        .find(|e| e.name == "f.txt")
+        .unwrap()
+        .meta
+        .clone();
     assert_eq!(f_meta, f.store.stat(&p("f.txt")).unwrap());
     assert_eq!(f_meta.size, 5);
 }
@@ -215,10 +250,16 @@ fn wrong_kinds_get_their_errno() {
     assert_eq!(code(s.rmdir(&p("f.txt"))), ErrorCode::NotDir);
     assert_eq!(code(s.rmdir(&p("d"))), ErrorCode::NotEmpty);
     assert_eq!(code(s.stat(&p("nope"))), ErrorCode::NotFound);
-    assert_eq!(code(s.mkdir(&p("d"), 0o755)), ErrorCode::Exists);
-    assert_eq!(code(s.begin_put(&p("d"), 0).map(|_| ())), ErrorCode::IsDir);
+    assert_eq!(code(s.mkdir(&p("d"), 0o755, None)), ErrorCode::Exists);
+    assert_eq!(
+        code(s.begin_put(&p("d"), 0, None).map(|_| ())),
+        ErrorCode::IsDir
+    );
     assert_eq!(code(s.rmdir(&RelPath::root())), ErrorCode::Busy);
-    assert_eq!(code(s.rename(&RelPath::root(), &p("x"))), ErrorCode::Busy);
+    assert_eq!(
+        code(s.rename(&RelPath::root(), &p("x"), 0)),
+        ErrorCode::Busy
+    );
 }
 
 #[test]
@@ -226,18 +267,13 @@ fn put_replaces_atomically_and_keeps_mode() {
     let f = fixture();
     fs::set_permissions(f.root.join("f.txt"), fs::Permissions::from_mode(0o600)).unwrap();
     let before = f.store.stat(&p("f.txt")).unwrap();
-    let mut w = f.store.begin_put(&p("f.txt"), 3).unwrap();
+    let names = disk_names(&f.root);
+    let mut w = f.store.begin_put(&p("f.txt"), 3, None).unwrap();
     w.write_all(b"new").unwrap();
-    // Until the commit, readers see the old content and the temporary is
-    // hidden from listings.
+    // Until the commit, readers see the old content and the upload has no
+    // name anywhere.
     assert_eq!(read_all(&f.store, "f.txt"), b"hello");
-    assert_eq!(temp_files(&f.root).len(), 1);
-    assert!(
-        !f.store
-            .list(&RelPath::root())
-            .unwrap()
-            .any(|e| e.unwrap().name.starts_with(TEMP_PREFIX))
-    );
+    assert_eq!(disk_names(&f.root), names);
     let mtime = Timestamp {
         secs: 1_600_000_000,
         nanos: 5,
@@ -248,10 +284,10 @@ fn put_replaces_atomically_and_keeps_mode() {
     assert_eq!(meta.mtime, mtime);
     assert_ne!(meta.version, before.version);
     assert_eq!(read_all(&f.store, "f.txt"), b"new");
-    assert!(temp_files(&f.root).is_empty());
+    assert_eq!(disk_names(&f.root), names, "no staging name is left");
     // A new file gets 0644, or what the client asks for.
     assert_eq!(put(&f.store, "d/new", b"x").unwrap().mode, 0o644);
-    let mut w = f.store.begin_put(&p("d/x"), 0).unwrap();
+    let mut w = f.store.begin_put(&p("d/x"), 0, None).unwrap();
     w.flush().unwrap();
     assert_eq!(w.commit(Some(0o640), None).unwrap().mode, 0o640);
 }
@@ -259,11 +295,15 @@ fn put_replaces_atomically_and_keeps_mode() {
 #[test]
 fn dropped_put_leaves_old_file_and_no_temporary() {
     let f = fixture();
-    let mut w = f.store.begin_put(&p("f.txt"), 10).unwrap();
+    let names = disk_names(&f.root);
+    let mut w = f.store.begin_put(&p("f.txt"), 10, None).unwrap();
     w.write_all(b"half").unwrap();
+    let mut n = f.store.begin_put(&p("new.txt"), 10, None).unwrap();
+    n.write_all(b"half").unwrap();
     drop(w);
+    drop(n);
     assert_eq!(read_all(&f.store, "f.txt"), b"hello");
-    assert!(temp_files(&f.root).is_empty());
+    assert_eq!(disk_names(&f.root), names);
 }
 
 #[test]
@@ -284,9 +324,9 @@ fn put_onto_symlink_replaces_the_link_not_its_target() {
 fn namespace_operations() {
     let f = fixture();
     let s = &f.store;
-    let m = s.mkdir(&p("new"), 0o750).unwrap();
+    let m = s.mkdir(&p("new"), 0o750, None).unwrap();
     assert_eq!((m.kind, m.mode), (FileKind::Dir, 0o750));
-    s.rename(&p("f.txt"), &p("new/g.txt")).unwrap();
+    s.rename(&p("f.txt"), &p("new/g.txt"), 0).unwrap();
     assert_eq!(read_all(s, "new/g.txt"), b"hello");
     assert_eq!(code(s.rmdir(&p("new"))), ErrorCode::NotEmpty);
     s.remove(&p("new/g.txt")).unwrap();
@@ -310,11 +350,20 @@ fn setattr_changes_mode_size_and_times() {
         size: Some(2),
         atime: Some(SetTime::Now),
         mtime: Some(SetTime::At(t)),
+        ..SetAttr::default()
     };
     let m = s.setattr(&p("f.txt"), &attr).unwrap();
     assert_eq!((m.mode, m.size, m.mtime), (0o604, 2, t));
     assert_eq!(read_all(s, "f.txt"), b"he");
-    assert_eq!(s.stat(&p("f.txt")).unwrap(), m);
+    // Reading it may have moved the atime since.
+    let now = s.stat(&p("f.txt")).unwrap();
+    assert_eq!(
+        rfmount_proto::Meta {
+            atime: m.atime,
+            ..now
+        },
+        m
+    );
     let d = s
         .setattr(
             &p("d"),
@@ -355,158 +404,254 @@ fn fifo_is_refused_without_blocking() {
         code(f.store.open_read(&p("fifo")).map(|(m, _)| m)),
         ErrorCode::Invalid
     );
+    // Its attributes change without opening it (which would block).
+    let m = f
+        .store
+        .setattr(
+            &p("fifo"),
+            &SetAttr {
+                mode: Some(0o600),
+                mtime: Some(SetTime::Now),
+                ..SetAttr::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((m.kind, m.mode), (FileKind::Fifo, 0o600));
+    let trunc = SetAttr {
+        size: Some(0),
+        ..SetAttr::default()
+    };
     assert_eq!(
-        code(f.store.setattr(&p("fifo"), &SetAttr::default())),
+        code(f.store.setattr(&p("fifo"), &trunc)),
         ErrorCode::Invalid
     );
-    assert_eq!(f.store.stat(&p("fifo")).unwrap().kind, FileKind::Other);
-}
-
-/// Waits for the store's startup sweep to finish; how many it removed.
-fn swept(store: &LocalStore) -> usize {
-    let handle = store.sweep.lock().take().expect("the sweep started");
-    handle.join().expect("the sweep thread panicked")
-}
-
-/// Writes an upload temporary whose mtime is an hour old. Its ctime is now,
-/// so callers open the store only after [`let_the_clock_tick`].
-fn stale_temp(path: &Path) {
-    fs::write(path, "partial").unwrap();
-    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(hour_ago)
-        .unwrap();
-}
-
-/// The sweep compares with the kernel's coarse clock, which advances once a
-/// tick (at most 10 ms): make sure files written so far predate the store.
-fn let_the_clock_tick() {
-    std::thread::sleep(std::time::Duration::from_millis(100));
-}
-
-fn wait_gone(paths: &[&Path]) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while paths.iter().any(|p| p.symlink_metadata().is_ok()) {
-        let left: Vec<_> = paths
-            .iter()
-            .filter(|p| p.symlink_metadata().is_ok())
-            .collect();
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still there after 10 s: {left:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    assert_eq!(f.store.stat(&p("fifo")).unwrap().kind, FileKind::Fifo);
 }
 
 #[test]
-fn startup_sweep_removes_stale_temporaries_only_beneath_the_root() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    let outside = tmp.path().join("outside");
-    fs::create_dir_all(root.join("a/b")).unwrap();
-    fs::create_dir(&outside).unwrap();
-    let top = root.join(".rfput-abc.tmp");
-    let nested = root.join("a/b/.rfput-abc.tmp");
-    stale_temp(&top);
-    stale_temp(&nested);
-    // Stale temporaries outside the root, reachable only through symlinks.
-    let out_temp = outside.join(".rfput-x.tmp");
-    stale_temp(&out_temp);
-    symlink(&outside, root.join("abs_link")).unwrap();
-    symlink("../outside", root.join("a/rel_link")).unwrap();
-    let victim = outside.join("victim");
-    fs::write(&victim, "keep").unwrap();
-    symlink(&victim, root.join(".rfput-link.tmp")).unwrap();
-    // Not temporaries: left alone whatever their age.
-    fs::write(root.join("a/b/data.rfput-abc.tmp"), "data").unwrap();
-    fs::create_dir(root.join(".rfput-dir")).unwrap();
-    let_the_clock_tick();
-
-    let store = LocalStore::open(&root).unwrap();
-    let fresh = root.join(".rfput-fresh.tmp");
-    let fresh_nested = root.join("a/b/.rfput-fresh.tmp");
-    fs::write(&fresh, "mine").unwrap();
-    fs::write(&fresh_nested, "mine").unwrap();
-    wait_gone(&[&top, &nested]);
-    assert_eq!(swept(&store), 2);
-
-    assert_eq!(fs::read_to_string(&fresh).unwrap(), "mine");
-    assert_eq!(fs::read_to_string(&fresh_nested).unwrap(), "mine");
-    assert_eq!(fs::read_to_string(&out_temp).unwrap(), "partial");
-    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
-    assert!(root.join(".rfput-link.tmp").symlink_metadata().is_ok());
-    assert!(root.join("a/b/data.rfput-abc.tmp").exists());
-    assert!(root.join(".rfput-dir").is_dir());
-    // Listings do not remove fresh temporaries either.
-    assert_eq!(names_in(&store, "a/b"), ["data.rfput-abc.tmp"]);
-    assert!(fresh_nested.exists());
-}
-
-fn names_in(store: &LocalStore, dir: &str) -> Vec<String> {
-    let mut names: Vec<String> = store
-        .list(&p(dir))
-        .unwrap()
-        .map(|e| e.unwrap().name)
-        .collect();
-    names.sort();
-    names
-}
-
-#[test]
-fn listing_removes_stale_temporaries_the_sweep_did_not_reach() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    // Deeper than the sweep descends.
-    let deep = vec!["d"; 80].join("/");
-    fs::create_dir_all(root.join(&deep)).unwrap();
-    let stale = root.join(&deep).join(".rfput-abc.tmp");
-    stale_temp(&stale);
-    fs::write(root.join(&deep).join("file"), "x").unwrap();
-    let_the_clock_tick();
-
-    let store = LocalStore::open(&root).unwrap();
-    assert_eq!(swept(&store), 0);
-    assert!(stale.exists(), "the sweep should stop above this depth");
-    let fresh = root.join(&deep).join(".rfput-fresh.tmp");
-    fs::write(&fresh, "mine").unwrap();
-    assert_eq!(names_in(&store, &deep), ["file"]);
-    assert!(!stale.exists(), "the listing should have removed it");
-    assert!(fresh.exists());
-}
-
-#[test]
-fn uploads_in_progress_survive_even_when_every_file_looks_stale() {
+fn names_like_the_old_temporaries_are_ordinary_and_survive_a_restart() {
     let f = fixture();
-    // As if file times came from a clock far behind ours (a network
-    // filesystem): only the register of live uploads protects them.
-    let store = LocalStore {
-        temps: std::sync::Arc::new(super::sweep::Temps::started_at(4_000_000_000)),
-        ..LocalStore::open(&f.root).unwrap()
-    };
-    let mut w = store.begin_put(&p("d/new"), 4).unwrap();
-    w.write_all(b"data").unwrap();
-    let other = f.root.join("d/.rfput-other.tmp");
-    fs::write(&other, "not ours").unwrap();
-    assert_eq!(temp_files(&f.root.join("d")).len(), 2);
-    assert_eq!(names_in(&store, "d"), ["inner.txt", "sub", "up_link"]);
-    assert!(!other.exists(), "a temporary not of this store looks stale");
-    assert_eq!(
-        temp_files(&f.root.join("d")).len(),
-        1,
-        "the upload's survives"
-    );
-    // The commit sets an old mtime on the temporary before renaming it.
+    for name in [".rfput-mine", ".rfput-0123.tmp", ".rfserve-upload-x.tmp"] {
+        put(&f.store, name, b"x").unwrap();
+    }
     let old = Timestamp {
         secs: 1_000_000_000,
         nanos: 0,
     };
-    assert_eq!(w.commit(None, Some(old)).unwrap().mtime, old);
-    assert_eq!(read_all(&store, "d/new"), b"data");
-    assert!(temp_files(&f.root.join("d")).is_empty());
-    // Unregistered once gone.
-    assert_eq!(store.temps.live_count(), 0);
+    let mut w = f.store.begin_put(&p("d/.rfput-old.tmp"), 1, None).unwrap();
+    w.write_all(b"y").unwrap();
+    w.commit(None, Some(old)).unwrap();
+    drop(f.store);
+    let store = LocalStore::open(&f.root).unwrap();
+    let names: Vec<String> = store
+        .list(&RelPath::root())
+        .unwrap()
+        .map(|e| e.unwrap().name)
+        .collect();
+    for name in [".rfput-mine", ".rfput-0123.tmp", ".rfserve-upload-x.tmp"] {
+        assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+        assert_eq!(read_all(&store, name), b"x");
+    }
+    assert_eq!(read_all(&store, "d/.rfput-old.tmp"), b"y");
+}
+
+#[test]
+fn symlinks_are_created_read_and_listed_with_their_targets() {
+    let f = fixture();
+    let s = &f.store;
+    for (name, target) in [
+        ("rel", "f.txt"),
+        ("abs", "/etc/passwd"),
+        ("dangling", "no/such/thing"),
+        ("d/updir", "../d"),
+    ] {
+        let m = s.symlink(&p(name), target, None).unwrap();
+        assert_eq!(m.kind, FileKind::Symlink, "{name}");
+        assert_eq!(m.target.as_deref(), Some(target), "{name}");
+        assert_eq!(m.size, target.len() as u64);
+        assert_eq!(s.readlink(&p(name)).unwrap(), target);
+        assert_eq!(
+            fs::read_link(f.root.join(name)).unwrap().to_str().unwrap(),
+            target
+        );
+        assert_eq!(s.stat(&p(name)).unwrap().target.as_deref(), Some(target));
+    }
+    let listed: Vec<_> = s
+        .list(&RelPath::root())
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|e| e.name == "abs")
+        .collect();
+    assert_eq!(listed[0].meta.target.as_deref(), Some("/etc/passwd"));
+    // Not a link; existing name; a link is never followed to create.
+    assert_eq!(code(s.readlink(&p("f.txt"))), ErrorCode::Invalid);
+    assert_eq!(code(s.symlink(&p("rel"), "x", None)), ErrorCode::Exists);
+    assert_eq!(
+        code(s.symlink(&p("etc/evil"), "x", None)),
+        ErrorCode::Access
+    );
+    assert!(!Path::new("/etc/evil").exists());
+    // Removing and renaming act on the link.
+    s.rename(&p("rel"), &p("rel2"), 0).unwrap();
+    s.remove(&p("rel2")).unwrap();
+    assert_eq!(fs::read_to_string(f.root.join("f.txt")).unwrap(), "hello");
+}
+
+#[test]
+fn hard_links_share_one_file_id_and_count_names() {
+    let f = fixture();
+    let s = &f.store;
+    let a = s.stat(&p("f.txt")).unwrap();
+    assert_eq!(a.nlink, 1);
+    let m = s.link(&p("f.txt"), &p("d/g")).unwrap();
+    assert_eq!(m.file_id, a.file_id);
+    assert_eq!(m.nlink, 2);
+    assert_eq!(s.stat(&p("f.txt")).unwrap().nlink, 2);
+    // A link to a symlink links the symlink itself.
+    let l = s.link(&p("etc"), &p("etc2")).unwrap();
+    assert_eq!(l.kind, FileKind::Symlink);
+    assert_eq!(l.target.as_deref(), Some("/etc"));
+    assert_eq!(code(s.link(&p("d"), &p("d2"))), ErrorCode::Perm);
+    assert_eq!(code(s.link(&p("f.txt"), &p("d/g"))), ErrorCode::Exists);
+    // An upload through one name rewrites the one file: both names see it.
+    let names = disk_names(&f.root);
+    put(s, "f.txt", b"new content").unwrap();
+    assert_eq!(read_all(s, "d/g"), b"new content");
+    let after = s.stat(&p("d/g")).unwrap();
+    assert_eq!((after.file_id, after.nlink), (a.file_id, 2));
+    assert_eq!(disk_names(&f.root), names, "no temporary left");
+    // Directory nlink is the real one: d has no subdirectories.
+    assert_eq!(s.stat(&p("d")).unwrap().nlink, 2);
+    s.mkdir(&p("d/sub2"), 0o755, None).unwrap();
+    assert_eq!(s.stat(&p("d")).unwrap().nlink, 3);
+}
+
+#[test]
+fn fifos_and_sockets_are_made_as_real_nodes() {
+    let f = fixture();
+    let s = &f.store;
+    let m = s.mknod(&p("fifo"), FileKind::Fifo, 0o640, 0, None).unwrap();
+    assert_eq!((m.kind, m.mode), (FileKind::Fifo, 0o640));
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        fs::symlink_metadata(f.root.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    let m = s
+        .mknod(&p("sock"), FileKind::Socket, 0o600, 0, None)
+        .unwrap();
+    assert_eq!(m.kind, FileKind::Socket);
+    assert_eq!(
+        code(s.mknod(&p("x"), FileKind::File, 0o600, 0, None)),
+        ErrorCode::Invalid
+    );
+}
+
+#[test]
+fn rename_flags_noreplace_and_exchange() {
+    use rfmount_proto::{RENAME_EXCHANGE, RENAME_NOREPLACE};
+    let f = fixture();
+    let s = &f.store;
+    assert_eq!(
+        code(s.rename(&p("f.txt"), &p("d/inner.txt"), RENAME_NOREPLACE)),
+        ErrorCode::Exists
+    );
+    assert_eq!(fs::read_to_string(f.root.join("f.txt")).unwrap(), "hello");
+    s.rename(&p("f.txt"), &p("d/inner.txt"), RENAME_EXCHANGE)
+        .unwrap();
+    assert_eq!(fs::read_to_string(f.root.join("f.txt")).unwrap(), "inner");
+    assert_eq!(
+        fs::read_to_string(f.root.join("d/inner.txt")).unwrap(),
+        "hello"
+    );
+    assert_eq!(code(s.rename(&p("f.txt"), &p("z"), 7)), ErrorCode::Invalid);
+}
+
+#[test]
+fn xattrs_are_set_read_listed_removed_and_survive_put_and_rename() {
+    use rfmount_proto::{XATTR_CREATE, XATTR_REPLACE};
+    let f = fixture();
+    let s = &f.store;
+    if let Err(e) = s.setxattr(&p("f.txt"), "user.k", b"v", 0) {
+        // tmpfs before 6.6 has no user. xattrs.
+        assert_eq!(e.code, ErrorCode::NotSupported, "{e}");
+        return;
+    }
+    assert_eq!(s.getxattr(&p("f.txt"), "user.k").unwrap(), b"v");
+    assert_eq!(s.listxattr(&p("f.txt")).unwrap(), ["user.k"]);
+    assert_eq!(
+        code(s.setxattr(&p("f.txt"), "user.k", b"w", XATTR_CREATE)),
+        ErrorCode::Exists
+    );
+    assert_eq!(
+        code(s.setxattr(&p("f.txt"), "user.new", b"w", XATTR_REPLACE)),
+        ErrorCode::NoData
+    );
+    assert_eq!(
+        code(s.getxattr(&p("f.txt"), "user.none")),
+        ErrorCode::NoData
+    );
+    // An upload replaces the content, not the file's attributes.
+    put(s, "f.txt", b"replaced").unwrap();
+    assert_eq!(s.getxattr(&p("f.txt"), "user.k").unwrap(), b"v");
+    s.rename(&p("f.txt"), &p("d/moved"), 0).unwrap();
+    assert_eq!(s.getxattr(&p("d/moved"), "user.k").unwrap(), b"v");
+    s.removexattr(&p("d/moved"), "user.k").unwrap();
+    assert!(s.listxattr(&p("d/moved")).unwrap().is_empty());
+    // Never through a symlink.
+    assert_eq!(
+        code(s.getxattr(&p("secret_link"), "user.k")),
+        ErrorCode::NotSupported
+    );
+}
+
+/// The operations of version 2 on a store confined to `d`: they act inside
+/// it, and neither a symlink nor a hard link reaches out of it.
+#[test]
+fn confined_store_links_xattrs_and_nodes_stay_inside() {
+    let f = fixture();
+    let sub = f.store.confine(&p("d")).unwrap();
+    // A symlink is stored as text; following it out is refused.
+    sub.symlink(&p("up"), "../f.txt", None).unwrap();
+    assert_eq!(sub.readlink(&p("up")).unwrap(), "../f.txt");
+    assert_eq!(
+        fs::read_link(f.root.join("d/up")).unwrap(),
+        Path::new("../f.txt")
+    );
+    assert_escape(sub.open_read(&p("up")).map(|(m, _)| m));
+    // A hard link is made beside its source, inside the subdirectory.
+    let m = sub.link(&p("inner.txt"), &p("again.txt")).unwrap();
+    assert_eq!(m.nlink, 2);
+    assert_eq!(fs::read(f.root.join("d/again.txt")).unwrap(), b"inner");
+    assert!(!f.root.join("again.txt").exists());
+    // d/sub is a symlink to /tmp: no link can be made from or into it.
+    assert_escape(sub.link(&p("sub/x"), &p("x2")));
+    assert_escape(sub.link(&p("inner.txt"), &p("sub/x")));
+    // Extended attributes of files inside.
+    match sub.setxattr(&p("inner.txt"), "user.k", b"v", 0) {
+        Ok(()) => {
+            assert_eq!(sub.getxattr(&p("inner.txt"), "user.k").unwrap(), b"v");
+            assert!(
+                sub.listxattr(&p("again.txt"))
+                    .unwrap()
+                    .contains(&"user.k".to_owned())
+            );
+            sub.removexattr(&p("inner.txt"), "user.k").unwrap();
+            assert_eq!(
+                code(sub.getxattr(&p("inner.txt"), "user.k")),
+                ErrorCode::NoData
+            );
+        }
+        // tmpfs before 6.6 has no user.* attributes.
+        Err(e) => assert_eq!(e.code, ErrorCode::NotSupported, "{e}"),
+    }
+    // A FIFO is made inside.
+    let m = sub
+        .mknod(&p("fifo"), FileKind::Fifo, 0o600, 0, None)
+        .unwrap();
+    assert_eq!(m.kind, FileKind::Fifo);
+    assert!(f.root.join("d/fifo").exists());
+    assert!(!f.root.join("fifo").exists());
 }

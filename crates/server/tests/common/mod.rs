@@ -16,7 +16,10 @@ use rfmount_proto::{
     PROTOCOL_VERSION, RelPath, Reply, ServerHello, ServerMsg, Welcome, WireError, read_frame,
     write_frame,
 };
-use rfmount_server::{LocalStore, Server, ServerConfig, ShutdownHandle, Store, TEMP_PREFIX};
+use rfmount_server::{LocalStore, Server, ServerConfig, ShutdownHandle, Store};
+
+/// Names the server makes itself: staging links and fallback temporaries.
+pub const TEMP_PREFIX: &str = ".rfserve-upload-";
 
 pub fn p(s: &str) -> RelPath {
     RelPath::new(s).unwrap()
@@ -62,9 +65,29 @@ impl Harness {
         c
     }
 
+    /// The server's uploads in progress or left behind: its own names
+    /// under the root, and the unnamed (`O_TMPFILE`) files this process
+    /// holds open there, which the kernel shows as `DIR/#INODE (deleted)`.
     pub fn temp_files(&self) -> Vec<String> {
         let mut found = Vec::new();
         walk(&self.root, &mut found);
+        let root = self.root.canonicalize().unwrap();
+        for fd in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let t = target.to_string_lossy().into_owned();
+            if let Some(live) = t.strip_suffix(" (deleted)") {
+                let live = Path::new(live);
+                if live.starts_with(&root)
+                    && live
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('#'))
+                {
+                    found.push(t.clone());
+                }
+            }
+        }
         found
     }
 
@@ -228,6 +251,7 @@ impl Client {
                 size: data.len() as u64,
                 mode: None,
                 mtime: None,
+                owner: None,
             },
         });
         for c in data.chunks(chunk) {
