@@ -35,6 +35,7 @@ use rfmount_proto::{
 
 use crate::error::RemoteError;
 use crate::handshake;
+use crate::stats::{RequestStats, op_name};
 
 /// Frames buffered per request before the reader thread waits for the
 /// caller: bounds memory to a few chunks per transfer in flight.
@@ -57,6 +58,9 @@ pub struct ConnectConfig {
     /// How long the server may show no progress while we wait for it
     /// before the connection is declared dead.
     pub timeout: Duration,
+    /// Where every connection opened with this configuration counts its
+    /// requests and their latency; clones share it.
+    pub stats: Arc<RequestStats>,
 }
 
 /// Default of [`ConnectConfig::timeout`] (and of the connect timeout).
@@ -73,6 +77,7 @@ impl ConnectConfig {
             keepalive: Duration::from_secs(15),
             subdir: None,
             timeout: DEFAULT_TIMEOUT,
+            stats: Arc::default(),
         }
     }
 
@@ -132,6 +137,10 @@ struct Shared {
     /// The connection died because the server stopped making progress (as
     /// opposed to closing or resetting it).
     timed_out: AtomicBool,
+    stats: Arc<RequestStats>,
+    /// The watchdog's ping in flight and when it was sent: the reader
+    /// times its answer as it arrives.
+    ping: Mutex<Option<(u64, Instant)>>,
 }
 
 impl Shared {
@@ -221,6 +230,8 @@ impl Connection {
             progress: Mutex::new(Instant::now()),
             delivering: AtomicBool::new(false),
             timed_out: AtomicBool::new(false),
+            stats: cfg.stats.clone(),
+            ping: Mutex::new(None),
         });
         let (stop_tx, stop_rx) = sync_channel(0);
         let conn = Arc::new(Connection {
@@ -295,8 +306,16 @@ impl Connection {
     /// # Errors
     /// `Transport` if the connection is dead or the send fails.
     pub(crate) fn start(&self, op: Op) -> Result<Call<'_>, RemoteError> {
+        let kind = op_name(&op);
+        let started = Instant::now();
         let (id, rx) = self.start_raw(op)?;
-        Ok(Call { conn: self, id, rx })
+        Ok(Call {
+            conn: self,
+            id,
+            rx,
+            kind,
+            started,
+        })
     }
 
     /// [`Connection::start`] without the guard that unregisters the route.
@@ -361,11 +380,14 @@ impl Drop for Connection {
     }
 }
 
-/// A request in flight; dropping it unregisters its route.
+/// A request in flight; dropping it unregisters its route and counts the
+/// request, timed from its sending to the end of its answer.
 pub(crate) struct Call<'a> {
     conn: &'a Connection,
     pub(crate) id: u64,
     rx: Receiver<ServerMsg>,
+    kind: String,
+    started: Instant,
 }
 
 impl Call<'_> {
@@ -394,6 +416,10 @@ impl Call<'_> {
 impl Drop for Call<'_> {
     fn drop(&mut self) {
         self.conn.shared.routes.lock().remove(&self.id);
+        self.conn
+            .shared
+            .stats
+            .record(&self.kind, self.started.elapsed());
     }
 }
 
@@ -429,6 +455,13 @@ fn read_loop(mut reader: TcpStream, shared: Arc<Shared>, addr: String) {
             ServerMsg::Fatal(e) => break format!("server {addr} closed the connection: {e}"),
             other => break format!("unexpected frame from {addr}: {other:?}"),
         };
+        let pinged = *shared.ping.lock();
+        if let Some((ping, sent)) = pinged
+            && ping == id
+        {
+            shared.stats.record_rtt(sent.elapsed());
+            *shared.ping.lock() = None;
+        }
         let route = shared.routes.lock().get(&id).cloned();
         if let Some(tx) = route {
             // Blocks while the caller is ROUTE_DEPTH frames behind: that is
@@ -504,7 +537,10 @@ fn watchdog(
         if last_ping.elapsed() >= every && !conn.writer.is_locked() {
             last_ping = Instant::now();
             match conn.start_raw(Op::Ping) {
-                Ok(p) => ping = Some(p),
+                Ok(p) => {
+                    *conn.shared.ping.lock() = Some((p.0, last_ping));
+                    ping = Some(p);
+                }
                 Err(e) => {
                     warn!("keep-alive to {} failed: {e}", conn.addr);
                     return;

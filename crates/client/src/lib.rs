@@ -28,10 +28,12 @@ pub mod mock;
 mod remote;
 pub mod report;
 pub mod source;
+pub mod stats;
 mod tcp;
 
 pub use connection::{ConnectConfig, Connection, DEFAULT_TIMEOUT};
 pub use error::RemoteError;
 pub use remote::{ExportInfo, GetOutcome, PutOptions, Remote};
 pub use source::{Source, SourceError};
-pub use tcp::TcpRemote;
+pub use stats::{OpStats, RequestStats};
+pub use tcp::{Health, TcpRemote};

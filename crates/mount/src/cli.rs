@@ -300,6 +300,7 @@ fn run(args: &Args, mut plan: Plan, status: Option<StatusPipe>) -> Result<()> {
     );
     let _status = crate::status::serve(
         mounted.fs.clone(),
+        mounted.remote.clone(),
         plan.source.to_string(),
         mounted.own.mountpoint(),
     )

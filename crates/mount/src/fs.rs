@@ -27,6 +27,7 @@ use parking_lot::{Mutex, RwLock};
 use rfmount_client::Remote;
 use rfmount_proto::{ErrorCode, FileKind, Meta, RelPath, Timestamp};
 
+use crate::activity::Activity;
 use crate::data_cache::DataCache;
 use crate::error::{FsError, FsResult};
 use crate::inodes::InodeTable;
@@ -74,6 +75,7 @@ pub struct RemoteFs<R: Remote> {
     /// When the mount started (shown for directories known only from the
     /// cache).
     started: Timestamp,
+    activity: Activity,
 }
 
 impl<R: Remote> RemoteFs<R> {
@@ -92,6 +94,7 @@ impl<R: Remote> RemoteFs<R> {
             next_fh: AtomicU64::new(1),
             invalidator: OnceLock::new(),
             started: offline::now(),
+            activity: Activity::default(),
         }
     }
 
@@ -104,6 +107,11 @@ impl<R: Remote> RemoteFs<R> {
     /// The mount configuration.
     pub fn config(&self) -> &MountConfig {
         &self.cfg
+    }
+
+    /// Uploads in progress and retries, for `rfmount status`.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 
     /// The data cache.

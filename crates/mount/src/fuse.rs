@@ -73,6 +73,10 @@ fn reply_error(op: &str, e: &FsError) -> Errno {
     // An unreachable server is reported once when it goes down; one
     // warning per operation during an outage would bury the log.
     let unreachable = matches!(e, FsError::Remote(r) if r.is_transport());
+    // A missing name is an answer, not a failure.
+    if errno != libc::ENOENT {
+        crate::activity::note_failure(op, e);
+    }
     if errno == libc::ENOENT || unreachable {
         debug!("{op}: {e}");
     } else {
