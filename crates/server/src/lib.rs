@@ -58,6 +58,7 @@ mod replies;
 mod requests;
 mod session;
 mod store;
+mod traffic;
 mod upload;
 mod writer;
 
@@ -65,3 +66,4 @@ pub use config::ServerConfig;
 pub use listener::{Server, ShutdownHandle};
 pub use local::{LocalStore, TEMP_PREFIX};
 pub use store::{Content, Listing, PendingPut, Store, StoreResult};
+pub use traffic::SessionsHandle;
