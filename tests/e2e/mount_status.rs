@@ -196,8 +196,7 @@ fn rfserve_counts_a_sessions_requests_and_summarises_live_sessions_on_usr1() {
     let log = srv.log();
     let peer = log
         .lines()
-        .filter(|l| l.contains("session from ") && !l.contains(" closed after "))
-        .next_back()
+        .rfind(|l| l.contains("session from ") && !l.contains(" closed after "))
         .and_then(|l| l.split("session from ").nth(1))
         .map(|p| p.split_whitespace().next().unwrap_or("").to_string())
         .expect("the mount's session line");

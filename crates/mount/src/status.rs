@@ -358,7 +358,8 @@ fn size(b: u64) -> String {
 #[derive(Parser, Debug)]
 #[command(
     name = "rfmount status",
-    about = "Show what running mounts hold: cache use and files not yet uploaded"
+    about = "Show what running mounts hold and do: connection and RTT, cache use, files \
+             not yet uploaded, uploads in progress, retries, errors, request latencies"
 )]
 struct StatusArgs {
     /// Mount point (all of this user's mounts when omitted).
