@@ -149,3 +149,7 @@ mod rf_tools;
 // the rfserve unit and the mount examples.
 #[path = "e2e/dist_package.rs"]
 mod dist_package;
+
+// rfmount status --json during uploads and outages; rfserve's session accounting.
+#[path = "e2e/mount_status.rs"]
+mod mount_status;

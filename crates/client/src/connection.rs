@@ -37,6 +37,7 @@ use rfmount_transport::{ReadHalf, WriteHalf};
 
 use crate::error::RemoteError;
 use crate::handshake;
+use crate::stats::{RequestStats, op_name};
 use crate::tls::{self, TlsOptions};
 
 /// Frames buffered per request before the reader thread waits for the
@@ -63,6 +64,9 @@ pub struct ConnectConfig {
     /// Speak TLS, trusting the server as these options say; plain TCP when
     /// `None`. Every reconnection of a [`crate::TcpRemote`] uses them too.
     pub tls: Option<TlsOptions>,
+    /// Where every connection opened with this configuration counts its
+    /// requests and their latency; clones share it.
+    pub stats: Arc<RequestStats>,
 }
 
 /// Default of [`ConnectConfig::timeout`] (and of the connect timeout).
@@ -80,6 +84,7 @@ impl ConnectConfig {
             subdir: None,
             timeout: DEFAULT_TIMEOUT,
             tls: None,
+            stats: Arc::default(),
         }
     }
 
@@ -140,6 +145,10 @@ struct Shared {
     /// The connection died because the server stopped making progress (as
     /// opposed to closing or resetting it).
     timed_out: AtomicBool,
+    stats: Arc<RequestStats>,
+    /// The watchdog's ping in flight and when it was sent: the reader
+    /// times its answer as it arrives.
+    ping: Mutex<Option<(u64, Instant)>>,
 }
 
 impl Shared {
@@ -238,6 +247,8 @@ impl Connection {
             progress: Mutex::new(Instant::now()),
             delivering: AtomicBool::new(false),
             timed_out: AtomicBool::new(false),
+            stats: cfg.stats.clone(),
+            ping: Mutex::new(None),
         });
         let (stop_tx, stop_rx) = sync_channel(0);
         let conn = Arc::new(Connection {
@@ -312,8 +323,16 @@ impl Connection {
     /// # Errors
     /// `Transport` if the connection is dead or the send fails.
     pub(crate) fn start(&self, op: Op) -> Result<Call<'_>, RemoteError> {
+        let kind = op_name(&op);
+        let started = Instant::now();
         let (id, rx) = self.start_raw(op)?;
-        Ok(Call { conn: self, id, rx })
+        Ok(Call {
+            conn: self,
+            id,
+            rx,
+            kind,
+            started,
+        })
     }
 
     /// [`Connection::start`] without the guard that unregisters the route.
@@ -378,11 +397,14 @@ impl Drop for Connection {
     }
 }
 
-/// A request in flight; dropping it unregisters its route.
+/// A request in flight; dropping it unregisters its route and counts the
+/// request, timed from its sending to the end of its answer.
 pub(crate) struct Call<'a> {
     conn: &'a Connection,
     pub(crate) id: u64,
     rx: Receiver<ServerMsg>,
+    kind: String,
+    started: Instant,
 }
 
 impl Call<'_> {
@@ -411,6 +433,10 @@ impl Call<'_> {
 impl Drop for Call<'_> {
     fn drop(&mut self) {
         self.conn.shared.routes.lock().remove(&self.id);
+        self.conn
+            .shared
+            .stats
+            .record(&self.kind, self.started.elapsed());
     }
 }
 
@@ -446,6 +472,13 @@ fn read_loop(mut reader: ReadHalf, shared: Arc<Shared>, addr: String) {
             ServerMsg::Fatal(e) => break format!("server {addr} closed the connection: {e}"),
             other => break format!("unexpected frame from {addr}: {other:?}"),
         };
+        let pinged = *shared.ping.lock();
+        if let Some((ping, sent)) = pinged
+            && ping == id
+        {
+            shared.stats.record_rtt(sent.elapsed());
+            *shared.ping.lock() = None;
+        }
         let route = shared.routes.lock().get(&id).cloned();
         if let Some(tx) = route {
             // Blocks while the caller is ROUTE_DEPTH frames behind: that is
@@ -521,7 +554,10 @@ fn watchdog(
         if last_ping.elapsed() >= every && !conn.writer.is_locked() {
             last_ping = Instant::now();
             match conn.start_raw(Op::Ping) {
-                Ok(p) => ping = Some(p),
+                Ok(p) => {
+                    *conn.shared.ping.lock() = Some((p.0, last_ping));
+                    ping = Some(p);
+                }
                 Err(e) => {
                     warn!("keep-alive to {} failed: {e}", conn.addr);
                     return;

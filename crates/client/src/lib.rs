@@ -29,6 +29,7 @@ pub mod mock;
 mod remote;
 pub mod report;
 pub mod source;
+pub mod stats;
 mod tcp;
 pub mod tls;
 
@@ -36,5 +37,6 @@ pub use connection::{ConnectConfig, Connection, DEFAULT_TIMEOUT};
 pub use error::RemoteError;
 pub use remote::{ExportInfo, GetOutcome, PutOptions, Remote};
 pub use source::{Source, SourceError};
-pub use tcp::TcpRemote;
+pub use stats::{OpStats, RequestStats};
+pub use tcp::{Health, TcpRemote};
 pub use tls::{TlsArgs, TlsOptions};

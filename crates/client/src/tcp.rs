@@ -20,7 +20,7 @@
 
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{info, warn};
 use parking_lot::{Condvar, Mutex};
@@ -32,6 +32,7 @@ use rfmount_proto::{
 use crate::connection::{Call, ConnectConfig, Connection};
 use crate::error::RemoteError;
 use crate::remote::{ExportInfo, GetOutcome, PutOptions, Remote};
+use crate::stats::RequestStats;
 
 /// First pause between reconnect attempts; doubled after each failure that
 /// was not a timeout.
@@ -44,6 +45,22 @@ const KICK_WAIT: Duration = Duration::from_millis(500);
 /// The same for a silent server: an attempt on it finishes at once when it
 /// answers again, or only after the whole timeout.
 const SILENT_WAIT: Duration = Duration::from_millis(100);
+
+/// Whether a [`TcpRemote`] can reach its server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// A live connection exists.
+    Online,
+    /// Requests fail at once while a background thread reconnects.
+    Down {
+        /// When the server was found unreachable.
+        since: SystemTime,
+        /// Why: the last failure.
+        reason: String,
+        /// A reconnect attempt is running right now.
+        reconnecting: bool,
+    },
+}
 
 /// The real [`Remote`]: one multiplexed connection, reopened on demand.
 #[derive(Debug)]
@@ -65,6 +82,8 @@ struct LinkState {
     conn: Option<Arc<Connection>>,
     /// Why the server is unreachable, while it is.
     down: Option<String>,
+    /// Since when, while it is.
+    down_since: Option<SystemTime>,
     /// A reconnect attempt is running.
     attempting: bool,
     /// A request asked for an attempt now.
@@ -93,6 +112,7 @@ impl Link {
             state: Mutex::new(LinkState {
                 conn,
                 down: None,
+                down_since: None,
                 attempting: false,
                 kick: false,
                 attempts: 0,
@@ -121,6 +141,7 @@ impl Link {
             st.backoff = BACKOFF_START;
         }
         st.down = Some(why);
+        st.down_since.get_or_insert_with(SystemTime::now);
         if !st.reconnector {
             let link = self.clone();
             match std::thread::Builder::new()
@@ -166,6 +187,7 @@ impl Link {
                     info!("reconnected to {}", self.cfg.addr);
                     st.conn = Some(c);
                     st.down = None;
+                    st.down_since = None;
                     st.silent = false;
                     st.backoff = BACKOFF_START;
                 }
@@ -247,6 +269,34 @@ impl TcpRemote {
     pub fn is_online(&self) -> bool {
         let st = self.link.state.lock();
         st.conn.as_ref().is_some_and(|c| c.dead_reason().is_none())
+    }
+
+    /// Whether the server is reachable now, for status reports. A
+    /// connection found dead here is handled as a request would: the
+    /// remote goes down and the reconnector starts.
+    pub fn health(&self) -> Health {
+        let link = &self.link;
+        let mut st = link.state.lock();
+        if let Some(c) = st.conn.clone() {
+            match c.dead_reason() {
+                None => return Health::Online,
+                Some(why) => link.go_down(&mut st, why, c.timed_out()),
+            }
+        }
+        Health::Down {
+            since: st.down_since.unwrap_or_else(SystemTime::now),
+            reason: st
+                .down
+                .clone()
+                .unwrap_or_else(|| format!("server {} unreachable", link.cfg.addr)),
+            reconnecting: st.attempting,
+        }
+    }
+
+    /// Counts and latencies of the requests made so far, and the last
+    /// keep-alive round trip.
+    pub fn stats(&self) -> &RequestStats {
+        &self.link.cfg.stats
     }
 
     /// The live connection. While the server is down this fails at once,

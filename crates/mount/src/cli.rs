@@ -67,8 +67,9 @@ Mounting with mount(8) and fstab (rfmount must be on PATH; mount.fuse3 runs it):
   HOST:9500:/sub  /mnt/share  fuse.rfmount  _netdev,noauto,x-systemd.automount  0  0
 umount /mnt/share (or fusermount3 -u) unmounts and ends the process.
 
-`rfmount status [MOUNTPOINT] [--json] [--watch]` shows a running mount's cache use
-and the files not yet uploaded.
+`rfmount status [MOUNTPOINT] [--json] [--watch]` shows a running mount's connection
+and round-trip time, cache use, files not yet uploaded, uploads in progress, retries,
+errors, and request counts with latency percentiles.
 
 Without -f the process returns once the mount is up and logs to a file:
 --log-file, else $XDG_STATE_HOME/rfmount/rfmount.log, ~/.local/state/rfmount/rfmount.log,
@@ -323,6 +324,7 @@ fn run(args: &Args, mut plan: Plan, status: Option<StatusPipe>) -> Result<()> {
     );
     let _status = crate::status::serve(
         mounted.fs.clone(),
+        mounted.remote.clone(),
         plan.source.to_string(),
         mounted.own.mountpoint(),
     )

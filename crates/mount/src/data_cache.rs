@@ -65,6 +65,8 @@ pub struct DataCache {
     index: Mutex<Index>,
     /// Signalled whenever space is freed or becomes evictable.
     freed: Condvar,
+    /// Where content recovered at this start went (`NAME.recovered-…`).
+    recovered: Vec<RelPath>,
 }
 
 /// Content being fetched into the cache: a temporary file whose bytes count
@@ -138,21 +140,32 @@ impl DataCache {
                 }
             })
             .collect();
-        let cache = DataCache {
+        let mut cache = DataCache {
             files: Layout::open(dir.join(safe_id).join(LAYOUT))?,
             limit,
             space_wait: Mutex::new(DEFAULT_SPACE_WAIT),
             index: Mutex::new(Index::default()),
             freed: Condvar::new(),
+            recovered: Vec::new(),
         };
         cache.load()?;
-        cache.recover(&recovery::hostname(), SystemTime::now());
+        cache.recovered = cache
+            .recover(&recovery::hostname(), SystemTime::now())
+            .into_iter()
+            .filter_map(|(_, target)| target)
+            .collect();
         Ok(cache)
     }
 
     /// How long a write waits for uploads to free space before `ENOSPC`.
     pub fn set_space_wait(&self, d: Duration) {
         *self.space_wait.lock() = d;
+    }
+
+    /// Files recovered when this cache was opened: content a crashed
+    /// mount left half-written, kept under `NAME.recovered-HOST-STAMP`.
+    pub fn recovered(&self) -> &[RelPath] {
+        &self.recovered
     }
 
     /// The bound of the cache in bytes.

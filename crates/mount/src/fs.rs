@@ -29,6 +29,7 @@ use parking_lot::{Mutex, RwLock};
 use rfmount_client::Remote;
 use rfmount_proto::{ErrorCode, FileKind, Meta, Owner, RelPath, Timestamp};
 
+use crate::activity::Activity;
 use crate::data_cache::DataCache;
 use crate::error::{FsError, FsResult};
 use crate::inodes::InodeTable;
@@ -79,6 +80,7 @@ pub struct RemoteFs<R: Remote> {
     /// When the mount started (shown for directories known only from the
     /// cache).
     started: Timestamp,
+    activity: Activity,
 }
 
 impl<R: Remote> RemoteFs<R> {
@@ -98,6 +100,7 @@ impl<R: Remote> RemoteFs<R> {
             invalidator: OnceLock::new(),
             creators: Mutex::new(HashMap::new()),
             started: offline::now(),
+            activity: Activity::default(),
         }
     }
 
@@ -110,6 +113,11 @@ impl<R: Remote> RemoteFs<R> {
     /// The mount configuration.
     pub fn config(&self) -> &MountConfig {
         &self.cfg
+    }
+
+    /// Uploads in progress and retries, for `rfmount status`.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 
     /// The data cache.

@@ -123,6 +123,10 @@ fn reply_error(op: &str, e: &FsError) -> Errno {
     // (security.capability on every write): ordinary answers, like ENOENT.
     let xattr_answer =
         op.ends_with("xattr") && matches!(errno, libc::ENODATA | libc::EOPNOTSUPP | libc::ERANGE);
+    // A missing name or attribute is an answer, not a failure.
+    if errno != libc::ENOENT && !xattr_answer {
+        crate::activity::note_failure(op, e);
+    }
     if errno == libc::ENOENT || unreachable || xattr_answer {
         debug!("{op}: {e}");
     } else {

@@ -16,10 +16,12 @@
 //!   (telling its own FUSE connection from whatever else is mounted there),
 //!   `cli_options` (sorting `-o` as mount(8) and fstab pass them),
 //!   `kernel_mount` (the mount as type `fuse.rfmount`), `logging`, and
-//!   `status` (`rfmount status` over a private Unix socket).
+//!   `status` (`rfmount status` over a private Unix socket) with
+//!   [`activity`] (uploads in progress, retries, failures).
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod activity;
 pub mod cli;
 mod cli_options;
 mod daemon;

@@ -1,6 +1,11 @@
-//! `rfmount status [MNT] [--json] [--watch]`: what a running mount holds —
-//! its server, the cache's size and limit, and the files not yet uploaded
-//! with their sizes.
+//! `rfmount status [MNT] [--json] [--watch]`: what a running mount holds
+//! and does — its server, whether it is reachable and how far away
+//! (the last keep-alive's round trip), the cache's size and limit, clean
+//! files, files not yet uploaded, uploads in progress with the share sent,
+//! upload retries, files recovered at start, failures since the mount
+//! started, and request counts with latency percentiles per operation.
+//! The JSON field names are stable; README's `rfmount status` section
+//! lists them.
 //!
 //! Each mount answers on a Unix socket private to its user:
 //! `$XDG_RUNTIME_DIR/rfmount/` (else `/tmp/rfmount-UID/`), directory 0700,
@@ -14,11 +19,12 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use rfmount_client::Remote;
+use rfmount_client::{Health, OpStats, TcpRemote};
 
+use crate::activity::{self, UploadProgress};
 use crate::fs::RemoteFs;
 
 /// The directory holding this user's status sockets.
@@ -50,8 +56,9 @@ impl Drop for StatusServer {
 ///
 /// # Errors
 /// The socket directory or socket cannot be created.
-pub(crate) fn serve<R: Remote + 'static>(
-    fs: Arc<RemoteFs<R>>,
+pub(crate) fn serve(
+    fs: Arc<RemoteFs<TcpRemote>>,
+    remote: Arc<TcpRemote>,
     source: String,
     mountpoint: &Path,
 ) -> io::Result<StatusServer> {
@@ -75,7 +82,7 @@ pub(crate) fn serve<R: Remote + 'static>(
         .name("rf-status".into())
         .spawn(move || {
             for conn in listener.incoming().flatten() {
-                let _ = answer(conn, &fs, &info);
+                let _ = answer(conn, &fs, &remote, &info);
             }
         })?;
     Ok(StatusServer { path })
@@ -92,12 +99,27 @@ struct Report {
     source: String,
     pid: u32,
     uptime_secs: u64,
+    health: Health,
+    /// The last keep-alive round trip, and how long ago it was.
+    rtt: Option<(Duration, Duration)>,
     cache_bytes: u64,
     cache_limit: u64,
+    clean_files: usize,
     pending: Vec<(String, u64)>,
+    uploading: Vec<UploadProgress>,
+    retries: u64,
+    recovered: Vec<String>,
+    errors: u64,
+    recent_errors: Vec<(SystemTime, String)>,
+    requests: Vec<OpStats>,
 }
 
-fn answer<R: Remote>(conn: UnixStream, fs: &RemoteFs<R>, info: &Info) -> io::Result<()> {
+fn answer(
+    conn: UnixStream,
+    fs: &RemoteFs<TcpRemote>,
+    remote: &TcpRemote,
+    info: &Info,
+) -> io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut want = String::new();
     BufReader::new(conn.try_clone()?)
@@ -113,14 +135,24 @@ fn answer<R: Remote>(conn: UnixStream, fs: &RemoteFs<R>, info: &Info) -> io::Res
         })
         .collect();
     pending.sort();
+    let (errors, recent_errors) = activity::failures();
     let r = Report {
         mountpoint: info.mountpoint.display().to_string(),
         source: info.source.clone(),
         pid: std::process::id(),
         uptime_secs: info.started.elapsed().as_secs(),
+        health: remote.health(),
+        rtt: remote.stats().rtt(),
         cache_bytes: cache.total_size(),
         cache_limit: fs.config().cache_size,
+        clean_files: cache.entries().iter().filter(|(_, e)| !e.dirty).count(),
         pending,
+        uploading: fs.activity().uploads(),
+        retries: fs.activity().retries(),
+        recovered: cache.recovered().iter().map(ToString::to_string).collect(),
+        errors,
+        recent_errors,
+        requests: remote.stats().ops(),
     };
     let text = if want.trim() == "json" {
         json(&r)
@@ -131,23 +163,92 @@ fn answer<R: Remote>(conn: UnixStream, fs: &RemoteFs<R>, info: &Info) -> io::Res
     conn.write_all(text.as_bytes())
 }
 
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1e3)
+}
+
 fn json(r: &Report) -> String {
-    let pending: Vec<String> = r
-        .pending
-        .iter()
-        .map(|(p, b)| format!("{{\"path\":{},\"bytes\":{b}}}", quote(p)))
-        .collect();
+    let list = |items: Vec<String>| format!("[{}]", items.join(","));
+    let connection = match &r.health {
+        Health::Online => "{\"state\":\"online\"".to_string(),
+        Health::Down {
+            since,
+            reason,
+            reconnecting,
+        } => format!(
+            "{{\"state\":\"{}\",\"down_since\":{},\"reason\":{}",
+            if *reconnecting {
+                "reconnecting"
+            } else {
+                "down"
+            },
+            unix_secs(*since),
+            quote(reason)
+        ),
+    };
+    let rtt = match r.rtt {
+        Some((d, age)) => format!(",\"rtt_ms\":{},\"rtt_age_secs\":{}}}", ms(d), age.as_secs()),
+        None => ",\"rtt_ms\":null,\"rtt_age_secs\":null}".to_string(),
+    };
+    let pending = list(
+        r.pending
+            .iter()
+            .map(|(p, b)| format!("{{\"path\":{},\"bytes\":{b}}}", quote(p)))
+            .collect(),
+    );
+    let uploading = list(
+        r.uploading
+            .iter()
+            .map(|u| {
+                format!(
+                    "{{\"path\":{},\"size\":{},\"sent\":{},\"percent\":{}}}",
+                    quote(&u.path),
+                    u.size,
+                    u.sent,
+                    u.percent()
+                )
+            })
+            .collect(),
+    );
+    let recovered = list(r.recovered.iter().map(|p| quote(p)).collect());
+    let recent = list(
+        r.recent_errors
+            .iter()
+            .map(|(t, m)| format!("{{\"at\":{},\"message\":{}}}", unix_secs(*t), quote(m)))
+            .collect(),
+    );
+    let requests = list(
+        r.requests
+            .iter()
+            .map(|o| {
+                format!(
+                    "{{\"op\":{},\"count\":{},\"p50_ms\":{},\"p90_ms\":{},\"p99_ms\":{}}}",
+                    quote(&o.op),
+                    o.count,
+                    ms(o.p50),
+                    ms(o.p90),
+                    ms(o.p99)
+                )
+            })
+            .collect(),
+    );
     format!(
-        "{{\"mountpoint\":{},\"server\":{},\"pid\":{},\"uptime_secs\":{},\"cache_bytes\":{},\"cache_limit\":{},\"pending_files\":{},\"pending_bytes\":{},\"pending\":[{}]}}\n",
+        "{{\"mountpoint\":{},\"server\":{},\"pid\":{},\"uptime_secs\":{},\"connection\":{connection}{rtt},\"cache_bytes\":{},\"cache_limit\":{},\"clean_files\":{},\"pending_files\":{},\"pending_bytes\":{},\"pending\":{pending},\"uploading\":{uploading},\"retries\":{},\"recovered\":{recovered},\"errors\":{},\"recent_errors\":{recent},\"requests\":{requests}}}\n",
         quote(&r.mountpoint),
         quote(&r.source),
         r.pid,
         r.uptime_secs,
         r.cache_bytes,
         r.cache_limit,
+        r.clean_files,
         r.pending.len(),
         r.pending.iter().map(|(_, b)| b).sum::<u64>(),
-        pending.join(",")
+        r.retries,
+        r.errors,
     )
 }
 
@@ -170,19 +271,70 @@ fn quote(s: &str) -> String {
 
 fn human(r: &Report) -> String {
     let bytes: u64 = r.pending.iter().map(|(_, b)| b).sum();
+    let connection = match &r.health {
+        Health::Online => "online".to_string(),
+        Health::Down {
+            since,
+            reason,
+            reconnecting,
+        } => format!(
+            "down for {} s{}: {reason}",
+            since.elapsed().map_or(0, |d| d.as_secs()),
+            if *reconnecting { ", reconnecting" } else { "" }
+        ),
+    };
+    let rtt = match r.rtt {
+        Some((d, age)) => format!(", rtt {} ms ({} s ago)", ms(d), age.as_secs()),
+        None => String::new(),
+    };
     let mut s = format!(
-        "{}: {} (pid {}, up {}s)\n  cache: {} of {}\n  not yet uploaded: {} file(s), {}\n",
+        "{}: {} (pid {}, up {}s)\n  connection: {connection}{rtt}\n  cache: {} of {}, {} clean file(s)\n  not yet uploaded: {} file(s), {}\n",
         r.mountpoint,
         r.source,
         r.pid,
         r.uptime_secs,
         size(r.cache_bytes),
         size(r.cache_limit),
+        r.clean_files,
         r.pending.len(),
         size(bytes)
     );
     for (p, b) in &r.pending {
         s.push_str(&format!("    {p}  {}\n", size(*b)));
+    }
+    s.push_str(&format!("  uploading: {}\n", r.uploading.len()));
+    for u in &r.uploading {
+        s.push_str(&format!(
+            "    {}  {}% of {}\n",
+            u.path,
+            u.percent(),
+            size(u.size)
+        ));
+    }
+    s.push_str(&format!("  upload retries: {}\n", r.retries));
+    if !r.recovered.is_empty() {
+        s.push_str(&format!("  recovered at start: {}\n", r.recovered.len()));
+        for p in &r.recovered {
+            s.push_str(&format!("    {p}\n"));
+        }
+    }
+    s.push_str(&format!("  errors since mount: {}\n", r.errors));
+    for (t, m) in &r.recent_errors {
+        let ago = t.elapsed().map_or(0, |d| d.as_secs());
+        s.push_str(&format!("    {ago} s ago: {m}\n"));
+    }
+    if !r.requests.is_empty() {
+        s.push_str("  requests:       count     p50 ms     p90 ms     p99 ms\n");
+        for o in &r.requests {
+            s.push_str(&format!(
+                "    {:<10} {:>9} {:>10} {:>10} {:>10}\n",
+                o.op,
+                o.count,
+                ms(o.p50),
+                ms(o.p90),
+                ms(o.p99)
+            ));
+        }
     }
     s
 }
@@ -206,7 +358,8 @@ fn size(b: u64) -> String {
 #[derive(Parser, Debug)]
 #[command(
     name = "rfmount status",
-    about = "Show what running mounts hold: cache use and files not yet uploaded"
+    about = "Show what running mounts hold and do: connection and RTT, cache use, files \
+             not yet uploaded, uploads in progress, retries, errors, request latencies"
 )]
 struct StatusArgs {
     /// Mount point (all of this user's mounts when omitted).
@@ -302,9 +455,32 @@ mod tests {
             source: "h:1".into(),
             pid: 7,
             uptime_secs: 3,
+            health: Health::Down {
+                since: UNIX_EPOCH + Duration::from_secs(100),
+                reason: "server h:1 did not answer".into(),
+                reconnecting: true,
+            },
+            rtt: Some((Duration::from_micros(1500), Duration::from_secs(2))),
             cache_bytes: 10,
             cache_limit: 20,
+            clean_files: 1,
             pending: vec![("/a\"b\n".into(), 4), ("/c".into(), 6)],
+            uploading: vec![UploadProgress {
+                path: "/c".into(),
+                size: 6,
+                sent: 3,
+            }],
+            retries: 2,
+            recovered: vec!["/d.recovered-h-20260101-000000".into()],
+            errors: 1,
+            recent_errors: vec![(UNIX_EPOCH, "open: Input/output error".into())],
+            requests: vec![OpStats {
+                op: "PUT".into(),
+                count: 2,
+                p50: Duration::from_millis(2),
+                p90: Duration::from_millis(3),
+                p99: Duration::from_millis(4),
+            }],
         };
         let j = json(&r);
         assert!(
@@ -312,7 +488,20 @@ mod tests {
             "{j}"
         );
         assert!(j.contains("\"path\":\"/a\\\"b\\n\""), "{j}");
+        assert!(j.contains("\"connection\":{\"state\":\"reconnecting\",\"down_since\":100,\"reason\":\"server h:1 did not answer\",\"rtt_ms\":1.500,\"rtt_age_secs\":2}"), "{j}");
+        assert!(
+            j.contains("\"uploading\":[{\"path\":\"/c\",\"size\":6,\"sent\":3,\"percent\":50}]"),
+            "{j}"
+        );
+        assert!(j.contains("\"requests\":[{\"op\":\"PUT\",\"count\":2,\"p50_ms\":2.000,\"p90_ms\":3.000,\"p99_ms\":4.000}]"), "{j}");
+        assert!(j.contains("\"retries\":2,\"recovered\":[\"/d.recovered-h-20260101-000000\"],\"errors\":1,\"recent_errors\":[{\"at\":0,"), "{j}");
         assert_eq!(size(1536), "1.5 KiB");
-        assert!(human(&r).contains("not yet uploaded: 2 file(s), 10 B"));
+        let h = human(&r);
+        assert!(h.contains("not yet uploaded: 2 file(s), 10 B"), "{h}");
+        assert!(h.contains("/c  50% of 6 B"), "{h}");
+        assert!(
+            h.contains(", reconnecting: server h:1 did not answer, rtt 1.500 ms"),
+            "{h}"
+        );
     }
 }

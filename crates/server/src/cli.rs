@@ -26,7 +26,7 @@ use crate::{LocalStore, Server, ServerConfig, TlsServer};
     long_about = None,
     after_help = "Prints `rfserve listening on ADDR:PORT` on stdout once it accepts \
                   connections; logs go to stderr (level from RUST_LOG, default info). \
-                  Ctrl-C or SIGTERM stops it. Clients mount it with \
+                  Ctrl-C or SIGTERM stops it; SIGUSR1 logs a summary of the live sessions. Clients mount it with \
                   `rfmount HOST:PORT DIR` or use `rf ls HOST:PORT`."
 )]
 pub struct Args {
@@ -122,6 +122,9 @@ pub fn command() -> clap::Command {
 
 /// Runs `rfserve` with the process's arguments; the binary's whole `main`.
 pub fn main() -> ExitCode {
+    // Before any thread exists, so that every thread inherits the mask and
+    // SIGUSR1 reaches only the thread that waits for it.
+    let usr1 = block_usr1();
     // clap prints usage errors itself and exits with status 2.
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -137,6 +140,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if usr1 {
+        report_sessions_on_usr1(server.sessions_handle());
+    } else {
+        // SAFETY: setting a signal's disposition to SIG_IGN is always sound.
+        unsafe { libc::signal(libc::SIGUSR1, libc::SIG_IGN) };
+    }
     let stop = server.shutdown_handle();
     if let Err(e) = ctrlc::set_handler(move || stop.shutdown()) {
         log::warn!("cannot handle Ctrl-C and SIGTERM, they will kill the server outright: {e}");
@@ -147,6 +156,48 @@ pub fn main() -> ExitCode {
             eprintln!("rfserve: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Blocks SIGUSR1 in the calling thread (and so in every thread it
+/// starts later); false if that failed.
+fn block_usr1() -> bool {
+    // SAFETY: `set` is a local sigset_t initialised by sigemptyset before
+    // use; pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut set);
+        libc::sigaddset(&raw mut set, libc::SIGUSR1);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut()) == 0
+    }
+}
+
+/// SIGUSR1 logs a summary of the live sessions (peer, age, requests,
+/// bytes) and never ends the process: a thread takes the blocked signal
+/// with sigwait, so no handler runs in signal context.
+fn report_sessions_on_usr1(sessions: crate::SessionsHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("rfserve-usr1".into())
+        .spawn(move || {
+            loop {
+                let mut sig: libc::c_int = 0;
+                // SAFETY: `set` is initialised by sigemptyset before use,
+                // `sig` is a valid out-pointer for the call.
+                let r = unsafe {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&raw mut set);
+                    libc::sigaddset(&raw mut set, libc::SIGUSR1);
+                    libc::sigwait(&raw const set, &raw mut sig)
+                };
+                if r != 0 {
+                    log::warn!("SIGUSR1 will not report sessions: sigwait failed ({r})");
+                    return;
+                }
+                sessions.log_summary();
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("SIGUSR1 will not report sessions: {e}");
     }
 }
 

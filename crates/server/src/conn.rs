@@ -12,6 +12,7 @@ use parking_lot::{Condvar, Mutex};
 use rfmount_proto::{ErrorCode, ServerMsg, WireError};
 
 use crate::store::Store;
+use crate::traffic::Traffic;
 use crate::writer::FrameWriter;
 
 /// Work for one request on a worker thread: returns the request's last
@@ -24,6 +25,8 @@ pub(crate) struct Conn {
     pub(crate) writer: FrameWriter,
     pub(crate) peer: SocketAddr,
     pub(crate) read_only: bool,
+    /// Requests and bytes, for the close line and SIGUSR1.
+    pub(crate) traffic: Arc<Traffic>,
     /// Requests being worked on, with the flag that cancels each.
     requests: Mutex<HashMap<u64, Arc<AtomicBool>>>,
     /// Worker threads alive; the session waits for zero before it ends.
@@ -37,12 +40,14 @@ impl Conn {
         writer: FrameWriter,
         peer: SocketAddr,
         read_only: bool,
+        traffic: Arc<Traffic>,
     ) -> Conn {
         Conn {
             store,
             writer,
             peer,
             read_only,
+            traffic,
             requests: Mutex::new(HashMap::new()),
             workers: Mutex::new(0),
             workers_done: Condvar::new(),

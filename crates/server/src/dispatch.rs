@@ -63,13 +63,18 @@ pub(crate) fn read_loop<T: Timed>(
                 );
             }
         };
+        // The length prefix is 4 bytes.
+        conn.traffic.note_in(payload.len() + 4);
         let msg: ClientMsg = match decode_payload(&payload) {
             Ok(m) => m,
             Err(e) => return Ending::fatal(ErrorCode::Protocol, format!("bad frame: {e}")),
         };
         drop(payload);
         let step = match msg {
-            ClientMsg::Request { id, op } => admit(conn, uploads, cfg, id, op),
+            ClientMsg::Request { id, op } => {
+                conn.traffic.note_request();
+                admit(conn, uploads, cfg, id, op)
+            }
             ClientMsg::PutData { id, data } => {
                 uploads.data(conn, id, &data);
                 Ok(())

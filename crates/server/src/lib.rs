@@ -61,6 +61,7 @@ mod requests;
 mod session;
 mod store;
 pub mod tls;
+mod traffic;
 mod upload;
 mod writer;
 
@@ -69,3 +70,4 @@ pub use listener::{Server, ShutdownHandle};
 pub use local::LocalStore;
 pub use store::{Content, Listing, PendingPut, Store, StoreResult};
 pub use tls::TlsServer;
+pub use traffic::SessionsHandle;

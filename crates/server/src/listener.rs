@@ -17,6 +17,7 @@ use crate::peers::{AddrKey, Gate, Refusal, backoff_message};
 use crate::ratelog::Kind;
 use crate::session::{self, Setup};
 use crate::store::Store;
+use crate::traffic::{Sessions, SessionsHandle};
 
 /// How often the accept loop looks at the shutdown flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -42,6 +43,7 @@ pub struct Server {
     config: Arc<ServerConfig>,
     stop: Arc<AtomicBool>,
     gate: Arc<Gate>,
+    sessions: Arc<Sessions>,
 }
 
 /// Asks a running [`Server`] to stop; cheap to clone, usable from a signal
@@ -100,6 +102,7 @@ impl Server {
             config: Arc::new(config),
             stop: Arc::new(AtomicBool::new(false)),
             gate,
+            sessions: Arc::default(),
         })
     }
 
@@ -117,6 +120,11 @@ impl Server {
             stop: Arc::clone(&self.stop),
             gate: Arc::clone(&self.gate),
         }
+    }
+
+    /// A handle that reports the live sessions (SIGUSR1 in `rfserve`).
+    pub fn sessions_handle(&self) -> SessionsHandle {
+        SessionsHandle(Arc::clone(&self.sessions))
     }
 
     /// Accepts and serves connections until shut down, then closes them all
@@ -179,6 +187,7 @@ impl Server {
             cfg: Arc::clone(&self.config),
             gate: Arc::clone(&self.gate),
             ticket,
+            sessions: Arc::clone(&self.sessions),
         };
         let spawned = std::thread::Builder::new()
             .name(format!("rfserve-conn-{peer}"))

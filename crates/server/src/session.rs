@@ -23,6 +23,7 @@ use crate::peers::{Gate, Ticket};
 use crate::ratelog::Kind;
 use crate::store::Store;
 use crate::tls;
+use crate::traffic::Sessions;
 use crate::upload::Uploads;
 use crate::writer::FrameWriter;
 
@@ -34,6 +35,7 @@ pub(crate) struct Setup {
     pub(crate) cfg: Arc<ServerConfig>,
     pub(crate) gate: Arc<Gate>,
     pub(crate) ticket: Ticket,
+    pub(crate) sessions: Arc<Sessions>,
 }
 
 /// Serves one accepted connection to its end and logs how it went. Only
@@ -47,6 +49,7 @@ pub(crate) fn run(setup: Setup) {
         cfg,
         gate,
         ticket,
+        sessions,
     } = setup;
     log::debug!("connection from {peer}");
     let _ = stream.set_nodelay(true);
@@ -112,7 +115,14 @@ pub(crate) fn run(setup: Setup) {
             .map(|d| format!(" (subdirectory {d})"))
             .unwrap_or_default()
     );
-    let conn = Arc::new(Conn::new(admitted.store, writer, peer, cfg.read_only));
+    let registered = sessions.register(peer, writer.sent_counter());
+    let conn = Arc::new(Conn::new(
+        admitted.store,
+        writer,
+        peer,
+        cfg.read_only,
+        registered.traffic.clone(),
+    ));
     let ending = serve(&mut reader, &conn, &cfg);
     if let Some(fatal) = &ending.fatal {
         log::warn!("{peer}: closing connection: {}", fatal.message);
@@ -121,8 +131,9 @@ pub(crate) fn run(setup: Setup) {
     linger(&stream);
     conn.wait_workers();
     log::info!(
-        "session from {peer} closed after {:.1} s: {}",
+        "session from {peer} closed after {:.1} s ({}): {}",
         started.elapsed().as_secs_f32(),
+        registered.traffic.counts(),
         ending.reason
     );
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
@@ -29,6 +29,8 @@ pub(crate) struct FrameWriter {
     turns: Mutex<Turns>,
     next_turn: Condvar,
     broken: AtomicBool,
+    /// Bytes written so far.
+    sent: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -68,6 +70,7 @@ impl FrameWriter {
             turns: Mutex::default(),
             next_turn: Condvar::new(),
             broken: AtomicBool::new(false),
+            sent: Arc::default(),
         })
     }
 
@@ -94,7 +97,13 @@ impl FrameWriter {
             self.fail();
             return Err(Broken);
         }
+        self.sent.fetch_add(frame.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The count of bytes written, as it grows.
+    pub(crate) fn sent_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.sent)
     }
 
     fn wait_turn(&self) -> Turn<'_> {

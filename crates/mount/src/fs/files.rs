@@ -368,6 +368,7 @@ impl<R: Remote> RemoteFs<R> {
         };
         if h.writable {
             if let Err(e) = self.upload(h.ino, &h.state, Why::Release) {
+                crate::activity::note_failure("upload at close", &e);
                 warn!("upload at close failed, kept for retry: {e}");
             }
             h.state.writers.fetch_sub(1, Ordering::SeqCst);
@@ -413,6 +414,9 @@ impl<R: Remote> RemoteFs<R> {
             }
             state.write_gen.load(Ordering::SeqCst)
         };
+        if why == Why::Retry {
+            self.activity.note_retry();
+        }
         let meta = match self.put_cached(&path, &entry) {
             Ok(m) => m,
             Err(e) => {
@@ -465,7 +469,8 @@ impl<R: Remote> RemoteFs<R> {
             mtime: entry.mtime,
             owner: self.creators.lock().get(path).copied(),
         };
-        let mut src = BufReader::with_capacity(256 * 1024, f);
+        let buffered = BufReader::with_capacity(256 * 1024, f);
+        let mut src = self.activity.track(path.to_string(), size, buffered);
         let meta = self.remote.put(path, &mut src, size, opts)?;
         self.creators.lock().remove(path);
         Ok(meta)
