@@ -46,9 +46,12 @@ fn one_line_error(out: &Output, needles: &[&str]) -> String {
     line.to_owned()
 }
 
-/// An `ls -l`-style line as `rf ls` prints it.
+/// An `ls -l`-style line as `rf ls` prints it, for a file owned by this
+/// test's user (who also runs rfserve and made the file).
 fn ls_line(kind_perms: &str, size: u64, time: &str, name: &str) -> String {
-    format!("{kind_perms} {size:>12} {time} {name}")
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    format!("{kind_perms} {uid:>5} {gid:>5} {size:>12} {time} {name}")
 }
 
 fn set_mtime(path: &Path, secs: u64) {

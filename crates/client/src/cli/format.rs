@@ -2,17 +2,21 @@
 
 use rfmount_proto::{FileKind, Meta, RelPath, Timestamp};
 
-/// `drwxr-xr-x         4096 2026-11-23 13:30:00 name` (times in UTC);
-/// a symlink ends in ` -> target`, escaped like the name.
+/// `drwxr-xr-x  1000  1000         4096 2026-11-23 13:30:00 name`: kind and
+/// permissions, owner and group as numbers (the server's, as `ls -n` shows
+/// them), size, mtime in UTC, name; a symlink ends in ` -> target`, escaped
+/// like the name.
 pub(crate) fn ls_line(name: &str, m: &Meta) -> String {
     let target = match &m.target {
         Some(t) => format!(" -> {}", escape_name(t)),
         None => String::new(),
     };
     format!(
-        "{}{} {:>12} {} {}{target}",
+        "{}{} {:>5} {:>5} {:>12} {} {}{target}",
         kind_char(m.kind),
         perms(m.mode),
+        m.uid,
+        m.gid,
         m.size,
         utc(m.mtime),
         escape_name(name)
@@ -145,11 +149,13 @@ mod tests {
                 nanos: 0,
             },
             version: 1,
+            uid: 1000,
+            gid: 65534,
             ..Meta::default()
         };
         assert_eq!(
             ls_line("x", &m),
-            "-rwsr-xr-x           42 2023-11-14 22:13:20 x"
+            "-rwsr-xr-x  1000 65534           42 2023-11-14 22:13:20 x"
         );
         let l = Meta {
             kind: FileKind::Symlink,
@@ -160,7 +166,7 @@ mod tests {
         };
         assert_eq!(
             ls_line("l", &l),
-            "lrwxrwxrwx            5 2023-11-14 22:13:20 l -> a/b c"
+            "lrwxrwxrwx  1000 65534            5 2023-11-14 22:13:20 l -> a/b c"
         );
         assert_eq!(perms(0o1777), "rwxrwxrwt");
         assert_eq!(
