@@ -368,6 +368,8 @@ fn unexpected(msg: &ServerMsg) -> RemoteError {
         ServerMsg::DataEnd { .. } => "DataEnd",
         ServerMsg::Fatal(_) => "Fatal",
         ServerMsg::Welcome(_) => "Welcome",
+        ServerMsg::Invalidate(_) => "Invalidate",
+        ServerMsg::DataHole { .. } => "DataHole",
     };
     RemoteError::Protocol(format!("unexpected {what} frame from server"))
 }
@@ -421,6 +423,7 @@ impl Remote for TcpRemote {
         let call = conn.start(Op::Get {
             path: path.clone(),
             have,
+            sparse: false,
         })?;
         let meta = match expect_reply(&call)? {
             Reply::NotModified(m) => return Ok(GetOutcome::NotModified(m)),
@@ -468,6 +471,7 @@ impl Remote for TcpRemote {
             mode: opts.mode,
             mtime: opts.mtime,
             owner: opts.owner,
+            ext: Default::default(),
         };
         let call = conn.start(op)?;
         let cancel = |call: &Call<'_>| {

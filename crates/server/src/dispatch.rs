@@ -134,6 +134,7 @@ pub(crate) fn admit(
         mode,
         mtime,
         owner,
+        ext: _,
     } = op
     {
         let put = PutArgs {

@@ -84,6 +84,8 @@ pub(crate) fn run<T: Timed>(
             max_in_flight: cx.cfg.max_in_flight,
             idle_timeout_secs: cx.cfg.idle_secs(),
         },
+        callbacks: false,
+        resumed: false,
     };
     send(cx, &ServerMsg::Welcome(welcome))?;
     Ok(Admitted { store, subdir })

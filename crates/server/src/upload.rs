@@ -83,6 +83,7 @@ impl Uploads {
             mode,
             mtime,
             owner,
+            ext: Default::default(),
         });
         let pending = writable(conn).and_then(|()| conn.store.begin_put(&path, size, owner));
         match pending {

@@ -138,6 +138,7 @@ fn a_trickled_hello_is_cut_off_at_the_handshake_deadline() {
             version: PROTOCOL_VERSION,
             client_nonce: [0; 32],
             subdir: None,
+            client_id: None,
         }),
     )
     .unwrap();
@@ -318,6 +319,7 @@ fn a_subdir_session_sees_only_its_subdirectory() {
             op: Op::Get {
                 path: p(path),
                 have: None,
+                sparse: false,
             },
         });
         match c.recv() {

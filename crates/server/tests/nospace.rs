@@ -74,6 +74,7 @@ fn upload_larger_than_the_free_space_is_refused_up_front() {
             mode: None,
             mtime: None,
             owner: None,
+            ext: Default::default(),
         },
     });
     // The refusal comes before any data is sent.

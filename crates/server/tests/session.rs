@@ -84,6 +84,7 @@ fn bad_magic_or_wrong_first_frame_is_fatal() {
         version: PROTOCOL_VERSION,
         client_nonce: [0; 32],
         subdir: None,
+        client_id: None,
     }));
     assert_eq!(c.expect_closed().unwrap().code, ErrorCode::Protocol);
     let mut c = Client::connect(h.addr);
@@ -248,6 +249,7 @@ fn put_with_wrong_checksum_or_size_keeps_the_old_file() {
             mode: None,
             mtime: None,
             owner: None,
+            ext: Default::default(),
         },
     });
     c.send(&ClientMsg::PutData {
@@ -276,6 +278,7 @@ fn put_with_wrong_checksum_or_size_keeps_the_old_file() {
             mode: None,
             mtime: None,
             owner: None,
+            ext: Default::default(),
         },
     });
     c.send(&ClientMsg::PutData {
@@ -304,6 +307,7 @@ fn put_with_wrong_checksum_or_size_keeps_the_old_file() {
             mode: None,
             mtime: None,
             owner: None,
+            ext: Default::default(),
         },
     });
     c.send(&ClientMsg::PutData {
@@ -342,6 +346,7 @@ fn disconnect_mid_put_leaves_old_file_and_no_temporary() {
             mode: None,
             mtime: None,
             owner: None,
+            ext: Default::default(),
         },
     });
     c.send(&ClientMsg::PutData {
@@ -368,6 +373,7 @@ fn cancel_discards_a_put() {
             mode: None,
             mtime: None,
             owner: None,
+            ext: Default::default(),
         },
     });
     c.send(&ClientMsg::PutData {
@@ -402,6 +408,7 @@ fn get_answers_not_modified_for_the_current_version() {
     let get = |have| Op::Get {
         path: p("f"),
         have: Some(have),
+        sparse: false,
     };
     assert_eq!(
         c.request(2, get(meta.version)),
@@ -426,7 +433,8 @@ fn get_answers_not_modified_for_the_current_version() {
             4,
             Op::Get {
                 path: p(""),
-                have: None
+                have: None,
+                sparse: false,
             }
         )
         .unwrap_err()
@@ -438,7 +446,8 @@ fn get_answers_not_modified_for_the_current_version() {
             5,
             Op::Get {
                 path: p("nope"),
-                have: None
+                have: None,
+                sparse: false,
             }
         )
         .unwrap_err()
@@ -537,6 +546,7 @@ fn read_only_refuses_every_change() {
             mode: None,
             mtime: None,
             owner: None,
+            ext: Default::default(),
         },
     ];
     for (id, op) in ops.into_iter().enumerate() {
@@ -581,6 +591,7 @@ fn list_overtakes_a_large_get_on_the_same_connection() {
         op: Op::Get {
             path: p("big"),
             have: None,
+            sparse: false,
         },
     });
     c.send(&ClientMsg::Request {
@@ -646,6 +657,7 @@ fn too_many_requests_in_flight_get_busy() {
             mode: None,
             mtime: None,
             owner: None,
+            ext: Default::default(),
         },
     });
     assert_eq!(c.request(2, Op::Ping).unwrap_err().code, ErrorCode::Busy);
@@ -677,6 +689,7 @@ fn reusing_an_id_in_flight_is_fatal() {
         mode: None,
         mtime: None,
         owner: None,
+        ext: Default::default(),
     };
     c.send(&ClientMsg::Request {
         id: 1,
@@ -763,6 +776,7 @@ fn shutdown_closes_sessions_and_removes_partial_uploads() {
             mode: None,
             mtime: None,
             owner: None,
+            ext: Default::default(),
         },
     });
     c.send(&ClientMsg::PutData {
@@ -789,6 +803,7 @@ fn answers_in_progress_survive_a_half_close() {
         op: Op::Get {
             path: p("f"),
             have: None,
+            sparse: false,
         },
     });
     c.s.shutdown(std::net::Shutdown::Write).unwrap();
@@ -819,6 +834,7 @@ fn cancel_stops_a_get() {
         op: Op::Get {
             path: p("big"),
             have: None,
+            sparse: false,
         },
     });
     assert!(matches!(

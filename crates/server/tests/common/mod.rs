@@ -157,6 +157,7 @@ impl Client {
             version,
             client_nonce: [3; 32],
             subdir,
+            client_id: None,
         }));
     }
 
@@ -252,6 +253,7 @@ impl Client {
                 mode: None,
                 mtime: None,
                 owner: None,
+                ext: Default::default(),
             },
         });
         for c in data.chunks(chunk) {
@@ -277,6 +279,7 @@ impl Client {
             op: Op::Get {
                 path: p(path),
                 have: None,
+                sparse: false,
             },
         });
         let meta = match self.recv() {
