@@ -153,3 +153,8 @@ mod dist_package;
 // rfmount status --json during uploads and outages; rfserve's session accounting.
 #[path = "e2e/mount_status.rs"]
 mod mount_status;
+
+// POSIX ACLs (setfacl/getfacl) and security. attributes through the mount,
+// kept across uploads and renames.
+#[path = "e2e/mount_xattr_acl.rs"]
+mod mount_xattr_acl;

@@ -77,6 +77,8 @@ pub struct RemoteFs<R: Remote> {
     /// Owners of files created here and not yet uploaded: their first PUT
     /// creates them on the server with the creator's ids.
     creators: Mutex<HashMap<RelPath, Owner>>,
+    /// Attribute names of recently asked files (see `xattr`).
+    xattr_names: Mutex<xattr::XattrNames>,
     /// When the mount started (shown for directories known only from the
     /// cache).
     started: Timestamp,
@@ -99,6 +101,7 @@ impl<R: Remote> RemoteFs<R> {
             next_fh: AtomicU64::new(1),
             invalidator: OnceLock::new(),
             creators: Mutex::new(HashMap::new()),
+            xattr_names: Mutex::default(),
             started: offline::now(),
             activity: Activity::default(),
         }

@@ -231,8 +231,7 @@ fn mismatch(cx: &Ctx<'_>, theirs: u32) -> Ending {
         ),
     );
     let _ = if theirs == 1 {
-        cx.writer
-            .send_raw(&v1_layout_server_hello(PROTOCOL_VERSION))
+        cx.writer.send_raw(v1_layout_server_hello(PROTOCOL_VERSION))
     } else {
         cx.writer.send(&hello_msg(None))
     };

@@ -14,6 +14,7 @@ use rfmount_proto::{ErrorCode, ServerMsg, WireError};
 
 use crate::config::ServerConfig;
 use crate::peers::{AddrKey, Gate, Refusal, backoff_message};
+use crate::pool::Pool;
 use crate::ratelog::Kind;
 use crate::session::{self, Setup};
 use crate::store::Store;
@@ -44,6 +45,7 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     gate: Arc<Gate>,
     sessions: Arc<Sessions>,
+    pool: Arc<Pool>,
 }
 
 /// Asks a running [`Server`] to stop; cheap to clone, usable from a signal
@@ -96,6 +98,7 @@ impl Server {
         // after all (the peer gave up) cannot block the loop.
         listener.set_nonblocking(true)?;
         let gate = Arc::new(Gate::new(&config, crate::fdlimit::current()));
+        let pool = Arc::new(Pool::new(config.workers, config.max_transfers));
         Ok(Server {
             listener,
             store,
@@ -103,6 +106,7 @@ impl Server {
             stop: Arc::new(AtomicBool::new(false)),
             gate,
             sessions: Arc::default(),
+            pool,
         })
     }
 
@@ -188,6 +192,7 @@ impl Server {
             gate: Arc::clone(&self.gate),
             ticket,
             sessions: Arc::clone(&self.sessions),
+            pool: Arc::clone(&self.pool),
         };
         let spawned = std::thread::Builder::new()
             .name(format!("rfserve-conn-{peer}"))

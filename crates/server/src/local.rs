@@ -6,6 +6,7 @@
 //! complete (see [`put`]). The store never removes or creates anything of its
 //! own accord, so a read-only export is never modified.
 
+mod dirsync;
 mod links;
 mod listing;
 mod meta;
@@ -36,6 +37,8 @@ use resolve::Root;
 pub struct LocalStore {
     root: Root,
     export_id: String,
+    /// Group commit of directory fsyncs, shared with confined stores.
+    dir_syncs: Arc<dirsync::DirSyncs>,
 }
 
 impl std::fmt::Debug for LocalStore {
@@ -63,6 +66,7 @@ impl LocalStore {
         Ok(LocalStore {
             root: handle,
             export_id,
+            dir_syncs: Arc::default(),
         })
     }
 
@@ -135,7 +139,12 @@ impl Store for LocalStore {
         let (dir, name) = self.root.parent(path, libc::O_RDONLY)?;
         let owner = links::new_owner(dir.as_fd(), owner).map_err(io_err(path))?;
         Ok(Box::new(put::LocalPut::create(
-            dir, name, path, size, owner,
+            dir,
+            name,
+            path,
+            size,
+            owner,
+            Arc::clone(&self.dir_syncs),
         )?))
     }
 
@@ -314,6 +323,7 @@ impl Store for LocalStore {
         Ok(Arc::new(LocalStore {
             export_id: meta::subdir_export_id(&self.export_id, &st),
             root,
+            dir_syncs: Arc::clone(&self.dir_syncs),
         }))
     }
 

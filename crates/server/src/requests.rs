@@ -1,16 +1,21 @@
-//! Requests other than the streaming half of PUT, run on a worker thread:
-//! listings cut into parts, downloads streamed in chunks, and the one-reply
-//! operations.
+//! Requests other than the streaming half of PUT, started on a quick
+//! worker: the one-reply operations, listings cut into parts and downloads
+//! streamed in chunks (those that need more than one frame continue on the
+//! transfer lane).
 
 use std::io::Read;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rfmount_proto::{
-    CHUNK_SIZE, ErrorCode, Hasher, Op, RelPath, Reply, ServerMsg, Version, WireError,
+    CHUNK_SIZE, DirEntry, ErrorCode, Hasher, Meta, Op, RelPath, Reply, ServerMsg, Version,
+    WireError,
 };
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Responder};
+use crate::pool::Lane;
 use crate::replies::{Label, Outcome, cancelled, log_request, writable};
+use crate::store::{Content, Listing};
 
 /// A listing part is cut once its entries' estimated encoded size passes
 /// this, keeping every part far below `MAX_FRAME`.
@@ -19,12 +24,13 @@ const LIST_PART_BYTES: usize = 256 * 1024;
 /// prefixes and the fixed-size part of `Meta` (about 110 bytes), rounded up.
 const ENTRY_OVERHEAD: usize = 128;
 
-/// Runs request `id` to its last frame.
-pub(crate) fn execute(conn: &Conn, id: u64, op: Op, cancel: &AtomicBool) -> Option<ServerMsg> {
+/// Runs request `id` on a quick worker: answers it, or for a listing or
+/// download too long for one frame, moves it to the transfer lane.
+pub(crate) fn execute(conn: &Arc<Conn>, id: u64, op: Op, responder: Responder) {
     let label = Label::of(&op);
     match op {
-        Op::List { path } => list(conn, id, &path, cancel, &label),
-        Op::Get { path, have, .. } => get(conn, id, &path, have, cancel, &label),
+        Op::List { path } => list(conn, id, &path, responder, label),
+        Op::Get { path, have, .. } => get(conn, id, &path, have, responder, label),
         op => {
             let result = simple(conn, op);
             let outcome = match &result {
@@ -32,7 +38,7 @@ pub(crate) fn execute(conn: &Conn, id: u64, op: Op, cancel: &AtomicBool) -> Opti
                 Err(e) => Outcome::Err(e),
             };
             log_request(conn, &label, outcome, "");
-            Some(ServerMsg::Reply { id, result })
+            responder.finish(Some(ServerMsg::Reply { id, result }));
         }
     }
 }
@@ -116,82 +122,200 @@ fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
     }
 }
 
-fn list(
-    conn: &Conn,
-    id: u64,
-    path: &RelPath,
-    cancel: &AtomicBool,
-    label: &Label,
-) -> Option<ServerMsg> {
-    let fail = |e: WireError| {
-        log_request(conn, label, Outcome::Err(&e), "");
-        Some(ServerMsg::Reply { id, result: Err(e) })
+/// The first part of a listing is gathered on the quick worker; a listing
+/// that needs more parts is streamed from the transfer lane, since each
+/// part waits for the peer to take the one before.
+fn list(conn: &Arc<Conn>, id: u64, path: &RelPath, responder: Responder, label: Label) {
+    let fail = |responder: Responder, e: WireError| {
+        log_request(conn, &label, Outcome::Err(&e), "");
+        responder.finish(Some(ServerMsg::Reply { id, result: Err(e) }));
     };
-    let listing = match conn.store.list(path) {
+    let mut listing = match conn.store.list(path) {
         Ok(l) => l,
-        Err(e) => return fail(e),
+        Err(e) => return fail(responder, e),
     };
-    let (mut part, mut bytes, mut total) = (Vec::new(), 0, 0u64);
-    for item in listing {
-        let entry = match item {
-            Ok(entry) => entry,
-            Err(e) => return fail(e),
-        };
-        bytes += entry.name.len() + ENTRY_OVERHEAD;
-        total += 1;
-        part.push(entry);
-        if bytes >= LIST_PART_BYTES {
-            if cancel.load(Ordering::SeqCst) {
-                return fail(cancelled());
-            }
-            let entries = std::mem::take(&mut part);
-            let msg = ServerMsg::Reply {
-                id,
-                result: Ok(Reply::Entries {
-                    entries,
-                    more: true,
-                }),
-            };
-            conn.writer.send(&msg).ok()?;
-            bytes = 0;
-        }
+    let mut total = 0u64;
+    let (part, more) = match next_part(&mut listing, &mut total) {
+        Ok(p) => p,
+        Err(e) => return fail(responder, e),
+    };
+    if !more {
+        log_request(conn, &label, Outcome::Ok, &format!(" entries={total}"));
+        return responder.finish(Some(entries_msg(id, part, false)));
     }
-    log_request(conn, label, Outcome::Ok, &format!(" entries={total}"));
-    Some(ServerMsg::Reply {
-        id,
-        result: Ok(Reply::Entries {
-            entries: part,
-            more: false,
+    responder.continue_on(
+        Lane::Transfer,
+        Box::new(move |conn, responder| {
+            let last = stream_list(
+                conn,
+                id,
+                listing,
+                part,
+                total,
+                responder.cancel_flag(),
+                &label,
+            );
+            responder.finish(last);
         }),
-    })
+    );
 }
 
-fn get(
+fn entries_msg(id: u64, entries: Vec<DirEntry>, more: bool) -> ServerMsg {
+    ServerMsg::Reply {
+        id,
+        result: Ok(Reply::Entries { entries, more }),
+    }
+}
+
+/// The next part of a listing, and whether entries are left after it.
+fn next_part(listing: &mut Listing, total: &mut u64) -> Result<(Vec<DirEntry>, bool), WireError> {
+    let (mut part, mut bytes) = (Vec::new(), 0);
+    for item in listing.by_ref() {
+        let entry = item?;
+        bytes += entry.name.len() + ENTRY_OVERHEAD;
+        *total += 1;
+        part.push(entry);
+        if bytes >= LIST_PART_BYTES {
+            return Ok((part, true));
+        }
+    }
+    Ok((part, false))
+}
+
+/// Sends `first` and the parts after it; the last part is returned.
+fn stream_list(
     conn: &Conn,
     id: u64,
-    path: &RelPath,
-    have: Option<Version>,
+    mut listing: Listing,
+    first: Vec<DirEntry>,
+    mut total: u64,
     cancel: &AtomicBool,
     label: &Label,
 ) -> Option<ServerMsg> {
-    let (meta, mut content) = match conn.store.open_read(path) {
-        Ok(opened) => opened,
-        Err(e) => {
+    let mut part = first;
+    loop {
+        if cancel.load(Ordering::SeqCst) {
+            let e = cancelled();
             log_request(conn, label, Outcome::Err(&e), "");
             return Some(ServerMsg::Reply { id, result: Err(e) });
         }
+        conn.writer.send(&entries_msg(id, part, true)).ok()?;
+        match next_part(&mut listing, &mut total) {
+            Ok((next, true)) => part = next,
+            Ok((last, false)) => {
+                log_request(conn, label, Outcome::Ok, &format!(" entries={total}"));
+                return Some(entries_msg(id, last, false));
+            }
+            Err(e) => {
+                log_request(conn, label, Outcome::Err(&e), "");
+                return Some(ServerMsg::Reply { id, result: Err(e) });
+            }
+        }
+    }
+}
+
+/// A download: opened, checked against the client's version, and for a
+/// file of at most one chunk answered whole, on the quick worker (its
+/// frames are queued, bounded by the requests in flight). A larger file
+/// streams from the transfer lane.
+fn get(
+    conn: &Arc<Conn>,
+    id: u64,
+    path: &RelPath,
+    have: Option<Version>,
+    responder: Responder,
+    label: Label,
+) {
+    let (meta, mut content) = match conn.store.open_read(path) {
+        Ok(opened) => opened,
+        Err(e) => {
+            log_request(conn, &label, Outcome::Err(&e), "");
+            return responder.finish(Some(ServerMsg::Reply { id, result: Err(e) }));
+        }
     };
     if have == Some(meta.version) {
-        log_request(conn, label, Outcome::NotModified, "");
-        return Some(ServerMsg::Reply {
+        log_request(conn, &label, Outcome::NotModified, "");
+        return responder.finish(Some(ServerMsg::Reply {
             id,
-            result: Ok(Reply::NotModified(meta.clone())),
-        });
+            result: Ok(Reply::NotModified(meta)),
+        }));
     }
     let head = ServerMsg::Reply {
         id,
         result: Ok(Reply::Get(meta.clone())),
     };
+    if meta.size <= CHUNK_SIZE as u64 {
+        let mut buf = vec![0u8; usize::try_from(meta.size).unwrap_or(CHUNK_SIZE)];
+        let result = match read_full(&mut content, &mut buf) {
+            Ok(n) if n == buf.len() => Ok(()),
+            Ok(_) => Err(shrank(path)),
+            Err(e) => Err(WireError::from_io(&e, path)),
+        };
+        if conn.writer.post(&head).is_err() {
+            log_request(conn, &label, Outcome::Aborted(0), "");
+            return responder.finish(None);
+        }
+        let end = match result {
+            Ok(()) => {
+                let mut hasher = Hasher::new();
+                hasher.update(&buf);
+                let sum = hasher.finish();
+                if !buf.is_empty()
+                    && conn
+                        .writer
+                        .post(&ServerMsg::Data { id, data: buf })
+                        .is_err()
+                {
+                    log_request(conn, &label, Outcome::Aborted(0), "");
+                    return responder.finish(None);
+                }
+                log_request(conn, &label, Outcome::Data(meta.size), "");
+                Ok(sum)
+            }
+            Err(e) => {
+                log_request(conn, &label, Outcome::Err(&e), "");
+                Err(e)
+            }
+        };
+        return responder.finish(Some(ServerMsg::DataEnd { id, result: end }));
+    }
+    let path = path.clone();
+    responder.continue_on(
+        Lane::Transfer,
+        Box::new(move |conn, responder| {
+            let last = stream_get(
+                conn,
+                id,
+                &path,
+                &meta,
+                head,
+                content,
+                responder.cancel_flag(),
+                &label,
+            );
+            responder.finish(last);
+        }),
+    );
+}
+
+fn shrank(path: &RelPath) -> WireError {
+    WireError::new(
+        ErrorCode::Io,
+        format!("{path}: file shrank while being sent"),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stream_get(
+    conn: &Conn,
+    id: u64,
+    path: &RelPath,
+    meta: &Meta,
+    head: ServerMsg,
+    mut content: Content,
+    cancel: &AtomicBool,
+    label: &Label,
+) -> Option<ServerMsg> {
     if conn.writer.send(&head).is_err() {
         log_request(conn, label, Outcome::Aborted(0), "");
         return None;
@@ -210,12 +334,7 @@ fn get(
         let want = usize::try_from(meta.size - sent).map_or(CHUNK_SIZE, |n| n.min(CHUNK_SIZE));
         let mut buf = vec![0u8; want];
         match read_full(&mut content, &mut buf) {
-            Ok(0) => {
-                break Err(WireError::new(
-                    ErrorCode::Io,
-                    format!("{path}: file shrank while being sent"),
-                ));
-            }
+            Ok(0) => break Err(shrank(path)),
             Ok(n) => {
                 buf.truncate(n);
                 hasher.update(&buf);

@@ -20,6 +20,7 @@ use crate::ending::Ending;
 use crate::frames::{FrameReader, is_timeout};
 use crate::handshake::{self, Ctx};
 use crate::peers::{Gate, Ticket};
+use crate::pool::Pool;
 use crate::ratelog::Kind;
 use crate::store::Store;
 use crate::tls;
@@ -36,6 +37,7 @@ pub(crate) struct Setup {
     pub(crate) gate: Arc<Gate>,
     pub(crate) ticket: Ticket,
     pub(crate) sessions: Arc<Sessions>,
+    pub(crate) pool: Arc<Pool>,
 }
 
 /// Serves one accepted connection to its end and logs how it went. Only
@@ -50,6 +52,7 @@ pub(crate) fn run(setup: Setup) {
         gate,
         ticket,
         sessions,
+        pool,
     } = setup;
     log::debug!("connection from {peer}");
     let _ = stream.set_nodelay(true);
@@ -122,12 +125,15 @@ pub(crate) fn run(setup: Setup) {
         peer,
         cfg.read_only,
         registered.traffic.clone(),
+        pool,
     ));
     let ending = serve(&mut reader, &conn, &cfg);
     if let Some(fatal) = &ending.fatal {
         log::warn!("{peer}: closing connection: {}", fatal.message);
         let _ = conn.writer.send(&ServerMsg::Fatal(fatal.clone()));
     }
+    // Whatever is queued goes out before the half-close.
+    conn.writer.finish();
     linger(&stream);
     conn.wait_workers();
     log::info!(
@@ -152,6 +158,9 @@ fn serve(reader: &mut FrameReader<ReadHalf>, conn: &Arc<Conn>, cfg: &ServerConfi
         // still reach it.
         conn.wait_workers();
     }
+    // Requests parked waiting for something else (a lock) would wait for
+    // a connection that is ending: answer them now.
+    conn.cancel_all();
     ending
 }
 

@@ -1,7 +1,7 @@
 //! The receiving half of PUT, run on the reader thread: data frames arrive
 //! in order on the connection, so writing them where they are read keeps
 //! them in order without a queue, and the socket's own flow control paces
-//! the client to the disk. Only the commit (fsync, rename) goes to a worker,
+//! the client to the disk. Only the commit (fsync, rename) goes to a pool thread,
 //! so that a slow disk flush does not stall the connection's other requests.
 //!
 //! An upload that failed early (read-only, no space, bad path) is answered at
@@ -18,6 +18,7 @@ use rfmount_proto::{
 };
 
 use crate::conn::Conn;
+use crate::pool::Lane;
 use crate::replies::{Label, Outcome, cancelled, log_request, refuse, writable};
 use crate::store::PendingPut;
 
@@ -178,7 +179,8 @@ impl Uploads {
                 result: result.map(Reply::Meta),
             })
         });
-        if let Err(err) = conn.spawn(id, job) {
+        // The commit waits for the disk, never for the peer: quick lane.
+        if let Err(err) = conn.spawn(id, Lane::Quick, job) {
             refuse(conn, id, &label, err);
         }
     }

@@ -1,10 +1,21 @@
-//! Extended attributes in the mount: the `user.` and `trusted.`
-//! namespaces live on the server (one request each, nothing cached).
+//! Extended attributes in the mount: the `user.`, `trusted.` and
+//! `security.` namespaces and the POSIX ACLs (`system.posix_acl_access`,
+//! `system.posix_acl_default`) live on the server, which stores them on its
+//! files (and keeps them across uploads and renames).
 //!
-//! `security.` and `system.` (POSIX ACLs) are answered here without a
-//! request: the kernel asks for `security.capability` before writes and
-//! `ls -l` asks for `system.posix_acl_access` on every file, and a round
-//! trip for each would make those slow; such attributes are not carried.
+//! The kernel asks for `security.capability` before every `write(2)` and
+//! `ls -l` for `system.posix_acl_access` of every file, and almost always
+//! the answer is "none". A round trip for each would make writes and
+//! listings slow, so those two namespaces are answered from the file's list
+//! of attribute names, fetched with one `LISTXATTR` and kept for the
+//! attribute timeout (as long as attributes themselves): only a name that
+//! is in the list costs a `GETXATTR`. `user.` and `trusted.` are always
+//! asked, so what a program reads is the server's current value. Other
+//! `system.` names are not carried.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 use rfmount_client::Remote;
 use rfmount_proto::{ErrorCode, RelPath};
@@ -13,9 +24,49 @@ use super::RemoteFs;
 use super::files::Why;
 use crate::error::{FsError, FsResult};
 
-/// Namespaces carried to the server.
+/// POSIX ACLs, carried as the attributes the kernel names them by.
+const ACL_NAMES: [&str; 2] = ["system.posix_acl_access", "system.posix_acl_default"];
+
+/// Names carried to the server.
 fn carried(name: &str) -> bool {
+    asked_always(name) || listed_first(name)
+}
+
+/// Names whose value is always asked of the server.
+fn asked_always(name: &str) -> bool {
     name.starts_with("user.") || name.starts_with("trusted.")
+}
+
+/// Names asked only when the file's cached name list has them.
+fn listed_first(name: &str) -> bool {
+    name.starts_with("security.") || ACL_NAMES.contains(&name)
+}
+
+/// Most files whose name lists are kept; the cache starts over beyond.
+const MAX_LISTS: usize = 4096;
+
+/// Attribute names of recently asked files, by path.
+#[derive(Default)]
+pub(crate) struct XattrNames {
+    lists: HashMap<RelPath, (Instant, Arc<Vec<String>>)>,
+}
+
+impl XattrNames {
+    fn get(&self, path: &RelPath, ttl: std::time::Duration) -> Option<Arc<Vec<String>>> {
+        let (at, names) = self.lists.get(path)?;
+        (at.elapsed() < ttl).then(|| Arc::clone(names))
+    }
+
+    fn put(&mut self, path: RelPath, names: Arc<Vec<String>>) {
+        if self.lists.len() >= MAX_LISTS {
+            self.lists.clear();
+        }
+        self.lists.insert(path, (Instant::now(), names));
+    }
+
+    pub(crate) fn forget(&mut self, path: &RelPath) {
+        self.lists.remove(path);
+    }
 }
 
 fn no_data() -> FsError {
@@ -28,7 +79,7 @@ fn no_data() -> FsError {
 fn not_supported() -> FsError {
     FsError::Errno {
         errno: libc::EOPNOTSUPP,
-        what: "only user. and trusted. attributes are carried",
+        what: "only user., trusted., security. attributes and POSIX ACLs are carried",
     }
 }
 
@@ -53,7 +104,27 @@ impl<R: Remote> RemoteFs<R> {
             return Err(no_data());
         }
         let path = self.xattr_path(ino)?;
+        if listed_first(name) && !self.names_of(&path)?.iter().any(|n| n == name) {
+            return Err(no_data());
+        }
         self.remote.getxattr(&path, name).map_err(Self::remote_err)
+    }
+
+    /// The attribute names of `path` on the server, from the cache while
+    /// fresh.
+    fn names_of(&self, path: &RelPath) -> FsResult<Arc<Vec<String>>> {
+        if let Some(names) = self.xattr_names.lock().get(path, self.cfg.attr_timeout) {
+            return Ok(names);
+        }
+        let names = match self.remote.listxattr(path) {
+            Ok(n) => Arc::new(n),
+            Err(e) if e.code() == Some(ErrorCode::NotSupported) => Arc::new(Vec::new()),
+            Err(e) => return Err(Self::remote_err(e)),
+        };
+        self.xattr_names
+            .lock()
+            .put(path.clone(), Arc::clone(&names));
+        Ok(names)
     }
 
     /// The names of `ino`'s carried attributes, each NUL-terminated, as
@@ -63,11 +134,9 @@ impl<R: Remote> RemoteFs<R> {
     /// Remote errors.
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
         let path = self.xattr_path(ino)?;
-        let names = match self.remote.listxattr(&path) {
-            Ok(n) => n,
-            Err(e) if e.code() == Some(ErrorCode::NotSupported) => Vec::new(),
-            Err(e) => return Err(Self::remote_err(e)),
-        };
+        // Always fresh: this is what a program listing attributes sees.
+        self.xattr_names.lock().forget(&path);
+        let names = self.names_of(&path)?;
         let mut out = Vec::new();
         for n in names.iter().filter(|n| carried(n)) {
             out.extend_from_slice(n.as_bytes());
@@ -80,7 +149,7 @@ impl<R: Remote> RemoteFs<R> {
     /// so that the attribute lands on the real file.
     ///
     /// # Errors
-    /// `EOPNOTSUPP` outside `user.`/`trusted.`, `EROFS`, remote errors
+    /// `EOPNOTSUPP` for names not carried, `EROFS`, remote errors
     /// (`EEXIST`/`ENODATA` for the create/replace flags).
     pub fn setxattr(&self, ino: u64, name: &str, value: &[u8], flags: u32) -> FsResult<()> {
         if !carried(name) {
@@ -92,9 +161,12 @@ impl<R: Remote> RemoteFs<R> {
             let state = self.file_state(ino);
             self.upload(ino, &state, Why::Flush)?;
         }
-        self.remote
+        let result = self
+            .remote
             .setxattr(&path, name, value, flags)
-            .map_err(Self::remote_err)?;
+            .map_err(Self::remote_err);
+        self.xattr_names.lock().forget(&path);
+        result?;
         // ctime moved on the server.
         self.meta.lock().invalidate(&path);
         Ok(())
@@ -110,9 +182,12 @@ impl<R: Remote> RemoteFs<R> {
         }
         self.check_writable()?;
         let path = self.xattr_path(ino)?;
-        self.remote
+        let result = self
+            .remote
             .removexattr(&path, name)
-            .map_err(Self::remote_err)?;
+            .map_err(Self::remote_err);
+        self.xattr_names.lock().forget(&path);
+        result?;
         self.meta.lock().invalidate(&path);
         Ok(())
     }

@@ -12,7 +12,8 @@
 //! on one filesystem and inherits the directory's quota.
 //!
 //! The commit is: fchmod/futimens, fsync the data, then give it its name,
-//! then fsync the directory. A new name is made directly with `linkat`,
+//! then fsync the directory, that last one shared by every upload renamed
+//! into the directory meanwhile (group commit, see [`super::dirsync`]). A new name is made directly with `linkat`,
 //! which never replaces anything. Replacing an existing file atomically needs
 //! `rename`, and `rename` needs a source name, so for that case the file is
 //! linked under a fresh random staging name (`linkat` fails rather than
@@ -33,9 +34,11 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Seek, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 
 use rfmount_proto::{ErrorCode, FileKind, Meta, Owner, RelPath, SetTime, Timestamp, WireError};
 
+use super::dirsync::DirSyncs;
 use super::{meta, sys};
 use crate::store::{PendingPut, StoreResult};
 
@@ -66,6 +69,7 @@ pub(super) struct LocalPut {
     /// creator; `None` when this server cannot give files away.
     owner: Option<Owner>,
     committed: bool,
+    syncs: Arc<DirSyncs>,
 }
 
 /// A random name for a staging link or a fallback temporary. Never hidden
@@ -96,6 +100,7 @@ impl LocalPut {
         path: &RelPath,
         size: u64,
         owner: Option<Owner>,
+        syncs: Arc<DirSyncs>,
     ) -> StoreResult<LocalPut> {
         let io_err = |e: io::Error| WireError::from_io(&e, path);
         let mut owner = owner;
@@ -144,6 +149,7 @@ impl LocalPut {
             in_place,
             owner,
             committed: false,
+            syncs,
         };
         // Nothing is reserved: only data that has arrived takes space, so
         // an upload that trickles in cannot make other uploads fail with
@@ -200,10 +206,9 @@ impl LocalPut {
         }
         self.committed = true;
         // Without this the new name itself may be lost in a crash, and the
-        // client would have been told its data is safe.
-        File::from(self.dir.try_clone().map_err(io_err)?)
-            .sync_all()
-            .map_err(io_err)?;
+        // client would have been told its data is safe. Shared with the
+        // other uploads renamed into this directory meanwhile.
+        self.syncs.sync(self.dir.as_fd()).map_err(io_err)?;
         let st = sys::fstat(self.file.as_fd()).map_err(io_err)?;
         Ok(meta::meta_of(&st))
     }
