@@ -153,3 +153,7 @@ mod dist_package;
 // rfmount status --json during uploads and outages; rfserve's session accounting.
 #[path = "e2e/mount_status.rs"]
 mod mount_status;
+
+// Fixes found by the POSIX conformance suite (pjdfstest): fstat of an unlinked open file, rename ctimes.
+#[path = "e2e/mount_conformance.rs"]
+mod mount_conformance;

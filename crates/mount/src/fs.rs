@@ -176,6 +176,12 @@ impl<R: Remote> RemoteFs<R> {
         }
     }
 
+    /// True when `ino` has no name left: unlinked (or replaced) while
+    /// open.
+    pub fn is_unlinked(&self, ino: u64) -> bool {
+        self.inodes.lock().path(ino).is_none()
+    }
+
     /// Attributes of `ino`.
     ///
     /// # Errors
