@@ -157,3 +157,7 @@ mod mount_status;
 // Fixes found by the POSIX conformance suite (pjdfstest): fstat of an unlinked open file, rename ctimes.
 #[path = "e2e/mount_conformance.rs"]
 mod mount_conformance;
+
+// The POSIX conformance suite pjdfstest against a real mount (all pass, as root).
+#[path = "e2e/conformance_pjdfstest.rs"]
+mod conformance_pjdfstest;
