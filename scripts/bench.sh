@@ -797,6 +797,15 @@ for s in local sshfs rf sshfs_rtt rf_rtt; do
 	case $s in local) side_add "$s" local ;; sshfs*) side_add "$s" sshfs ;; rf*) side_add "$s" rfmount ;; esac
 done
 
+# Disk: the source files, a seed copy per side, rfmount's cache copies,
+# the files written by dd/append/rss while they are checked.
+need_mb=512
+if [[ -n ${NEED[big]:-} ]]; then need_mb=$((need_mb + SIZE_MB * (2 * ${#SIDES[@]} + 2))); fi
+if [[ -n ${NEED[rss]:-} ]]; then need_mb=$((need_mb + RSS_MB * 3)); fi
+avail_mb=$(($(df -Pk "$W" | awk 'NR == 2 { print $4 }') / 1024))
+((avail_mb >= need_mb)) ||
+	rf_die "this run needs about $need_mb MiB free under ${TMPDIR:-/tmp}, and $avail_mb MiB are free: point TMPDIR to a roomier disk, or use --size/--rss-size/--only"
+
 if [[ -n ${USED[sshfs_rtt]:-} || -n ${USED[rf_rtt]:-} ]]; then
 	# A namespace and a /30 of our own, so that parallel runs do not meet.
 	NS=rfb$$
