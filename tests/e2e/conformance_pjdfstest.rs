@@ -57,7 +57,12 @@ fn pjdfstest_passes_on_a_mount() {
     // file's apparent size, sparse or not (docs/CONFORMANCE.md).
     let m = Mount::start(
         &srv,
-        &["-o", "allow_other,default_permissions", "--cache-size", "3G"],
+        &[
+            "-o",
+            "allow_other,default_permissions",
+            "--cache-size",
+            "3G",
+        ],
     );
     let_others_in(m.path());
     let out = TestCommand::new(&bin)

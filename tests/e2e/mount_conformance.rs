@@ -72,7 +72,10 @@ fn rename_over_a_multiply_linked_file_updates_its_other_name() {
     fs::rename(m.join("src"), m.join("dst")).unwrap();
     let st = fs::symlink_metadata(m.join("other")).unwrap();
     assert_eq!(st.nlink(), 1);
-    assert!((st.ctime(), st.ctime_nsec()) > before, "ctime did not change");
+    assert!(
+        (st.ctime(), st.ctime_nsec()) > before,
+        "ctime did not change"
+    );
     assert_eq!(fs::read(m.join("other")).unwrap(), b"dst\n");
     assert_eq!(fs::read(m.join("dst")).unwrap(), b"src\n");
 }
