@@ -25,15 +25,23 @@ allow_remount = false
 entries = [["nobody", "nogroup"], ["daemon", "daemon"]]
 "#;
 
-/// Tests that may fail for a reason docs/CONFORMANCE.md names: a file
-/// created here gets its ctime on the server when it is uploaded at close,
-/// a few milliseconds after the local one the kernel was shown, and the
-/// kernel shows the server's once its cached attributes expire. These two
-/// see that whenever the expiry falls between their two stats.
-const KNOWN_LIMITS: &[&str] = &[
-    "truncate::unchanged_ctime_failed",
-    "ftruncate::unchanged_ctime_failed",
-];
+/// The one failure docs/CONFORMANCE.md names as a limit: a regular file
+/// created here gets its ctime on the server when it is uploaded at
+/// close, a few milliseconds after the local one the kernel was shown, and
+/// the kernel shows the server's once its cached attributes expire. A
+/// test that creates a regular file and then checks that a failing call
+/// left its ctime alone sees that whenever the expiry falls between its two
+/// stats (on a loaded machine: truncate, ftruncate, link, ... on files).
+fn is_known_limit(test: &str, message: &str) -> bool {
+    let file_kind = test.rsplit("::").next().unwrap_or("");
+    let on_regular_file = !matches!(
+        file_kind,
+        "dir" | "fifo" | "symlink" | "socket" | "block" | "char"
+    );
+    message == "Timestamps changed but shouldn't have"
+        && test.contains("unchanged_ctime")
+        && on_regular_file
+}
 
 #[test]
 fn pjdfstest_passes_on_a_mount() {
@@ -74,10 +82,16 @@ fn pjdfstest_passes_on_a_mount() {
         .timeout(Duration::from_secs(300))
         .run();
     let text = String::from_utf8_lossy(&out.stdout);
-    let failed: Vec<&str> = text
-        .lines()
-        .filter(|l| l.trim_end().ends_with("FAILED"))
-        .filter_map(|l| l.split_whitespace().next())
+    // Each failed test: its name, and the message on the next line.
+    let lines: Vec<&str> = text.lines().collect();
+    let failed: Vec<(&str, &str)> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.trim_end().ends_with("FAILED"))
+        .filter_map(|(i, l)| {
+            let name = l.split_whitespace().next()?;
+            Some((name, lines.get(i + 1).map_or("", |m| m.trim())))
+        })
         .collect();
     let summary = text
         .lines()
@@ -91,9 +105,9 @@ fn pjdfstest_passes_on_a_mount() {
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no{what} count in {summary:?}"))
     };
-    let unexpected: Vec<&&str> = failed
+    let unexpected: Vec<&(&str, &str)> = failed
         .iter()
-        .filter(|t| !KNOWN_LIMITS.contains(t))
+        .filter(|(t, m)| !is_known_limit(t, m))
         .collect();
     assert!(
         unexpected.is_empty() && count(" failed") as usize == failed.len(),
@@ -106,7 +120,10 @@ fn pjdfstest_passes_on_a_mount() {
     // It really ran: the count of passed tests, not only the absence of
     // failures.
     let passed = count(" passed");
-    assert!(passed >= 380, "only {passed} passed: {summary}");
+    assert!(
+        passed as usize + failed.len() >= 380,
+        "only {passed} passed: {summary}"
+    );
     assert_eq!(
         out.status.success(),
         failed.is_empty(),
