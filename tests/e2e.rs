@@ -158,3 +158,10 @@ mod mount_status;
 // kept across uploads and renames.
 #[path = "e2e/mount_xattr_acl.rs"]
 mod mount_xattr_acl;
+// Fixes found by the POSIX conformance suite (pjdfstest): fstat of an unlinked open file, rename ctimes.
+#[path = "e2e/mount_conformance.rs"]
+mod mount_conformance;
+
+// The POSIX conformance suite pjdfstest against a real mount (all pass, as root).
+#[path = "e2e/conformance_pjdfstest.rs"]
+mod conformance_pjdfstest;

@@ -179,6 +179,12 @@ impl<R: Remote> RemoteFs<R> {
         }
     }
 
+    /// True when `ino` has no name left: unlinked (or replaced) while
+    /// open.
+    pub fn is_unlinked(&self, ino: u64) -> bool {
+        self.inodes.lock().path(ino).is_none()
+    }
+
     /// Attributes of `ino`.
     ///
     /// # Errors
@@ -405,10 +411,23 @@ impl<R: Remote> RemoteFs<R> {
         if self.has_unsent_beneath(&to) {
             return Err(not_empty());
         }
-        let local_only = self
-            .cache
-            .entry(&from)
+        let entry = self.cache.entry(&from);
+        let local_only = entry
+            .as_ref()
             .is_some_and(|e| e.dirty && e.version.is_none());
+        let dirty = entry.is_some_and(|e| e.dirty);
+        // The replaced file loses a link: its other names' link count and
+        // ctime change.
+        let replaced: Vec<RelPath> = {
+            let inodes = self.inodes.lock();
+            inodes
+                .ino(&to)
+                .map(|i| inodes.names(i))
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| *p != to)
+                .collect()
+        };
         match self.remote.rename(&from, &to, flags) {
             Ok(()) => {}
             Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => {}
@@ -422,9 +441,14 @@ impl<R: Remote> RemoteFs<R> {
             for dir in [from.parent(), to.parent()].into_iter().flatten() {
                 mc.dir_changed(&dir);
             }
+            for p in &replaced {
+                mc.invalidate(p);
+            }
             // rename(2) keeps the mode; a file with unsent changes takes
-            // its mode from here until it is uploaded.
-            if let Some(m) = moved {
+            // its mode from here until it is uploaded. Any other object is
+            // asked for again: the server's rename changed its ctime.
+            if let Some(mut m) = moved.filter(|_| dirty) {
+                m.ctime = Timestamp::from_system(SystemTime::now());
                 mc.put_attr(&to, m);
             }
         }

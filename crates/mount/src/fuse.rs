@@ -55,7 +55,14 @@ impl<R: Remote> FuseFs<R> {
     }
 
     fn attr(&self, a: &Attr) -> FileAttr {
-        to_file_attr(a.ino, &a.meta, &self.ids)
+        let mut fa = to_file_attr(a.ino, &a.meta, &self.ids);
+        // 0 links usually marks a placeholder, shown as 1; but a file
+        // unlinked while open really has none left, and fstat must say so
+        // (the kernel's own count is replaced by this reply).
+        if a.meta.nlink == 0 && self.fs.is_unlinked(a.ino) {
+            fa.nlink = 0;
+        }
+        fa
     }
 
     /// The server owner for an object the caller of `req` creates.
