@@ -120,6 +120,10 @@ struct Args {
     /// Log file of a background mount.
     #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
+    /// Write-back: close returns once the file is safe in the local cache;
+    /// uploads run in the background (as -o writeback).
+    #[arg(long)]
+    writeback: bool,
 }
 
 /// The clap definition of `rfmount`, for man pages and shell completions.
@@ -144,6 +148,9 @@ struct Plan {
 pub fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "status") {
         return crate::status::main(std::env::args_os().skip(2));
+    }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "sync") {
+        return crate::sync::main(std::env::args_os().skip(2));
     }
     let args = match Args::try_parse() {
         Ok(a) => a,
@@ -223,6 +230,7 @@ fn check(args: &Args) -> Result<Plan> {
     let mut cfg = MountConfig::new(cache_dir);
     cfg.apply_options(&opts.fs_options.join(","))
         .map_err(|e| anyhow!(e))?;
+    cfg.writeback |= args.writeback;
     let size = opts.cache_size.as_deref().unwrap_or(&args.cache_size);
     cfg.cache_size = parse_size(size).map_err(|e| anyhow!("cache size: {e}"))?;
     let threads = opts.threads.unwrap_or(args.threads);
@@ -414,6 +422,13 @@ fn mount(args: &Args, plan: &Plan) -> Result<Mounted> {
             log::debug!("invalidating inode {ino}: {e}");
         }
     }));
+    if fs.config().writeback {
+        fs.start_uploaders().context("starting the uploaders")?;
+        info!(
+            "write-back mode: close returns once a file is safe in the cache; {} uploads at once",
+            fs.config().upload_workers
+        );
+    }
     let session = session.spawn().context("starting the FUSE session")?;
     Ok(Mounted {
         session,
@@ -499,6 +514,9 @@ fn serve(m: Mounted) -> Result<()> {
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
+    if fs.config().writeback {
+        drain_uploads(&fs, &remote);
+    }
     stop.store(true, Ordering::SeqCst);
     let _ = retry.join();
     // A last try, bounded so that the process still exits promptly: what
@@ -526,6 +544,25 @@ fn serve(m: Mounted) -> Result<()> {
     // process.
     std::mem::forget(session);
     Ok(())
+}
+
+/// Unmounted in write-back mode: waits for every pending upload, for as
+/// long as the server is reachable, and a bounded time while it is not.
+/// What is left stays in the cache for the next mount.
+fn drain_uploads(fs: &RemoteFs<TcpRemote>, remote: &TcpRemote) {
+    let left = fs.pending_uploads();
+    if left == 0 {
+        return;
+    }
+    info!("waiting for {left} pending upload(s) before exiting");
+    match crate::sync::wait_for_uploads(fs, remote, crate::sync::DOWN_WAIT) {
+        0 => info!("all uploads done"),
+        left => warn!(
+            "server unreachable for {} s: exiting with {left} upload(s) pending; they stay \
+             in the cache and are uploaded at the next mount",
+            crate::sync::DOWN_WAIT.as_secs()
+        ),
+    }
 }
 
 /// A mount outlives its terminal (SIGHUP), and SIGUSR1 asks daemons for a
