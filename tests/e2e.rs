@@ -153,3 +153,9 @@ mod dist_package;
 // rfmount status --json during uploads and outages; rfserve's session accounting.
 #[path = "e2e/mount_status.rs"]
 mod mount_status;
+
+// Write-back mounts: close returns with the server frozen, kill -9 and a
+// remount deliver every closed file, fsync/unmount/rfmount sync wait for
+// uploads, renames and unlinks of files with pending uploads.
+#[path = "e2e/mount_writeback.rs"]
+mod mount_writeback;

@@ -28,7 +28,7 @@ pub struct MountConfig {
     /// `-o writeback`: `close` returns once the file is durable in the
     /// cache, and uploads run in the background (see `fs::writeback`).
     pub writeback: bool,
-    /// Uploads a write-back mount runs at once.
+    /// `-o uploads=N`: uploads a write-back mount runs at once.
     pub upload_workers: usize,
     /// `-o idmap=none|user` (see [`crate::idmap`]).
     pub idmap: IdMapMode,
@@ -89,6 +89,12 @@ impl MountConfig {
                         v.unwrap_or("")
                     ));
                 }
+                ("uploads", Some(v)) => {
+                    self.upload_workers = match v.parse() {
+                        Ok(n @ 1..=64) => n,
+                        _ => return Err(format!("{key}={v}: must be a number from 1 to 64")),
+                    }
+                }
                 ("uid", Some(v)) => self.uid = Some(id(key, v)?),
                 ("gid", Some(v)) => self.gid = Some(id(key, v)?),
                 ("timeout", Some(v)) => {
@@ -98,7 +104,7 @@ impl MountConfig {
                     }
                     self.timeout = t;
                 }
-                ("attr_timeout" | "dir_timeout" | "timeout" | "uid" | "gid", None) => {
+                ("attr_timeout" | "dir_timeout" | "timeout" | "uid" | "gid" | "uploads", None) => {
                     return Err(format!("option {key} needs a value, e.g. {key}=1"));
                 }
                 _ => return Err(format!("unknown mount option {opt:?}")),
@@ -178,6 +184,11 @@ mod tests {
         c.apply_options("nowriteback").unwrap();
         assert!(!c.writeback);
         assert!(c.apply_options("writeback=1").is_err());
+        c.apply_options("uploads=2").unwrap();
+        assert_eq!(c.upload_workers, 2);
+        for bad in ["uploads=0", "uploads=65", "uploads=x", "uploads"] {
+            assert!(c.apply_options(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -148,8 +148,14 @@ impl<R: Remote> RemoteFs<R> {
         writable: bool,
         trunc: bool,
     ) -> FsResult<(File, bool)> {
-        let _guard = state.upload.lock();
-        let entry = self.cache.entry(path);
+        // Unsent local content needs no fetch, so no wait for an upload of
+        // it in flight (a write-back upload to a slow server).
+        let mut entry = self.cache.entry(path);
+        let mut _guard = None;
+        if !entry.as_ref().is_some_and(|e| e.dirty) {
+            _guard = Some(state.upload.lock());
+            entry = self.cache.entry(path);
+        }
         let keep_cache = if entry.as_ref().is_some_and(|e| e.dirty) {
             // Unsent local changes are the newest content there is.
             if trunc {
@@ -360,14 +366,20 @@ impl<R: Remote> RemoteFs<R> {
         self.upload(h.ino, &h.state, Why::Flush)
     }
 
-    /// `fsync(2)`: uploads as a flush does, and seals the content: after a
-    /// crash it is uploaded, not recovered aside.
+    /// `fsync(2)`: uploads as a flush does (also in write-back mode: it
+    /// waits for the file's upload), and seals the content: after a crash
+    /// it is uploaded, not recovered aside.
     ///
     /// # Errors
     /// As [`RemoteFs::flush`].
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
         let h = self.handle(fh)?;
         if !h.writable {
+            // `sync FILE` fsyncs a read-only descriptor: in write-back mode
+            // that, too, asks for the file's pending upload.
+            if self.cfg.writeback {
+                return self.upload(h.ino, &h.state, Why::Background);
+            }
             return Ok(());
         }
         self.upload(h.ino, &h.state, Why::Fsync)
