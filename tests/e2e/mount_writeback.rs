@@ -198,7 +198,10 @@ fn unmount_with_the_server_gone_keeps_the_uploads_for_the_next_mount() {
     assert!(st.success(), "{st}");
     let log = m.log();
     assert!(
-        log.contains(&format!("exiting with {} upload(s) pending", names.len())),
+        log.contains(&format!(
+            "exiting: the server has been unreachable for 10 s; {} file(s) not uploaded yet",
+            names.len()
+        )),
         "{}",
         tail(&log, 20)
     );

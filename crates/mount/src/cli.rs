@@ -45,6 +45,9 @@ Mount options (-o, comma-separated; also the options field of fstab):
   idmap=none|user            user: the export root's owner shows as you
   uid=N, gid=N               show every file as owned by N
   port=PORT                  the server's port, as -p
+  writeback, nowriteback     as --writeback: close returns once the file is safe in
+                             the local cache; uploads run in the background
+  uploads=N                  uploads a write-back mount runs at once (default 4)
   cache_dir=DIR, cache_size=SIZE, token_file=FILE, threads=N, log_file=FILE
                              as the --options of the same name
   loglevel=LEVEL             error, warn, info (default), debug or trace
@@ -69,7 +72,13 @@ umount /mnt/share (or fusermount3 -u) unmounts and ends the process.
 
 `rfmount status [MOUNTPOINT] [--json] [--watch]` shows a running mount's connection
 and round-trip time, cache use, files not yet uploaded, uploads in progress, retries,
-errors, and request counts with latency percentiles.
+failed write-back uploads, errors, and request counts with latency percentiles.
+
+Write-back (-o writeback): fsync(2) of a file waits for its upload; sync(1) and
+syncfs(2) do not reach FUSE daemons, so `rfmount sync MOUNTPOINT` waits until every
+file closed so far is on the server (exit 1 if the server stays unreachable for 10 s).
+Unmounting returns at once and rfmount exits once the pending uploads are done (after
+10 s if the server is unreachable; the rest is uploaded at the next mount).
 
 Without -f the process returns once the mount is up and logs to a file:
 --log-file, else $XDG_STATE_HOME/rfmount/rfmount.log, ~/.local/state/rfmount/rfmount.log,
@@ -555,13 +564,11 @@ fn drain_uploads(fs: &RemoteFs<TcpRemote>, remote: &TcpRemote) {
         return;
     }
     info!("waiting for {left} pending upload(s) before exiting");
-    match crate::sync::wait_for_uploads(fs, remote, crate::sync::DOWN_WAIT) {
-        0 => info!("all uploads done"),
-        left => warn!(
-            "server unreachable for {} s: exiting with {left} upload(s) pending; they stay \
-             in the cache and are uploaded at the next mount",
-            crate::sync::DOWN_WAIT.as_secs()
-        ),
+    match crate::sync::wait_for_uploads(fs, remote) {
+        Ok(()) => info!("all uploads done"),
+        Err(stuck) => {
+            warn!("exiting: {stuck}; they stay in the cache and are uploaded at the next mount")
+        }
     }
 }
 

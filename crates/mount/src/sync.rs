@@ -20,30 +20,67 @@ use rfmount_client::TcpRemote;
 
 use crate::fs::RemoteFs;
 
-/// How long a wait for uploads goes on while the server is unreachable.
+/// How long a wait for uploads goes on without progress while the server
+/// is unreachable or refuses them.
 pub(crate) const DOWN_WAIT: Duration = Duration::from_secs(10);
 
+/// Why a wait for uploads gave up.
+pub(crate) enum Stuck {
+    /// The server has been unreachable for [`DOWN_WAIT`].
+    Unreachable(usize),
+    /// The server answers, but refused every pending upload for
+    /// [`DOWN_WAIT`] (a full disk, say); the last error.
+    Failing(usize, String),
+}
+
+impl std::fmt::Display for Stuck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stuck::Unreachable(n) => write!(
+                f,
+                "the server has been unreachable for {} s; {n} file(s) not uploaded yet",
+                DOWN_WAIT.as_secs()
+            ),
+            Stuck::Failing(n, e) => write!(
+                f,
+                "uploads have been failing for {} s ({e}); {n} file(s) not uploaded yet",
+                DOWN_WAIT.as_secs()
+            ),
+        }
+    }
+}
+
 /// Waits until no closed file is owed to the server: for as long as the
-/// server is reachable, and for `down_wait` while it is not. Returns how
-/// many files are still pending (0: all delivered).
-pub(crate) fn wait_for_uploads(
-    fs: &RemoteFs<TcpRemote>,
-    remote: &TcpRemote,
-    down_wait: Duration,
-) -> usize {
-    let mut down_since: Option<Instant> = None;
+/// uploads make progress (or one runs), and for [`DOWN_WAIT`] without
+/// progress while the server is unreachable or refuses them.
+pub(crate) fn wait_for_uploads(fs: &RemoteFs<TcpRemote>, remote: &TcpRemote) -> Result<(), Stuck> {
     let mut said = Instant::now();
     let mut retried = Instant::now();
     fs.retry_dirty();
+    let mut best = usize::MAX;
+    let mut progress = Instant::now();
     loop {
         let left = fs.pending_uploads();
         if left == 0 {
-            return 0;
+            return Ok(());
         }
-        if remote.is_online() {
-            down_since = None;
-        } else if down_since.get_or_insert_with(Instant::now).elapsed() >= down_wait {
-            return left;
+        // A retry that fails at once shows as an upload too, briefly.
+        let sending = remote.is_online() && !fs.activity().uploads().is_empty();
+        if left < best || sending {
+            best = best.min(left);
+            progress = Instant::now();
+        }
+        if progress.elapsed() >= DOWN_WAIT {
+            if !remote.is_online() {
+                return Err(Stuck::Unreachable(left));
+            }
+            let failed = fs.failed_uploads();
+            if let Some(f) = failed.first() {
+                return Err(Stuck::Failing(left, format!("{}: {}", f.path, f.error)));
+            }
+            if !fs.config().writeback {
+                return Err(Stuck::Failing(left, "the retries failed".into()));
+            }
         }
         if said.elapsed() >= Duration::from_secs(5) {
             info!("waiting for {left} pending upload(s)");
@@ -61,11 +98,10 @@ pub(crate) fn wait_for_uploads(
 
 /// The mount's side of `rfmount sync`: the answer to send back.
 pub(crate) fn answer(fs: &RemoteFs<TcpRemote>, remote: &TcpRemote) -> String {
-    match wait_for_uploads(fs, remote, DOWN_WAIT) {
-        0 => "ok\n".into(),
-        left => format!(
-            "error: the server is unreachable; {left} file(s) not uploaded yet \
-             (they stay in the cache and are uploaded when it is back)\n"
+    match wait_for_uploads(fs, remote) {
+        Ok(()) => "ok\n".into(),
+        Err(stuck) => format!(
+            "error: {stuck} (they stay in the cache and are uploaded when the server takes them)\n"
         ),
     }
 }
