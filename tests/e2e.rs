@@ -165,3 +165,8 @@ mod mount_conformance;
 // The POSIX conformance suite pjdfstest against a real mount (all pass, as root).
 #[path = "e2e/conformance_pjdfstest.rs"]
 mod conformance_pjdfstest;
+// Write-back mounts: close returns with the server frozen, kill -9 and a
+// remount deliver every closed file, fsync/unmount/rfmount sync wait for
+// uploads, renames and unlinks of files with pending uploads.
+#[path = "e2e/mount_writeback.rs"]
+mod mount_writeback;

@@ -45,6 +45,9 @@ Mount options (-o, comma-separated; also the options field of fstab):
   idmap=none|user            user: the export root's owner shows as you
   uid=N, gid=N               show every file as owned by N
   port=PORT                  the server's port, as -p
+  writeback, nowriteback     as --writeback: close returns once the file is safe in
+                             the local cache; uploads run in the background
+  uploads=N                  uploads a write-back mount runs at once (default 4)
   cache_dir=DIR, cache_size=SIZE, token_file=FILE, threads=N, log_file=FILE
                              as the --options of the same name
   loglevel=LEVEL             error, warn, info (default), debug or trace
@@ -69,7 +72,13 @@ umount /mnt/share (or fusermount3 -u) unmounts and ends the process.
 
 `rfmount status [MOUNTPOINT] [--json] [--watch]` shows a running mount's connection
 and round-trip time, cache use, files not yet uploaded, uploads in progress, retries,
-errors, and request counts with latency percentiles.
+failed write-back uploads, errors, and request counts with latency percentiles.
+
+Write-back (-o writeback): fsync(2) of a file waits for its upload; sync(1) and
+syncfs(2) do not reach FUSE daemons, so `rfmount sync MOUNTPOINT` waits until every
+file closed so far is on the server (exit 1 if the server stays unreachable for 10 s).
+Unmounting returns at once and rfmount exits once the pending uploads are done (after
+10 s if the server is unreachable; the rest is uploaded at the next mount).
 
 Without -f the process returns once the mount is up and logs to a file:
 --log-file, else $XDG_STATE_HOME/rfmount/rfmount.log, ~/.local/state/rfmount/rfmount.log,
@@ -120,6 +129,10 @@ struct Args {
     /// Log file of a background mount.
     #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
+    /// Write-back: close returns once the file is safe in the local cache;
+    /// uploads run in the background (as -o writeback).
+    #[arg(long)]
+    writeback: bool,
 }
 
 /// The clap definition of `rfmount`, for man pages and shell completions.
@@ -144,6 +157,9 @@ struct Plan {
 pub fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "status") {
         return crate::status::main(std::env::args_os().skip(2));
+    }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "sync") {
+        return crate::sync::main(std::env::args_os().skip(2));
     }
     let args = match Args::try_parse() {
         Ok(a) => a,
@@ -223,6 +239,7 @@ fn check(args: &Args) -> Result<Plan> {
     let mut cfg = MountConfig::new(cache_dir);
     cfg.apply_options(&opts.fs_options.join(","))
         .map_err(|e| anyhow!(e))?;
+    cfg.writeback |= args.writeback;
     let size = opts.cache_size.as_deref().unwrap_or(&args.cache_size);
     cfg.cache_size = parse_size(size).map_err(|e| anyhow!("cache size: {e}"))?;
     let threads = opts.threads.unwrap_or(args.threads);
@@ -414,6 +431,13 @@ fn mount(args: &Args, plan: &Plan) -> Result<Mounted> {
             log::debug!("invalidating inode {ino}: {e}");
         }
     }));
+    if fs.config().writeback {
+        fs.start_uploaders().context("starting the uploaders")?;
+        info!(
+            "write-back mode: close returns once a file is safe in the cache; {} uploads at once",
+            fs.config().upload_workers
+        );
+    }
     let session = session.spawn().context("starting the FUSE session")?;
     Ok(Mounted {
         session,
@@ -499,6 +523,9 @@ fn serve(m: Mounted) -> Result<()> {
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
+    if fs.config().writeback {
+        drain_uploads(&fs, &remote);
+    }
     stop.store(true, Ordering::SeqCst);
     let _ = retry.join();
     // A last try, bounded so that the process still exits promptly: what
@@ -526,6 +553,23 @@ fn serve(m: Mounted) -> Result<()> {
     // process.
     std::mem::forget(session);
     Ok(())
+}
+
+/// Unmounted in write-back mode: waits for every pending upload, for as
+/// long as the server is reachable, and a bounded time while it is not.
+/// What is left stays in the cache for the next mount.
+fn drain_uploads(fs: &RemoteFs<TcpRemote>, remote: &TcpRemote) {
+    let left = fs.pending_uploads();
+    if left == 0 {
+        return;
+    }
+    info!("waiting for {left} pending upload(s) before exiting");
+    match crate::sync::wait_for_uploads(fs, remote) {
+        Ok(()) => info!("all uploads done"),
+        Err(stuck) => {
+            warn!("exiting: {stuck}; they stay in the cache and are uploaded at the next mount")
+        }
+    }
 }
 
 /// A mount outlives its terminal (SIGHUP), and SIGUSR1 asks daemons for a

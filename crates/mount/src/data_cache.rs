@@ -361,6 +361,23 @@ impl DataCache {
         self.store_locked(&mut ix, path, info, false)
     }
 
+    /// As [`DataCache::seal`], with the record on stable storage when this
+    /// returns (write-back close: the caller flushed the data first).
+    ///
+    /// # Errors
+    /// The record write failed.
+    pub fn seal_durably(&self, path: &RelPath) -> io::Result<()> {
+        let mut ix = self.index.lock();
+        let Some(e) = ix.entries.get(path).filter(|e| e.info.writing) else {
+            return Ok(());
+        };
+        let info = EntryInfo {
+            writing: false,
+            ..e.info.clone()
+        };
+        self.store_locked(&mut ix, path, info, true)
+    }
+
     /// The local copy of `path` is now the only one (its upload failed):
     /// flushes its content and record to stable storage, so that a power
     /// loss keeps what the application closed.

@@ -17,6 +17,7 @@ mod dir;
 mod files;
 mod links;
 mod offline;
+mod writeback;
 mod xattr;
 
 use std::collections::HashMap;
@@ -39,6 +40,8 @@ use crate::options::MountConfig;
 pub use dir::DirSink;
 use dir::DirSnapshot;
 use files::{FileState, Handle};
+pub use writeback::FailedUpload;
+use writeback::UploadQueue;
 
 /// An inode number with its attributes, as replied to the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +86,8 @@ pub struct RemoteFs<R: Remote> {
     /// cache).
     started: Timestamp,
     activity: Activity,
+    /// Uploads of a write-back mount (`-o writeback`), started at close.
+    uploads: UploadQueue,
 }
 
 impl<R: Remote> RemoteFs<R> {
@@ -104,6 +109,7 @@ impl<R: Remote> RemoteFs<R> {
             xattr_names: Mutex::default(),
             started: offline::now(),
             activity: Activity::default(),
+            uploads: UploadQueue::default(),
         }
     }
 
@@ -325,6 +331,10 @@ impl<R: Remote> RemoteFs<R> {
     pub fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
         self.check_writable()?;
         let path = self.child(parent, name)?;
+        // An upload of this file in flight would land after the removal
+        // and bring the file back.
+        let states = self.states_of(&[&path]);
+        let _quiet: Vec<_> = states.iter().map(|s| s.upload.lock()).collect();
         let local_only = self
             .cache
             .entry(&path)
@@ -411,6 +421,10 @@ impl<R: Remote> RemoteFs<R> {
         if self.has_unsent_beneath(&to) {
             return Err(not_empty());
         }
+        // Uploads in flight of either file would land under the old name
+        // (bringing it back) or over the renamed file.
+        let states = self.states_of(&[&from, &to]);
+        let _quiet: Vec<_> = states.iter().map(|s| s.upload.lock()).collect();
         let entry = self.cache.entry(&from);
         let local_only = entry
             .as_ref()
@@ -455,11 +469,25 @@ impl<R: Remote> RemoteFs<R> {
         self.remember_if_open(&to);
         self.inodes.lock().rename(&from, &to);
         self.cache.rename(&from, &to);
+        self.uploads.rename(&from, &to);
         let mut creators = self.creators.lock();
         if let Some(o) = creators.remove(&from) {
             creators.insert(to, o);
         }
         Ok(())
+    }
+
+    /// The per-file states of `paths` that exist, in inode order (the order
+    /// their upload locks are taken in when several are).
+    fn states_of(&self, paths: &[&RelPath]) -> Vec<Arc<FileState>> {
+        let mut inos: Vec<u64> = {
+            let inodes = self.inodes.lock();
+            paths.iter().filter_map(|p| inodes.ino(p)).collect()
+        };
+        inos.sort_unstable();
+        inos.dedup();
+        let files = self.files.lock();
+        inos.iter().filter_map(|i| files.get(i).cloned()).collect()
     }
 
     /// True when files created or changed here, not yet uploaded, live

@@ -38,6 +38,7 @@ pub mod meta_cache;
 pub mod options;
 mod own_mount;
 mod status;
+mod sync;
 
 pub use error::{FsError, FsResult};
 pub use fs::RemoteFs;

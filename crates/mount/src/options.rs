@@ -25,6 +25,11 @@ pub struct MountConfig {
     pub cache_size: u64,
     /// How often files whose upload failed are retried.
     pub retry_interval: Duration,
+    /// `-o writeback`: `close` returns once the file is durable in the
+    /// cache, and uploads run in the background (see `fs::writeback`).
+    pub writeback: bool,
+    /// `-o uploads=N`: uploads a write-back mount runs at once.
+    pub upload_workers: usize,
     /// `-o idmap=none|user` (see [`crate::idmap`]).
     pub idmap: IdMapMode,
     /// `-o uid=N`: every file appears owned by user N.
@@ -48,6 +53,8 @@ impl MountConfig {
             cache_dir,
             cache_size: 1 << 30,
             retry_interval: Duration::from_secs(5),
+            writeback: false,
+            upload_workers: 4,
             idmap: IdMapMode::None,
             uid: None,
             gid: None,
@@ -70,6 +77,8 @@ impl MountConfig {
                 ("rw", None) => self.read_only = false,
                 ("allow_other", None) => self.allow_other = true,
                 ("default_permissions", None) => self.default_permissions = true,
+                ("writeback", None) => self.writeback = true,
+                ("nowriteback", None) => self.writeback = false,
                 ("attr_timeout", Some(v)) => self.attr_timeout = seconds(key, v)?,
                 ("dir_timeout", Some(v)) => self.dir_timeout = seconds(key, v)?,
                 ("idmap", Some("none")) => self.idmap = IdMapMode::None,
@@ -80,6 +89,12 @@ impl MountConfig {
                         v.unwrap_or("")
                     ));
                 }
+                ("uploads", Some(v)) => {
+                    self.upload_workers = match v.parse() {
+                        Ok(n @ 1..=64) => n,
+                        _ => return Err(format!("{key}={v}: must be a number from 1 to 64")),
+                    }
+                }
                 ("uid", Some(v)) => self.uid = Some(id(key, v)?),
                 ("gid", Some(v)) => self.gid = Some(id(key, v)?),
                 ("timeout", Some(v)) => {
@@ -89,7 +104,7 @@ impl MountConfig {
                     }
                     self.timeout = t;
                 }
-                ("attr_timeout" | "dir_timeout" | "timeout" | "uid" | "gid", None) => {
+                ("attr_timeout" | "dir_timeout" | "timeout" | "uid" | "gid" | "uploads", None) => {
                     return Err(format!("option {key} needs a value, e.g. {key}=1"));
                 }
                 _ => return Err(format!("unknown mount option {opt:?}")),
@@ -163,6 +178,17 @@ mod tests {
         assert_eq!(c.timeout, Duration::from_secs(2));
         assert!(c.apply_options("timeout=0").is_err());
         assert!(c.apply_options("timeout").is_err());
+        assert!(!c.writeback);
+        c.apply_options("writeback").unwrap();
+        assert!(c.writeback);
+        c.apply_options("nowriteback").unwrap();
+        assert!(!c.writeback);
+        assert!(c.apply_options("writeback=1").is_err());
+        c.apply_options("uploads=2").unwrap();
+        assert_eq!(c.upload_workers, 2);
+        for bad in ["uploads=0", "uploads=65", "uploads=x", "uploads"] {
+            assert!(c.apply_options(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

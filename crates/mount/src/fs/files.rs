@@ -27,13 +27,13 @@ pub(crate) struct FileState {
     write_gen: AtomicU64,
     /// Held across fetches and uploads of this file (never across anything
     /// else), so that they do not interleave.
-    upload: Mutex<()>,
+    pub(super) upload: Mutex<()>,
     /// Shared by local changes (from their record in the cache until they
     /// have landed), exclusive while an upload seals the content it sends
     /// or marks it clean: a change is either in what was sealed, or it
     /// marks the file as being written again after the seal. Always taken
     /// after `upload`, never before.
-    seal: RwLock<()>,
+    pub(super) seal: RwLock<()>,
     open: AtomicU32,
     writers: AtomicU32,
     /// Content version whose pages the kernel may hold.
@@ -63,6 +63,8 @@ pub(super) enum Why {
     Release,
     /// The retry loop: only sealed content that no handle is writing.
     Retry,
+    /// A write-back upload queued at close: as a retry, but a first try.
+    Background,
 }
 
 /// An open file.
@@ -146,8 +148,14 @@ impl<R: Remote> RemoteFs<R> {
         writable: bool,
         trunc: bool,
     ) -> FsResult<(File, bool)> {
-        let _guard = state.upload.lock();
-        let entry = self.cache.entry(path);
+        // Unsent local content needs no fetch, so no wait for an upload of
+        // it in flight (a write-back upload to a slow server).
+        let mut entry = self.cache.entry(path);
+        let mut _guard = None;
+        if !entry.as_ref().is_some_and(|e| e.dirty) {
+            _guard = Some(state.upload.lock());
+            entry = self.cache.entry(path);
+        }
         let keep_cache = if entry.as_ref().is_some_and(|e| e.dirty) {
             // Unsent local changes are the newest content there is.
             if trunc {
@@ -344,17 +352,34 @@ impl<R: Remote> RemoteFs<R> {
         if !h.writable {
             return Ok(());
         }
+        if self.cfg.writeback {
+            // An unlinked file's changes go nowhere.
+            let Some(path) = self.inodes.lock().path(h.ino) else {
+                return Ok(());
+            };
+            // Sealed at every close, as a synchronous mount uploads at
+            // every close: what a close returned for is what a crash
+            // delivers, and a later write marks the file as being written
+            // again before it lands.
+            return self.close_locally(&path, &h.file, &h.state, true, false);
+        }
         self.upload(h.ino, &h.state, Why::Flush)
     }
 
-    /// `fsync(2)`: uploads as a flush does, and seals the content: after a
-    /// crash it is uploaded, not recovered aside.
+    /// `fsync(2)`: uploads as a flush does (also in write-back mode: it
+    /// waits for the file's upload), and seals the content: after a crash
+    /// it is uploaded, not recovered aside.
     ///
     /// # Errors
     /// As [`RemoteFs::flush`].
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
         let h = self.handle(fh)?;
         if !h.writable {
+            // `sync FILE` fsyncs a read-only descriptor: in write-back mode
+            // that, too, asks for the file's pending upload.
+            if self.cfg.writeback {
+                return self.upload(h.ino, &h.state, Why::Background);
+            }
             return Ok(());
         }
         self.upload(h.ino, &h.state, Why::Fsync)
@@ -366,7 +391,21 @@ impl<R: Remote> RemoteFs<R> {
         let Some(h) = self.handles.write().remove(&fh) else {
             return;
         };
-        if h.writable {
+        if h.writable && self.cfg.writeback {
+            let path = self.inodes.lock().path(h.ino);
+            // Writes may arrive after the last flush (pages of a mapping
+            // written back at munmap).
+            let last = h.state.writers.load(Ordering::SeqCst) <= 1;
+            h.state.writers.fetch_sub(1, Ordering::SeqCst);
+            // After the count dropped: an uploader that skipped the file
+            // because this handle still wrote it finds it queued again.
+            if let Some(path) = path
+                && let Err(e) = self.close_locally(&path, &h.file, &h.state, last, true)
+            {
+                crate::activity::note_failure("close", &e);
+                warn!("{path}: recording the close: {e}");
+            }
+        } else if h.writable {
             if let Err(e) = self.upload(h.ino, &h.state, Why::Release) {
                 crate::activity::note_failure("upload at close", &e);
                 warn!("upload at close failed, kept for retry: {e}");
@@ -395,14 +434,14 @@ impl<R: Remote> RemoteFs<R> {
         let started_gen = {
             let _sealing = state.seal.write();
             let writers = state.writers.load(Ordering::SeqCst);
-            if why == Why::Retry && (writers > 0 || entry.writing) {
+            if matches!(why, Why::Retry | Why::Background) && (writers > 0 || entry.writing) {
                 // Opened for writing since the retry loop looked (its
                 // close uploads it), or never sealed: only a close or an
                 // fsync makes content safe to send unasked.
                 return Ok(());
             }
             let seal = match why {
-                Why::Flush | Why::Retry => false,
+                Why::Flush | Why::Retry | Why::Background => false,
                 // `writers` still counts the handle being released.
                 Why::Release => writers <= 1,
                 Why::Fsync => true,
@@ -422,7 +461,7 @@ impl<R: Remote> RemoteFs<R> {
             Err(e) => {
                 // Until the upload succeeds the local copy is the only one
                 // of what the application closed.
-                if why != Why::Retry
+                if matches!(why, Why::Flush | Why::Fsync | Why::Release)
                     && let Err(se) = self.cache.keep_durably(&path)
                 {
                     warn!("{path}: flushing the local copy to disk: {se}");
@@ -665,6 +704,15 @@ impl<R: Remote> RemoteFs<R> {
     /// them. Returns how many are still dirty.
     pub fn retry_dirty(&self) -> usize {
         let dirty = self.cache.dirty_paths();
+        if self.cfg.writeback {
+            // The uploaders retry what failed; this only catches what no
+            // close queued (a file left dirty by a failed sync-mode path).
+            let n = dirty.len();
+            for p in dirty {
+                self.uploads.push(p);
+            }
+            return n;
+        }
         let mut left = 0;
         for path in dirty {
             let ino = self.inodes.lock().peek(&path);
