@@ -34,6 +34,9 @@ const ACL_NAMES: [&str; 2] = ["system.posix_acl_access", "system.posix_acl_defau
 /// machine's (as with NFS without labelled NFS).
 const LOCAL_LABEL: &str = "security.selinux";
 
+/// What the kernel asks before each write, to clear it.
+const CAPABILITY: &str = "security.capability";
+
 /// Names carried to the server; ACLs only with `-o acl`.
 fn carried(name: &str, acl: bool) -> bool {
     asked_always(name)
@@ -113,6 +116,20 @@ impl<R: Remote> RemoteFs<R> {
             return Err(no_data());
         }
         let path = self.xattr_path(ino)?;
+        if name == CAPABILITY
+            && self.cache.entry(&path).is_some_and(|e| e.dirty)
+            && self
+                .xattr_names
+                .lock()
+                .get(&path, self.cfg.attr_timeout)
+                .is_none()
+        {
+            // The kernel's write path asks this before every write(2); a
+            // file with unsent changes is being written here, possibly not
+            // on the server at all yet, and asking would cost a round
+            // trip per write.
+            return Err(no_data());
+        }
         if listed_first(name) && !self.names_of(&path)?.iter().any(|n| n == name) {
             return Err(no_data());
         }
