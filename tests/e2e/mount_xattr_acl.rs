@@ -1,6 +1,7 @@
-//! POSIX ACLs and the `security.` namespace through a real mount:
-//! `setfacl`/`getfacl` and `setfattr -n security.*` land on the server's
-//! file, read back through the mount, and survive an upload and a rename.
+//! POSIX ACLs (with `-o acl`) and the `security.` namespace through a real
+//! mount: `setfacl`/`getfacl` and `setfattr -n security.*` land on the
+//! server's file, read back through the mount, and survive an upload and a
+//! rename; without `-o acl`, `setfacl` fails rather than pretend.
 
 use std::fs;
 
@@ -35,7 +36,7 @@ fn setfacl_through_the_mount_is_the_servers_acl_and_survives_upload_and_rename()
     root.write("f", b"one\n");
     fs::create_dir(root.join("d")).unwrap();
     let srv = Server::start(root.path(), &[]);
-    let m = Mount::start(&srv, &[]);
+    let m = Mount::start(&srv, &["-o", "acl"]);
     sh(&m, &srv, "setfacl -m u:65534:rw,g:65534:r f").ok();
     let on_server = server_acl(&root.join("f"));
     assert!(on_server.contains("user:65534:rw-"), "{on_server}");
@@ -63,6 +64,24 @@ fn setfacl_through_the_mount_is_the_servers_acl_and_survives_upload_and_rename()
     assert!(!on_server.contains("65534"), "{on_server}");
     let seen = tool(&m, &srv, "getfacl").args(["-cn", "g"]).stdout();
     assert!(!seen.contains("65534"), "{seen}");
+}
+
+#[test]
+fn without_o_acl_acls_are_refused_not_faked() {
+    skip_without_fuse!();
+    if !have_tools() {
+        return;
+    }
+    let root = TestDir::new("root");
+    root.write("f", b"one\n");
+    let srv = Server::start(root.path(), &[]);
+    let m = Mount::start(&srv, &[]);
+    let out = sh(&m, &srv, "setfacl -m u:65534:rw f").fails();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not supported"),
+        "{out:?}"
+    );
+    assert!(!server_acl(&root.join("f")).contains("65534"));
 }
 
 #[test]

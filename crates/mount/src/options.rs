@@ -19,6 +19,9 @@ pub struct MountConfig {
     pub allow_other: bool,
     /// `-o default_permissions`: the kernel checks modes.
     pub default_permissions: bool,
+    /// `-o acl`: POSIX ACLs are carried to the server. Off by default:
+    /// `ls -l` asks for every file's ACL, one round trip each.
+    pub acl: bool,
     /// Root of the on-disk cache (the export id is appended).
     pub cache_dir: PathBuf,
     /// Bound of the data cache in bytes, unsent changes included.
@@ -50,6 +53,7 @@ impl MountConfig {
             read_only: false,
             allow_other: false,
             default_permissions: false,
+            acl: false,
             cache_dir,
             cache_size: 1 << 30,
             retry_interval: Duration::from_secs(5),
@@ -79,6 +83,8 @@ impl MountConfig {
                 ("default_permissions", None) => self.default_permissions = true,
                 ("writeback", None) => self.writeback = true,
                 ("nowriteback", None) => self.writeback = false,
+                ("acl", None) => self.acl = true,
+                ("noacl", None) => self.acl = false,
                 ("attr_timeout", Some(v)) => self.attr_timeout = seconds(key, v)?,
                 ("dir_timeout", Some(v)) => self.dir_timeout = seconds(key, v)?,
                 ("idmap", Some("none")) => self.idmap = IdMapMode::None,

@@ -3,13 +3,15 @@
 //! `system.posix_acl_default`) live on the server, which stores them on its
 //! files (and keeps them across uploads and renames).
 //!
-//! The kernel asks for `security.capability` before every `write(2)` and
-//! `ls -l` for `system.posix_acl_access` of every file, and almost always
-//! the answer is "none". A round trip for each would make writes and
-//! listings slow, so those two namespaces are answered from the file's list
-//! of attribute names, fetched with one `LISTXATTR` and kept for the
-//! attribute timeout (as long as attributes themselves): only a name that
-//! is in the list costs a `GETXATTR`. `user.` and `trusted.` are always
+//! The kernel asks for `security.capability` before every `write(2)`, and
+//! almost always the answer is "none"; so `security.` names (and ACLs) are
+//! answered from the file's list of attribute names, fetched with one
+//! `LISTXATTR` and kept for the attribute timeout (as long as attributes
+//! themselves): only a name that is in the list costs a `GETXATTR`.
+//! ACLs are carried only with `-o acl`: `ls -l` asks for the ACL of every
+//! file it lists, and even one `LISTXATTR` per file would turn the one
+//! round trip of `ls -l` in a large directory into thousands. Without it
+//! they are answered here (none; setting one is EOPNOTSUPP). `user.` and `trusted.` are always
 //! asked, so what a program reads is the server's current value. Other
 //! `system.` names are not carried.
 
@@ -27,9 +29,19 @@ use crate::error::{FsError, FsResult};
 /// POSIX ACLs, carried as the attributes the kernel names them by.
 const ACL_NAMES: [&str; 2] = ["system.posix_acl_access", "system.posix_acl_default"];
 
-/// Names carried to the server.
-fn carried(name: &str) -> bool {
-    asked_always(name) || listed_first(name)
+/// The client kernel's own security label: `ls -l` asks for it on every
+/// file, and a label from the server's policy means nothing to this
+/// machine's (as with NFS without labelled NFS).
+const LOCAL_LABEL: &str = "security.selinux";
+
+/// What the kernel asks before each write, to clear it.
+const CAPABILITY: &str = "security.capability";
+
+/// Names carried to the server; ACLs only with `-o acl`.
+fn carried(name: &str, acl: bool) -> bool {
+    asked_always(name)
+        || (name.starts_with("security.") && name != LOCAL_LABEL)
+        || (acl && ACL_NAMES.contains(&name))
 }
 
 /// Names whose value is always asked of the server.
@@ -100,10 +112,24 @@ impl<R: Remote> RemoteFs<R> {
     /// # Errors
     /// `ENODATA` when absent, remote errors.
     pub fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
-        if !carried(name) {
+        if !carried(name, self.cfg.acl) {
             return Err(no_data());
         }
         let path = self.xattr_path(ino)?;
+        if name == CAPABILITY
+            && self.cache.entry(&path).is_some_and(|e| e.dirty)
+            && self
+                .xattr_names
+                .lock()
+                .get(&path, self.cfg.attr_timeout)
+                .is_none()
+        {
+            // The kernel's write path asks this before every write(2); a
+            // file with unsent changes is being written here, possibly not
+            // on the server at all yet, and asking would cost a round
+            // trip per write.
+            return Err(no_data());
+        }
         if listed_first(name) && !self.names_of(&path)?.iter().any(|n| n == name) {
             return Err(no_data());
         }
@@ -138,7 +164,7 @@ impl<R: Remote> RemoteFs<R> {
         self.xattr_names.lock().forget(&path);
         let names = self.names_of(&path)?;
         let mut out = Vec::new();
-        for n in names.iter().filter(|n| carried(n)) {
+        for n in names.iter().filter(|n| carried(n, self.cfg.acl)) {
             out.extend_from_slice(n.as_bytes());
             out.push(0);
         }
@@ -152,7 +178,7 @@ impl<R: Remote> RemoteFs<R> {
     /// `EOPNOTSUPP` for names not carried, `EROFS`, remote errors
     /// (`EEXIST`/`ENODATA` for the create/replace flags).
     pub fn setxattr(&self, ino: u64, name: &str, value: &[u8], flags: u32) -> FsResult<()> {
-        if !carried(name) {
+        if !carried(name, self.cfg.acl) {
             return Err(not_supported());
         }
         self.check_writable()?;
@@ -177,7 +203,7 @@ impl<R: Remote> RemoteFs<R> {
     /// # Errors
     /// `ENODATA` when absent, `EROFS`, remote errors.
     pub fn removexattr(&self, ino: u64, name: &str) -> FsResult<()> {
-        if !carried(name) {
+        if !carried(name, self.cfg.acl) {
             return Err(no_data());
         }
         self.check_writable()?;
