@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Condvar, Mutex};
 use rfmount_proto::{ErrorCode, ServerMsg, WireError};
 
+use crate::callbacks::Session as Callbacks;
 use crate::store::Store;
 use crate::traffic::Traffic;
 use crate::writer::FrameWriter;
@@ -22,7 +23,10 @@ pub(crate) type Job = Box<dyn FnOnce(&Conn, &AtomicBool) -> Option<ServerMsg> + 
 /// State of one session shared by its reader and its workers.
 pub(crate) struct Conn {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) writer: FrameWriter,
+    pub(crate) writer: Arc<FrameWriter>,
+    /// The session's callbacks: what it read, and how others' changes
+    /// reach it.
+    pub(crate) callbacks: Callbacks,
     pub(crate) peer: SocketAddr,
     pub(crate) read_only: bool,
     /// Requests and bytes, for the close line and SIGUSR1.
@@ -37,7 +41,8 @@ pub(crate) struct Conn {
 impl Conn {
     pub(crate) fn new(
         store: Arc<dyn Store>,
-        writer: FrameWriter,
+        writer: Arc<FrameWriter>,
+        callbacks: Callbacks,
         peer: SocketAddr,
         read_only: bool,
         traffic: Arc<Traffic>,
@@ -45,6 +50,7 @@ impl Conn {
         Conn {
             store,
             writer,
+            callbacks,
             peer,
             read_only,
             traffic,

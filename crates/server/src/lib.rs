@@ -45,6 +45,7 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+mod callbacks;
 mod config;
 mod conn;
 mod dispatch;
@@ -63,6 +64,7 @@ mod store;
 pub mod tls;
 mod traffic;
 mod upload;
+mod watch;
 mod writer;
 
 pub use config::ServerConfig;

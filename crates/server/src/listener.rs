@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rfmount_proto::{ErrorCode, ServerMsg, WireError};
 
+use crate::callbacks::Callbacks;
 use crate::config::ServerConfig;
 use crate::peers::{AddrKey, Gate, Refusal, backoff_message};
 use crate::ratelog::Kind;
@@ -44,6 +45,7 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     gate: Arc<Gate>,
     sessions: Arc<Sessions>,
+    callbacks: Arc<Callbacks>,
 }
 
 /// Asks a running [`Server`] to stop; cheap to clone, usable from a signal
@@ -98,11 +100,12 @@ impl Server {
         let gate = Arc::new(Gate::new(&config, crate::fdlimit::current()));
         Ok(Server {
             listener,
-            store,
             config: Arc::new(config),
             stop: Arc::new(AtomicBool::new(false)),
             gate,
             sessions: Arc::default(),
+            callbacks: Callbacks::new(store.local_dir()),
+            store,
         })
     }
 
@@ -188,6 +191,7 @@ impl Server {
             gate: Arc::clone(&self.gate),
             ticket,
             sessions: Arc::clone(&self.sessions),
+            callbacks: Arc::clone(&self.callbacks),
         };
         let spawned = std::thread::Builder::new()
             .name(format!("rfserve-conn-{peer}"))

@@ -36,6 +36,8 @@ use resolve::Root;
 pub struct LocalStore {
     root: Root,
     export_id: String,
+    /// The canonical directory, for the export watch.
+    dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for LocalStore {
@@ -63,6 +65,7 @@ impl LocalStore {
         Ok(LocalStore {
             root: handle,
             export_id,
+            dir: canonical,
         })
     }
 
@@ -93,6 +96,10 @@ fn io_err(path: &RelPath) -> impl Fn(io::Error) -> WireError + '_ {
 impl Store for LocalStore {
     fn export_id(&self) -> String {
         self.export_id.clone()
+    }
+
+    fn local_dir(&self) -> Option<std::path::PathBuf> {
+        Some(self.dir.clone())
     }
 
     fn list(&self, dir: &RelPath) -> StoreResult<Listing> {
@@ -314,6 +321,8 @@ impl Store for LocalStore {
         Ok(Arc::new(LocalStore {
             export_id: meta::subdir_export_id(&self.export_id, &st),
             root,
+            // Watching is done through the whole export's store only.
+            dir: self.dir.join(dir.as_str()),
         }))
     }
 

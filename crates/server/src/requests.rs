@@ -6,9 +6,11 @@ use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rfmount_proto::{
-    CHUNK_SIZE, ErrorCode, Hasher, Op, RelPath, Reply, ServerMsg, Version, WireError,
+    CHUNK_SIZE, Change, ErrorCode, FileId, Hasher, Op, RENAME_EXCHANGE,
+    RelPath, Reply, ServerMsg, Version, WireError,
 };
 
+use crate::callbacks::Held;
 use crate::conn::Conn;
 use crate::replies::{Label, Outcome, cancelled, log_request, writable};
 
@@ -26,7 +28,24 @@ pub(crate) fn execute(conn: &Conn, id: u64, op: Op, cancel: &AtomicBool) -> Opti
         Op::List { path } => list(conn, id, &path, cancel, &label),
         Op::Get { path, have, .. } => get(conn, id, &path, have, cancel, &label),
         op => {
+            let changes = changes_of(&op);
             let result = simple(conn, op);
+            if let Ok(reply) = &result
+                && !changes.is_empty()
+            {
+                // Before the reply goes out: when the writer learns its
+                // change is done, every other session's invalidation is
+                // already queued ahead of anything else on its connection.
+                let id = match reply {
+                    Reply::Meta(m) => m.file_id,
+                    _ => FileId::default(),
+                };
+                let with_id: Vec<_> = changes
+                    .into_iter()
+                    .map(|(p, c)| (p, c, id))
+                    .collect();
+                conn.callbacks.changed(&with_id);
+            }
             let outcome = match &result {
                 Ok(_) => Outcome::Ok,
                 Err(e) => Outcome::Err(e),
@@ -37,10 +56,44 @@ pub(crate) fn execute(conn: &Conn, id: u64, op: Op, cancel: &AtomicBool) -> Opti
     }
 }
 
+/// What a successful `op` changes, for the sessions holding callbacks.
+fn changes_of(op: &Op) -> Vec<(RelPath, Change)> {
+    match op {
+        Op::Remove { path } | Op::Rmdir { path } => vec![(path.clone(), Change::Removed)],
+        Op::Rename { from, to, flags } => {
+            let gone = if flags & RENAME_EXCHANGE != 0 {
+                Change::Created
+            } else {
+                Change::Removed
+            };
+            vec![(from.clone(), gone), (to.clone(), Change::Created)]
+        }
+        Op::Mkdir { path, .. } | Op::Symlink { path, .. } | Op::Mknod { path, .. } => {
+            vec![(path.clone(), Change::Created)]
+        }
+        Op::Link { to, .. } => vec![(to.clone(), Change::Created)],
+        Op::SetAttr { path, attr } => {
+            let change = if attr.size.is_some() {
+                Change::Content
+            } else {
+                Change::Attr
+            };
+            vec![(path.clone(), change)]
+        }
+        Op::SetXattr { path, .. } | Op::RemoveXattr { path, .. } => {
+            vec![(path.clone(), Change::Attr)]
+        }
+        _ => Vec::new(),
+    }
+}
+
 fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
     let store = &*conn.store;
     match op {
-        Op::Stat { path } => store.stat(&path).map(Reply::Meta),
+        Op::Stat { path } => {
+            conn.callbacks.hold(&path, Held::Object);
+            store.stat(&path).map(Reply::Meta)
+        }
         Op::Remove { path } => {
             writable(conn)?;
             store.remove(&path).map(|()| Reply::Done)
@@ -127,6 +180,7 @@ fn list(
         log_request(conn, label, Outcome::Err(&e), "");
         Some(ServerMsg::Reply { id, result: Err(e) })
     };
+    conn.callbacks.hold(path, Held::Listing);
     let listing = match conn.store.list(path) {
         Ok(l) => l,
         Err(e) => return fail(e),
@@ -174,6 +228,7 @@ fn get(
     cancel: &AtomicBool,
     label: &Label,
 ) -> Option<ServerMsg> {
+    conn.callbacks.hold(path, Held::Object);
     let (meta, mut content) = match conn.store.open_read(path) {
         Ok(opened) => opened,
         Err(e) => {

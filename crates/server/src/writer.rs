@@ -1,6 +1,7 @@
 //! The one writer of a connection, shared by the reader thread and every
 //! worker: each frame is written whole, in the order senders asked, so
-//! frames of concurrent replies interleave but never mix.
+//! frames of concurrent replies interleave but never mix. Urgent frames
+//! (invalidations) go before everything still waiting.
 
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
@@ -37,6 +38,10 @@ pub(crate) struct FrameWriter {
 struct Turns {
     issued: u64,
     serving: u64,
+    /// Urgent frames waiting: they go before any queued turn.
+    urgent: usize,
+    /// A frame is being written right now.
+    writing: bool,
 }
 
 /// Sending failed; the connection is closed.
@@ -44,12 +49,21 @@ struct Turns {
 pub(crate) struct Broken;
 
 /// Passes the turn on when dropped, so that no failure can stall the queue.
-struct Turn<'a>(&'a FrameWriter);
+struct Turn<'a> {
+    writer: &'a FrameWriter,
+    /// An urgent frame took no place in the queue.
+    urgent: bool,
+}
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.0.turns.lock().serving += 1;
-        self.0.next_turn.notify_all();
+        let mut turns = self.writer.turns.lock();
+        turns.writing = false;
+        if !self.urgent {
+            turns.serving += 1;
+        }
+        drop(turns);
+        self.writer.next_turn.notify_all();
     }
 }
 
@@ -86,9 +100,27 @@ impl FrameWriter {
         self.send_raw(&frame)
     }
 
+    /// Sends one frame ahead of every frame still waiting for its turn
+    /// (after the one being written): invalidations must never wait behind
+    /// a large transfer's chunks.
+    pub(crate) fn send_urgent(&self, msg: &ServerMsg) -> Result<(), Broken> {
+        let mut frame = Vec::new();
+        if let Err(e) = rfmount_proto::write_frame(&mut frame, msg) {
+            log::error!("cannot encode an invalidation: {e}");
+            self.fail();
+            return Err(Broken);
+        }
+        let _turn = self.wait_urgent();
+        self.write(&frame)
+    }
+
     /// Sends bytes that are already a whole frame.
     pub(crate) fn send_raw(&self, frame: &[u8]) -> Result<(), Broken> {
         let _turn = self.wait_turn();
+        self.write(frame)
+    }
+
+    fn write(&self, frame: &[u8]) -> Result<(), Broken> {
         if self.is_broken() {
             return Err(Broken);
         }
@@ -110,10 +142,28 @@ impl FrameWriter {
         let mut turns = self.turns.lock();
         let mine = turns.issued;
         turns.issued += 1;
-        while turns.serving != mine {
+        while turns.serving != mine || turns.writing || turns.urgent > 0 {
             self.next_turn.wait(&mut turns);
         }
-        Turn(self)
+        turns.writing = true;
+        Turn {
+            writer: self,
+            urgent: false,
+        }
+    }
+
+    fn wait_urgent(&self) -> Turn<'_> {
+        let mut turns = self.turns.lock();
+        turns.urgent += 1;
+        while turns.writing {
+            self.next_turn.wait(&mut turns);
+        }
+        turns.urgent -= 1;
+        turns.writing = true;
+        Turn {
+            writer: self,
+            urgent: true,
+        }
     }
 
     fn fail(&self) {
