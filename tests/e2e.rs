@@ -153,3 +153,11 @@ mod dist_package;
 // rfmount status --json during uploads and outages; rfserve's session accounting.
 #[path = "e2e/mount_status.rs"]
 mod mount_status;
+
+// Pushed invalidation seen through a second mount, the export, inotify and a restart.
+#[path = "e2e/mount_callbacks_push.rs"]
+mod mount_callbacks_push;
+
+// Round trips under callbacks, counted from rfserve's request log.
+#[path = "e2e/mount_callbacks_roundtrips.rs"]
+mod mount_callbacks_roundtrips;

@@ -18,6 +18,7 @@ use clap::Parser;
 use fuser::{Config, INodeNo, SessionACL};
 use log::{info, warn};
 use rfmount_client::report::one_line;
+use crate::fs::PushSink;
 use rfmount_client::{ConnectConfig, Remote, RemoteError, Source, TcpRemote, TlsArgs, TlsOptions};
 
 use crate::cli_options::{CliOptions, KernelFlags};
@@ -377,6 +378,7 @@ fn mount(args: &Args, plan: &Plan) -> Result<Mounted> {
         conn = conn.with_token_file(t)?;
     }
     conn.tls = plan.tls.clone();
+    let hub = conn.callbacks.clone();
     let remote = Arc::new(connect(&server, conn, &cfg.cache_dir)?);
     let export = remote.export();
     if export.read_only && !cfg.read_only {
@@ -414,6 +416,8 @@ fn mount(args: &Args, plan: &Plan) -> Result<Mounted> {
             log::debug!("invalidating inode {ino}: {e}");
         }
     }));
+    fs.set_kernel_notes(crate::fuse::kernel_notes(session.notifier())?);
+    hub.subscribe(Arc::new(PushSink(Arc::downgrade(&fs))));
     let session = session.spawn().context("starting the FUSE session")?;
     Ok(Mounted {
         session,

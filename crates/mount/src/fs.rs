@@ -17,6 +17,7 @@ mod dir;
 mod files;
 mod links;
 mod offline;
+mod pushed;
 mod xattr;
 
 use std::collections::HashMap;
@@ -35,8 +36,10 @@ use crate::error::{FsError, FsResult};
 use crate::inodes::InodeTable;
 use crate::meta_cache::MetaCache;
 use crate::options::MountConfig;
+use crate::trust::Trust;
 
 pub use dir::DirSink;
+pub use pushed::{KernelNote, KernelNotes, PushSink};
 use dir::DirSnapshot;
 use files::{FileState, Handle};
 
@@ -74,6 +77,10 @@ pub struct RemoteFs<R: Remote> {
     dirs: RwLock<HashMap<u64, Arc<DirSnapshot>>>,
     next_fh: AtomicU64,
     invalidator: OnceLock<Invalidator>,
+    /// What may be served without asking (callbacks).
+    trust: Trust,
+    /// Where pushed changes are told to the kernel.
+    kernel_notes: OnceLock<KernelNotes>,
     /// Owners of files created here and not yet uploaded: their first PUT
     /// creates them on the server with the creator's ids.
     creators: Mutex<HashMap<RelPath, Owner>>,
@@ -98,6 +105,8 @@ impl<R: Remote> RemoteFs<R> {
             dirs: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             invalidator: OnceLock::new(),
+            trust: Trust::default(),
+            kernel_notes: OnceLock::new(),
             creators: Mutex::new(HashMap::new()),
             started: offline::now(),
             activity: Activity::default(),
@@ -214,9 +223,11 @@ impl<R: Remote> RemoteFs<R> {
                     .ok_or_else(FsError::enoent);
             }
         }
+        let ticket = self.trust.ticket();
         match self.remote.stat(path) {
             Ok(m) => {
-                self.meta.lock().put_attr(path, m.clone());
+                let trusted = self.trust.granted(ticket);
+                self.meta.lock().put_attr_as(path, m.clone(), trusted);
                 Ok(m)
             }
             Err(e) if e.code() == Some(ErrorCode::NotFound) => Err(FsError::enoent()),

@@ -17,7 +17,7 @@ use rfmount_client::Remote;
 use rfmount_proto::{FileKind, Meta, Owner, SetTime, Timestamp};
 
 use crate::error::FsError;
-use crate::fs::{Attr, DirSink, Opened, RemoteFs};
+use crate::fs::{Attr, DirSink, KernelNote, KernelNotes, Opened, RemoteFs};
 use crate::idmap::{IdMap, IdMapMode};
 use crate::inodes::ROOT;
 
@@ -622,4 +622,37 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             Err(e) => reply.error(reply_error("mknod", &e)),
         }
     }
+}
+
+/// A sender of [`KernelNote`]s to the kernel on a thread of its own: a
+/// notification may wait on the kernel, which may be waiting on a request
+/// that needs the connection's reader, where the notes come from.
+///
+/// # Errors
+/// When the thread cannot be started.
+pub fn kernel_notes(notifier: fuser::Notifier) -> std::io::Result<KernelNotes> {
+    let (tx, rx) = std::sync::mpsc::channel::<KernelNote>();
+    std::thread::Builder::new()
+        .name("rfmount-notes".into())
+        .spawn(move || {
+            for note in rx {
+                let r = match &note {
+                    KernelNote::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+                    KernelNote::Entry(parent, name) => {
+                        notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
+                    }
+                    KernelNote::Delete(parent, child, name) => {
+                        notifier.delete(INodeNo(*parent), INodeNo(*child), OsStr::new(name))
+                    }
+                };
+                // ENOENT: the kernel did not hold it; nothing to drop.
+                if let Err(e) = r {
+                    log::debug!("telling the kernel {note:?}: {e}");
+                }
+            }
+        })?;
+    let tx = parking_lot::Mutex::new(tx);
+    Ok(Box::new(move |n| {
+        let _ = tx.lock().send(n);
+    }))
 }

@@ -36,6 +36,7 @@ pub mod known_exports;
 mod logging;
 pub mod meta_cache;
 pub mod options;
+pub mod trust;
 mod own_mount;
 mod status;
 
