@@ -54,6 +54,17 @@ impl<R: Remote> FuseFs<R> {
         FuseFs { fs, ttl, ids }
     }
 
+    /// How long the kernel may keep what it is told: the configured
+    /// timeout while callbacks are live (changes are pushed), else at most
+    /// the short one of a broken connection.
+    fn ttl(&self) -> Duration {
+        if self.fs.callbacks_live() {
+            self.ttl
+        } else {
+            self.ttl.min(crate::meta_cache::BROKEN_TTL)
+        }
+    }
+
     fn attr(&self, a: &Attr) -> FileAttr {
         to_file_attr(a.ino, &a.meta, &self.ids)
     }
@@ -219,7 +230,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name_or_reply!(name, reply);
         match self.fs.lookup(parent.0, name) {
-            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Ok(a) => reply.entry(&self.ttl(), &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("lookup", &e)),
         }
     }
@@ -230,7 +241,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&self.ttl, &self.attr(&a)),
+            Ok(a) => reply.attr(&self.ttl(), &self.attr(&a)),
             Err(e) => reply.error(reply_error("getattr", &e)),
         }
     }
@@ -261,7 +272,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             .fs
             .setattr(ino.0, mode, size, set_time(atime), set_time(mtime), owner)
         {
-            Ok(a) => reply.attr(&self.ttl, &self.attr(&a)),
+            Ok(a) => reply.attr(&self.ttl(), &self.attr(&a)),
             Err(e) => reply.error(reply_error("setattr", &e)),
         }
     }
@@ -280,7 +291,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             .fs
             .mkdir(parent.0, name, mode & !umask, self.creator(req))
         {
-            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Ok(a) => reply.entry(&self.ttl(), &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("mkdir", &e)),
         }
     }
@@ -442,7 +453,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     ) {
         let mut sink = PlusSink {
             reply: &mut reply,
-            ttl: self.ttl,
+            ttl: self.ttl(),
             ids: self.ids,
         };
         match self.fs.readdir(fh.0, offset, true, &mut sink) {
@@ -506,7 +517,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             .create(parent.0, name, mode, umask, self.creator(req))
         {
             Ok((a, o)) => reply.created(
-                &self.ttl,
+                &self.ttl(),
                 &self.attr(&a),
                 GEN,
                 FileHandle(o.fh),
@@ -575,7 +586,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         let name = name_or_reply!(link_name, reply);
         let target = name_or_reply!(target.as_os_str(), reply);
         match self.fs.symlink(parent.0, name, target, self.creator(req)) {
-            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Ok(a) => reply.entry(&self.ttl(), &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("symlink", &e)),
         }
     }
@@ -597,7 +608,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     ) {
         let name = name_or_reply!(newname, reply);
         match self.fs.link(ino.0, newparent.0, name) {
-            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Ok(a) => reply.entry(&self.ttl(), &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("link", &e)),
         }
     }
@@ -618,7 +629,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             .fs
             .mknod(parent.0, name, mode, u64::from(rdev), self.creator(req))
         {
-            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Ok(a) => reply.entry(&self.ttl(), &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("mknod", &e)),
         }
     }

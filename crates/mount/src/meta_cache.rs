@@ -76,7 +76,14 @@ pub struct MetaCache {
     dir_ttl: Duration,
     attrs: HashMap<RelPath, (Meta, Instant, bool)>,
     dirs: HashMap<RelPath, (Arc<Listing>, Instant, bool)>,
+    /// The connection broke: until the next one is up, nothing is served
+    /// for longer than [`BROKEN_TTL`], whatever the configured timeouts
+    /// (which may be long because invalidations are pushed).
+    broken: bool,
 }
+
+/// The longest an entry is reused while callbacks are void.
+pub const BROKEN_TTL: Duration = Duration::from_secs(1);
 
 impl MetaCache {
     /// Empty caches with these lifetimes.
@@ -86,6 +93,23 @@ impl MetaCache {
             dir_ttl,
             attrs: HashMap::new(),
             dirs: HashMap::new(),
+            broken: false,
+        }
+    }
+
+    fn attr_ttl(&self) -> Duration {
+        if self.broken {
+            self.attr_ttl.min(BROKEN_TTL)
+        } else {
+            self.attr_ttl
+        }
+    }
+
+    fn dir_ttl(&self) -> Duration {
+        if self.broken {
+            self.dir_ttl.min(BROKEN_TTL)
+        } else {
+            self.dir_ttl
         }
     }
 
@@ -93,7 +117,7 @@ impl MetaCache {
     pub fn attr(&self, path: &RelPath) -> Option<Meta> {
         self.attrs
             .get(path)
-            .filter(|(_, t, trusted)| *trusted || t.elapsed() < self.attr_ttl)
+            .filter(|(_, t, trusted)| *trusted || t.elapsed() < self.attr_ttl())
             .map(|(m, _, _)| m.clone())
     }
 
@@ -139,7 +163,7 @@ impl MetaCache {
     pub fn listing(&self, dir: &RelPath) -> Option<Arc<Listing>> {
         self.dirs
             .get(dir)
-            .filter(|(_, t, trusted)| *trusted || t.elapsed() < self.dir_ttl)
+            .filter(|(_, t, trusted)| *trusted || t.elapsed() < self.dir_ttl())
             .map(|(l, _, _)| l.clone())
     }
 
@@ -257,6 +281,7 @@ impl MetaCache {
     /// The connection broke: nothing is trusted any more; entries age out
     /// by the timeouts from when they were read.
     pub fn distrust_all(&mut self) {
+        self.broken = true;
         for v in self.attrs.values_mut() {
             v.2 = false;
         }
@@ -268,6 +293,7 @@ impl MetaCache {
     /// Forgets everything (a new connection after a break: whatever was
     /// read before may have changed unseen).
     pub fn clear(&mut self) {
+        self.broken = false;
         self.attrs.clear();
         self.dirs.clear();
     }

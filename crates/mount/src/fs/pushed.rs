@@ -40,6 +40,11 @@ impl<R: Remote> RemoteFs<R> {
         let _ = self.kernel_notes.set(f);
     }
 
+    /// True while the server pushes invalidations on a live connection.
+    pub fn callbacks_live(&self) -> bool {
+        self.trust.live()
+    }
+
     fn note(&self, n: KernelNote) {
         if let Some(f) = self.kernel_notes.get() {
             f(n);
