@@ -10,7 +10,7 @@ fn reopening_100_cached_unchanged_files_costs_no_request() {
     skip_without_fuse!();
     let root = TestDir::new("root");
     for i in 0..100 {
-        root.write(&format!("d/f{i:03}.txt"), &format!("file {i}\n"));
+        root.write(format!("d/f{i:03}.txt"), format!("file {i}\n"));
     }
     let srv = Server::start(root.path(), &[]);
     let m = Mount::start(&srv, LONG_TIMEOUTS);
@@ -33,7 +33,7 @@ fn ls_l_of_a_listed_unchanged_directory_costs_no_request() {
     skip_without_fuse!();
     let root = TestDir::new("root");
     for i in 0..50 {
-        root.write(&format!("d/f{i:02}"), "x");
+        root.write(format!("d/f{i:02}"), "x");
     }
     let srv = Server::start(root.path(), &[]);
     let m = Mount::start(&srv, LONG_TIMEOUTS);

@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
+use crate::fs::PushSink;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use fuser::{Config, INodeNo, SessionACL};
 use log::{info, warn};
 use rfmount_client::report::one_line;
-use crate::fs::PushSink;
 use rfmount_client::{ConnectConfig, Remote, RemoteError, Source, TcpRemote, TlsArgs, TlsOptions};
 
 use crate::cli_options::{CliOptions, KernelFlags};

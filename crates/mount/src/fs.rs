@@ -39,9 +39,9 @@ use crate::options::MountConfig;
 use crate::trust::Trust;
 
 pub use dir::DirSink;
-pub use pushed::{KernelNote, KernelNotes, PushSink};
 use dir::DirSnapshot;
 use files::{FileState, Handle};
+pub use pushed::{KernelNote, KernelNotes, PushSink};
 
 /// An inode number with its attributes, as replied to the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -647,6 +647,7 @@ pub fn kernel_notes(notifier: fuser::Notifier) -> std::io::Result<KernelNotes> {
         .name("rfmount-notes".into())
         .spawn(move || {
             for note in rx {
+                log::debug!("telling the kernel {note:?}");
                 let r = match &note {
                     KernelNote::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
                     KernelNote::Entry(parent, name) => {

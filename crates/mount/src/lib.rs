@@ -36,9 +36,9 @@ pub mod known_exports;
 mod logging;
 pub mod meta_cache;
 pub mod options;
-pub mod trust;
 mod own_mount;
 mod status;
+pub mod trust;
 
 pub use error::{FsError, FsResult};
 pub use fs::RemoteFs;

@@ -224,7 +224,9 @@ impl Callbacks {
         let now = Instant::now();
         if let Some(o) = origin {
             if inner.own.len() > 10_000 {
-                inner.own.retain(|_, (_, t)| t.elapsed() < OWN_CHANGE_WINDOW);
+                inner
+                    .own
+                    .retain(|_, (_, t)| t.elapsed() < OWN_CHANGE_WINDOW);
             }
             for c in changes {
                 inner.own.insert(c.path.clone(), (o, now));

@@ -44,8 +44,8 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod cli;
 mod callbacks;
+pub mod cli;
 mod config;
 mod conn;
 mod dispatch;

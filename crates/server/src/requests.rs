@@ -6,8 +6,8 @@ use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rfmount_proto::{
-    CHUNK_SIZE, Change, ErrorCode, FileId, Hasher, Op, RENAME_EXCHANGE,
-    RelPath, Reply, ServerMsg, Version, WireError,
+    CHUNK_SIZE, Change, ErrorCode, FileId, Hasher, Op, RENAME_EXCHANGE, RelPath, Reply, ServerMsg,
+    Version, WireError,
 };
 
 use crate::callbacks::Held;
@@ -40,10 +40,7 @@ pub(crate) fn execute(conn: &Conn, id: u64, op: Op, cancel: &AtomicBool) -> Opti
                     Reply::Meta(m) => m.file_id,
                     _ => FileId::default(),
                 };
-                let with_id: Vec<_> = changes
-                    .into_iter()
-                    .map(|(p, c)| (p, c, id))
-                    .collect();
+                let with_id: Vec<_> = changes.into_iter().map(|(p, c)| (p, c, id)).collect();
                 conn.callbacks.changed(&with_id);
             }
             let outcome = match &result {

@@ -121,7 +121,11 @@ pub(crate) fn run(setup: Setup) {
             .unwrap_or_default()
     );
     let registered = sessions.register(peer, writer.sent_counter());
-    if let Some(dir) = admitted.subdir.as_deref().and_then(|d| RelPath::new(d).ok()) {
+    if let Some(dir) = admitted
+        .subdir
+        .as_deref()
+        .and_then(|d| RelPath::new(d).ok())
+    {
         held.set_prefix(dir);
     }
     let conn = Arc::new(Conn::new(

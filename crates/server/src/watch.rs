@@ -106,11 +106,7 @@ impl Watcher {
         // something outside it.
         // SAFETY: `c` is a valid C string; the descriptor is live.
         let wd = unsafe {
-            libc::inotify_add_watch(
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                MASK | libc::IN_DONT_FOLLOW,
-            )
+            libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), MASK | libc::IN_DONT_FOLLOW)
         };
         if wd < 0 {
             // Gone already, or not a directory: nothing there to watch.

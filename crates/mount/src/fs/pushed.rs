@@ -76,16 +76,17 @@ impl<R: Remote> RemoteFs<R> {
             }
             let (ino, parent) = {
                 let inodes = self.inodes.lock();
-                (
-                    inodes.ino(path),
-                    path.parent().and_then(|p| inodes.ino(&p)),
-                )
+                (inodes.ino(path), path.parent().and_then(|p| inodes.ino(&p)))
             };
             if let Some(ino) = ino {
                 self.bump_pushed(ino);
-                notes.push(KernelNote::Inode(ino));
             }
+            // The delete first: it finds the kernel's entry still linked to
+            // the inode, which it needs to tell inotify watchers.
             let Some(name) = path.file_name() else {
+                if let Some(ino) = ino {
+                    notes.push(KernelNote::Inode(ino));
+                }
                 continue;
             };
             if let Some(pino) = parent {
@@ -99,6 +100,9 @@ impl<R: Remote> RemoteFs<R> {
                     _ => {}
                 }
                 notes.push(KernelNote::Inode(pino));
+            }
+            if let Some(ino) = ino {
+                notes.push(KernelNote::Inode(ino));
             }
         }
         for n in notes {
