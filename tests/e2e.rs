@@ -170,3 +170,10 @@ mod conformance_pjdfstest;
 // uploads, renames and unlinks of files with pending uploads.
 #[path = "e2e/mount_writeback.rs"]
 mod mount_writeback;
+// Pushed invalidation seen through a second mount, the export, inotify and a restart.
+#[path = "e2e/mount_callbacks_push.rs"]
+mod mount_callbacks_push;
+
+// Round trips under callbacks, counted from rfserve's request log.
+#[path = "e2e/mount_callbacks_roundtrips.rs"]
+mod mount_callbacks_roundtrips;

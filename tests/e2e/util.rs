@@ -76,3 +76,8 @@ pub use outage::*;
 #[path = "util/system.rs"]
 mod system;
 pub use system::*;
+
+// Request counting and bounded waits of the callback tests.
+#[path = "util/callbacks.rs"]
+mod callbacks;
+pub use callbacks::*;

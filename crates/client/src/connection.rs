@@ -35,6 +35,7 @@ use rfmount_proto::{
 
 use rfmount_transport::{ReadHalf, WriteHalf};
 
+use crate::callbacks::CallbackHub;
 use crate::error::RemoteError;
 use crate::handshake;
 use crate::stats::{RequestStats, op_name};
@@ -67,6 +68,8 @@ pub struct ConnectConfig {
     /// Where every connection opened with this configuration counts its
     /// requests and their latency; clones share it.
     pub stats: Arc<RequestStats>,
+    /// Where pushed invalidations and connection breaks go; clones share it.
+    pub callbacks: CallbackHub,
 }
 
 /// Default of [`ConnectConfig::timeout`] (and of the connect timeout).
@@ -85,6 +88,7 @@ impl ConnectConfig {
             timeout: DEFAULT_TIMEOUT,
             tls: None,
             stats: Arc::default(),
+            callbacks: CallbackHub::default(),
         }
     }
 
@@ -149,6 +153,7 @@ struct Shared {
     /// The watchdog's ping in flight and when it was sent: the reader
     /// times its answer as it arrives.
     ping: Mutex<Option<(u64, Instant)>>,
+    callbacks: CallbackHub,
 }
 
 impl Shared {
@@ -156,6 +161,9 @@ impl Shared {
         let mut dead = self.dead.lock();
         if dead.is_none() {
             debug!("connection closed: {why}");
+            // Before anyone can see the connection dead (and open the next
+            // one): every callback of this one is void first.
+            self.callbacks.broken();
             *dead = Some(why);
         }
         drop(dead);
@@ -249,7 +257,11 @@ impl Connection {
             timed_out: AtomicBool::new(false),
             stats: cfg.stats.clone(),
             ping: Mutex::new(None),
+            callbacks: cfg.callbacks.clone(),
         });
+        // Before the reader starts: its first invalidation must find the
+        // subscriber knowing this connection.
+        cfg.callbacks.connected(welcome.callbacks);
         let (stop_tx, stop_rx) = sync_channel(0);
         let conn = Arc::new(Connection {
             addr: addr.clone(),
@@ -470,6 +482,10 @@ fn read_loop(mut reader: ReadHalf, shared: Arc<Shared>, addr: String) {
             | ServerMsg::Data { id, .. }
             | ServerMsg::DataEnd { id, .. } => *id,
             ServerMsg::Fatal(e) => break format!("server {addr} closed the connection: {e}"),
+            ServerMsg::Invalidate(items) => {
+                shared.callbacks.invalidated(items);
+                continue;
+            }
             other => break format!("unexpected frame from {addr}: {other:?}"),
         };
         let pinged = *shared.ping.lock();

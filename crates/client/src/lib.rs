@@ -19,6 +19,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod callbacks;
 pub mod cli;
 mod connection;
 mod error;

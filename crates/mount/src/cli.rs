@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
+use crate::fs::PushSink;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use fuser::{Config, INodeNo, SessionACL};
@@ -395,6 +396,7 @@ fn mount(args: &Args, plan: &Plan) -> Result<Mounted> {
         conn = conn.with_token_file(t)?;
     }
     conn.tls = plan.tls.clone();
+    let hub = conn.callbacks.clone();
     let remote = Arc::new(connect(&server, conn, &cfg.cache_dir)?);
     let export = remote.export();
     if export.read_only && !cfg.read_only {
@@ -439,6 +441,8 @@ fn mount(args: &Args, plan: &Plan) -> Result<Mounted> {
             fs.config().upload_workers
         );
     }
+    fs.set_kernel_notes(crate::fuse::kernel_notes(session.notifier())?);
+    hub.subscribe(Arc::new(PushSink(Arc::downgrade(&fs))));
     let session = session.spawn().context("starting the FUSE session")?;
     Ok(Mounted {
         session,

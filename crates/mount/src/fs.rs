@@ -18,6 +18,7 @@ mod files;
 mod links;
 mod offline;
 mod writeback;
+mod pushed;
 mod xattr;
 
 use std::collections::HashMap;
@@ -36,12 +37,14 @@ use crate::error::{FsError, FsResult};
 use crate::inodes::InodeTable;
 use crate::meta_cache::MetaCache;
 use crate::options::MountConfig;
+use crate::trust::Trust;
 
 pub use dir::DirSink;
 use dir::DirSnapshot;
 use files::{FileState, Handle};
 pub use writeback::FailedUpload;
 use writeback::UploadQueue;
+pub use pushed::{KernelNote, KernelNotes, PushSink};
 
 /// An inode number with its attributes, as replied to the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +80,10 @@ pub struct RemoteFs<R: Remote> {
     dirs: RwLock<HashMap<u64, Arc<DirSnapshot>>>,
     next_fh: AtomicU64,
     invalidator: OnceLock<Invalidator>,
+    /// What may be served without asking (callbacks).
+    trust: Trust,
+    /// Where pushed changes are told to the kernel.
+    kernel_notes: OnceLock<KernelNotes>,
     /// Owners of files created here and not yet uploaded: their first PUT
     /// creates them on the server with the creator's ids.
     creators: Mutex<HashMap<RelPath, Owner>>,
@@ -105,6 +112,8 @@ impl<R: Remote> RemoteFs<R> {
             dirs: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             invalidator: OnceLock::new(),
+            trust: Trust::default(),
+            kernel_notes: OnceLock::new(),
             creators: Mutex::new(HashMap::new()),
             xattr_names: Mutex::default(),
             started: offline::now(),
@@ -229,9 +238,11 @@ impl<R: Remote> RemoteFs<R> {
                     .ok_or_else(FsError::enoent);
             }
         }
+        let ticket = self.trust.ticket();
         match self.remote.stat(path) {
             Ok(m) => {
-                self.meta.lock().put_attr(path, m.clone());
+                let trusted = self.trust.granted(ticket);
+                self.meta.lock().put_attr_as(path, m.clone(), trusted);
                 Ok(m)
             }
             Err(e) if e.code() == Some(ErrorCode::NotFound) => Err(FsError::enoent()),

@@ -17,7 +17,7 @@ use rfmount_client::Remote;
 use rfmount_proto::{FileKind, Meta, Owner, SetTime, Timestamp};
 
 use crate::error::FsError;
-use crate::fs::{Attr, DirSink, Opened, RemoteFs};
+use crate::fs::{Attr, DirSink, KernelNote, KernelNotes, Opened, RemoteFs};
 use crate::idmap::{IdMap, IdMapMode};
 use crate::inodes::ROOT;
 
@@ -52,6 +52,17 @@ impl<R: Remote> FuseFs<R> {
         };
         let ids = IdMap::new(cfg.idmap, remote, local, cfg.uid, cfg.gid);
         FuseFs { fs, ttl, ids }
+    }
+
+    /// How long the kernel may keep what it is told: the configured
+    /// timeout while callbacks are live (changes are pushed), else at most
+    /// the short one of a broken connection.
+    fn ttl(&self) -> Duration {
+        if self.fs.callbacks_live() {
+            self.ttl
+        } else {
+            self.ttl.min(crate::meta_cache::BROKEN_TTL)
+        }
     }
 
     fn attr(&self, a: &Attr) -> FileAttr {
@@ -226,7 +237,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name_or_reply!(name, reply);
         match self.fs.lookup(parent.0, name) {
-            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Ok(a) => reply.entry(&self.ttl(), &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("lookup", &e)),
         }
     }
@@ -237,7 +248,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&self.ttl, &self.attr(&a)),
+            Ok(a) => reply.attr(&self.ttl(), &self.attr(&a)),
             Err(e) => reply.error(reply_error("getattr", &e)),
         }
     }
@@ -268,7 +279,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             .fs
             .setattr(ino.0, mode, size, set_time(atime), set_time(mtime), owner)
         {
-            Ok(a) => reply.attr(&self.ttl, &self.attr(&a)),
+            Ok(a) => reply.attr(&self.ttl(), &self.attr(&a)),
             Err(e) => reply.error(reply_error("setattr", &e)),
         }
     }
@@ -287,7 +298,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             .fs
             .mkdir(parent.0, name, mode & !umask, self.creator(req))
         {
-            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Ok(a) => reply.entry(&self.ttl(), &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("mkdir", &e)),
         }
     }
@@ -449,7 +460,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     ) {
         let mut sink = PlusSink {
             reply: &mut reply,
-            ttl: self.ttl,
+            ttl: self.ttl(),
             ids: self.ids,
         };
         match self.fs.readdir(fh.0, offset, true, &mut sink) {
@@ -513,7 +524,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             .create(parent.0, name, mode, umask, self.creator(req))
         {
             Ok((a, o)) => reply.created(
-                &self.ttl,
+                &self.ttl(),
                 &self.attr(&a),
                 GEN,
                 FileHandle(o.fh),
@@ -582,7 +593,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         let name = name_or_reply!(link_name, reply);
         let target = name_or_reply!(target.as_os_str(), reply);
         match self.fs.symlink(parent.0, name, target, self.creator(req)) {
-            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Ok(a) => reply.entry(&self.ttl(), &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("symlink", &e)),
         }
     }
@@ -604,7 +615,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     ) {
         let name = name_or_reply!(newname, reply);
         match self.fs.link(ino.0, newparent.0, name) {
-            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Ok(a) => reply.entry(&self.ttl(), &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("link", &e)),
         }
     }
@@ -625,8 +636,42 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             .fs
             .mknod(parent.0, name, mode, u64::from(rdev), self.creator(req))
         {
-            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Ok(a) => reply.entry(&self.ttl(), &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("mknod", &e)),
         }
     }
+}
+
+/// A sender of [`KernelNote`]s to the kernel on a thread of its own: a
+/// notification may wait on the kernel, which may be waiting on a request
+/// that needs the connection's reader, where the notes come from.
+///
+/// # Errors
+/// When the thread cannot be started.
+pub fn kernel_notes(notifier: fuser::Notifier) -> std::io::Result<KernelNotes> {
+    let (tx, rx) = std::sync::mpsc::channel::<KernelNote>();
+    std::thread::Builder::new()
+        .name("rfmount-notes".into())
+        .spawn(move || {
+            for note in rx {
+                log::debug!("telling the kernel {note:?}");
+                let r = match &note {
+                    KernelNote::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+                    KernelNote::Entry(parent, name) => {
+                        notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
+                    }
+                    KernelNote::Delete(parent, child, name) => {
+                        notifier.delete(INodeNo(*parent), INodeNo(*child), OsStr::new(name))
+                    }
+                };
+                // ENOENT: the kernel did not hold it; nothing to drop.
+                if let Err(e) = r {
+                    log::debug!("telling the kernel {note:?}: {e}");
+                }
+            }
+        })?;
+    let tx = parking_lot::Mutex::new(tx);
+    Ok(Box::new(move |n| {
+        let _ = tx.lock().send(n);
+    }))
 }

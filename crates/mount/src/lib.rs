@@ -39,6 +39,7 @@ pub mod options;
 mod own_mount;
 mod status;
 mod sync;
+pub mod trust;
 
 pub use error::{FsError, FsResult};
 pub use fs::RemoteFs;

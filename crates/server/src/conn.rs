@@ -12,6 +12,7 @@ use parking_lot::{Condvar, Mutex};
 use rfmount_proto::{ErrorCode, ServerMsg, WireError};
 
 use crate::pool::{Lane, Pool};
+use crate::callbacks::Session as Callbacks;
 use crate::store::Store;
 use crate::traffic::Traffic;
 use crate::writer::FrameWriter;
@@ -38,7 +39,10 @@ struct InFlight {
 /// State of one session shared by its reader and its workers.
 pub(crate) struct Conn {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) writer: FrameWriter,
+    pub(crate) writer: Arc<FrameWriter>,
+    /// The session's callbacks: what it read, and how others' changes
+    /// reach it.
+    pub(crate) callbacks: Callbacks,
     pub(crate) peer: SocketAddr,
     pub(crate) read_only: bool,
     /// Requests and bytes, for the close line and SIGUSR1.
@@ -55,7 +59,8 @@ pub(crate) struct Conn {
 impl Conn {
     pub(crate) fn new(
         store: Arc<dyn Store>,
-        writer: FrameWriter,
+        writer: Arc<FrameWriter>,
+        callbacks: Callbacks,
         peer: SocketAddr,
         read_only: bool,
         traffic: Arc<Traffic>,
@@ -64,6 +69,7 @@ impl Conn {
         Conn {
             store,
             writer,
+            callbacks,
             peer,
             read_only,
             traffic,

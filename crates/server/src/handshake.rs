@@ -42,6 +42,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) ticket: &'a Ticket,
     pub(crate) peer: SocketAddr,
     pub(crate) writer: &'a FrameWriter,
+    /// The session will be told of changes (Welcome.callbacks).
+    pub(crate) callbacks: bool,
 }
 
 /// Runs the handshake; `Ok` means requests may follow.
@@ -84,7 +86,7 @@ pub(crate) fn run<T: Timed>(
             max_in_flight: cx.cfg.max_in_flight,
             idle_timeout_secs: cx.cfg.idle_secs(),
         },
-        callbacks: false,
+        callbacks: cx.callbacks,
         resumed: false,
     };
     send(cx, &ServerMsg::Welcome(welcome))?;

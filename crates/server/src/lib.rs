@@ -47,6 +47,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod callbacks;
 pub mod cli;
 mod config;
 mod conn;
@@ -67,6 +68,7 @@ mod store;
 pub mod tls;
 mod traffic;
 mod upload;
+mod watch;
 mod writer;
 
 pub use config::{DEFAULT_TRANSFERS, ServerConfig};

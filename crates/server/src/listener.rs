@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rfmount_proto::{ErrorCode, ServerMsg, WireError};
 
+use crate::callbacks::Callbacks;
 use crate::config::ServerConfig;
 use crate::peers::{AddrKey, Gate, Refusal, backoff_message};
 use crate::pool::Pool;
@@ -46,6 +47,7 @@ pub struct Server {
     gate: Arc<Gate>,
     sessions: Arc<Sessions>,
     pool: Arc<Pool>,
+    callbacks: Arc<Callbacks>,
 }
 
 /// Asks a running [`Server`] to stop; cheap to clone, usable from a signal
@@ -101,12 +103,13 @@ impl Server {
         let pool = Arc::new(Pool::new(config.workers, config.max_transfers));
         Ok(Server {
             listener,
-            store,
             config: Arc::new(config),
             stop: Arc::new(AtomicBool::new(false)),
             gate,
             sessions: Arc::default(),
             pool,
+            callbacks: Callbacks::new(store.local_dir()),
+            store,
         })
     }
 
@@ -193,6 +196,7 @@ impl Server {
             ticket,
             sessions: Arc::clone(&self.sessions),
             pool: Arc::clone(&self.pool),
+            callbacks: Arc::clone(&self.callbacks),
         };
         let spawned = std::thread::Builder::new()
             .name(format!("rfserve-conn-{peer}"))

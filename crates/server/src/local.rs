@@ -39,6 +39,8 @@ pub struct LocalStore {
     export_id: String,
     /// Group commit of directory fsyncs, shared with confined stores.
     dir_syncs: Arc<dirsync::DirSyncs>,
+    /// The canonical directory, for the export watch.
+    dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for LocalStore {
@@ -67,6 +69,7 @@ impl LocalStore {
             root: handle,
             export_id,
             dir_syncs: Arc::default(),
+            dir: canonical,
         })
     }
 
@@ -97,6 +100,10 @@ fn io_err(path: &RelPath) -> impl Fn(io::Error) -> WireError + '_ {
 impl Store for LocalStore {
     fn export_id(&self) -> String {
         self.export_id.clone()
+    }
+
+    fn local_dir(&self) -> Option<std::path::PathBuf> {
+        Some(self.dir.clone())
     }
 
     fn list(&self, dir: &RelPath) -> StoreResult<Listing> {
@@ -324,6 +331,8 @@ impl Store for LocalStore {
             export_id: meta::subdir_export_id(&self.export_id, &st),
             root,
             dir_syncs: Arc::clone(&self.dir_syncs),
+            // Watching is done through the whole export's store only.
+            dir: self.dir.join(dir.as_str()),
         }))
     }
 

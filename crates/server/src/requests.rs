@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rfmount_proto::{
-    CHUNK_SIZE, DirEntry, ErrorCode, Hasher, Meta, Op, RelPath, Reply, ServerMsg, Version,
-    WireError,
+    CHUNK_SIZE, Change, DirEntry, ErrorCode, FileId, Hasher, Meta, Op, RENAME_EXCHANGE, RelPath,
+    Reply, ServerMsg, Version, WireError,
 };
 
+use crate::callbacks::Held;
 use crate::conn::{Conn, Responder};
 use crate::pool::Lane;
 use crate::replies::{Label, Outcome, cancelled, log_request, writable};
@@ -32,7 +33,21 @@ pub(crate) fn execute(conn: &Arc<Conn>, id: u64, op: Op, responder: Responder) {
         Op::List { path } => list(conn, id, &path, responder, label),
         Op::Get { path, have, .. } => get(conn, id, &path, have, responder, label),
         op => {
+            let changes = changes_of(&op);
             let result = simple(conn, op);
+            if let Ok(reply) = &result
+                && !changes.is_empty()
+            {
+                // Before the reply goes out: when the writer learns its
+                // change is done, every other session's invalidation is
+                // already queued ahead of anything else on its connection.
+                let id = match reply {
+                    Reply::Meta(m) => m.file_id,
+                    _ => FileId::default(),
+                };
+                let with_id: Vec<_> = changes.into_iter().map(|(p, c)| (p, c, id)).collect();
+                conn.callbacks.changed(&with_id);
+            }
             let outcome = match &result {
                 Ok(_) => Outcome::Ok,
                 Err(e) => Outcome::Err(e),
@@ -43,10 +58,44 @@ pub(crate) fn execute(conn: &Arc<Conn>, id: u64, op: Op, responder: Responder) {
     }
 }
 
+/// What a successful `op` changes, for the sessions holding callbacks.
+fn changes_of(op: &Op) -> Vec<(RelPath, Change)> {
+    match op {
+        Op::Remove { path } | Op::Rmdir { path } => vec![(path.clone(), Change::Removed)],
+        Op::Rename { from, to, flags } => {
+            let gone = if flags & RENAME_EXCHANGE != 0 {
+                Change::Created
+            } else {
+                Change::Removed
+            };
+            vec![(from.clone(), gone), (to.clone(), Change::Created)]
+        }
+        Op::Mkdir { path, .. } | Op::Symlink { path, .. } | Op::Mknod { path, .. } => {
+            vec![(path.clone(), Change::Created)]
+        }
+        Op::Link { to, .. } => vec![(to.clone(), Change::Created)],
+        Op::SetAttr { path, attr } => {
+            let change = if attr.size.is_some() {
+                Change::Content
+            } else {
+                Change::Attr
+            };
+            vec![(path.clone(), change)]
+        }
+        Op::SetXattr { path, .. } | Op::RemoveXattr { path, .. } => {
+            vec![(path.clone(), Change::Attr)]
+        }
+        _ => Vec::new(),
+    }
+}
+
 fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
     let store = &*conn.store;
     match op {
-        Op::Stat { path } => store.stat(&path).map(Reply::Meta),
+        Op::Stat { path } => {
+            conn.callbacks.hold(&path, Held::Object);
+            store.stat(&path).map(Reply::Meta)
+        }
         Op::Remove { path } => {
             writable(conn)?;
             store.remove(&path).map(|()| Reply::Done)
@@ -130,6 +179,7 @@ fn list(conn: &Arc<Conn>, id: u64, path: &RelPath, responder: Responder, label: 
         log_request(conn, &label, Outcome::Err(&e), "");
         responder.finish(Some(ServerMsg::Reply { id, result: Err(e) }));
     };
+    conn.callbacks.hold(path, Held::Listing);
     let mut listing = match conn.store.list(path) {
         Ok(l) => l,
         Err(e) => return fail(responder, e),
@@ -226,6 +276,7 @@ fn get(
     responder: Responder,
     label: Label,
 ) {
+    conn.callbacks.hold(path, Held::Object);
     let (meta, mut content) = match conn.store.open_read(path) {
         Ok(opened) => opened,
         Err(e) => {

@@ -10,9 +10,10 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rfmount_proto::ServerMsg;
+use rfmount_proto::{RelPath, ServerMsg};
 use rfmount_transport::ReadHalf;
 
+use crate::callbacks::Callbacks;
 use crate::config::ServerConfig;
 use crate::conn::Conn;
 use crate::dispatch;
@@ -38,6 +39,7 @@ pub(crate) struct Setup {
     pub(crate) ticket: Ticket,
     pub(crate) sessions: Arc<Sessions>,
     pub(crate) pool: Arc<Pool>,
+    pub(crate) callbacks: Arc<Callbacks>,
 }
 
 /// Serves one accepted connection to its end and logs how it went. Only
@@ -53,6 +55,7 @@ pub(crate) fn run(setup: Setup) {
         ticket,
         sessions,
         pool,
+        callbacks,
     } = setup;
     log::debug!("connection from {peer}");
     let _ = stream.set_nodelay(true);
@@ -76,14 +79,16 @@ pub(crate) fn run(setup: Setup) {
         }
     };
     let writer = match FrameWriter::new(Arc::clone(&stream), output, cfg.write_timeout) {
-        Ok(w) => w,
+        Ok(w) => Arc::new(w),
         Err(e) => {
             log::debug!("{peer}: cannot set up connection: {e}");
             return;
         }
     };
     let mut reader = FrameReader::new(input);
+    let mut held = callbacks.join(RelPath::root(), Arc::clone(&writer));
     let cx = Ctx {
+        callbacks: held.active(),
         cfg: &cfg,
         gate: &gate,
         ticket: &ticket,
@@ -119,9 +124,17 @@ pub(crate) fn run(setup: Setup) {
             .unwrap_or_default()
     );
     let registered = sessions.register(peer, writer.sent_counter());
+    if let Some(dir) = admitted
+        .subdir
+        .as_deref()
+        .and_then(|d| RelPath::new(d).ok())
+    {
+        held.set_prefix(dir);
+    }
     let conn = Arc::new(Conn::new(
         admitted.store,
         writer,
+        held,
         peer,
         cfg.read_only,
         registered.traffic.clone(),

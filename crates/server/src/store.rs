@@ -133,4 +133,12 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// When `dir` is missing, not a directory, or leaves the export.
     fn confine(&self, dir: &RelPath) -> StoreResult<Arc<dyn Store>>;
+
+    /// The local directory holding the tree, when there is one: the server
+    /// watches it for changes made by other processes and pushes them to
+    /// sessions. `None` (the default) for a store that is not a local
+    /// directory.
+    fn local_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 }

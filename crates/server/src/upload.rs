@@ -14,7 +14,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use rfmount_proto::{
-    Checksum, ErrorCode, Hasher, Op, Owner, RelPath, Reply, ServerMsg, Timestamp, WireError,
+    Change, Checksum, ErrorCode, Hasher, Op, Owner, RelPath, Reply, ServerMsg, Timestamp, WireError,
 };
 
 use crate::conn::Conn;
@@ -169,7 +169,19 @@ impl Uploads {
         let label = up.label.clone();
         let job = Box::new(move |conn: &Conn, _: &_| {
             let bytes = up.received;
+            // Whether the name is new decides what other sessions are told:
+            // a new name changes the directory's listing too.
+            let existed = conn.store.stat(&up.path).is_ok();
             let result = up.pending.commit(up.mode, up.mtime);
+            if let Ok(meta) = &result {
+                let change = if existed {
+                    Change::Content
+                } else {
+                    Change::Created
+                };
+                conn.callbacks
+                    .changed(&[(up.path.clone(), change, meta.file_id)]);
+            }
             match &result {
                 Ok(_) => log_request(conn, &up.label, Outcome::Ok, &format!(" bytes={bytes}")),
                 Err(e) => log_request(conn, &up.label, Outcome::Err(e), ""),

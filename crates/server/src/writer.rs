@@ -8,7 +8,8 @@
 //! only queues: a request's last frame goes this way, so that a worker of
 //! the shared pool never waits for a peer that reads slowly. Posted frames
 //! are bounded by the connection's requests in flight (one last frame
-//! each).
+//! each). [`FrameWriter::send_urgent`] queues an invalidation ahead of
+//! every waiting frame.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -59,6 +60,8 @@ struct Queue {
     written: u64,
     /// No more frames will come: the thread ends once the queue is empty.
     closing: bool,
+    /// Invalidations: written before any frame of `frames`.
+    urgent: VecDeque<Vec<u8>>,
 }
 
 /// Sending failed; the connection is closed.
@@ -116,6 +119,21 @@ impl FrameWriter {
         } else {
             Ok(())
         }
+    }
+
+    /// Queues one frame ahead of every frame still waiting (after the one
+    /// being written) and returns at once: invalidations must never wait
+    /// behind a large transfer's chunks.
+    pub(crate) fn send_urgent(&self, msg: &ServerMsg) -> Result<(), Broken> {
+        let frame = self.encode(msg)?;
+        let mut q = self.shared.queue.lock();
+        if q.closing || self.is_broken() {
+            return Err(Broken);
+        }
+        q.urgent.push_back(frame);
+        drop(q);
+        self.shared.changed.notify_all();
+        Ok(())
     }
 
     /// Queues one frame and returns at once; it is written after every
@@ -186,9 +204,14 @@ impl Shared {
     fn run(&self) {
         loop {
             let mut q = self.queue.lock();
-            let frame = loop {
+            let (frame, numbered) = loop {
+                // Urgent frames are not numbered: senders waiting for their
+                // own frame count only the ordinary ones.
+                if let Some(f) = q.urgent.pop_front() {
+                    break (f, false);
+                }
                 if let Some(f) = q.frames.pop_front() {
-                    break f;
+                    break (f, true);
                 }
                 if q.closing {
                     return;
@@ -208,11 +231,14 @@ impl Shared {
                 }
             }
             let mut q = self.queue.lock();
-            q.written += 1;
+            if numbered {
+                q.written += 1;
+            }
             if self.broken.load(Ordering::SeqCst) {
                 // Nobody will read them: count them done and free them.
                 q.written += q.frames.len() as u64;
                 q.frames.clear();
+                q.urgent.clear();
             }
             drop(q);
             self.changed.notify_all();

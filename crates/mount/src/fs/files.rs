@@ -35,12 +35,14 @@ pub(crate) struct FileState {
     /// after `upload`, never before.
     pub(super) seal: RwLock<()>,
     open: AtomicU32,
-    writers: AtomicU32,
+    pub(super) writers: AtomicU32,
     /// Content version whose pages the kernel may hold.
-    kernel_version: Mutex<Option<Version>>,
+    pub(super) kernel_version: Mutex<Option<Version>>,
     /// Attributes at the moment the file was unlinked or replaced while
     /// open; its descriptors go on answering fstat from these.
     detached: Mutex<Option<Meta>>,
+    /// Bumped by every pushed change of the file (see `pushed.rs`).
+    pub(super) pushed: AtomicU64,
 }
 
 impl FileState {
@@ -69,10 +71,14 @@ pub(super) enum Why {
 
 /// An open file.
 pub(crate) struct Handle {
-    ino: u64,
+    pub(super) ino: u64,
     file: File,
-    writable: bool,
+    pub(super) writable: bool,
     state: Arc<FileState>,
+    /// The file's `pushed` count this handle's copy reflects.
+    pub(super) seen_pushed: AtomicU64,
+    /// A newer copy fetched after a pushed change (reads use it).
+    pub(super) fresh: Mutex<Option<Arc<File>>>,
 }
 
 fn ebadf() -> FsError {
@@ -132,7 +138,9 @@ impl<R: Remote> RemoteFs<R> {
                 ino,
                 file,
                 writable,
+                seen_pushed: AtomicU64::new(state.pushed.load(Ordering::SeqCst)),
                 state,
+                fresh: Mutex::new(None),
             }),
         );
         fh
@@ -175,7 +183,11 @@ impl<R: Remote> RemoteFs<R> {
             // writes would never be uploaded.
             true
         } else {
-            let meta = self.fetch(path, entry.as_ref())?;
+            // Under a callback the cached copy is current: no round trip.
+            let meta = match self.trusted_copy(path, entry.as_ref().and_then(|e| e.version)) {
+                Some(m) => m,
+                None => self.fetch(path, entry.as_ref())?,
+            };
             let mut kv = state.kernel_version.lock();
             let same = *kv == Some(meta.version);
             if kv.is_some() && !same {
@@ -197,8 +209,9 @@ impl<R: Remote> RemoteFs<R> {
     /// Brings the cache up to date with the server: one `GET` naming the
     /// cached version. When the server is unreachable a cached clean copy is
     /// served as it is (reads keep working offline).
-    fn fetch(&self, path: &RelPath, entry: Option<&EntryInfo>) -> FsResult<Meta> {
+    pub(super) fn fetch(&self, path: &RelPath, entry: Option<&EntryInfo>) -> FsResult<Meta> {
         let have = entry.and_then(|e| e.version);
+        let ticket = self.trust.ticket();
         let mut tmp = self
             .cache
             .begin_fetch(path)
@@ -216,7 +229,8 @@ impl<R: Remote> RemoteFs<R> {
         };
         match outcome {
             Ok(GetOutcome::NotModified(meta)) => {
-                self.meta.lock().put_attr(path, meta.clone());
+                let trusted = self.trust.granted(ticket);
+                self.meta.lock().put_attr_as(path, meta.clone(), trusted);
                 Ok(meta)
             }
             Ok(GetOutcome::Fetched(meta)) => {
@@ -227,7 +241,8 @@ impl<R: Remote> RemoteFs<R> {
                     .finish_fetch(path, tmp, meta.version, size)
                     .map_err(|e| FsError::cache(format!("storing {path}"), e))?;
                 let meta = Meta { size, ..meta };
-                self.meta.lock().put_attr(path, meta.clone());
+                let trusted = self.trust.granted(ticket);
+                self.meta.lock().put_attr_as(path, meta.clone(), trusted);
                 Ok(meta)
             }
             Err(FsError::Remote(e)) if e.code() == Some(ErrorCode::NotFound) => {
@@ -297,10 +312,12 @@ impl<R: Remote> RemoteFs<R> {
     /// `EBADF`, cache I/O errors.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let h = self.handle(fh)?;
+        let fresh = self.followed(&h, &h.state)?;
+        let file = fresh.as_deref().unwrap_or(&h.file);
         let mut buf = vec![0u8; size as usize];
         let mut got = 0;
         while got < buf.len() {
-            match h.file.read_at(&mut buf[got..], offset + got as u64) {
+            match file.read_at(&mut buf[got..], offset + got as u64) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

@@ -198,8 +198,15 @@ impl Client {
         self.s.write_all(bytes).unwrap();
     }
 
+    /// The next frame, skipping pushed invalidations (unsolicited: a
+    /// change made directly in the export may push one at any time).
     pub fn recv(&mut self) -> ServerMsg {
-        read_frame(&mut self.s).unwrap()
+        loop {
+            match read_frame(&mut self.s).unwrap() {
+                ServerMsg::Invalidate(_) => continue,
+                other => return other,
+            }
+        }
     }
 
     pub fn try_recv(&mut self) -> Result<ServerMsg, FrameError> {
