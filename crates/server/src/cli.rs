@@ -51,6 +51,11 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub idle_timeout: u32,
 
+    /// Keep the locks of a client whose connection died this many seconds,
+    /// for it to reconnect and take them over (0: release at once).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub lock_grace: u32,
+
     /// Most sessions (connections past the handshake) served at once.
     #[arg(long, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -270,6 +275,7 @@ pub fn config(args: &Args) -> anyhow::Result<ServerConfig> {
         frame_timeout: secs(args.frame_timeout),
         auth_backoff: Duration::from_millis(u64::from(args.auth_backoff_ms)),
         auth_backoff_max: secs(args.auth_backoff_max),
+        lock_grace: secs(args.lock_grace),
         ..ServerConfig::default()
     })
 }

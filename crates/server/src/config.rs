@@ -49,6 +49,9 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// Speak TLS with this certificate; plain TCP when `None`.
     pub tls: Option<TlsServer>,
+    /// How long the locks of a client whose connection died are kept for
+    /// it to reconnect and take them over; zero releases them at once.
+    pub lock_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +71,7 @@ impl Default for ServerConfig {
             max_in_flight: 64,
             write_timeout: Duration::from_secs(60),
             tls: None,
+            lock_grace: Duration::from_secs(10),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Condvar, Mutex};
 use rfmount_proto::{ErrorCode, ServerMsg, WireError};
 
+use crate::locks::Lease;
 use crate::store::Store;
 use crate::traffic::Traffic;
 use crate::writer::FrameWriter;
@@ -27,6 +28,8 @@ pub(crate) struct Conn {
     pub(crate) read_only: bool,
     /// Requests and bytes, for the close line and SIGUSR1.
     pub(crate) traffic: Arc<Traffic>,
+    /// The session's locks.
+    pub(crate) lease: Lease,
     /// Requests being worked on, with the flag that cancels each.
     requests: Mutex<HashMap<u64, Arc<AtomicBool>>>,
     /// Worker threads alive; the session waits for zero before it ends.
@@ -41,6 +44,7 @@ impl Conn {
         peer: SocketAddr,
         read_only: bool,
         traffic: Arc<Traffic>,
+        lease: Lease,
     ) -> Conn {
         Conn {
             store,
@@ -48,6 +52,7 @@ impl Conn {
             peer,
             read_only,
             traffic,
+            lease,
             requests: Mutex::new(HashMap::new()),
             workers: Mutex::new(0),
             workers_done: Condvar::new(),
@@ -68,12 +73,15 @@ impl Conn {
         if let Some(flag) = self.requests.lock().get(&id) {
             flag.store(true, Ordering::SeqCst);
         }
+        // A lock waiter looks at its flag only when woken.
+        self.lease.table().wake();
     }
 
     pub(crate) fn cancel_all(&self) {
         for flag in self.requests.lock().values() {
             flag.store(true, Ordering::SeqCst);
         }
+        self.lease.table().wake();
     }
 
     pub(crate) fn wait_workers(&self) {

@@ -54,6 +54,8 @@ mod frames;
 mod handshake;
 mod listener;
 mod local;
+mod lock_ops;
+mod locks;
 mod peers;
 mod ratelog;
 mod replies;

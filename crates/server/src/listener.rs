@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rfmount_proto::{ErrorCode, ServerMsg, WireError};
 
 use crate::config::ServerConfig;
+use crate::locks::LockTable;
 use crate::peers::{AddrKey, Gate, Refusal, backoff_message};
 use crate::ratelog::Kind;
 use crate::session::{self, Setup};
@@ -44,6 +45,8 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     gate: Arc<Gate>,
     sessions: Arc<Sessions>,
+    /// Every session's locks.
+    locks: Arc<LockTable>,
 }
 
 /// Asks a running [`Server`] to stop; cheap to clone, usable from a signal
@@ -96,6 +99,7 @@ impl Server {
         // after all (the peer gave up) cannot block the loop.
         listener.set_nonblocking(true)?;
         let gate = Arc::new(Gate::new(&config, crate::fdlimit::current()));
+        let locks = LockTable::new(config.lock_grace);
         Ok(Server {
             listener,
             store,
@@ -103,6 +107,7 @@ impl Server {
             stop: Arc::new(AtomicBool::new(false)),
             gate,
             sessions: Arc::default(),
+            locks,
         })
     }
 
@@ -188,6 +193,7 @@ impl Server {
             gate: Arc::clone(&self.gate),
             ticket,
             sessions: Arc::clone(&self.sessions),
+            locks: Arc::clone(&self.locks),
         };
         let spawned = std::thread::Builder::new()
             .name(format!("rfserve-conn-{peer}"))

@@ -25,6 +25,15 @@ pub(crate) fn execute(conn: &Conn, id: u64, op: Op, cancel: &AtomicBool) -> Opti
     match op {
         Op::List { path } => list(conn, id, &path, cancel, &label),
         Op::Get { path, have, .. } => get(conn, id, &path, have, cancel, &label),
+        op @ (Op::Lock { .. } | Op::TestLock { .. }) => {
+            let result = crate::lock_ops::run(conn, op, cancel);
+            let outcome = match &result {
+                Ok(_) => Outcome::Ok,
+                Err(e) => Outcome::Err(e),
+            };
+            log_request(conn, &label, outcome, "");
+            Some(ServerMsg::Reply { id, result })
+        }
         op => {
             let result = simple(conn, op);
             let outcome = match &result {
@@ -103,13 +112,11 @@ fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
             writable(conn)?;
             store.removexattr(&path, &name).map(|()| Reply::Done)
         }
-        // Not granted by this server yet: a client must not believe it holds
-        // a lock nobody else can see.
-        Op::Lock { .. } | Op::TestLock { .. } => Err(WireError::new(
-            ErrorCode::NoLocks,
-            "this server does not grant locks",
-        )),
-        Op::List { .. } | Op::Get { .. } | Op::Put { .. } => Err(WireError::new(
+        Op::List { .. }
+        | Op::Get { .. }
+        | Op::Put { .. }
+        | Op::Lock { .. }
+        | Op::TestLock { .. } => Err(WireError::new(
             ErrorCode::Invalid,
             "internal error: streaming request on the wrong path",
         )),

@@ -19,6 +19,7 @@ use crate::dispatch;
 use crate::ending::Ending;
 use crate::frames::{FrameReader, is_timeout};
 use crate::handshake::{self, Ctx};
+use crate::locks::LockTable;
 use crate::peers::{Gate, Ticket};
 use crate::ratelog::Kind;
 use crate::store::Store;
@@ -36,6 +37,7 @@ pub(crate) struct Setup {
     pub(crate) gate: Arc<Gate>,
     pub(crate) ticket: Ticket,
     pub(crate) sessions: Arc<Sessions>,
+    pub(crate) locks: Arc<LockTable>,
 }
 
 /// Serves one accepted connection to its end and logs how it went. Only
@@ -50,6 +52,7 @@ pub(crate) fn run(setup: Setup) {
         gate,
         ticket,
         sessions,
+        locks,
     } = setup;
     log::debug!("connection from {peer}");
     let _ = stream.set_nodelay(true);
@@ -86,6 +89,7 @@ pub(crate) fn run(setup: Setup) {
         ticket: &ticket,
         peer,
         writer: &writer,
+        locks: &locks,
     };
     let admitted = match handshake::run(&mut reader, &store, &cx) {
         Ok(a) => a,
@@ -122,6 +126,7 @@ pub(crate) fn run(setup: Setup) {
         peer,
         cfg.read_only,
         registered.traffic.clone(),
+        admitted.lease,
     ));
     let ending = serve(&mut reader, &conn, &cfg);
     if let Some(fatal) = &ending.fatal {
@@ -130,6 +135,9 @@ pub(crate) fn run(setup: Setup) {
     }
     linger(&stream);
     conn.wait_workers();
+    // Only now: a lock granted by a worker that was still running belongs
+    // to the session too.
+    conn.lease.end();
     log::info!(
         "session from {peer} closed after {:.1} s ({}): {}",
         started.elapsed().as_secs_f32(),
