@@ -153,3 +153,9 @@ mod dist_package;
 // rfmount status --json during uploads and outages; rfserve's session accounting.
 #[path = "e2e/mount_status.rs"]
 mod mount_status;
+
+// Locks across two mounts of one export: flock, fcntl ranges with F_GETLK
+// and F_SETLKW, ENOLCK without a server, locks re-taken after a server
+// restart, and two sqlite writers that lose no transaction.
+#[path = "e2e/mount_locks.rs"]
+mod mount_locks;

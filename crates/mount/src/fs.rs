@@ -16,6 +16,7 @@
 mod dir;
 mod files;
 mod links;
+mod locks;
 mod offline;
 mod xattr;
 
@@ -39,6 +40,8 @@ use crate::options::MountConfig;
 pub use dir::DirSink;
 use dir::DirSnapshot;
 use files::{FileState, Handle};
+pub use locks::KernelLock;
+pub(crate) use locks::signal_pending;
 
 /// An inode number with its attributes, as replied to the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +84,8 @@ pub struct RemoteFs<R: Remote> {
     /// cache).
     started: Timestamp,
     activity: Activity,
+    /// Locks held on the server, to take again after it lost them.
+    held_locks: locks::HeldLocks,
 }
 
 impl<R: Remote> RemoteFs<R> {
@@ -101,6 +106,7 @@ impl<R: Remote> RemoteFs<R> {
             creators: Mutex::new(HashMap::new()),
             started: offline::now(),
             activity: Activity::default(),
+            held_locks: locks::HeldLocks::default(),
         }
     }
 

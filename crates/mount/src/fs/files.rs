@@ -27,7 +27,7 @@ pub(crate) struct FileState {
     write_gen: AtomicU64,
     /// Held across fetches and uploads of this file (never across anything
     /// else), so that they do not interleave.
-    upload: Mutex<()>,
+    pub(super) upload: Mutex<()>,
     /// Shared by local changes (from their record in the cache until they
     /// have landed), exclusive while an upload seals the content it sends
     /// or marks it clean: a change is either in what was sealed, or it
@@ -37,7 +37,7 @@ pub(crate) struct FileState {
     open: AtomicU32,
     writers: AtomicU32,
     /// Content version whose pages the kernel may hold.
-    kernel_version: Mutex<Option<Version>>,
+    pub(super) kernel_version: Mutex<Option<Version>>,
     /// Attributes at the moment the file was unlinked or replaced while
     /// open; its descriptors go on answering fstat from these.
     detached: Mutex<Option<Meta>>,
@@ -68,9 +68,26 @@ pub(super) enum Why {
 /// An open file.
 pub(crate) struct Handle {
     ino: u64,
-    file: File,
+    /// Replaced when taking a lock brings a newer version into the cache
+    /// while the file is open (`fs/locks.rs`).
+    file: RwLock<File>,
     writable: bool,
     state: Arc<FileState>,
+}
+
+impl Handle {
+    pub(super) fn ino(&self) -> u64 {
+        self.ino
+    }
+
+    pub(super) fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Points the handle at a new cache file of the same content path.
+    pub(super) fn replace_file(&self, file: File) {
+        *self.file.write() = file;
+    }
 }
 
 fn ebadf() -> FsError {
@@ -128,7 +145,7 @@ impl<R: Remote> RemoteFs<R> {
             fh,
             Arc::new(Handle {
                 ino,
-                file,
+                file: RwLock::new(file),
                 writable,
                 state,
             }),
@@ -189,7 +206,7 @@ impl<R: Remote> RemoteFs<R> {
     /// Brings the cache up to date with the server: one `GET` naming the
     /// cached version. When the server is unreachable a cached clean copy is
     /// served as it is (reads keep working offline).
-    fn fetch(&self, path: &RelPath, entry: Option<&EntryInfo>) -> FsResult<Meta> {
+    pub(super) fn fetch(&self, path: &RelPath, entry: Option<&EntryInfo>) -> FsResult<Meta> {
         let have = entry.and_then(|e| e.version);
         let mut tmp = self
             .cache
@@ -292,7 +309,7 @@ impl<R: Remote> RemoteFs<R> {
         let mut buf = vec![0u8; size as usize];
         let mut got = 0;
         while got < buf.len() {
-            match h.file.read_at(&mut buf[got..], offset + got as u64) {
+            match h.file.read().read_at(&mut buf[got..], offset + got as u64) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -327,6 +344,7 @@ impl<R: Remote> RemoteFs<R> {
                 .map_err(|e| FsError::cache(format!("cache full of unsent data: {path}"), e))?;
         }
         h.file
+            .read()
             .write_all_at(data, offset)
             .map_err(|e| FsError::cache("writing cached file", e))?;
         h.state.write_gen.fetch_add(1, Ordering::SeqCst);
@@ -593,6 +611,7 @@ impl<R: Remote> RemoteFs<R> {
             .ok_or_else(FsError::enoent)?;
         let md = h
             .file
+            .read()
             .metadata()
             .map_err(|e| FsError::cache("fstat of an unlinked file", e))?;
         let known = h.state.detached.lock().clone();
@@ -629,6 +648,7 @@ impl<R: Remote> RemoteFs<R> {
                 .detached_handle(ino, true)
                 .ok_or_else(FsError::enoent)?;
             h.file
+                .read()
                 .set_len(sz)
                 .map_err(|e| FsError::cache("truncating an unlinked file", e))?;
         }
