@@ -177,3 +177,8 @@ mod mount_callbacks_push;
 // Round trips under callbacks, counted from rfserve's request log.
 #[path = "e2e/mount_callbacks_roundtrips.rs"]
 mod mount_callbacks_roundtrips;
+// Locks across two mounts of one export: flock, fcntl ranges with F_GETLK
+// and F_SETLKW, ENOLCK without a server, locks re-taken after a server
+// restart, and two sqlite writers that lose no transaction.
+#[path = "e2e/mount_locks.rs"]
+mod mount_locks;

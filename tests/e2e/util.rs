@@ -81,3 +81,6 @@ pub use system::*;
 #[path = "util/callbacks.rs"]
 mod callbacks;
 pub use callbacks::*;
+#[path = "util/locks.rs"]
+mod locks;
+pub use locks::*;

@@ -70,6 +70,17 @@ pub struct ConnectConfig {
     pub stats: Arc<RequestStats>,
     /// Where pushed invalidations and connection breaks go; clones share it.
     pub callbacks: CallbackHub,
+    /// This client's identity for the server's lock table: random, and the
+    /// same for every connection made with this configuration or its
+    /// clones, so that a reconnect takes over the locks it held.
+    pub client_id: [u8; 16],
+}
+
+fn new_client_id() -> [u8; 16] {
+    let nonce = rfmount_proto::new_nonce();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&nonce[..16]);
+    id
 }
 
 /// Default of [`ConnectConfig::timeout`] (and of the connect timeout).
@@ -89,6 +100,7 @@ impl ConnectConfig {
             tls: None,
             stats: Arc::default(),
             callbacks: CallbackHub::default(),
+            client_id: new_client_id(),
         }
     }
 
@@ -429,6 +441,19 @@ impl Call<'_> {
                     .unwrap_or_else(|| format!("connection to {} lost", self.conn.addr)),
             )
         })
+    }
+
+    /// The next frame, or `None` when none arrives within `wait`.
+    pub(crate) fn next_within(&self, wait: Duration) -> Result<Option<ServerMsg>, RemoteError> {
+        match self.rx.recv_timeout(wait) {
+            Ok(m) => Ok(Some(m)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(RemoteError::Transport(
+                self.conn
+                    .dead_reason()
+                    .unwrap_or_else(|| format!("connection to {} lost", self.conn.addr)),
+            )),
+        }
     }
 
     /// A frame if one has already arrived (used to spot an early error while

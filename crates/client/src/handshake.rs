@@ -39,7 +39,7 @@ pub(crate) fn run<R: Read, W: Write>(
         version: PROTOCOL_VERSION,
         client_nonce,
         subdir: cfg.subdir.clone(),
-        client_id: None,
+        client_id: Some(cfg.client_id),
     });
     write_frame(writer, &hello).map_err(|e| RemoteError::from_frame(e, addr))?;
     let not_rfserve = || RemoteError::Protocol(format!("{addr} is not an rfserve server"));

@@ -25,18 +25,20 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{info, warn};
 use parking_lot::{Condvar, Mutex};
 use rfmount_proto::{
-    CHUNK_SIZE, ClientMsg, DirEntry, ErrorCode, FileKind, Hasher, Meta, Op, Owner, RelPath, Reply,
-    ServerMsg, SetAttr, StatFs, Version, WireError,
+    CHUNK_SIZE, ClientMsg, DirEntry, ErrorCode, FileKind, Hasher, LockHolder, Meta, Op, Owner,
+    RelPath, Reply, ServerMsg, SetAttr, StatFs, Version, WireError,
 };
 
 use crate::connection::{Call, ConnectConfig, Connection};
 use crate::error::RemoteError;
-use crate::remote::{ExportInfo, GetOutcome, PutOptions, Remote};
+use crate::remote::{ExportInfo, GetOutcome, LockRequest, PutOptions, Remote};
 use crate::stats::RequestStats;
 
 /// First pause between reconnect attempts; doubled after each failure that
 /// was not a timeout.
 const BACKOFF_START: Duration = Duration::from_millis(200);
+/// How often a waiting lock request looks whether its caller gave up.
+const LOCK_POLL: Duration = Duration::from_millis(100);
 /// Longest pause between reconnect attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long a request made while the server is down waits for the
@@ -75,7 +77,21 @@ struct Link {
     export_id: String,
     state: Mutex<LinkState>,
     changed: Condvar,
+    /// Told after every reconnect whether the server kept this client's
+    /// locks (`Welcome.resumed`).
+    on_reconnect: Mutex<Option<HookSlot>>,
 }
+
+struct HookSlot(ReconnectHook);
+
+impl std::fmt::Debug for HookSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReconnectHook")
+    }
+}
+
+/// See [`TcpRemote::on_reconnect`].
+pub type ReconnectHook = Arc<dyn Fn(bool) + Send + Sync>;
 
 #[derive(Debug)]
 struct LinkState {
@@ -124,6 +140,7 @@ impl Link {
                 stop: false,
             }),
             changed: Condvar::new(),
+            on_reconnect: Mutex::new(None),
         })
     }
 
@@ -182,9 +199,11 @@ impl Link {
             let mut st = self.state.lock();
             st.attempting = false;
             st.attempts += 1;
+            let mut resumed = None;
             match result {
                 Ok(c) => {
                     info!("reconnected to {}", self.cfg.addr);
+                    resumed = Some(c.welcome().resumed);
                     st.conn = Some(c);
                     st.down = None;
                     st.down_since = None;
@@ -209,6 +228,13 @@ impl Link {
                 }
             }
             self.changed.notify_all();
+            drop(st);
+            if let Some(resumed) = resumed {
+                let hook = self.on_reconnect.lock().as_ref().map(|h| Arc::clone(&h.0));
+                if let Some(hook) = hook {
+                    hook(resumed);
+                }
+            }
         }
     }
 
@@ -263,6 +289,12 @@ impl TcpRemote {
             link.go_down(&mut st, why, false);
         }
         TcpRemote { info, link }
+    }
+
+    /// Calls `hook` on the reconnect thread after every reconnect, with
+    /// whether the server kept this client's locks across it.
+    pub fn on_reconnect(&self, hook: ReconnectHook) {
+        *self.link.on_reconnect.lock() = Some(HookSlot(hook));
     }
 
     /// True while a live connection exists (the server answered lately).
@@ -657,6 +689,57 @@ impl Remote for TcpRemote {
         })? {
             Reply::Meta(m) => Ok(m),
             r => Err(wrong_reply("MKNOD", &r)),
+        }
+    }
+
+    fn lock(
+        &self,
+        path: &RelPath,
+        req: &LockRequest,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<(), RemoteError> {
+        let conn = self.conn()?;
+        let call = conn.start(Op::Lock {
+            path: path.clone(),
+            owner: req.owner,
+            flavor: req.flavor,
+            kind: req.kind,
+            start: req.start,
+            end: req.end,
+            wait: req.wait,
+            pid: req.pid,
+        })?;
+        let mut cancel_sent = false;
+        let msg = loop {
+            if let Some(msg) = call.next_within(LOCK_POLL)? {
+                break msg;
+            }
+            if !cancel_sent && cancelled() {
+                cancel_sent = true;
+                conn.send(&ClientMsg::Cancel { id: call.id })?;
+            }
+        };
+        match msg {
+            ServerMsg::Reply { result, .. } => done("LOCK", result.map_err(RemoteError::Service)?),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn test_lock(
+        &self,
+        path: &RelPath,
+        req: &LockRequest,
+    ) -> Result<Option<LockHolder>, RemoteError> {
+        match self.simple(Op::TestLock {
+            path: path.clone(),
+            owner: req.owner,
+            flavor: req.flavor,
+            kind: req.kind,
+            start: req.start,
+            end: req.end,
+        })? {
+            Reply::Lock(h) => Ok(h),
+            r => Err(wrong_reply("TESTLOCK", &r)),
         }
     }
 }

@@ -443,6 +443,12 @@ fn mount(args: &Args, plan: &Plan) -> Result<Mounted> {
     }
     fs.set_kernel_notes(crate::fuse::kernel_notes(session.notifier())?);
     hub.subscribe(Arc::new(PushSink(Arc::downgrade(&fs))));
+    let weak = Arc::downgrade(&fs);
+    remote.on_reconnect(Arc::new(move |resumed| {
+        if let Some(fs) = weak.upgrade() {
+            fs.reacquire_locks(resumed);
+        }
+    }));
     let session = session.spawn().context("starting the FUSE session")?;
     Ok(Mounted {
         session,
@@ -495,6 +501,12 @@ fn serve(m: Mounted) -> Result<()> {
 
     let ended = || session.is_finished() || own.ended();
     loop {
+        // A mount holding locks notices a dead connection at once, so that
+        // it reconnects and takes its locks over (or again) before another
+        // client gets them, not only at its next request.
+        if fs.holds_locks() {
+            let _ = remote.health();
+        }
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(()) => {
                 info!("signal received, unmounting");

@@ -16,6 +16,7 @@
 mod dir;
 mod files;
 mod links;
+mod locks;
 mod offline;
 mod writeback;
 mod pushed;
@@ -45,6 +46,8 @@ use files::{FileState, Handle};
 pub use writeback::FailedUpload;
 use writeback::UploadQueue;
 pub use pushed::{KernelNote, KernelNotes, PushSink};
+pub use locks::KernelLock;
+pub(crate) use locks::signal_pending;
 
 /// An inode number with its attributes, as replied to the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,6 +98,8 @@ pub struct RemoteFs<R: Remote> {
     activity: Activity,
     /// Uploads of a write-back mount (`-o writeback`), started at close.
     uploads: UploadQueue,
+    /// Locks held on the server, to take again after it lost them.
+    held_locks: locks::HeldLocks,
 }
 
 impl<R: Remote> RemoteFs<R> {
@@ -119,6 +124,7 @@ impl<R: Remote> RemoteFs<R> {
             started: offline::now(),
             activity: Activity::default(),
             uploads: UploadQueue::default(),
+            held_locks: locks::HeldLocks::default(),
         }
     }
 

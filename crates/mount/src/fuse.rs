@@ -9,15 +9,16 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use log::{debug, warn};
 use rfmount_client::Remote;
 use rfmount_proto::{FileKind, Meta, Owner, SetTime, Timestamp};
 
 use crate::error::FsError;
-use crate::fs::{Attr, DirSink, KernelNote, KernelNotes, Opened, RemoteFs};
+use crate::fs::signal_pending;
+use crate::fs::{Attr, DirSink, KernelLock, KernelNote, KernelNotes, Opened, RemoteFs};
 use crate::idmap::{IdMap, IdMapMode};
 use crate::inodes::ROOT;
 
@@ -153,6 +154,19 @@ fn reply_error(op: &str, e: &FsError) -> Errno {
     Errno::from_i32(errno)
 }
 
+/// Refusals of a lock are answers (another owner has it, the caller was
+/// interrupted), not failures to warn about.
+fn lock_reply_error(e: &FsError) -> Errno {
+    let errno = e.errno();
+    match errno {
+        libc::EAGAIN | libc::EINTR => {
+            debug!("setlk: {e}");
+            Errno::from_i32(errno)
+        }
+        _ => reply_error("setlk", e),
+    }
+}
+
 fn name_str(name: &OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::from_i32(libc::EINVAL))
 }
@@ -225,7 +239,12 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         // readdirplus: `ls -l` gets every attribute from the listing, with
         // no lookup per entry. Atomic O_TRUNC: `open(O_TRUNC)` arrives as
         // one request, so a truncating open needs no fetch.
-        let wanted = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_ATOMIC_O_TRUNC;
+        // POSIX and flock locks: without these the kernel keeps locks on
+        // this machine and other mounts never see them.
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_POSIX_LOCKS
+            | InitFlags::FUSE_FLOCK_LOCKS;
         if let Err(missing) = config.add_capabilities(wanted) {
             debug!("kernel lacks capabilities {missing:?}");
         }
@@ -387,12 +406,15 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.fs.flush(fh.0) {
+        let uploaded = self.fs.flush(fh.0);
+        // close(2) drops the POSIX locks of the closing process.
+        self.fs.release_locks(ino.0, lock_owner.0);
+        match uploaded {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(reply_error("flush (upload)", &e)),
         }
@@ -401,15 +423,84 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // The last close of an open file drops its flock lock.
+        if let Some(owner) = lock_owner {
+            self.fs.release_locks(ino.0, owner.0);
+        }
         self.fs.release(fh.0);
         reply.ok();
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        let lk = KernelLock {
+            start,
+            end,
+            typ,
+            pid,
+        };
+        match self.fs.getlk(ino.0, lock_owner.0, lk) {
+            Ok(l) => reply.locked(l.start, l.end, l.typ, l.pid),
+            Err(e) => reply.error(reply_error("getlk", &e)),
+        }
+    }
+
+    fn setlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let lk = KernelLock {
+            start,
+            end,
+            typ,
+            pid,
+        };
+        let fs = Arc::clone(&self.fs);
+        let tid = req.pid();
+        let run = move || {
+            let cancelled = || signal_pending(tid);
+            match fs.setlk(ino.0, lock_owner.0, lk, sleep, &cancelled) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(lock_reply_error(&e)),
+            }
+        };
+        if !sleep {
+            run();
+            return;
+        }
+        // A wait may be long: it must not hold one of the few FUSE threads.
+        if let Err(e) = std::thread::Builder::new()
+            .name("rfmount-lockwait".into())
+            .spawn(run)
+        {
+            warn!("cannot start a thread for a waiting lock: {e}");
+        }
     }
 
     fn fsync(

@@ -51,6 +51,11 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub idle_timeout: u32,
 
+    /// Keep the locks of a client whose connection died this many seconds,
+    /// for it to reconnect and take them over (0: release at once).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub lock_grace: u32,
+
     /// Most sessions (connections past the handshake) served at once.
     #[arg(long, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -293,6 +298,7 @@ pub fn config(args: &Args) -> anyhow::Result<ServerConfig> {
             .workers
             .map_or_else(crate::default_workers, |n| n as usize),
         max_transfers: args.max_transfers as usize,
+        lock_grace: secs(args.lock_grace),
         ..ServerConfig::default()
     })
 }

@@ -60,6 +60,9 @@ pub struct ServerConfig {
     /// shared by every session; a slow client holds one of these, never a
     /// quick worker. At least one.
     pub max_transfers: usize,
+    /// How long the locks of a client whose connection died are kept for
+    /// it to reconnect and take them over; zero releases them at once.
+    pub lock_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +84,7 @@ impl Default for ServerConfig {
             tls: None,
             workers: crate::pool::default_workers(),
             max_transfers: DEFAULT_TRANSFERS,
+            lock_grace: Duration::from_secs(10),
         }
     }
 }

@@ -13,6 +13,7 @@ use rfmount_proto::{ErrorCode, ServerMsg, WireError};
 
 use crate::pool::{Lane, Pool};
 use crate::callbacks::Session as Callbacks;
+use crate::locks::Lease;
 use crate::store::Store;
 use crate::traffic::Traffic;
 use crate::writer::FrameWriter;
@@ -54,6 +55,8 @@ pub(crate) struct Conn {
     /// zero before it ends. Parked requests do not count.
     running: Mutex<usize>,
     running_done: Condvar,
+    /// The session's locks.
+    pub(crate) lease: Lease,
 }
 
 impl Conn {
@@ -65,6 +68,7 @@ impl Conn {
         read_only: bool,
         traffic: Arc<Traffic>,
         pool: Arc<Pool>,
+        lease: Lease,
     ) -> Conn {
         Conn {
             store,
@@ -74,6 +78,7 @@ impl Conn {
             read_only,
             traffic,
             pool,
+            lease,
             requests: Mutex::new(HashMap::new()),
             running: Mutex::new(0),
             running_done: Condvar::new(),
@@ -100,6 +105,8 @@ impl Conn {
         if let Some(w) = waker {
             w();
         }
+        // A lock waiter looks at its flag only when woken.
+        self.lease.table().wake();
     }
 
     pub(crate) fn cancel_all(&self) {
@@ -115,6 +122,7 @@ impl Conn {
         for w in wakers {
             w();
         }
+        self.lease.table().wake();
     }
 
     /// Waits until no job of this connection is queued or running on the

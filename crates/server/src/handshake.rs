@@ -22,6 +22,7 @@ use rfmount_proto::{
 use crate::config::ServerConfig;
 use crate::ending::Ending;
 use crate::frames::{Deadlines, FrameReader, ReadFail, Timed};
+use crate::locks::{Lease, LockTable};
 use crate::peers::{Gate, Ticket, backoff_message};
 use crate::ratelog::Kind;
 use crate::store::Store;
@@ -33,6 +34,8 @@ pub(crate) struct Admitted {
     pub(crate) store: Arc<dyn Store>,
     /// For the log: the subdirectory, if any.
     pub(crate) subdir: Option<String>,
+    /// The session's place in the lock table.
+    pub(crate) lease: Lease,
 }
 
 /// The parts of the server a handshake needs.
@@ -44,6 +47,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) writer: &'a FrameWriter,
     /// The session will be told of changes (Welcome.callbacks).
     pub(crate) callbacks: bool,
+    pub(crate) locks: &'a Arc<LockTable>,
 }
 
 /// Runs the handshake; `Ok` means requests may follow.
@@ -77,6 +81,7 @@ pub(crate) fn run<T: Timed>(
     if let Err(why) = cx.gate.promote(cx.ticket) {
         return Err(Ending::fatal(ErrorCode::Busy, why));
     }
+    let (lease, resumed) = cx.locks.attach(hello.client_id);
     let welcome = Welcome {
         export_id: store.export_id(),
         read_only: cx.cfg.read_only,
@@ -87,10 +92,14 @@ pub(crate) fn run<T: Timed>(
             idle_timeout_secs: cx.cfg.idle_secs(),
         },
         callbacks: cx.callbacks,
-        resumed: false,
+        resumed,
     };
     send(cx, &ServerMsg::Welcome(welcome))?;
-    Ok(Admitted { store, subdir })
+    Ok(Admitted {
+        store,
+        subdir,
+        lease,
+    })
 }
 
 fn read_hello<T: Timed>(reader: &mut FrameReader<T>, cx: &Ctx<'_>) -> Result<ClientHello, Ending> {

@@ -58,6 +58,8 @@ mod frames;
 mod handshake;
 mod listener;
 mod local;
+mod lock_ops;
+mod locks;
 mod peers;
 mod pool;
 mod ratelog;

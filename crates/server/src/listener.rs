@@ -14,6 +14,7 @@ use rfmount_proto::{ErrorCode, ServerMsg, WireError};
 
 use crate::callbacks::Callbacks;
 use crate::config::ServerConfig;
+use crate::locks::LockTable;
 use crate::peers::{AddrKey, Gate, Refusal, backoff_message};
 use crate::pool::Pool;
 use crate::ratelog::Kind;
@@ -48,6 +49,8 @@ pub struct Server {
     sessions: Arc<Sessions>,
     pool: Arc<Pool>,
     callbacks: Arc<Callbacks>,
+    /// Every session's locks.
+    locks: Arc<LockTable>,
 }
 
 /// Asks a running [`Server`] to stop; cheap to clone, usable from a signal
@@ -101,6 +104,7 @@ impl Server {
         listener.set_nonblocking(true)?;
         let gate = Arc::new(Gate::new(&config, crate::fdlimit::current()));
         let pool = Arc::new(Pool::new(config.workers, config.max_transfers));
+        let locks = LockTable::new(config.lock_grace);
         Ok(Server {
             listener,
             config: Arc::new(config),
@@ -110,6 +114,7 @@ impl Server {
             pool,
             callbacks: Callbacks::new(store.local_dir()),
             store,
+            locks,
         })
     }
 
@@ -197,6 +202,7 @@ impl Server {
             sessions: Arc::clone(&self.sessions),
             pool: Arc::clone(&self.pool),
             callbacks: Arc::clone(&self.callbacks),
+            locks: Arc::clone(&self.locks),
         };
         let spawned = std::thread::Builder::new()
             .name(format!("rfserve-conn-{peer}"))

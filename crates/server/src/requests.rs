@@ -32,6 +32,7 @@ pub(crate) fn execute(conn: &Arc<Conn>, id: u64, op: Op, responder: Responder) {
     match op {
         Op::List { path } => list(conn, id, &path, responder, label),
         Op::Get { path, have, .. } => get(conn, id, &path, have, responder, label),
+        op @ (Op::Lock { .. } | Op::TestLock { .. }) => lock(conn, id, op, responder, label),
         op => {
             let changes = changes_of(&op);
             let result = simple(conn, op);
@@ -158,16 +159,41 @@ fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
             writable(conn)?;
             store.removexattr(&path, &name).map(|()| Reply::Done)
         }
-        // Not granted by this server yet: a client must not believe it holds
-        // a lock nobody else can see.
-        Op::Lock { .. } | Op::TestLock { .. } => Err(WireError::new(
-            ErrorCode::NoLocks,
-            "this server does not grant locks",
-        )),
-        Op::List { .. } | Op::Get { .. } | Op::Put { .. } => Err(WireError::new(
+        Op::List { .. }
+        | Op::Get { .. }
+        | Op::Put { .. }
+        | Op::Lock { .. }
+        | Op::TestLock { .. } => Err(WireError::new(
             ErrorCode::Invalid,
             "internal error: streaming request on the wrong path",
         )),
+    }
+}
+
+/// A lock request: one that may wait runs on a thread of its own, since
+/// it can wait for minutes and must not hold a pool worker meanwhile (a
+/// `Cancel` or the session's end sets its flag and wakes the lock table).
+fn lock(conn: &Arc<Conn>, id: u64, op: Op, responder: Responder, label: Label) {
+    let waits = matches!(op, Op::Lock { wait: true, .. });
+    let conn = Arc::clone(conn);
+    let run = move |responder: Responder| {
+        let result = crate::lock_ops::run(&conn, op, responder.cancel_flag());
+        let outcome = match &result {
+            Ok(_) => Outcome::Ok,
+            Err(e) => Outcome::Err(e),
+        };
+        log_request(&conn, &label, outcome, "");
+        responder.finish(Some(ServerMsg::Reply { id, result }));
+    };
+    if !waits {
+        return run(responder);
+    }
+    // A failed spawn drops the responder, which answers with an error.
+    if let Err(e) = std::thread::Builder::new()
+        .name("rfserve-lock-wait".into())
+        .spawn(move || run(responder))
+    {
+        log::warn!("cannot start a thread for a waiting lock: {e}");
     }
 }
 

@@ -20,6 +20,7 @@ use crate::dispatch;
 use crate::ending::Ending;
 use crate::frames::{FrameReader, is_timeout};
 use crate::handshake::{self, Ctx};
+use crate::locks::LockTable;
 use crate::peers::{Gate, Ticket};
 use crate::pool::Pool;
 use crate::ratelog::Kind;
@@ -40,6 +41,7 @@ pub(crate) struct Setup {
     pub(crate) sessions: Arc<Sessions>,
     pub(crate) pool: Arc<Pool>,
     pub(crate) callbacks: Arc<Callbacks>,
+    pub(crate) locks: Arc<LockTable>,
 }
 
 /// Serves one accepted connection to its end and logs how it went. Only
@@ -56,6 +58,7 @@ pub(crate) fn run(setup: Setup) {
         sessions,
         pool,
         callbacks,
+        locks,
     } = setup;
     log::debug!("connection from {peer}");
     let _ = stream.set_nodelay(true);
@@ -94,6 +97,7 @@ pub(crate) fn run(setup: Setup) {
         ticket: &ticket,
         peer,
         writer: &writer,
+        locks: &locks,
     };
     let admitted = match handshake::run(&mut reader, &store, &cx) {
         Ok(a) => a,
@@ -139,6 +143,7 @@ pub(crate) fn run(setup: Setup) {
         cfg.read_only,
         registered.traffic.clone(),
         pool,
+        admitted.lease,
     ));
     let ending = serve(&mut reader, &conn, &cfg);
     if let Some(fatal) = &ending.fatal {
@@ -149,6 +154,9 @@ pub(crate) fn run(setup: Setup) {
     conn.writer.finish();
     linger(&stream);
     conn.wait_workers();
+    // Only now: a lock granted by a worker that was still running belongs
+    // to the session too.
+    conn.lease.end();
     log::info!(
         "session from {peer} closed after {:.1} s ({}): {}",
         started.elapsed().as_secs_f32(),

@@ -72,13 +72,30 @@ pub(super) enum Why {
 /// An open file.
 pub(crate) struct Handle {
     pub(super) ino: u64,
-    file: File,
+    /// Replaced when taking a lock brings a newer version into the cache
+    /// while the file is open (`fs/locks.rs`).
+    file: RwLock<File>,
     pub(super) writable: bool,
     state: Arc<FileState>,
     /// The file's `pushed` count this handle's copy reflects.
     pub(super) seen_pushed: AtomicU64,
     /// A newer copy fetched after a pushed change (reads use it).
     pub(super) fresh: Mutex<Option<Arc<File>>>,
+}
+
+impl Handle {
+    pub(super) fn ino(&self) -> u64 {
+        self.ino
+    }
+
+    pub(super) fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Points the handle at a new cache file of the same content path.
+    pub(super) fn replace_file(&self, file: File) {
+        *self.file.write() = file;
+    }
 }
 
 fn ebadf() -> FsError {
@@ -136,7 +153,7 @@ impl<R: Remote> RemoteFs<R> {
             fh,
             Arc::new(Handle {
                 ino,
-                file,
+                file: RwLock::new(file),
                 writable,
                 seen_pushed: AtomicU64::new(state.pushed.load(Ordering::SeqCst)),
                 state,
@@ -313,7 +330,8 @@ impl<R: Remote> RemoteFs<R> {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let h = self.handle(fh)?;
         let fresh = self.followed(&h, &h.state)?;
-        let file = fresh.as_deref().unwrap_or(&h.file);
+        let current = h.file.read();
+        let file = fresh.as_deref().unwrap_or(&*current);
         let mut buf = vec![0u8; size as usize];
         let mut got = 0;
         while got < buf.len() {
@@ -352,6 +370,7 @@ impl<R: Remote> RemoteFs<R> {
                 .map_err(|e| FsError::cache(format!("cache full of unsent data: {path}"), e))?;
         }
         h.file
+            .read()
             .write_all_at(data, offset)
             .map_err(|e| FsError::cache("writing cached file", e))?;
         h.state.write_gen.fetch_add(1, Ordering::SeqCst);
@@ -378,7 +397,7 @@ impl<R: Remote> RemoteFs<R> {
             // every close: what a close returned for is what a crash
             // delivers, and a later write marks the file as being written
             // again before it lands.
-            return self.close_locally(&path, &h.file, &h.state, true, false);
+            return self.close_locally(&path, &h.file.read(), &h.state, true, false);
         }
         self.upload(h.ino, &h.state, Why::Flush)
     }
@@ -417,7 +436,7 @@ impl<R: Remote> RemoteFs<R> {
             // After the count dropped: an uploader that skipped the file
             // because this handle still wrote it finds it queued again.
             if let Some(path) = path
-                && let Err(e) = self.close_locally(&path, &h.file, &h.state, last, true)
+                && let Err(e) = self.close_locally(&path, &h.file.read(), &h.state, last, true)
             {
                 crate::activity::note_failure("close", &e);
                 warn!("{path}: recording the close: {e}");
@@ -649,6 +668,7 @@ impl<R: Remote> RemoteFs<R> {
             .ok_or_else(FsError::enoent)?;
         let md = h
             .file
+            .read()
             .metadata()
             .map_err(|e| FsError::cache("fstat of an unlinked file", e))?;
         let known = h.state.detached.lock().clone();
@@ -685,6 +705,7 @@ impl<R: Remote> RemoteFs<R> {
                 .detached_handle(ino, true)
                 .ok_or_else(FsError::enoent)?;
             h.file
+                .read()
                 .set_len(sz)
                 .map_err(|e| FsError::cache("truncating an unlinked file", e))?;
         }
