@@ -153,3 +153,7 @@ mod dist_package;
 // rfmount status --json during uploads and outages; rfserve's session accounting.
 #[path = "e2e/mount_status.rs"]
 mod mount_status;
+
+// Two mounts writing one file: conflict siblings, conflict=error and overwrite.
+#[path = "e2e/mount_conflicts.rs"]
+mod mount_conflicts;

@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 
 use rfmount_proto::{
-    DirEntry, FileKind, Meta, Owner, RelPath, SetAttr, StatFs, Timestamp, Version,
+    DirEntry, FileKind, Meta, Owner, PutExpect, RelPath, SetAttr, StatFs, Timestamp, Version,
 };
 
 use crate::error::RemoteError;
@@ -45,6 +45,12 @@ pub struct PutOptions {
     /// Owner of a new file, where the server can give files away (a
     /// replaced file keeps its owner).
     pub owner: Option<Owner>,
+    /// Access time (default: the server's now).
+    pub atime: Option<Timestamp>,
+    /// What the server's file must be for the upload to replace it
+    /// (default: anything, last upload wins); otherwise the answer is
+    /// `Service(Conflict)` and nothing changes.
+    pub expect: PutExpect,
 }
 
 /// A remote export. Implemented over TCP by [`crate::TcpRemote`] and in

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{info, warn};
 use parking_lot::{Condvar, Mutex};
 use rfmount_proto::{
-    CHUNK_SIZE, ClientMsg, DirEntry, ErrorCode, FileKind, Hasher, Meta, Op, Owner, RelPath, Reply,
+    CHUNK_SIZE, ClientMsg, DirEntry, ErrorCode, FileKind, Hasher, Meta, Op, Owner, PutExt, RelPath,
+    Reply,
     ServerMsg, SetAttr, StatFs, Version, WireError,
 };
 
@@ -471,7 +472,11 @@ impl Remote for TcpRemote {
             mode: opts.mode,
             mtime: opts.mtime,
             owner: opts.owner,
-            ext: Default::default(),
+            ext: PutExt {
+                atime: opts.atime,
+                expect: opts.expect,
+                ..PutExt::default()
+            },
         };
         let call = conn.start(op)?;
         let cancel = |call: &Call<'_>| {
@@ -509,10 +514,7 @@ impl Remote for TcpRemote {
             id: call.id,
             checksum: hasher.finish(),
         })?;
-        match expect_reply(&call)? {
-            Reply::Meta(m) => Ok(m),
-            r => Err(wrong_reply("PUT", &r)),
-        }
+        changed_meta("PUT", expect_reply(&call)?)
     }
 
     fn remove(&self, path: &RelPath) -> Result<(), RemoteError> {
@@ -531,14 +533,11 @@ impl Remote for TcpRemote {
     }
 
     fn mkdir(&self, path: &RelPath, mode: u32, owner: Option<Owner>) -> Result<Meta, RemoteError> {
-        match self.simple(Op::Mkdir {
+        changed_meta("MKDIR", self.simple(Op::Mkdir {
             path: path.clone(),
             mode,
             owner,
-        })? {
-            Reply::Meta(m) => Ok(m),
-            r => Err(wrong_reply("MKDIR", &r)),
-        }
+        })?)
     }
 
     fn rmdir(&self, path: &RelPath) -> Result<(), RemoteError> {
@@ -546,13 +545,10 @@ impl Remote for TcpRemote {
     }
 
     fn setattr(&self, path: &RelPath, attr: SetAttr) -> Result<Meta, RemoteError> {
-        match self.simple(Op::SetAttr {
+        changed_meta("SETATTR", self.simple(Op::SetAttr {
             path: path.clone(),
             attr,
-        })? {
-            Reply::Meta(m) => Ok(m),
-            r => Err(wrong_reply("SETATTR", &r)),
-        }
+        })?)
     }
 
     fn statfs(&self) -> Result<StatFs, RemoteError> {
@@ -568,14 +564,11 @@ impl Remote for TcpRemote {
         target: &str,
         owner: Option<Owner>,
     ) -> Result<Meta, RemoteError> {
-        match self.simple(Op::Symlink {
+        changed_meta("SYMLINK", self.simple(Op::Symlink {
             path: path.clone(),
             target: target.to_owned(),
             owner,
-        })? {
-            Reply::Meta(m) => Ok(m),
-            r => Err(wrong_reply("SYMLINK", &r)),
-        }
+        })?)
     }
 
     fn readlink(&self, path: &RelPath) -> Result<String, RemoteError> {
@@ -586,13 +579,10 @@ impl Remote for TcpRemote {
     }
 
     fn link(&self, from: &RelPath, to: &RelPath) -> Result<Meta, RemoteError> {
-        match self.simple(Op::Link {
+        changed_meta("LINK", self.simple(Op::Link {
             from: from.clone(),
             to: to.clone(),
-        })? {
-            Reply::Meta(m) => Ok(m),
-            r => Err(wrong_reply("LINK", &r)),
-        }
+        })?)
     }
 
     fn getxattr(&self, path: &RelPath, name: &str) -> Result<Vec<u8>, RemoteError> {
@@ -648,22 +638,33 @@ impl Remote for TcpRemote {
         rdev: u64,
         owner: Option<Owner>,
     ) -> Result<Meta, RemoteError> {
-        match self.simple(Op::Mknod {
+        changed_meta("MKNOD", self.simple(Op::Mknod {
             path: path.clone(),
             kind,
             mode,
             rdev,
             owner,
-        })? {
-            Reply::Meta(m) => Ok(m),
-            r => Err(wrong_reply("MKNOD", &r)),
-        }
+        })?)
     }
 }
 
 fn done(op: &str, r: Reply) -> Result<(), RemoteError> {
     match r {
-        Reply::Done => Ok(()),
+        // Older servers answer `Done`; this one what changed.
+        Reply::Done | Reply::Changed { .. } => Ok(()),
+        r => Err(wrong_reply(op, &r)),
+    }
+}
+
+/// The object's attributes from the answer to a change: `Meta` from older
+/// servers, `Changed` from this one.
+fn changed_meta(op: &str, r: Reply) -> Result<Meta, RemoteError> {
+    match r {
+        Reply::Meta(m)
+        | Reply::Changed {
+            meta: Some(m),
+            parents: _,
+        } => Ok(m),
         r => Err(wrong_reply(op, &r)),
     }
 }

@@ -13,6 +13,7 @@
 //! across network I/O. The one lock held across a `PUT` is the per-file
 //! `FileState::upload`, which serialises uploads of that file alone.
 
+mod conflict;
 mod dir;
 mod files;
 mod links;

@@ -34,6 +34,23 @@ pub struct MountConfig {
     /// `-o timeout=SECS`: how long an operation waits for a server that
     /// shows no progress before the server counts as unreachable.
     pub timeout: Duration,
+    /// `-o conflict=keep|error|overwrite`: what a close does when another
+    /// writer changed the server's file since this mount's version.
+    pub conflict: ConflictMode,
+}
+
+/// What to do with an upload the server refuses because its file changed
+/// since the version the writer started from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConflictMode {
+    /// Upload this mount's data beside the file as
+    /// `NAME.conflict-HOST-STAMP`, log it, and let `close` succeed.
+    #[default]
+    Keep,
+    /// Fail `close` with EIO; the data stays dirty in the cache.
+    Error,
+    /// Replace the server's file anyway (last close wins).
+    Overwrite,
 }
 
 impl MountConfig {
@@ -52,6 +69,7 @@ impl MountConfig {
             uid: None,
             gid: None,
             timeout: rfmount_client::DEFAULT_TIMEOUT,
+            conflict: ConflictMode::Keep,
         }
     }
 
@@ -77,6 +95,15 @@ impl MountConfig {
                 ("idmap", v) => {
                     return Err(format!(
                         "idmap={}: must be idmap=none or idmap=user",
+                        v.unwrap_or("")
+                    ));
+                }
+                ("conflict", Some("keep")) => self.conflict = ConflictMode::Keep,
+                ("conflict", Some("error")) => self.conflict = ConflictMode::Error,
+                ("conflict", Some("overwrite")) => self.conflict = ConflictMode::Overwrite,
+                ("conflict", v) => {
+                    return Err(format!(
+                        "conflict={}: must be conflict=keep, conflict=error or conflict=overwrite",
                         v.unwrap_or("")
                     ));
                 }

@@ -45,6 +45,7 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+mod changed;
 mod config;
 mod conn;
 mod dispatch;

@@ -14,9 +14,10 @@ use std::io::Write;
 use std::sync::Arc;
 
 use rfmount_proto::{
-    Checksum, ErrorCode, Hasher, Op, Owner, RelPath, Reply, ServerMsg, Timestamp, WireError,
+    Checksum, ErrorCode, Hasher, Op, Owner, PutExt, RelPath, ServerMsg, Timestamp, WireError,
 };
 
+use crate::changed::changed;
 use crate::conn::Conn;
 use crate::replies::{Label, Outcome, cancelled, log_request, refuse, writable};
 use crate::store::PendingPut;
@@ -56,6 +57,7 @@ pub(crate) struct PutArgs {
     pub(crate) mode: Option<u32>,
     pub(crate) mtime: Option<Timestamp>,
     pub(crate) owner: Option<Owner>,
+    pub(crate) ext: PutExt,
 }
 
 impl Uploads {
@@ -76,6 +78,7 @@ impl Uploads {
             mode,
             mtime,
             owner,
+            ext,
         } = put;
         let label = Label::of(&Op::Put {
             path: path.clone(),
@@ -85,7 +88,8 @@ impl Uploads {
             owner,
             ext: Default::default(),
         });
-        let pending = writable(conn).and_then(|()| conn.store.begin_put(&path, size, owner));
+        let pending =
+            writable(conn).and_then(|()| conn.store.begin_put_ext(&path, size, owner, &ext));
         match pending {
             Ok(pending) => {
                 let upload = Upload {
@@ -175,7 +179,7 @@ impl Uploads {
             }
             Some(ServerMsg::Reply {
                 id,
-                result: result.map(Reply::Meta),
+                result: result.map(|m| changed(&*conn.store, Some(m), &[&up.path])),
             })
         });
         if let Err(err) = conn.spawn(id, job) {

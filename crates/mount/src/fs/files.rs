@@ -15,7 +15,7 @@ use rfmount_proto::{
     ErrorCode, FileKind, Meta, Owner, RelPath, SetAttr, SetTime, Timestamp, Version,
 };
 
-use super::{Attr, Opened, RemoteFs};
+use super::{Attr, Opened, RemoteFs, conflict};
 use crate::data_cache::{EntryInfo, open_data};
 use crate::error::{FsError, FsResult};
 
@@ -24,7 +24,7 @@ use crate::error::{FsError, FsResult};
 pub(crate) struct FileState {
     /// Bumped by every local change; an upload only marks the file clean if
     /// no change happened while it ran.
-    write_gen: AtomicU64,
+    pub(super) write_gen: AtomicU64,
     /// Held across fetches and uploads of this file (never across anything
     /// else), so that they do not interleave.
     upload: Mutex<()>,
@@ -37,7 +37,7 @@ pub(crate) struct FileState {
     open: AtomicU32,
     writers: AtomicU32,
     /// Content version whose pages the kernel may hold.
-    kernel_version: Mutex<Option<Version>>,
+    pub(super) kernel_version: Mutex<Option<Version>>,
     /// Attributes at the moment the file was unlinked or replaced while
     /// open; its descriptors go on answering fstat from these.
     detached: Mutex<Option<Meta>>,
@@ -155,8 +155,14 @@ impl<R: Remote> RemoteFs<R> {
             }
             !trunc
         } else if trunc {
+            // The writer replaces the version it knows: the cached one, or
+            // the one its lookup saw.
+            let base = match entry.as_ref().and_then(|e| e.version) {
+                Some(v) => Some(v),
+                None => self.meta.lock().attr_any(path).map(|m| m.version),
+            };
             self.cache
-                .create_empty(path, None)
+                .create_empty_from(path, None, base)
                 .map_err(|e| FsError::cache(format!("creating {path}"), e))?;
             state.write_gen.fetch_add(1, Ordering::SeqCst);
             false
@@ -261,8 +267,10 @@ impl<R: Remote> RemoteFs<R> {
         if let Some(o) = owner {
             self.creators.lock().insert(path.clone(), o);
         }
+        // A new name: its upload must not replace a file another mount
+        // created meanwhile.
         self.cache
-            .create_empty(&path, Some(mode & !umask & 0o7777))
+            .create_empty_from(&path, Some(mode & !umask & 0o7777), None)
             .map_err(|e| FsError::cache(format!("creating {path}"), e))?;
         let ino = self.inodes.lock().lookup(&path);
         let state = self.file_state(ino);
@@ -417,7 +425,16 @@ impl<R: Remote> RemoteFs<R> {
         if why == Why::Retry {
             self.activity.note_retry();
         }
-        let meta = match self.put_cached(&path, &entry) {
+        let sent = match self.put_cached(&path, &entry) {
+            Err(e) if conflict::is_conflict(&e) => {
+                match self.on_conflict(ino, state, &path, &entry, e) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            r => r,
+        };
+        let meta = match sent {
             Ok(m) => m,
             Err(e) => {
                 // Until the upload succeeds the local copy is the only one
@@ -468,6 +485,8 @@ impl<R: Remote> RemoteFs<R> {
             mode: entry.mode,
             mtime: entry.mtime,
             owner: self.creators.lock().get(path).copied(),
+            expect: self.put_expectation(entry),
+            ..PutOptions::default()
         };
         let buffered = BufReader::with_capacity(256 * 1024, f);
         let mut src = self.activity.track(path.to_string(), size, buffered);
