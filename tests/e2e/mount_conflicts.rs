@@ -7,7 +7,6 @@ use std::io::{self, Write};
 use std::os::fd::IntoRawFd;
 use std::path::Path;
 
-use crate::mount_common::*;
 use crate::util::*;
 
 /// `close(2)` of `f`, with its result (dropping a `File` ignores it).
