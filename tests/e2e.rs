@@ -157,3 +157,7 @@ mod mount_status;
 // Two mounts writing one file: conflict siblings, conflict=error and overwrite.
 #[path = "e2e/mount_conflicts.rs"]
 mod mount_conflicts;
+
+// Requests per write (echo, cp -p, tar x) counted in rfserve's request log.
+#[path = "e2e/mount_roundtrips.rs"]
+mod mount_roundtrips;

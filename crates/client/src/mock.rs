@@ -10,9 +10,8 @@ use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use rfmount_proto::{
-    DirEntry, ErrorCode, FileId, FileKind, Meta, Owner, PutExpect, RENAME_EXCHANGE, RENAME_NOREPLACE,
-    RelPath,
-    SetAttr, SetTime, StatFs, Timestamp, Version, WireError,
+    DirEntry, ErrorCode, FileId, FileKind, Meta, Owner, PutExpect, RENAME_EXCHANGE,
+    RENAME_NOREPLACE, RelPath, SetAttr, SetTime, StatFs, Timestamp, Version, WireError,
 };
 
 use crate::error::RemoteError;

@@ -26,8 +26,7 @@ use log::{info, warn};
 use parking_lot::{Condvar, Mutex};
 use rfmount_proto::{
     CHUNK_SIZE, ClientMsg, DirEntry, ErrorCode, FileKind, Hasher, Meta, Op, Owner, PutExt, RelPath,
-    Reply,
-    ServerMsg, SetAttr, StatFs, Version, WireError,
+    Reply, ServerMsg, SetAttr, StatFs, Version, WireError,
 };
 
 use crate::connection::{Call, ConnectConfig, Connection};
@@ -533,11 +532,14 @@ impl Remote for TcpRemote {
     }
 
     fn mkdir(&self, path: &RelPath, mode: u32, owner: Option<Owner>) -> Result<Meta, RemoteError> {
-        changed_meta("MKDIR", self.simple(Op::Mkdir {
-            path: path.clone(),
-            mode,
-            owner,
-        })?)
+        changed_meta(
+            "MKDIR",
+            self.simple(Op::Mkdir {
+                path: path.clone(),
+                mode,
+                owner,
+            })?,
+        )
     }
 
     fn rmdir(&self, path: &RelPath) -> Result<(), RemoteError> {
@@ -545,10 +547,13 @@ impl Remote for TcpRemote {
     }
 
     fn setattr(&self, path: &RelPath, attr: SetAttr) -> Result<Meta, RemoteError> {
-        changed_meta("SETATTR", self.simple(Op::SetAttr {
-            path: path.clone(),
-            attr,
-        })?)
+        changed_meta(
+            "SETATTR",
+            self.simple(Op::SetAttr {
+                path: path.clone(),
+                attr,
+            })?,
+        )
     }
 
     fn statfs(&self) -> Result<StatFs, RemoteError> {
@@ -564,11 +569,14 @@ impl Remote for TcpRemote {
         target: &str,
         owner: Option<Owner>,
     ) -> Result<Meta, RemoteError> {
-        changed_meta("SYMLINK", self.simple(Op::Symlink {
-            path: path.clone(),
-            target: target.to_owned(),
-            owner,
-        })?)
+        changed_meta(
+            "SYMLINK",
+            self.simple(Op::Symlink {
+                path: path.clone(),
+                target: target.to_owned(),
+                owner,
+            })?,
+        )
     }
 
     fn readlink(&self, path: &RelPath) -> Result<String, RemoteError> {
@@ -579,10 +587,13 @@ impl Remote for TcpRemote {
     }
 
     fn link(&self, from: &RelPath, to: &RelPath) -> Result<Meta, RemoteError> {
-        changed_meta("LINK", self.simple(Op::Link {
-            from: from.clone(),
-            to: to.clone(),
-        })?)
+        changed_meta(
+            "LINK",
+            self.simple(Op::Link {
+                from: from.clone(),
+                to: to.clone(),
+            })?,
+        )
     }
 
     fn getxattr(&self, path: &RelPath, name: &str) -> Result<Vec<u8>, RemoteError> {
@@ -638,13 +649,16 @@ impl Remote for TcpRemote {
         rdev: u64,
         owner: Option<Owner>,
     ) -> Result<Meta, RemoteError> {
-        changed_meta("MKNOD", self.simple(Op::Mknod {
-            path: path.clone(),
-            kind,
-            mode,
-            rdev,
-            owner,
-        })?)
+        changed_meta(
+            "MKNOD",
+            self.simple(Op::Mknod {
+                path: path.clone(),
+                kind,
+                mode,
+                rdev,
+                owner,
+            })?,
+        )
     }
 }
 

@@ -78,6 +78,9 @@ pub struct RemoteFs<R: Remote> {
     /// Owners of files created here and not yet uploaded: their first PUT
     /// creates them on the server with the creator's ids.
     creators: Mutex<HashMap<RelPath, Owner>>,
+    /// Access times set on files with unsent changes, carried by their
+    /// upload (in memory only: an atime is not worth a cache record).
+    atimes: Mutex<HashMap<RelPath, Timestamp>>,
     /// When the mount started (shown for directories known only from the
     /// cache).
     started: Timestamp,
@@ -100,6 +103,7 @@ impl<R: Remote> RemoteFs<R> {
             next_fh: AtomicU64::new(1),
             invalidator: OnceLock::new(),
             creators: Mutex::new(HashMap::new()),
+            atimes: Mutex::new(HashMap::new()),
             started: offline::now(),
             activity: Activity::default(),
         }
@@ -215,12 +219,18 @@ impl<R: Remote> RemoteFs<R> {
                     .ok_or_else(FsError::enoent);
             }
         }
+        if self.meta.lock().known_absent(path) {
+            return Err(FsError::enoent());
+        }
         match self.remote.stat(path) {
             Ok(m) => {
                 self.meta.lock().put_attr(path, m.clone());
                 Ok(m)
             }
-            Err(e) if e.code() == Some(ErrorCode::NotFound) => Err(FsError::enoent()),
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => {
+                self.meta.lock().put_absent(path);
+                Err(FsError::enoent())
+            }
             Err(e) if e.is_transport() => self
                 .offline_meta(path)
                 .or_else(|| self.cached_meta(path).map(Ok))
@@ -346,6 +356,7 @@ impl<R: Remote> RemoteFs<R> {
         }
         drop(mc);
         self.creators.lock().remove(&path);
+        self.atimes.lock().remove(&path);
         Ok(())
     }
 
@@ -431,7 +442,12 @@ impl<R: Remote> RemoteFs<R> {
         self.cache.rename(&from, &to);
         let mut creators = self.creators.lock();
         if let Some(o) = creators.remove(&from) {
-            creators.insert(to, o);
+            creators.insert(to.clone(), o);
+        }
+        drop(creators);
+        let mut atimes = self.atimes.lock();
+        if let Some(t) = atimes.remove(&from) {
+            atimes.insert(to, t);
         }
         Ok(())
     }

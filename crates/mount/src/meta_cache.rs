@@ -71,6 +71,10 @@ pub struct MetaCache {
     dir_ttl: Duration,
     attrs: HashMap<RelPath, (Meta, Instant)>,
     dirs: HashMap<RelPath, (Arc<Listing>, Instant)>,
+    /// Names the server just said do not exist, trusted as attributes
+    /// are: a `cp` or `tar x` looks a new name up several times before it
+    /// creates it, and each would be a STAT answered NotFound.
+    absent: HashMap<RelPath, Instant>,
 }
 
 impl MetaCache {
@@ -81,6 +85,7 @@ impl MetaCache {
             dir_ttl,
             attrs: HashMap::new(),
             dirs: HashMap::new(),
+            absent: HashMap::new(),
         }
     }
 
@@ -103,8 +108,27 @@ impl MetaCache {
         self.dirs.get(dir).map(|(l, _)| l.clone())
     }
 
+    /// True when the server said `path` does not exist within the
+    /// attribute lifetime, and nothing here created it since.
+    pub fn known_absent(&self, path: &RelPath) -> bool {
+        self.absent
+            .get(path)
+            .is_some_and(|t| t.elapsed() < self.attr_ttl)
+    }
+
+    /// Records the server's answer that `path` does not exist.
+    pub fn put_absent(&mut self, path: &RelPath) {
+        if self.absent.len() > 10_000 {
+            let ttl = self.attr_ttl;
+            self.absent.retain(|_, t| t.elapsed() < ttl);
+        }
+        self.attrs.remove(path);
+        self.absent.insert(path.clone(), Instant::now());
+    }
+
     /// Records attributes just received.
     pub fn put_attr(&mut self, path: &RelPath, meta: Meta) {
+        self.absent.remove(path);
         self.attrs
             .insert(path.clone(), (meta.clone(), Instant::now()));
     }
@@ -130,6 +154,7 @@ impl MetaCache {
         }
         for e in &listing.entries {
             if let Ok(p) = dir.join(&e.name) {
+                self.absent.remove(&p);
                 self.attrs.insert(p, (e.meta.clone(), now));
             }
         }
@@ -141,6 +166,7 @@ impl MetaCache {
     /// so that looking up the next new name in that directory (`tar x`,
     /// `cp -r`) needs no round trip.
     pub fn note_entry(&mut self, path: &RelPath, meta: Meta) {
+        self.absent.remove(path);
         self.attrs
             .insert(path.clone(), (meta.clone(), Instant::now()));
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
@@ -188,6 +214,7 @@ impl MetaCache {
     /// Forgets the attributes of `path` and the listing of its parent.
     pub fn invalidate(&mut self, path: &RelPath) {
         self.attrs.remove(path);
+        self.absent.remove(path);
         if let Some(parent) = path.parent() {
             self.dirs.remove(&parent);
         }
@@ -198,6 +225,7 @@ impl MetaCache {
         self.invalidate(path);
         self.attrs.retain(|p, _| !p.starts_with(path));
         self.dirs.retain(|p, _| !p.starts_with(path));
+        self.absent.retain(|p, _| !p.starts_with(path));
     }
 }
 

@@ -44,8 +44,8 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod cli;
 mod changed;
+pub mod cli;
 mod config;
 mod conn;
 mod dispatch;

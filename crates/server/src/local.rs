@@ -26,8 +26,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rfmount_proto::{
-    ErrorCode, FileKind, Meta, Owner, PutExt, RENAME_EXCHANGE, RENAME_NOREPLACE, RelPath, SetAttr, StatFs,
-    WireError,
+    ErrorCode, FileKind, Meta, Owner, PutExt, RENAME_EXCHANGE, RENAME_NOREPLACE, RelPath, SetAttr,
+    StatFs, WireError,
 };
 
 use crate::store::{Content, Listing, PendingPut, Store, StoreResult};

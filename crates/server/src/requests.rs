@@ -44,9 +44,7 @@ fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
         Op::Stat { path } => store.stat(&path).map(Reply::Meta),
         Op::Remove { path } => {
             writable(conn)?;
-            store
-                .remove(&path)
-                .map(|()| changed(store, None, &[&path]))
+            store.remove(&path).map(|()| changed(store, None, &[&path]))
         }
         Op::Rename { from, to, flags } => {
             writable(conn)?;
@@ -64,9 +62,7 @@ fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
         }
         Op::Rmdir { path } => {
             writable(conn)?;
-            store
-                .rmdir(&path)
-                .map(|()| changed(store, None, &[&path]))
+            store.rmdir(&path).map(|()| changed(store, None, &[&path]))
         }
         Op::SetAttr { path, attr } => {
             writable(conn)?;

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use log::{info, warn};
@@ -70,6 +70,10 @@ pub(crate) struct Handle {
     ino: u64,
     file: File,
     writable: bool,
+    /// Something was written through this handle. A `close(2)` of a
+    /// handle that wrote nothing has nothing of its own to upload: its
+    /// content (a create, a truncation) goes up once, at the release.
+    wrote: AtomicBool,
     state: Arc<FileState>,
 }
 
@@ -130,6 +134,7 @@ impl<R: Remote> RemoteFs<R> {
                 ino,
                 file,
                 writable,
+                wrote: AtomicBool::new(false),
                 state,
             }),
         );
@@ -338,6 +343,7 @@ impl<R: Remote> RemoteFs<R> {
             .write_all_at(data, offset)
             .map_err(|e| FsError::cache("writing cached file", e))?;
         h.state.write_gen.fetch_add(1, Ordering::SeqCst);
+        h.wrote.store(true, Ordering::SeqCst);
         Ok(data.len() as u32)
     }
 
@@ -349,7 +355,10 @@ impl<R: Remote> RemoteFs<R> {
     /// in the cache and are retried.
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         let h = self.handle(fh)?;
-        if !h.writable {
+        // A shell's `> f` opens, dup2s and closes the original descriptor
+        // before it writes: uploading the empty file there would be a
+        // whole extra PUT of nothing.
+        if !h.writable || !h.wrote.load(Ordering::SeqCst) {
             return Ok(());
         }
         self.upload(h.ino, &h.state, Why::Flush)
@@ -486,12 +495,13 @@ impl<R: Remote> RemoteFs<R> {
             mtime: entry.mtime,
             owner: self.creators.lock().get(path).copied(),
             expect: self.put_expectation(entry),
-            ..PutOptions::default()
+            atime: self.atimes.lock().get(path).copied(),
         };
         let buffered = BufReader::with_capacity(256 * 1024, f);
         let mut src = self.activity.track(path.to_string(), size, buffered);
         let meta = self.remote.put(path, &mut src, size, opts)?;
         self.creators.lock().remove(path);
+        self.atimes.lock().remove(path);
         Ok(meta)
     }
 
@@ -557,10 +567,14 @@ impl<R: Remote> RemoteFs<R> {
             if let Some(sz) = size {
                 self.truncate_local(&path, &state, sz)?;
             }
-            let mtime = mtime.map(|t| match t {
+            let resolve = |t: SetTime| match t {
                 SetTime::Now => Timestamp::from_system(SystemTime::now()),
                 SetTime::At(t) => t,
-            });
+            };
+            let mtime = mtime.map(resolve);
+            if let Some(t) = atime.map(resolve) {
+                self.atimes.lock().insert(path.clone(), t);
+            }
             self.cache
                 .set_overrides(&path, mode.map(|m| m & 0o7777), mtime)
                 .map_err(|e| FsError::cache(format!("recording attributes of {path}"), e))?;

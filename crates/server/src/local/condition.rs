@@ -67,3 +67,85 @@ pub(super) fn check_stat(
         format!("{path}: {why} since this upload's version; nothing was changed"),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::io::Write;
+
+    use rfmount_proto::{ErrorCode, PutExpect, PutExt, RelPath};
+
+    use crate::local::LocalStore;
+    use crate::store::Store;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn ext(expect: PutExpect) -> PutExt {
+        PutExt {
+            expect,
+            ..PutExt::default()
+        }
+    }
+
+    fn code<T>(r: Result<T, rfmount_proto::WireError>) -> ErrorCode {
+        r.err().expect("a refusal").code
+    }
+
+    #[test]
+    fn a_put_lands_only_on_the_version_it_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("f"), "old").unwrap();
+        let store = LocalStore::open(tmp.path()).unwrap();
+        let v = store.stat(&p("f")).unwrap().version;
+
+        // Refused up front: a new name that exists, a version that is not it.
+        let absent = store.begin_put_ext(&p("f"), 1, None, &ext(PutExpect::Absent));
+        assert_eq!(code(absent), ErrorCode::Conflict);
+        let stale = store.begin_put_ext(&p("f"), 1, None, &ext(PutExpect::Version(v ^ 1)));
+        assert_eq!(code(stale), ErrorCode::Conflict);
+        let gone = store.begin_put_ext(&p("nothing"), 1, None, &ext(PutExpect::Version(v)));
+        assert_eq!(code(gone), ErrorCode::Conflict);
+
+        // Two uploads from one version: the first commit wins, the second
+        // is refused at its commit and changes nothing.
+        let mut a = store
+            .begin_put_ext(&p("f"), 1, None, &ext(PutExpect::Version(v)))
+            .unwrap();
+        let mut b = store
+            .begin_put_ext(&p("f"), 1, None, &ext(PutExpect::Version(v)))
+            .unwrap();
+        a.write_all(b"a").unwrap();
+        b.write_all(b"b").unwrap();
+        let won = a.commit(None, None).unwrap();
+        assert_eq!(code(b.commit(None, None)), ErrorCode::Conflict);
+        assert_eq!(fs::read(tmp.path().join("f")).unwrap(), b"a");
+        assert_eq!(store.stat(&p("f")).unwrap().version, won.version);
+        let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary is left: {names:?}");
+
+        // Two creates of one new name: only the first gets it.
+        let mut c = store
+            .begin_put_ext(&p("n"), 1, None, &ext(PutExpect::Absent))
+            .unwrap();
+        let mut d = store
+            .begin_put_ext(&p("n"), 1, None, &ext(PutExpect::Absent))
+            .unwrap();
+        c.write_all(b"c").unwrap();
+        d.write_all(b"d").unwrap();
+        c.commit(None, None).unwrap();
+        assert_eq!(code(d.commit(None, None)), ErrorCode::Conflict);
+        assert_eq!(fs::read(tmp.path().join("n")).unwrap(), b"c");
+
+        // A changed-behind-its-back file on the server's disk is caught too.
+        let v = store.stat(&p("n")).unwrap().version;
+        let mut e = store
+            .begin_put_ext(&p("n"), 1, None, &ext(PutExpect::Version(v)))
+            .unwrap();
+        e.write_all(b"e").unwrap();
+        fs::write(tmp.path().join("n"), "local writer").unwrap();
+        assert_eq!(code(e.commit(None, None)), ErrorCode::Conflict);
+        assert_eq!(fs::read(tmp.path().join("n")).unwrap(), b"local writer");
+    }
+}
