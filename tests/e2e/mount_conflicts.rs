@@ -47,8 +47,8 @@ fn the_second_close_keeps_its_data_beside_the_first_writers_file() {
     let root = TestDir::new("root");
     root.write("f.txt", "base\n");
     let srv = Server::start(root.path(), &[]);
-    let a = Mount::start(&srv, &[]);
-    let b = Mount::start(&srv, &[]);
+    let a = Mount::start(&srv, &["-o", "conflict=keep"]);
+    let b = Mount::start(&srv, &["-o", "conflict=keep"]);
 
     let fa = open_and_write(a.path(), "f.txt", "from A\n");
     let fb = open_and_write(b.path(), "f.txt", "from B\n");
@@ -87,8 +87,8 @@ fn two_mounts_creating_one_new_name_never_replace_each_other() {
     skip_without_fuse!();
     let root = TestDir::new("root");
     let srv = Server::start(root.path(), &[]);
-    let a = Mount::start(&srv, &[]);
-    let b = Mount::start(&srv, &[]);
+    let a = Mount::start(&srv, &["-o", "conflict=keep"]);
+    let b = Mount::start(&srv, &["-o", "conflict=keep"]);
     let create = |m: &Mount, data: &str| {
         let mut f = OpenOptions::new()
             .write(true)

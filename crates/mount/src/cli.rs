@@ -47,9 +47,9 @@ Mount options (-o, comma-separated; also the options field of fstab):
   conflict=keep|error|overwrite
                              when another writer changed a file since this mount's
                              version, close keeps this mount's data beside it as
-                             NAME.conflict-HOST-STAMP (keep, default), fails with EIO
+                             NAME.conflict-HOST-STAMP (keep), fails with EIO
                              leaving it dirty in the cache (error), or replaces the
-                             other writer's file (overwrite: last close wins)
+                             other writer's file (overwrite, default for now: last close wins)
   port=PORT                  the server's port, as -p
   cache_dir=DIR, cache_size=SIZE, token_file=FILE, threads=N, log_file=FILE
                              as the --options of the same name

@@ -45,11 +45,14 @@ pub struct MountConfig {
 pub enum ConflictMode {
     /// Upload this mount's data beside the file as
     /// `NAME.conflict-HOST-STAMP`, log it, and let `close` succeed.
-    #[default]
     Keep,
     /// Fail `close` with EIO; the data stays dirty in the cache.
     Error,
     /// Replace the server's file anyway (last close wins).
+    // The default until a mount can never conflict with its own earlier
+    // upload (a file renamed and rewritten while other descriptors of it
+    // stay open still can).
+    #[default]
     Overwrite,
 }
 
@@ -69,7 +72,7 @@ impl MountConfig {
             uid: None,
             gid: None,
             timeout: rfmount_client::DEFAULT_TIMEOUT,
-            conflict: ConflictMode::Keep,
+            conflict: ConflictMode::Overwrite,
         }
     }
 

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use log::{info, warn};
@@ -70,10 +70,6 @@ pub(crate) struct Handle {
     ino: u64,
     file: File,
     writable: bool,
-    /// Something was written through this handle. A `close(2)` of a
-    /// handle that wrote nothing has nothing of its own to upload: its
-    /// content (a create, a truncation) goes up once, at the release.
-    wrote: AtomicBool,
     state: Arc<FileState>,
 }
 
@@ -134,7 +130,6 @@ impl<R: Remote> RemoteFs<R> {
                 ino,
                 file,
                 writable,
-                wrote: AtomicBool::new(false),
                 state,
             }),
         );
@@ -343,7 +338,6 @@ impl<R: Remote> RemoteFs<R> {
             .write_all_at(data, offset)
             .map_err(|e| FsError::cache("writing cached file", e))?;
         h.state.write_gen.fetch_add(1, Ordering::SeqCst);
-        h.wrote.store(true, Ordering::SeqCst);
         Ok(data.len() as u32)
     }
 
@@ -355,10 +349,7 @@ impl<R: Remote> RemoteFs<R> {
     /// in the cache and are retried.
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         let h = self.handle(fh)?;
-        // A shell's `> f` opens, dup2s and closes the original descriptor
-        // before it writes: uploading the empty file there would be a
-        // whole extra PUT of nothing.
-        if !h.writable || !h.wrote.load(Ordering::SeqCst) {
+        if !h.writable {
             return Ok(());
         }
         self.upload(h.ino, &h.state, Why::Flush)
@@ -589,8 +580,26 @@ impl<R: Remote> RemoteFs<R> {
             ..SetAttr::default()
         };
         let meta = self.remote.setattr(&path, attr)?;
+        if size.is_none() {
+            self.same_content_new_version(&path, &meta);
+        }
         self.meta.lock().put_attr(&path, meta.clone());
         Ok(Attr { ino, meta })
+    }
+
+    /// An attribute change on the server (mode, times, owner) gave the
+    /// unchanged content a new version (it covers ctime): a clean cached
+    /// copy is that version now, or its next upload would conflict with
+    /// this mount's own change.
+    pub(super) fn same_content_new_version(&self, path: &RelPath, meta: &Meta) {
+        if let Some(e) = self
+            .cache
+            .entry(path)
+            .filter(|e| !e.dirty && e.version.is_some())
+            && let Err(err) = self.cache.mark_clean(path, meta.version, e.size)
+        {
+            warn!("{path}: recording the version after an attribute change: {err}");
+        }
     }
 
     /// Before `path` is unlinked or replaced: if it is open, keep its

@@ -213,6 +213,7 @@ impl<R: Remote> RemoteFs<R> {
             Err(e) if e.code() == Some(ErrorCode::NotFound) => return Err(FsError::enoent()),
             Err(e) => return Err(e.into()),
         };
+        self.same_content_new_version(path, &meta);
         self.meta.lock().put_attr(path, meta.clone());
         Ok(Attr { ino, meta })
     }
