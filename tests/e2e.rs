@@ -182,3 +182,10 @@ mod mount_callbacks_roundtrips;
 // restart, and two sqlite writers that lose no transaction.
 #[path = "e2e/mount_locks.rs"]
 mod mount_locks;
+// Two mounts writing one file: conflict siblings, conflict=error and overwrite.
+#[path = "e2e/mount_conflicts.rs"]
+mod mount_conflicts;
+
+// Requests per write (echo, cp -p, tar x) counted in rfserve's request log.
+#[path = "e2e/mount_roundtrips.rs"]
+mod mount_roundtrips;

@@ -3,8 +3,8 @@
 use std::io::{Read, Write};
 
 use rfmount_proto::{
-    DirEntry, ErrorCode, FileKind, LockFlavor, LockHolder, LockKind, Meta, Owner, RelPath, SetAttr,
-    StatFs, Timestamp, Version, WireError,
+    DirEntry, ErrorCode, FileKind, LockFlavor, LockHolder, LockKind, Meta, Owner, PutExpect,
+    RelPath, SetAttr, StatFs, Timestamp, Version, WireError,
 };
 
 use crate::error::RemoteError;
@@ -46,6 +46,12 @@ pub struct PutOptions {
     /// Owner of a new file, where the server can give files away (a
     /// replaced file keeps its owner).
     pub owner: Option<Owner>,
+    /// Access time (default: the server's now).
+    pub atime: Option<Timestamp>,
+    /// What the server's file must be for the upload to replace it
+    /// (default: anything, last upload wins); otherwise the answer is
+    /// `Service(Conflict)` and nothing changes.
+    pub expect: PutExpect,
 }
 
 /// A lock to take, change or release ([`Remote::lock`]), or to test

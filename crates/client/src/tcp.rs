@@ -26,7 +26,7 @@ use log::{info, warn};
 use parking_lot::{Condvar, Mutex};
 use rfmount_proto::{
     CHUNK_SIZE, ClientMsg, DirEntry, ErrorCode, FileKind, Hasher, LockHolder, Meta, Op, Owner,
-    RelPath, Reply, ServerMsg, SetAttr, StatFs, Version, WireError,
+    PutExt, RelPath, Reply, ServerMsg, SetAttr, StatFs, Version, WireError,
 };
 
 use crate::connection::{Call, ConnectConfig, Connection};
@@ -503,7 +503,11 @@ impl Remote for TcpRemote {
             mode: opts.mode,
             mtime: opts.mtime,
             owner: opts.owner,
-            ext: Default::default(),
+            ext: PutExt {
+                atime: opts.atime,
+                expect: opts.expect,
+                ..PutExt::default()
+            },
         };
         let call = conn.start(op)?;
         let cancel = |call: &Call<'_>| {
@@ -541,10 +545,7 @@ impl Remote for TcpRemote {
             id: call.id,
             checksum: hasher.finish(),
         })?;
-        match expect_reply(&call)? {
-            Reply::Meta(m) => Ok(m),
-            r => Err(wrong_reply("PUT", &r)),
-        }
+        changed_meta("PUT", expect_reply(&call)?)
     }
 
     fn remove(&self, path: &RelPath) -> Result<(), RemoteError> {
@@ -563,14 +564,14 @@ impl Remote for TcpRemote {
     }
 
     fn mkdir(&self, path: &RelPath, mode: u32, owner: Option<Owner>) -> Result<Meta, RemoteError> {
-        match self.simple(Op::Mkdir {
-            path: path.clone(),
-            mode,
-            owner,
-        })? {
-            Reply::Meta(m) => Ok(m),
-            r => Err(wrong_reply("MKDIR", &r)),
-        }
+        changed_meta(
+            "MKDIR",
+            self.simple(Op::Mkdir {
+                path: path.clone(),
+                mode,
+                owner,
+            })?,
+        )
     }
 
     fn rmdir(&self, path: &RelPath) -> Result<(), RemoteError> {
@@ -578,13 +579,13 @@ impl Remote for TcpRemote {
     }
 
     fn setattr(&self, path: &RelPath, attr: SetAttr) -> Result<Meta, RemoteError> {
-        match self.simple(Op::SetAttr {
-            path: path.clone(),
-            attr,
-        })? {
-            Reply::Meta(m) => Ok(m),
-            r => Err(wrong_reply("SETATTR", &r)),
-        }
+        changed_meta(
+            "SETATTR",
+            self.simple(Op::SetAttr {
+                path: path.clone(),
+                attr,
+            })?,
+        )
     }
 
     fn statfs(&self) -> Result<StatFs, RemoteError> {
@@ -600,14 +601,14 @@ impl Remote for TcpRemote {
         target: &str,
         owner: Option<Owner>,
     ) -> Result<Meta, RemoteError> {
-        match self.simple(Op::Symlink {
-            path: path.clone(),
-            target: target.to_owned(),
-            owner,
-        })? {
-            Reply::Meta(m) => Ok(m),
-            r => Err(wrong_reply("SYMLINK", &r)),
-        }
+        changed_meta(
+            "SYMLINK",
+            self.simple(Op::Symlink {
+                path: path.clone(),
+                target: target.to_owned(),
+                owner,
+            })?,
+        )
     }
 
     fn readlink(&self, path: &RelPath) -> Result<String, RemoteError> {
@@ -618,13 +619,13 @@ impl Remote for TcpRemote {
     }
 
     fn link(&self, from: &RelPath, to: &RelPath) -> Result<Meta, RemoteError> {
-        match self.simple(Op::Link {
-            from: from.clone(),
-            to: to.clone(),
-        })? {
-            Reply::Meta(m) => Ok(m),
-            r => Err(wrong_reply("LINK", &r)),
-        }
+        changed_meta(
+            "LINK",
+            self.simple(Op::Link {
+                from: from.clone(),
+                to: to.clone(),
+            })?,
+        )
     }
 
     fn getxattr(&self, path: &RelPath, name: &str) -> Result<Vec<u8>, RemoteError> {
@@ -680,16 +681,16 @@ impl Remote for TcpRemote {
         rdev: u64,
         owner: Option<Owner>,
     ) -> Result<Meta, RemoteError> {
-        match self.simple(Op::Mknod {
-            path: path.clone(),
-            kind,
-            mode,
-            rdev,
-            owner,
-        })? {
-            Reply::Meta(m) => Ok(m),
-            r => Err(wrong_reply("MKNOD", &r)),
-        }
+        changed_meta(
+            "MKNOD",
+            self.simple(Op::Mknod {
+                path: path.clone(),
+                kind,
+                mode,
+                rdev,
+                owner,
+            })?,
+        )
     }
 
     fn lock(
@@ -746,7 +747,21 @@ impl Remote for TcpRemote {
 
 fn done(op: &str, r: Reply) -> Result<(), RemoteError> {
     match r {
-        Reply::Done => Ok(()),
+        // Older servers answer `Done`; this one what changed.
+        Reply::Done | Reply::Changed { .. } => Ok(()),
+        r => Err(wrong_reply(op, &r)),
+    }
+}
+
+/// The object's attributes from the answer to a change: `Meta` from older
+/// servers, `Changed` from this one.
+fn changed_meta(op: &str, r: Reply) -> Result<Meta, RemoteError> {
+    match r {
+        Reply::Meta(m)
+        | Reply::Changed {
+            meta: Some(m),
+            parents: _,
+        } => Ok(m),
         r => Err(wrong_reply(op, &r)),
     }
 }

@@ -46,6 +46,12 @@ Mount options (-o, comma-separated; also the options field of fstab):
   dir_timeout=SECS           how long a listing is reused (default 1)
   idmap=none|user            user: the export root's owner shows as you
   uid=N, gid=N               show every file as owned by N
+  conflict=keep|error|overwrite
+                             when another writer changed a file since this mount's
+                             version, close keeps this mount's data beside it as
+                             NAME.conflict-HOST-STAMP (keep), fails with EIO
+                             leaving it dirty in the cache (error), or replaces the
+                             other writer's file (overwrite, default for now: last close wins)
   port=PORT                  the server's port, as -p
   writeback, nowriteback     as --writeback: close returns once the file is safe in
                              the local cache; uploads run in the background

@@ -33,7 +33,7 @@
 mod files;
 mod index;
 mod journal;
-mod recovery;
+pub(crate) mod recovery;
 mod startup;
 
 use std::io::{self, Write};
@@ -253,9 +253,25 @@ impl DataCache {
     /// # Errors
     /// The cache directory is not writable.
     pub fn create_empty(&self, path: &RelPath, mode: Option<u32>) -> io::Result<()> {
+        let base = self.entry(path).and_then(|o| o.version);
+        self.create_empty_from(path, mode, base)
+    }
+
+    /// As [`DataCache::create_empty`], recording `base` as the server
+    /// version the new content replaces (`None`: a new name), which its
+    /// upload names as its condition.
+    ///
+    /// # Errors
+    /// The cache directory is not writable.
+    pub fn create_empty_from(
+        &self,
+        path: &RelPath,
+        mode: Option<u32>,
+        base: Option<Version>,
+    ) -> io::Result<()> {
         let old = self.entry(path);
         let info = EntryInfo {
-            version: old.as_ref().and_then(|o| o.version),
+            version: base,
             dirty: true,
             writing: true,
             size: 0,

@@ -13,13 +13,14 @@
 //! across network I/O. The one lock held across a `PUT` is the per-file
 //! `FileState::upload`, which serialises uploads of that file alone.
 
+mod conflict;
 mod dir;
 mod files;
 mod links;
 mod locks;
 mod offline;
-mod writeback;
 mod pushed;
+mod writeback;
 mod xattr;
 
 use std::collections::HashMap;
@@ -43,11 +44,11 @@ use crate::trust::Trust;
 pub use dir::DirSink;
 use dir::DirSnapshot;
 use files::{FileState, Handle};
-pub use writeback::FailedUpload;
-use writeback::UploadQueue;
-pub use pushed::{KernelNote, KernelNotes, PushSink};
 pub use locks::KernelLock;
 pub(crate) use locks::signal_pending;
+pub use pushed::{KernelNote, KernelNotes, PushSink};
+pub use writeback::FailedUpload;
+use writeback::UploadQueue;
 
 /// An inode number with its attributes, as replied to the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +93,9 @@ pub struct RemoteFs<R: Remote> {
     creators: Mutex<HashMap<RelPath, Owner>>,
     /// Attribute names of recently asked files (see `xattr`).
     xattr_names: Mutex<xattr::XattrNames>,
+    /// Access times set on files with unsent changes, carried by their
+    /// upload (in memory only: an atime is not worth a cache record).
+    atimes: Mutex<HashMap<RelPath, Timestamp>>,
     /// When the mount started (shown for directories known only from the
     /// cache).
     started: Timestamp,
@@ -121,6 +125,7 @@ impl<R: Remote> RemoteFs<R> {
             kernel_notes: OnceLock::new(),
             creators: Mutex::new(HashMap::new()),
             xattr_names: Mutex::default(),
+            atimes: Mutex::new(HashMap::new()),
             started: offline::now(),
             activity: Activity::default(),
             uploads: UploadQueue::default(),
@@ -244,6 +249,9 @@ impl<R: Remote> RemoteFs<R> {
                     .ok_or_else(FsError::enoent);
             }
         }
+        if self.meta.lock().known_absent(path) {
+            return Err(FsError::enoent());
+        }
         let ticket = self.trust.ticket();
         match self.remote.stat(path) {
             Ok(m) => {
@@ -251,7 +259,10 @@ impl<R: Remote> RemoteFs<R> {
                 self.meta.lock().put_attr_as(path, m.clone(), trusted);
                 Ok(m)
             }
-            Err(e) if e.code() == Some(ErrorCode::NotFound) => Err(FsError::enoent()),
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => {
+                self.meta.lock().put_absent(path);
+                Err(FsError::enoent())
+            }
             Err(e) if e.is_transport() => self
                 .offline_meta(path)
                 .or_else(|| self.cached_meta(path).map(Ok))
@@ -381,6 +392,7 @@ impl<R: Remote> RemoteFs<R> {
         }
         drop(mc);
         self.creators.lock().remove(&path);
+        self.atimes.lock().remove(&path);
         Ok(())
     }
 
@@ -489,7 +501,12 @@ impl<R: Remote> RemoteFs<R> {
         self.uploads.rename(&from, &to);
         let mut creators = self.creators.lock();
         if let Some(o) = creators.remove(&from) {
-            creators.insert(to, o);
+            creators.insert(to.clone(), o);
+        }
+        drop(creators);
+        let mut atimes = self.atimes.lock();
+        if let Some(t) = atimes.remove(&from) {
+            atimes.insert(to, t);
         }
         Ok(())
     }

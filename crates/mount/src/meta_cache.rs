@@ -80,10 +80,18 @@ pub struct MetaCache {
     /// for longer than [`BROKEN_TTL`], whatever the configured timeouts
     /// (which may be long because invalidations are pushed).
     broken: bool,
+    /// Names the server just said do not exist, trusted for at most
+    /// [`ABSENT_TTL`]: a `cp` or `tar x` looks a new name up several times
+    /// before it creates it, and each would be a STAT answered NotFound.
+    /// No callback covers them, so they are never trusted for longer.
+    absent: HashMap<RelPath, Instant>,
 }
 
 /// The longest an entry is reused while callbacks are void.
 pub const BROKEN_TTL: Duration = Duration::from_secs(1);
+
+/// The longest a "no such name" answer is reused.
+pub const ABSENT_TTL: Duration = Duration::from_secs(1);
 
 impl MetaCache {
     /// Empty caches with these lifetimes.
@@ -94,6 +102,7 @@ impl MetaCache {
             attrs: HashMap::new(),
             dirs: HashMap::new(),
             broken: false,
+            absent: HashMap::new(),
         }
     }
 
@@ -148,6 +157,24 @@ impl MetaCache {
         self.dirs.get(dir).map(|(l, _, _)| l.clone())
     }
 
+    /// True when the server said `path` does not exist within the
+    /// attribute lifetime, and nothing here created it since.
+    pub fn known_absent(&self, path: &RelPath) -> bool {
+        self.absent
+            .get(path)
+            .is_some_and(|t| t.elapsed() < self.attr_ttl.min(ABSENT_TTL))
+    }
+
+    /// Records the server's answer that `path` does not exist.
+    pub fn put_absent(&mut self, path: &RelPath) {
+        if self.absent.len() > 10_000 {
+            let ttl = self.attr_ttl.min(ABSENT_TTL);
+            self.absent.retain(|_, t| t.elapsed() < ttl);
+        }
+        self.attrs.remove(path);
+        self.absent.insert(path.clone(), Instant::now());
+    }
+
     /// Records attributes just received.
     pub fn put_attr(&mut self, path: &RelPath, meta: Meta) {
         self.put_attr_as(path, meta, false);
@@ -155,6 +182,7 @@ impl MetaCache {
 
     /// Records attributes just received, `trusted` when under a callback.
     pub fn put_attr_as(&mut self, path: &RelPath, meta: Meta, trusted: bool) {
+        self.absent.remove(path);
         self.attrs
             .insert(path.clone(), (meta, Instant::now(), trusted));
     }
@@ -189,6 +217,7 @@ impl MetaCache {
         }
         for e in &listing.entries {
             if let Ok(p) = dir.join(&e.name) {
+                self.absent.remove(&p);
                 self.attrs.insert(p, (e.meta.clone(), now, trusted));
             }
         }
@@ -204,6 +233,7 @@ impl MetaCache {
     /// listing were: the server keeps this mount's callbacks across its own
     /// changes, and any other change since would have dropped them.
     pub fn note_entry(&mut self, path: &RelPath, meta: Meta) {
+        self.absent.remove(path);
         let parent_trusted = path
             .parent()
             .and_then(|p| self.dirs.get(&p))
@@ -256,6 +286,7 @@ impl MetaCache {
     /// Forgets the attributes of `path` and the listing of its parent.
     pub fn invalidate(&mut self, path: &RelPath) {
         self.attrs.remove(path);
+        self.absent.remove(path);
         if let Some(parent) = path.parent() {
             self.dirs.remove(&parent);
         }
@@ -303,6 +334,7 @@ impl MetaCache {
         self.invalidate(path);
         self.attrs.retain(|p, _| !p.starts_with(path));
         self.dirs.retain(|p, _| !p.starts_with(path));
+        self.absent.retain(|p, _| !p.starts_with(path));
     }
 }
 

@@ -42,6 +42,26 @@ pub struct MountConfig {
     /// `-o timeout=SECS`: how long an operation waits for a server that
     /// shows no progress before the server counts as unreachable.
     pub timeout: Duration,
+    /// `-o conflict=keep|error|overwrite`: what a close does when another
+    /// writer changed the server's file since this mount's version.
+    pub conflict: ConflictMode,
+}
+
+/// What to do with an upload the server refuses because its file changed
+/// since the version the writer started from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConflictMode {
+    /// Upload this mount's data beside the file as
+    /// `NAME.conflict-HOST-STAMP`, log it, and let `close` succeed.
+    Keep,
+    /// Fail `close` with EIO; the data stays dirty in the cache.
+    Error,
+    /// Replace the server's file anyway (last close wins).
+    // The default until a mount can never conflict with its own earlier
+    // upload (a file renamed and rewritten while other descriptors of it
+    // stay open still can).
+    #[default]
+    Overwrite,
 }
 
 impl MountConfig {
@@ -63,6 +83,7 @@ impl MountConfig {
             uid: None,
             gid: None,
             timeout: rfmount_client::DEFAULT_TIMEOUT,
+            conflict: ConflictMode::Overwrite,
         }
     }
 
@@ -100,6 +121,15 @@ impl MountConfig {
                         Ok(n @ 1..=64) => n,
                         _ => return Err(format!("{key}={v}: must be a number from 1 to 64")),
                     }
+                }
+                ("conflict", Some("keep")) => self.conflict = ConflictMode::Keep,
+                ("conflict", Some("error")) => self.conflict = ConflictMode::Error,
+                ("conflict", Some("overwrite")) => self.conflict = ConflictMode::Overwrite,
+                ("conflict", v) => {
+                    return Err(format!(
+                        "conflict={}: must be conflict=keep, conflict=error or conflict=overwrite",
+                        v.unwrap_or("")
+                    ));
                 }
                 ("uid", Some(v)) => self.uid = Some(id(key, v)?),
                 ("gid", Some(v)) => self.gid = Some(id(key, v)?),

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Condvar, Mutex};
 use rfmount_proto::{ErrorCode, ServerMsg, WireError};
 
-use crate::pool::{Lane, Pool};
 use crate::callbacks::Session as Callbacks;
 use crate::locks::Lease;
+use crate::pool::{Lane, Pool};
 use crate::store::Store;
 use crate::traffic::Traffic;
 use crate::writer::FrameWriter;
@@ -60,6 +60,8 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    // One argument per part of the session; a builder would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         store: Arc<dyn Store>,
         writer: Arc<FrameWriter>,

@@ -136,7 +136,7 @@ pub(crate) fn admit(
         mode,
         mtime,
         owner,
-        ext: _,
+        ext,
     } = op
     {
         let put = PutArgs {
@@ -145,6 +145,7 @@ pub(crate) fn admit(
             mode,
             mtime,
             owner,
+            ext,
         };
         uploads.start(conn, id, put);
         return Ok(());

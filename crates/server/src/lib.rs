@@ -48,6 +48,7 @@
 #![deny(missing_docs)]
 
 mod callbacks;
+mod changed;
 pub mod cli;
 mod config;
 mod conn;

@@ -6,6 +6,7 @@
 //! complete (see [`put`]). The store never removes or creates anything of its
 //! own accord, so a read-only export is never modified.
 
+mod condition;
 mod dirsync;
 mod links;
 mod listing;
@@ -26,8 +27,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rfmount_proto::{
-    ErrorCode, FileKind, Meta, Owner, RENAME_EXCHANGE, RENAME_NOREPLACE, RelPath, SetAttr, StatFs,
-    WireError,
+    ErrorCode, FileKind, Meta, Owner, PutExt, RENAME_EXCHANGE, RENAME_NOREPLACE, RelPath, SetAttr,
+    StatFs, WireError,
 };
 
 use crate::store::{Content, Listing, PendingPut, Store, StoreResult};
@@ -136,23 +137,27 @@ impl Store for LocalStore {
         }
     }
 
-    fn begin_put(
+    fn begin_put_ext(
         &self,
         path: &RelPath,
         size: u64,
         owner: Option<Owner>,
+        ext: &PutExt,
     ) -> StoreResult<Box<dyn PendingPut>> {
         // Read access to the parent is what lets the commit fsync it.
         let (dir, name) = self.root.parent(path, libc::O_RDONLY)?;
         let owner = links::new_owner(dir.as_fd(), owner).map_err(io_err(path))?;
-        Ok(Box::new(put::LocalPut::create(
+        let mut put = put::LocalPut::create(
             dir,
             name,
             path,
             size,
             owner,
             Arc::clone(&self.dir_syncs),
-        )?))
+            ext.expect,
+        )?;
+        put.atime = ext.atime;
+        Ok(Box::new(put))
     }
 
     fn remove(&self, path: &RelPath) -> StoreResult<()> {

@@ -13,6 +13,7 @@ use rfmount_proto::{
 };
 
 use crate::callbacks::Held;
+use crate::changed::changed;
 use crate::conn::{Conn, Responder};
 use crate::pool::Lane;
 use crate::replies::{Label, Outcome, cancelled, log_request, writable};
@@ -44,6 +45,7 @@ pub(crate) fn execute(conn: &Arc<Conn>, id: u64, op: Op, responder: Responder) {
                 // already queued ahead of anything else on its connection.
                 let id = match reply {
                     Reply::Meta(m) => m.file_id,
+                    Reply::Changed { meta: Some(m), .. } => m.file_id,
                     _ => FileId::default(),
                 };
                 let with_id: Vec<_> = changes.into_iter().map(|(p, c)| (p, c, id)).collect();
@@ -99,23 +101,31 @@ fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
         }
         Op::Remove { path } => {
             writable(conn)?;
-            store.remove(&path).map(|()| Reply::Done)
+            store.remove(&path).map(|()| changed(store, None, &[&path]))
         }
         Op::Rename { from, to, flags } => {
             writable(conn)?;
-            store.rename(&from, &to, flags).map(|()| Reply::Done)
+            store.rename(&from, &to, flags)?;
+            // After an exchange `from` names an object too, but the reply
+            // carries the one now at `to`, as for a plain rename.
+            let meta = store.stat(&to).ok();
+            Ok(changed(store, meta, &[&from, &to]))
         }
         Op::Mkdir { path, mode, owner } => {
             writable(conn)?;
-            store.mkdir(&path, mode, owner).map(Reply::Meta)
+            store
+                .mkdir(&path, mode, owner)
+                .map(|m| changed(store, Some(m), &[&path]))
         }
         Op::Rmdir { path } => {
             writable(conn)?;
-            store.rmdir(&path).map(|()| Reply::Done)
+            store.rmdir(&path).map(|()| changed(store, None, &[&path]))
         }
         Op::SetAttr { path, attr } => {
             writable(conn)?;
-            store.setattr(&path, &attr).map(Reply::Meta)
+            store
+                .setattr(&path, &attr)
+                .map(|m| changed(store, Some(m), &[&path]))
         }
         Op::StatFs => store.statfs().map(Reply::StatFs),
         Op::Ping => Ok(Reply::Done),
@@ -125,12 +135,16 @@ fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
             owner,
         } => {
             writable(conn)?;
-            store.symlink(&path, &target, owner).map(Reply::Meta)
+            store
+                .symlink(&path, &target, owner)
+                .map(|m| changed(store, Some(m), &[&path]))
         }
         Op::ReadLink { path } => store.readlink(&path).map(Reply::Target),
         Op::Link { from, to } => {
             writable(conn)?;
-            store.link(&from, &to).map(Reply::Meta)
+            store
+                .link(&from, &to)
+                .map(|m| changed(store, Some(m), &[&to]))
         }
         Op::Mknod {
             path,
@@ -140,7 +154,9 @@ fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
             owner,
         } => {
             writable(conn)?;
-            store.mknod(&path, kind, mode, rdev, owner).map(Reply::Meta)
+            store
+                .mknod(&path, kind, mode, rdev, owner)
+                .map(|m| changed(store, Some(m), &[&path]))
         }
         Op::GetXattr { path, name } => store.getxattr(&path, &name).map(Reply::Xattr),
         Op::ListXattr { path } => store.listxattr(&path).map(Reply::XattrNames),

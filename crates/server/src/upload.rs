@@ -14,9 +14,11 @@ use std::io::Write;
 use std::sync::Arc;
 
 use rfmount_proto::{
-    Change, Checksum, ErrorCode, Hasher, Op, Owner, RelPath, Reply, ServerMsg, Timestamp, WireError,
+    Change, Checksum, ErrorCode, Hasher, Op, Owner, PutExt, RelPath, ServerMsg, Timestamp,
+    WireError,
 };
 
+use crate::changed::changed;
 use crate::conn::Conn;
 use crate::pool::Lane;
 use crate::replies::{Label, Outcome, cancelled, log_request, refuse, writable};
@@ -57,6 +59,7 @@ pub(crate) struct PutArgs {
     pub(crate) mode: Option<u32>,
     pub(crate) mtime: Option<Timestamp>,
     pub(crate) owner: Option<Owner>,
+    pub(crate) ext: PutExt,
 }
 
 impl Uploads {
@@ -77,6 +80,7 @@ impl Uploads {
             mode,
             mtime,
             owner,
+            ext,
         } = put;
         let label = Label::of(&Op::Put {
             path: path.clone(),
@@ -86,7 +90,8 @@ impl Uploads {
             owner,
             ext: Default::default(),
         });
-        let pending = writable(conn).and_then(|()| conn.store.begin_put(&path, size, owner));
+        let pending =
+            writable(conn).and_then(|()| conn.store.begin_put_ext(&path, size, owner, &ext));
         match pending {
             Ok(pending) => {
                 let upload = Upload {
@@ -188,7 +193,7 @@ impl Uploads {
             }
             Some(ServerMsg::Reply {
                 id,
-                result: result.map(Reply::Meta),
+                result: result.map(|m| changed(&*conn.store, Some(m), &[&up.path])),
             })
         });
         // The commit waits for the disk, never for the peer: quick lane.

@@ -203,7 +203,7 @@ fn put_then_get_round_trips_with_checksum() {
     let mut c = h.client();
     let data = content(3 * rfmount_proto::CHUNK_SIZE + 12345, 1);
     let meta = match c.put(1, "big.bin", &data, rfmount_proto::CHUNK_SIZE) {
-        Ok(Reply::Meta(m)) => m,
+        Ok(Reply::Changed { meta: Some(m), .. }) => m,
         other => panic!("{other:?}"),
     };
     assert_eq!(
@@ -223,7 +223,9 @@ fn put_then_get_round_trips_with_checksum() {
     assert_eq!(got, data);
     assert!(h.temp_files().is_empty());
     // An empty file works as well.
-    assert!(matches!(c.put(3, "empty", &[], 1), Ok(Reply::Meta(m)) if m.size == 0));
+    assert!(
+        matches!(c.put(3, "empty", &[], 1), Ok(Reply::Changed { meta: Some(m), .. }) if m.size == 0)
+    );
     assert_eq!(c.get(4, "empty").1, Vec::<u8>::new());
     wait_logged(&format!(
         "request op=GET path=/big.bin result=data bytes={}",
@@ -673,7 +675,7 @@ fn too_many_requests_in_flight_get_busy() {
         c.recv(),
         ServerMsg::Reply {
             id: 1,
-            result: Ok(Reply::Meta(_))
+            result: Ok(Reply::Changed { meta: Some(_), .. })
         }
     ));
     assert_eq!(c.request(3, Op::Ping), Ok(Reply::Done));
@@ -718,10 +720,10 @@ fn namespace_requests_over_the_wire() {
     let h = start(ServerConfig::default());
     let mut c = h.client();
     assert!(
-        matches!(c.request(1, Op::Mkdir { path: p("d"), mode: 0o700, owner: None }), Ok(Reply::Meta(m)) if m.mode == 0o700)
+        matches!(c.request(1, Op::Mkdir { path: p("d"), mode: 0o700, owner: None }), Ok(Reply::Changed { meta: Some(m), parents }) if m.mode == 0o700 && parents.len() == 1)
     );
     assert!(c.put(2, "d/a", b"abc", 2).is_ok());
-    assert_eq!(
+    assert!(matches!(
         c.request(
             3,
             Op::Rename {
@@ -730,22 +732,31 @@ fn namespace_requests_over_the_wire() {
                 flags: 0,
             }
         ),
-        Ok(Reply::Done)
-    );
+        // The file under its new name, then both parents (d, the root).
+        Ok(Reply::Changed { meta: Some(m), parents })
+            if m.kind == FileKind::File && parents.len() == 2
+                && parents.iter().all(|d| d.kind == FileKind::Dir)
+    ));
     wait_logged("request op=RENAME path=/d/a result=ok to=/b");
     assert_eq!(
         c.request(4, Op::Remove { path: p("d") }).unwrap_err().code,
         ErrorCode::IsDir
     );
-    assert_eq!(c.request(5, Op::Rmdir { path: p("d") }), Ok(Reply::Done));
+    assert!(matches!(
+        c.request(5, Op::Rmdir { path: p("d") }),
+        Ok(Reply::Changed { meta: None, parents }) if parents.len() == 1
+    ));
     let attr = SetAttr {
         size: Some(1),
         ..SetAttr::default()
     };
     assert!(
-        matches!(c.request(6, Op::SetAttr { path: p("b"), attr }), Ok(Reply::Meta(m)) if m.size == 1)
+        matches!(c.request(6, Op::SetAttr { path: p("b"), attr }), Ok(Reply::Changed { meta: Some(m), .. }) if m.size == 1)
     );
-    assert_eq!(c.request(7, Op::Remove { path: p("b") }), Ok(Reply::Done));
+    assert!(matches!(
+        c.request(7, Op::Remove { path: p("b") }),
+        Ok(Reply::Changed { meta: None, parents }) if parents.len() == 1
+    ));
     assert_eq!(
         c.request(8, Op::Stat { path: p("b") }).unwrap_err().code,
         ErrorCode::NotFound

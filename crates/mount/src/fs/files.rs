@@ -15,7 +15,7 @@ use rfmount_proto::{
     ErrorCode, FileKind, Meta, Owner, RelPath, SetAttr, SetTime, Timestamp, Version,
 };
 
-use super::{Attr, Opened, RemoteFs};
+use super::{Attr, Opened, RemoteFs, conflict};
 use crate::data_cache::{EntryInfo, open_data};
 use crate::error::{FsError, FsResult};
 
@@ -24,7 +24,7 @@ use crate::error::{FsError, FsResult};
 pub(crate) struct FileState {
     /// Bumped by every local change; an upload only marks the file clean if
     /// no change happened while it ran.
-    write_gen: AtomicU64,
+    pub(super) write_gen: AtomicU64,
     /// Held across fetches and uploads of this file (never across anything
     /// else), so that they do not interleave.
     pub(super) upload: Mutex<()>,
@@ -188,8 +188,14 @@ impl<R: Remote> RemoteFs<R> {
             }
             !trunc
         } else if trunc {
+            // The writer replaces the version it knows: the cached one, or
+            // the one its lookup saw.
+            let base = match entry.as_ref().and_then(|e| e.version) {
+                Some(v) => Some(v),
+                None => self.meta.lock().attr_any(path).map(|m| m.version),
+            };
             self.cache
-                .create_empty(path, None)
+                .create_empty_from(path, None, base)
                 .map_err(|e| FsError::cache(format!("creating {path}"), e))?;
             state.write_gen.fetch_add(1, Ordering::SeqCst);
             false
@@ -301,8 +307,10 @@ impl<R: Remote> RemoteFs<R> {
         if let Some(o) = owner {
             self.creators.lock().insert(path.clone(), o);
         }
+        // A new name: its upload must not replace a file another mount
+        // created meanwhile.
         self.cache
-            .create_empty(&path, Some(mode & !umask & 0o7777))
+            .create_empty_from(&path, Some(mode & !umask & 0o7777), None)
             .map_err(|e| FsError::cache(format!("creating {path}"), e))?;
         let ino = self.inodes.lock().lookup(&path);
         let state = self.file_state(ino);
@@ -492,7 +500,16 @@ impl<R: Remote> RemoteFs<R> {
         if why == Why::Retry {
             self.activity.note_retry();
         }
-        let meta = match self.put_cached(&path, &entry) {
+        let sent = match self.put_cached(&path, &entry) {
+            Err(e) if conflict::is_conflict(&e) => {
+                match self.on_conflict(ino, state, &path, &entry, e) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            r => r,
+        };
+        let meta = match sent {
             Ok(m) => m,
             Err(e) => {
                 // Until the upload succeeds the local copy is the only one
@@ -543,11 +560,14 @@ impl<R: Remote> RemoteFs<R> {
             mode: entry.mode,
             mtime: entry.mtime,
             owner: self.creators.lock().get(path).copied(),
+            expect: self.put_expectation(entry),
+            atime: self.atimes.lock().get(path).copied(),
         };
         let buffered = BufReader::with_capacity(256 * 1024, f);
         let mut src = self.activity.track(path.to_string(), size, buffered);
         let meta = self.remote.put(path, &mut src, size, opts)?;
         self.creators.lock().remove(path);
+        self.atimes.lock().remove(path);
         Ok(meta)
     }
 
@@ -613,10 +633,14 @@ impl<R: Remote> RemoteFs<R> {
             if let Some(sz) = size {
                 self.truncate_local(&path, &state, sz)?;
             }
-            let mtime = mtime.map(|t| match t {
+            let resolve = |t: SetTime| match t {
                 SetTime::Now => Timestamp::from_system(SystemTime::now()),
                 SetTime::At(t) => t,
-            });
+            };
+            let mtime = mtime.map(resolve);
+            if let Some(t) = atime.map(resolve) {
+                self.atimes.lock().insert(path.clone(), t);
+            }
             self.cache
                 .set_overrides(&path, mode.map(|m| m & 0o7777), mtime)
                 .map_err(|e| FsError::cache(format!("recording attributes of {path}"), e))?;
@@ -631,8 +655,26 @@ impl<R: Remote> RemoteFs<R> {
             ..SetAttr::default()
         };
         let meta = self.remote.setattr(&path, attr)?;
+        if size.is_none() {
+            self.same_content_new_version(&path, &meta);
+        }
         self.meta.lock().put_attr(&path, meta.clone());
         Ok(Attr { ino, meta })
+    }
+
+    /// An attribute change on the server (mode, times, owner) gave the
+    /// unchanged content a new version (it covers ctime): a clean cached
+    /// copy is that version now, or its next upload would conflict with
+    /// this mount's own change.
+    pub(super) fn same_content_new_version(&self, path: &RelPath, meta: &Meta) {
+        if let Some(e) = self
+            .cache
+            .entry(path)
+            .filter(|e| !e.dirty && e.version.is_some())
+            && let Err(err) = self.cache.mark_clean(path, meta.version, e.size)
+        {
+            warn!("{path}: recording the version after an attribute change: {err}");
+        }
     }
 
     /// Before `path` is unlinked or replaced: if it is open, keep its
