@@ -17,8 +17,8 @@ mod dir;
 mod files;
 mod links;
 mod offline;
-mod writeback;
 mod pushed;
+mod writeback;
 mod xattr;
 
 use std::collections::HashMap;
@@ -42,9 +42,9 @@ use crate::trust::Trust;
 pub use dir::DirSink;
 use dir::DirSnapshot;
 use files::{FileState, Handle};
+pub use pushed::{KernelNote, KernelNotes, PushSink};
 pub use writeback::FailedUpload;
 use writeback::UploadQueue;
-pub use pushed::{KernelNote, KernelNotes, PushSink};
 
 /// An inode number with its attributes, as replied to the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]

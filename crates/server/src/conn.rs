@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Condvar, Mutex};
 use rfmount_proto::{ErrorCode, ServerMsg, WireError};
 
-use crate::pool::{Lane, Pool};
 use crate::callbacks::Session as Callbacks;
+use crate::pool::{Lane, Pool};
 use crate::store::Store;
 use crate::traffic::Traffic;
 use crate::writer::FrameWriter;
