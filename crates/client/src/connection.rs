@@ -18,8 +18,8 @@
 //!
 //! With callbacks the mount answers from its caches without sending
 //! anything, so a silent server would go unnoticed until the next request
-//! and its whole timeout. There the watchdog pings every [`quiet`] part of
-//! `timeout` even when idle, and a ping unanswered for that long (no frame
+//! and its whole timeout. There the watchdog pings every eighth of
+//! `timeout` (see `quiet`) even when idle, and a ping unanswered for that long (no frame
 //! at all arriving meanwhile) *suspends* the callbacks: the subscriber is
 //! told the connection broke, and answers fall back to their short
 //! timeouts and to requests, which then meet the silence and its timeout
