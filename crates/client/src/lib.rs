@@ -23,6 +23,7 @@ pub mod cli;
 mod connection;
 mod error;
 mod handshake;
+mod layout;
 #[cfg(any(test, feature = "mock"))]
 #[doc(hidden)]
 pub mod mock;

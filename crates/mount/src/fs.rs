@@ -17,6 +17,7 @@ mod dir;
 mod files;
 mod links;
 mod offline;
+mod partial;
 mod xattr;
 
 use std::collections::HashMap;

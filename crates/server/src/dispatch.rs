@@ -134,7 +134,7 @@ pub(crate) fn admit(
         mode,
         mtime,
         owner,
-        ext: _,
+        ext,
     } = op
     {
         let put = PutArgs {
@@ -143,6 +143,7 @@ pub(crate) fn admit(
             mode,
             mtime,
             owner,
+            layout: ext.layout,
         };
         uploads.start(conn, id, put);
         return Ok(());

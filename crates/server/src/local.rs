@@ -6,6 +6,7 @@
 //! complete (see [`put`]). The store never removes or creates anything of its
 //! own accord, so a read-only export is never modified.
 
+mod layout;
 mod links;
 mod listing;
 mod meta;
@@ -25,8 +26,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rfmount_proto::{
-    ErrorCode, FileKind, Meta, Owner, RENAME_EXCHANGE, RENAME_NOREPLACE, RelPath, SetAttr, StatFs,
-    WireError,
+    ErrorCode, FileKind, Meta, Owner, PutLayout, RENAME_EXCHANGE, RENAME_NOREPLACE, RelPath,
+    SetAttr, StatFs, WireError,
 };
 
 use crate::store::{Content, Listing, PendingPut, Store, StoreResult};
@@ -136,6 +137,33 @@ impl Store for LocalStore {
         let owner = links::new_owner(dir.as_fd(), owner).map_err(io_err(path))?;
         Ok(Box::new(put::LocalPut::create(
             dir, name, path, size, owner,
+        )?))
+    }
+
+    fn begin_layout_put(
+        &self,
+        path: &RelPath,
+        size: u64,
+        owner: Option<Owner>,
+        layout: &PutLayout,
+    ) -> StoreResult<Box<dyn PendingPut>> {
+        let (dir, name) = self.root.parent(path, libc::O_RDONLY)?;
+        // Opened before the temporary exists, so the base checked is the
+        // file the copy is made from.
+        let old = if layout.base.is_some() {
+            let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+            match sys::openat(dir.as_fd(), &name, flags, 0) {
+                Ok(fd) => Some(File::from(fd)),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP)) => None,
+                Err(e) => return Err(WireError::from_io(&e, path)),
+            }
+        } else {
+            None
+        };
+        let owner = links::new_owner(dir.as_fd(), owner).map_err(io_err(path))?;
+        let inner = put::LocalPut::create(dir, name, path, size, owner)?;
+        Ok(Box::new(layout::LayoutPut::new(
+            inner, path, size, layout, old,
         )?))
     }
 

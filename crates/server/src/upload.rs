@@ -14,7 +14,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use rfmount_proto::{
-    Checksum, ErrorCode, Hasher, Op, Owner, RelPath, Reply, ServerMsg, Timestamp, WireError,
+    Checksum, ErrorCode, Hasher, Op, Owner, PutLayout, RelPath, Reply, ServerMsg, Timestamp,
+    WireError,
 };
 
 use crate::conn::Conn;
@@ -24,7 +25,8 @@ use crate::store::PendingPut;
 struct Upload {
     label: Label,
     path: RelPath,
-    size: u64,
+    /// Bytes of data that follow: `size`, or the sum of a layout's extents.
+    data_len: u64,
     received: u64,
     hasher: Hasher,
     /// Dropping this deletes the temporary file.
@@ -56,6 +58,8 @@ pub(crate) struct PutArgs {
     pub(crate) mode: Option<u32>,
     pub(crate) mtime: Option<Timestamp>,
     pub(crate) owner: Option<Owner>,
+    /// Which bytes follow (a partial or sparse upload), if not all.
+    pub(crate) layout: Option<PutLayout>,
 }
 
 impl Uploads {
@@ -76,6 +80,7 @@ impl Uploads {
             mode,
             mtime,
             owner,
+            layout,
         } = put;
         let label = Label::of(&Op::Put {
             path: path.clone(),
@@ -85,13 +90,19 @@ impl Uploads {
             owner,
             ext: Default::default(),
         });
-        let pending = writable(conn).and_then(|()| conn.store.begin_put(&path, size, owner));
+        let data_len = layout
+            .as_ref()
+            .map_or(size, |l| l.extents.iter().map(|e| e.len).sum());
+        let pending = writable(conn).and_then(|()| match &layout {
+            Some(l) => conn.store.begin_layout_put(&path, size, owner, l),
+            None => conn.store.begin_put(&path, size, owner),
+        });
         match pending {
             Ok(pending) => {
                 let upload = Upload {
                     label,
                     path,
-                    size,
+                    data_len,
                     received: 0,
                     hasher: Hasher::new(),
                     pending,
@@ -110,12 +121,12 @@ impl Uploads {
             return;
         };
         let len = data.len() as u64;
-        let failure = if len > up.size - up.received {
+        let failure = if len > up.data_len - up.received {
             Some(WireError::new(
                 ErrorCode::Invalid,
                 format!(
                     "{}: more data than the {} bytes announced",
-                    up.path, up.size
+                    up.path, up.data_len
                 ),
             ))
         } else {
@@ -140,26 +151,24 @@ impl Uploads {
         let Some(mut up) = self.map.remove(&id) else {
             return;
         };
-        let check = if up.received != up.size {
+        let check = if up.received != up.data_len {
             Err(WireError::new(
                 ErrorCode::Invalid,
                 format!(
                     "{}: size mismatch: {} bytes announced, {} received; the old file is unchanged",
-                    up.path, up.size, up.received
-                ),
-            ))
-        } else if up.hasher.finish() != checksum {
-            Err(WireError::new(
-                ErrorCode::Io,
-                format!(
-                    "{}: checksum mismatch: data corrupted in transit; the old file is unchanged",
-                    up.path
+                    up.path, up.data_len, up.received
                 ),
             ))
         } else {
+            let streamed = up.hasher.finish();
             up.pending
-                .flush()
-                .map_err(|e| WireError::from_io(&e, &up.path))
+                .verify(streamed, checksum)
+                .map_err(|e| WireError::new(e.code, format!("{}: {}", up.path, e.message)))
+                .and_then(|()| {
+                    up.pending
+                        .flush()
+                        .map_err(|e| WireError::from_io(&e, &up.path))
+                })
         };
         if let Err(err) = check {
             up.discard(conn, id, err);
