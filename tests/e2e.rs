@@ -153,3 +153,7 @@ mod dist_package;
 // rfmount status --json during uploads and outages; rfserve's session accounting.
 #[path = "e2e/mount_status.rs"]
 mod mount_status;
+
+// Partial uploads (changed ranges on a base version) and sparse uploads.
+#[path = "e2e/mount_partial.rs"]
+mod mount_partial;

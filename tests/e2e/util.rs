@@ -76,3 +76,7 @@ pub use outage::*;
 #[path = "util/system.rs"]
 mod system;
 pub use system::*;
+
+#[path = "util/traffic.rs"]
+mod traffic;
+pub use traffic::*;

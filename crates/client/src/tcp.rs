@@ -523,7 +523,8 @@ impl Remote for TcpRemote {
         layout: PutLayout,
         opts: PutOptions,
     ) -> Result<Meta, RemoteError> {
-        let local = |e: std::io::Error| RemoteError::local(format!("reading the source of {path}"), e);
+        let local =
+            |e: std::io::Error| RemoteError::local(format!("reading the source of {path}"), e);
         // Before the request: the server holds the upload's temporary
         // (a clone of the old file) only while the data flows.
         let checksum = crate::layout::checksum_of(src, size).map_err(local)?;

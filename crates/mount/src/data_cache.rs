@@ -308,7 +308,11 @@ impl DataCache {
     /// [`changes`]).
     pub fn note_written(&self, path: &RelPath, offset: u64, len: u64) {
         let mut ix = self.index.lock();
-        if let Some(c) = ix.entries.get_mut(path).and_then(|e| e.info.changes.as_mut()) {
+        if let Some(c) = ix
+            .entries
+            .get_mut(path)
+            .and_then(|e| e.info.changes.as_mut())
+        {
             c.write(offset, len);
         }
     }
@@ -316,7 +320,11 @@ impl DataCache {
     /// `path` was truncated (or extended) locally to `size`.
     pub fn note_truncated(&self, path: &RelPath, size: u64) {
         let mut ix = self.index.lock();
-        if let Some(c) = ix.entries.get_mut(path).and_then(|e| e.info.changes.as_mut()) {
+        if let Some(c) = ix
+            .entries
+            .get_mut(path)
+            .and_then(|e| e.info.changes.as_mut())
+        {
             c.truncate(size);
         }
     }

@@ -160,7 +160,8 @@ mod tests {
         assert!(e.len() <= MAX_RANGES, "{}", e.len());
         for off in written {
             assert!(
-                e.iter().any(|x| x.offset <= off && off + 100 <= x.offset + x.len),
+                e.iter()
+                    .any(|x| x.offset <= off && off + 100 <= x.offset + x.len),
                 "{off} lost"
             );
         }

@@ -101,6 +101,8 @@ impl<R: Remote> RemoteFs<R> {
             extents: segments,
         };
         debug!("{path}: sparse upload of {data} of {size} bytes");
-        Ok(Some(self.remote.put_layout(path, file, size, layout, opts)?))
+        Ok(Some(
+            self.remote.put_layout(path, file, size, layout, opts)?,
+        ))
     }
 }

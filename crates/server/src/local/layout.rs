@@ -279,4 +279,3 @@ impl PendingPut for LayoutPut {
         Box::new(self.inner).commit(mode, mtime)
     }
 }
-
