@@ -160,24 +160,32 @@ impl Uploads {
                 ),
             ))
         } else {
-            let streamed = up.hasher.finish();
             up.pending
-                .verify(streamed, checksum)
-                .map_err(|e| WireError::new(e.code, format!("{}: {}", up.path, e.message)))
-                .and_then(|()| {
-                    up.pending
-                        .flush()
-                        .map_err(|e| WireError::from_io(&e, &up.path))
-                })
+                .flush()
+                .map_err(|e| WireError::from_io(&e, &up.path))
         };
         if let Err(err) = check {
             up.discard(conn, id, err);
             return;
         }
         let label = up.label.clone();
+        let streamed = up.hasher.finish();
+        // On the worker: a store may have to read back (or finish building)
+        // what it checks, which must not hold up the connection's reader.
         let job = Box::new(move |conn: &Conn, _: &_| {
             let bytes = up.received;
-            let result = up.pending.commit(up.mode, up.mtime);
+            let result = match up.pending.verify(streamed, checksum) {
+                Ok(()) => up.pending.commit(up.mode, up.mtime),
+                Err(e) => {
+                    // Dropped first: the temporary is gone when the client
+                    // reads the error.
+                    drop(up.pending);
+                    Err(WireError::new(
+                        e.code,
+                        format!("{}: {}", up.path, e.message),
+                    ))
+                }
+            };
             match &result {
                 Ok(_) => log_request(conn, &up.label, Outcome::Ok, &format!(" bytes={bytes}")),
                 Err(e) => log_request(conn, &up.label, Outcome::Err(e), ""),

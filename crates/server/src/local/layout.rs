@@ -2,9 +2,11 @@
 //! from the current file (when the layout names a base version) or starts
 //! as one hole of the final size, and only the layout's extents arrive as
 //! data, each written at its offset. Holes stay holes: the old file is
-//! cloned (`FICLONE`) where the filesystem can share extents, else its data
-//! segments (found with `SEEK_DATA`/`SEEK_HOLE`) are copied with
-//! `copy_file_range`, and nothing is written between them.
+//! cloned (`FICLONE`) up front where the filesystem can share extents;
+//! else, once the data has arrived, its data segments outside the extents
+//! (found with `SEEK_DATA`/`SEEK_HOLE`) are copied with `copy_file_range`
+//! on the commit's worker, never on the connection's reader, and nothing
+//! is written between them.
 //!
 //! The client's checksum covers the whole new content, not just the bytes
 //! that travelled, so it is checked against the finished temporary file:
@@ -35,6 +37,9 @@ const COPY_STEP: u64 = 64 << 20;
 pub(super) struct LayoutPut {
     inner: LocalPut,
     path: RelPath,
+    /// The base whose bytes outside the extents are still to be copied
+    /// (when it could not be cloned whole up front).
+    base: Option<File>,
     extents: Vec<Extent>,
     /// The extent being filled and how much of it has arrived.
     next: usize,
@@ -75,7 +80,7 @@ impl LayoutPut {
     ) -> StoreResult<LayoutPut> {
         check_extents(path, size, layout)?;
         let io_err = |e: io::Error| WireError::from_io(&e, path);
-        if let Some(base) = layout.base {
+        let rest = if let Some(base) = layout.base {
             let conflict = |what: &str| {
                 WireError::new(
                     ErrorCode::Conflict,
@@ -91,12 +96,23 @@ impl LayoutPut {
             if have != base {
                 return Err(conflict(&format!("the file there is version {have:016x}")));
             }
-            copy_keeping_holes(&old, inner.file()).map_err(io_err)?;
-        }
+            // A clone is a metadata operation, cheap enough for the
+            // connection's reader; a copy is left for the worker (verify).
+            // SAFETY: ioctl FICLONE with a descriptor argument.
+            if unsafe { libc::ioctl(inner.file().as_raw_fd(), FICLONE as _, old.as_raw_fd()) } == 0
+            {
+                None
+            } else {
+                Some(old)
+            }
+        } else {
+            None
+        };
         inner.file().set_len(size).map_err(io_err)?;
         Ok(LayoutPut {
             inner,
             path: path.clone(),
+            base: rest,
             extents: layout.extents.clone(),
             next: 0,
             filled: 0,
@@ -153,24 +169,41 @@ fn seek(fd: BorrowedFd<'_>, pos: u64, whence: libc::c_int) -> io::Result<Option<
     Ok(Some(r as u64))
 }
 
-/// Makes `dst` (empty) a copy of `src` that has holes where `src` has:
-/// a shared-extent clone where the filesystem offers one, else its data
-/// segments copied in the kernel.
-fn copy_keeping_holes(src: &File, dst: &File) -> io::Result<()> {
-    // SAFETY: ioctl FICLONE with a descriptor argument; no memory involved.
-    if unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) } == 0 {
-        return Ok(());
-    }
-    let size = src.metadata()?.len();
-    dst.set_len(size)?;
-    let mut pos = 0u64;
-    while pos < size {
+/// Copies the data segments of `src` within `[from, to)` to the same
+/// offsets of `dst`, leaving its holes unwritten.
+fn copy_data_between(src: &File, dst: &File, from: u64, to: u64) -> io::Result<()> {
+    let mut pos = from;
+    while pos < to {
         let Some(data) = seek(src.as_fd(), pos, libc::SEEK_DATA)? else {
             break;
         };
-        let hole = seek(src.as_fd(), data, libc::SEEK_HOLE)?.unwrap_or(size);
-        copy_range(src, dst, data, hole.min(size))?;
+        if data >= to {
+            break;
+        }
+        let hole = seek(src.as_fd(), data, libc::SEEK_HOLE)?.unwrap_or(to);
+        copy_range(src, dst, data, hole.min(to))?;
         pos = hole;
+    }
+    Ok(())
+}
+
+/// Copies `base`'s bytes outside `extents` (within both sizes) into
+/// `dst`, whose extents hold the uploaded data.
+fn fill_gaps(base: &File, dst: &File, extents: &[Extent], size: u64) -> io::Result<()> {
+    let end = base.metadata()?.len().min(size);
+    let mut pos = 0u64;
+    for e in extents.iter().chain(std::iter::once(&Extent {
+        offset: end,
+        len: 0,
+    })) {
+        let stop = e.offset.min(end);
+        if pos < stop {
+            copy_data_between(base, dst, pos, stop)?;
+        }
+        pos = pos.max(e.offset + e.len);
+        if pos >= end {
+            break;
+        }
     }
     Ok(())
 }
@@ -261,6 +294,16 @@ impl Write for LayoutPut {
 
 impl PendingPut for LayoutPut {
     fn verify(&mut self, _streamed: Checksum, expected: Checksum) -> StoreResult<()> {
+        if let Some(base) = self.base.take() {
+            let size = self
+                .inner
+                .file()
+                .metadata()
+                .map_err(|e| WireError::from_io(&e, &self.path))?
+                .len();
+            fill_gaps(&base, self.inner.file(), &self.extents, size)
+                .map_err(|e| WireError::from_io(&e, &self.path))?;
+        }
         let have = self
             .content_checksum()
             .map_err(|e| WireError::from_io(&e, &self.path))?;
