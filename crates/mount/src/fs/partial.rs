@@ -26,7 +26,7 @@ use crate::data_cache::EntryInfo;
 use crate::error::{FsError, FsResult};
 
 /// The data segments of `file` (its first `size` bytes): everything but
-/// its holes.
+/// its holes. Leaves the file positioned at its start.
 pub(crate) fn data_segments(file: &File, size: u64) -> io::Result<Vec<Extent>> {
     let fd = file.as_raw_fd();
     let seek = |pos: u64, whence| -> io::Result<Option<u64>> {
@@ -57,6 +57,12 @@ pub(crate) fn data_segments(file: &File, size: u64) -> io::Result<Vec<Extent>> {
             len: hole - data,
         });
         pos = hole;
+    }
+    // SEEK_DATA/SEEK_HOLE move the file position; a whole upload reads
+    // the same descriptor from its start afterwards.
+    // SAFETY: lseek on a descriptor that `file` keeps open.
+    if unsafe { libc::lseek(fd, 0, libc::SEEK_SET) } < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(out)
 }
