@@ -85,15 +85,19 @@ impl<R: Remote> RemoteFs<R> {
                 extents: changes.extents(size),
             };
             let sending: u64 = layout.extents.iter().map(|e| e.len).sum();
-            match self.remote.put_layout(path, file, size, layout, opts) {
-                Ok(meta) => {
-                    debug!("{path}: partial upload of {sending} of {size} bytes");
-                    return Ok(Some(meta));
+            // Everything changed (a file written from scratch): the whole
+            // upload sends as much, and shows its progress in the status.
+            if sending < size {
+                match self.remote.put_layout(path, file, size, layout, opts) {
+                    Ok(meta) => {
+                        debug!("{path}: partial upload of {sending} of {size} bytes");
+                        return Ok(Some(meta));
+                    }
+                    Err(e) if matches!(e.code(), Some(ErrorCode::Conflict | ErrorCode::Io)) => {
+                        debug!("{path}: partial upload refused ({e}); sending it whole");
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Err(e) if matches!(e.code(), Some(ErrorCode::Conflict | ErrorCode::Io)) => {
-                    debug!("{path}: partial upload refused ({e}); sending it whole");
-                }
-                Err(e) => return Err(e.into()),
             }
         }
         let segments = data_segments(file, size)
