@@ -189,3 +189,6 @@ mod mount_conflicts;
 // Requests per write (echo, cp -p, tar x) counted in rfserve's request log.
 #[path = "e2e/mount_roundtrips.rs"]
 mod mount_roundtrips;
+// Partial uploads (changed ranges on a base version) and sparse uploads.
+#[path = "e2e/mount_partial.rs"]
+mod mount_partial;

@@ -84,3 +84,6 @@ pub use callbacks::*;
 #[path = "util/locks.rs"]
 mod locks;
 pub use locks::*;
+#[path = "util/traffic.rs"]
+mod traffic;
+pub use traffic::*;

@@ -24,6 +24,7 @@ pub mod cli;
 mod connection;
 mod error;
 mod handshake;
+mod layout;
 #[cfg(test)]
 mod liveness_tests;
 #[cfg(any(test, feature = "mock"))]

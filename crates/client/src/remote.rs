@@ -1,10 +1,11 @@
 //! The `Remote` API: everything the mount and `rf` can ask of an export.
 
+use std::fs::File;
 use std::io::{Read, Write};
 
 use rfmount_proto::{
     DirEntry, ErrorCode, FileKind, LockFlavor, LockHolder, LockKind, Meta, Owner, PutExpect,
-    RelPath, SetAttr, StatFs, Timestamp, Version, WireError,
+    PutLayout, RelPath, SetAttr, StatFs, Timestamp, Version, WireError,
 };
 
 use crate::error::RemoteError;
@@ -127,6 +128,28 @@ pub trait Remote: Send + Sync + 'static {
         size: u64,
         opts: PutOptions,
     ) -> Result<Meta, RemoteError>;
+
+    /// Replaces a whole file with the `size` bytes of `src`, sending only
+    /// `layout.extents` of it: the other bytes are the server's current
+    /// file's (which must be version `layout.base`, else the service error
+    /// `Conflict` and nothing changes) or, without a base, holes. The
+    /// checksum sent covers the whole content, so the server verifies what
+    /// it built. A remote without partial uploads sends the whole file.
+    ///
+    /// # Errors
+    /// As [`Remote::put`]; `Conflict` when the base is not current.
+    fn put_layout(
+        &self,
+        path: &RelPath,
+        src: &File,
+        size: u64,
+        layout: PutLayout,
+        opts: PutOptions,
+    ) -> Result<Meta, RemoteError> {
+        let _ = layout;
+        let mut reader = crate::layout::AtReader::new(src);
+        self.put(path, &mut reader, size, opts)
+    }
 
     /// Removes a file.
     ///

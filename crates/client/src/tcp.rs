@@ -26,7 +26,7 @@ use log::{info, warn};
 use parking_lot::{Condvar, Mutex};
 use rfmount_proto::{
     CHUNK_SIZE, ClientMsg, DirEntry, ErrorCode, FileKind, Hasher, LockHolder, Meta, Op, Owner,
-    PutExt, RelPath, Reply, ServerMsg, SetAttr, StatFs, Version, WireError,
+    PutExt, PutLayout, RelPath, Reply, ServerMsg, SetAttr, StatFs, Version, WireError,
 };
 
 use crate::connection::{Call, ConnectConfig, Connection};
@@ -546,6 +546,69 @@ impl Remote for TcpRemote {
             checksum: hasher.finish(),
         })?;
         changed_meta("PUT", expect_reply(&call)?)
+    }
+
+    fn put_layout(
+        &self,
+        path: &RelPath,
+        src: &std::fs::File,
+        size: u64,
+        layout: PutLayout,
+        opts: PutOptions,
+    ) -> Result<Meta, RemoteError> {
+        let local =
+            |e: std::io::Error| RemoteError::local(format!("reading the source of {path}"), e);
+        // Before the request: the server holds the upload's temporary
+        // (a clone of the old file) only while the data flows.
+        let checksum = crate::layout::checksum_of(src, size).map_err(local)?;
+        let extents = layout.extents.clone();
+        let conn = self.conn()?;
+        let op = Op::Put {
+            path: path.clone(),
+            size,
+            mode: opts.mode,
+            mtime: opts.mtime,
+            owner: opts.owner,
+            ext: PutExt {
+                layout: Some(layout),
+                ..PutExt::default()
+            },
+        };
+        let call = conn.start(op)?;
+        let cancel = |call: &Call<'_>| {
+            let _ = call.conn().send(&ClientMsg::Cancel { id: call.id });
+        };
+        for e in extents {
+            let mut sent = 0u64;
+            while sent < e.len {
+                if let Some(msg) = call.try_next() {
+                    cancel(&call);
+                    return match msg {
+                        ServerMsg::Reply { result: Err(e), .. } => Err(RemoteError::Service(e)),
+                        other => Err(unexpected(&other)),
+                    };
+                }
+                let want = (e.len - sent).min(CHUNK_SIZE as u64) as usize;
+                let mut buf = vec![0u8; want];
+                if let Err(err) = crate::layout::read_exact_at(src, &mut buf, e.offset + sent) {
+                    cancel(&call);
+                    return Err(local(err));
+                }
+                sent += want as u64;
+                conn.send(&ClientMsg::PutData {
+                    id: call.id,
+                    data: buf,
+                })?;
+            }
+        }
+        conn.send(&ClientMsg::PutEnd {
+            id: call.id,
+            checksum,
+        })?;
+        match expect_reply(&call)? {
+            Reply::Meta(m) => Ok(m),
+            r => Err(wrong_reply("PUT", &r)),
+        }
     }
 
     fn remove(&self, path: &RelPath) -> Result<(), RemoteError> {

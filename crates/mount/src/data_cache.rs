@@ -30,6 +30,7 @@
 //!   handle has them open (pinned);
 //! - the cache directory is private (0700); it is never wiped at mount.
 
+mod changes;
 mod files;
 mod index;
 mod journal;
@@ -45,6 +46,7 @@ use parking_lot::{Condvar, Mutex};
 use rfmount_proto::{RelPath, Timestamp, Version};
 use tempfile::NamedTempFile;
 
+pub use changes::Changes;
 pub(crate) use files::open_data;
 use files::{Layout, key_of};
 pub use index::EntryInfo;
@@ -231,6 +233,7 @@ impl DataCache {
             size,
             mode: None,
             mtime: None,
+            changes: Some(Changes::clean(size)),
         };
         let key = key_of(path);
         let mut ix = self.index.lock();
@@ -277,6 +280,8 @@ impl DataCache {
             size: 0,
             mode: mode.or(old.as_ref().and_then(|o| o.mode)),
             mtime: None,
+            // Emptied: whatever follows is uploaded whole.
+            changes: None,
         };
         // Recorded first: a crash between the two must not leave a clean or
         // a closed record over emptied content.
@@ -308,9 +313,36 @@ impl DataCache {
                 size: 0,
                 mode: None,
                 mtime: None,
+                changes: None,
             },
         };
         self.store_locked(&mut ix, path, info, false)
+    }
+
+    /// Bytes `[offset, offset + len)` of `path` were written locally
+    /// (in memory: the next record of the entry carries it; see
+    /// [`changes`]).
+    pub fn note_written(&self, path: &RelPath, offset: u64, len: u64) {
+        let mut ix = self.index.lock();
+        if let Some(c) = ix
+            .entries
+            .get_mut(path)
+            .and_then(|e| e.info.changes.as_mut())
+        {
+            c.write(offset, len);
+        }
+    }
+
+    /// `path` was truncated (or extended) locally to `size`.
+    pub fn note_truncated(&self, path: &RelPath, size: u64) {
+        let mut ix = self.index.lock();
+        if let Some(c) = ix
+            .entries
+            .get_mut(path)
+            .and_then(|e| e.info.changes.as_mut())
+        {
+            c.truncate(size);
+        }
     }
 
     /// The local content of `path` is about to become `size` bytes long
@@ -443,6 +475,7 @@ impl DataCache {
             size,
             mode: None,
             mtime: None,
+            changes: Some(Changes::clean(size)),
         };
         self.store(path, info, false)?;
         self.freed.notify_all();

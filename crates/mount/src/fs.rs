@@ -19,6 +19,7 @@ mod files;
 mod links;
 mod locks;
 mod offline;
+mod partial;
 mod pushed;
 mod writeback;
 mod xattr;

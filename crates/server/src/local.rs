@@ -8,6 +8,7 @@
 
 mod condition;
 mod dirsync;
+mod layout;
 mod links;
 mod listing;
 mod meta;
@@ -27,8 +28,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rfmount_proto::{
-    ErrorCode, FileKind, Meta, Owner, PutExt, RENAME_EXCHANGE, RENAME_NOREPLACE, RelPath, SetAttr,
-    StatFs, WireError,
+    ErrorCode, FileKind, Meta, Owner, PutExpect, PutExt, RENAME_EXCHANGE, RENAME_NOREPLACE,
+    RelPath, SetAttr, StatFs, WireError,
 };
 
 use crate::store::{Content, Listing, PendingPut, Store, StoreResult};
@@ -158,6 +159,51 @@ impl Store for LocalStore {
         )?;
         put.atime = ext.atime;
         Ok(Box::new(put))
+    }
+
+    fn begin_layout_put(
+        &self,
+        path: &RelPath,
+        size: u64,
+        owner: Option<Owner>,
+        ext: &PutExt,
+    ) -> StoreResult<Box<dyn PendingPut>> {
+        let Some(layout) = &ext.layout else {
+            return self.begin_put_ext(path, size, owner, ext);
+        };
+        let (dir, name) = self.root.parent(path, libc::O_RDONLY)?;
+        // Opened before the temporary exists, so the base checked is the
+        // file the copy is made from.
+        let old = if layout.base.is_some() {
+            let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+            match sys::openat(dir.as_fd(), &name, flags, 0) {
+                Ok(fd) => Some(File::from(fd)),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP)) => None,
+                Err(e) => return Err(WireError::from_io(&e, path)),
+            }
+        } else {
+            None
+        };
+        let owner = links::new_owner(dir.as_fd(), owner).map_err(io_err(path))?;
+        // The base is the version the writer started from: checked again
+        // atomically at the rename, like any condition.
+        let expect = match (ext.expect, layout.base) {
+            (PutExpect::Any, Some(v)) => PutExpect::Version(v),
+            (e, _) => e,
+        };
+        let mut inner = put::LocalPut::create(
+            dir,
+            name,
+            path,
+            size,
+            owner,
+            Arc::clone(&self.dir_syncs),
+            expect,
+        )?;
+        inner.atime = ext.atime;
+        Ok(Box::new(layout::LayoutPut::new(
+            inner, path, size, layout, old,
+        )?))
     }
 
     fn remove(&self, path: &RelPath) -> StoreResult<()> {

@@ -13,7 +13,8 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use rfmount_proto::{
-    DirEntry, FileKind, Meta, Owner, PutExt, RelPath, SetAttr, StatFs, Timestamp, WireError,
+    Checksum, DirEntry, FileKind, Meta, Owner, PutExt, RelPath, SetAttr, StatFs, Timestamp,
+    WireError,
 };
 
 /// The outcome of a store operation.
@@ -33,6 +34,24 @@ pub type Content = Box<dyn Read + Send>;
 /// the old file (if any) untouched; sessions rely on that to clean up after
 /// a client that disappears mid-upload.
 pub trait PendingPut: Write + Send {
+    /// Checks the content against the client's checksum of it before the
+    /// commit. `streamed` is the checksum of the bytes written in order,
+    /// which is the content itself unless the upload was built from a
+    /// layout (then the store checks what it built).
+    ///
+    /// # Errors
+    /// A mismatch (`Io`), or a failure to read back what was built.
+    fn verify(&mut self, streamed: Checksum, expected: Checksum) -> StoreResult<()> {
+        if streamed == expected {
+            Ok(())
+        } else {
+            Err(WireError::new(
+                rfmount_proto::ErrorCode::Io,
+                "checksum mismatch: data corrupted in transit; the old file is unchanged",
+            ))
+        }
+    }
+
     /// Makes the written content durable and atomically replaces the target
     /// with it. `mode` defaults to the old file's permission bits, else
     /// `0o644`; `mtime` defaults to the time of the commit.
@@ -82,6 +101,27 @@ pub trait Store: Send + Sync + 'static {
         owner: Option<Owner>,
         ext: &PutExt,
     ) -> StoreResult<Box<dyn PendingPut>>;
+
+    /// Starts a partial or sparse upload of `path` ([`PutLayout`]): only
+    /// the layout's extents will be written, in order; the other bytes come
+    /// from the current file (which must have the layout's base version,
+    /// else `Conflict`) or are holes.
+    ///
+    /// # Errors
+    /// As [`Store::begin_put`]; `NotSupported` from a store without it.
+    fn begin_layout_put(
+        &self,
+        path: &RelPath,
+        size: u64,
+        owner: Option<Owner>,
+        ext: &PutExt,
+    ) -> StoreResult<Box<dyn PendingPut>> {
+        let _ = (size, owner, ext);
+        Err(WireError::new(
+            rfmount_proto::ErrorCode::NotSupported,
+            format!("{path}: this store takes whole uploads only"),
+        ))
+    }
 
     /// Removes a file (not a directory).
     fn remove(&self, path: &RelPath) -> StoreResult<()>;

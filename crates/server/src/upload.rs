@@ -27,7 +27,8 @@ use crate::store::PendingPut;
 struct Upload {
     label: Label,
     path: RelPath,
-    size: u64,
+    /// Bytes of data that follow: `size`, or the sum of a layout's extents.
+    data_len: u64,
     received: u64,
     hasher: Hasher,
     /// Dropping this deletes the temporary file.
@@ -90,14 +91,20 @@ impl Uploads {
             owner,
             ext: Default::default(),
         });
-        let pending =
-            writable(conn).and_then(|()| conn.store.begin_put_ext(&path, size, owner, &ext));
+        let data_len = ext
+            .layout
+            .as_ref()
+            .map_or(size, |l| l.extents.iter().map(|e| e.len).sum());
+        let pending = writable(conn).and_then(|()| match &ext.layout {
+            Some(_) => conn.store.begin_layout_put(&path, size, owner, &ext),
+            None => conn.store.begin_put_ext(&path, size, owner, &ext),
+        });
         match pending {
             Ok(pending) => {
                 let upload = Upload {
                     label,
                     path,
-                    size,
+                    data_len,
                     received: 0,
                     hasher: Hasher::new(),
                     pending,
@@ -116,12 +123,12 @@ impl Uploads {
             return;
         };
         let len = data.len() as u64;
-        let failure = if len > up.size - up.received {
+        let failure = if len > up.data_len - up.received {
             Some(WireError::new(
                 ErrorCode::Invalid,
                 format!(
                     "{}: more data than the {} bytes announced",
-                    up.path, up.size
+                    up.path, up.data_len
                 ),
             ))
         } else {
@@ -146,20 +153,12 @@ impl Uploads {
         let Some(mut up) = self.map.remove(&id) else {
             return;
         };
-        let check = if up.received != up.size {
+        let check = if up.received != up.data_len {
             Err(WireError::new(
                 ErrorCode::Invalid,
                 format!(
                     "{}: size mismatch: {} bytes announced, {} received; the old file is unchanged",
-                    up.path, up.size, up.received
-                ),
-            ))
-        } else if up.hasher.finish() != checksum {
-            Err(WireError::new(
-                ErrorCode::Io,
-                format!(
-                    "{}: checksum mismatch: data corrupted in transit; the old file is unchanged",
-                    up.path
+                    up.path, up.data_len, up.received
                 ),
             ))
         } else {
@@ -172,12 +171,26 @@ impl Uploads {
             return;
         }
         let label = up.label.clone();
+        let streamed = up.hasher.finish();
+        // On the worker: a store may have to read back (or finish building)
+        // what it checks, which must not hold up the connection's reader.
         let job = Box::new(move |conn: &Conn, _: &_| {
             let bytes = up.received;
             // Whether the name is new decides what other sessions are told:
             // a new name changes the directory's listing too.
             let existed = conn.store.stat(&up.path).is_ok();
-            let result = up.pending.commit(up.mode, up.mtime);
+            let result = match up.pending.verify(streamed, checksum) {
+                Ok(()) => up.pending.commit(up.mode, up.mtime),
+                Err(e) => {
+                    // Dropped first: the temporary is gone when the client
+                    // reads the error.
+                    drop(up.pending);
+                    Err(WireError::new(
+                        e.code,
+                        format!("{}: {}", up.path, e.message),
+                    ))
+                }
+            };
             if let Ok(meta) = &result {
                 let change = if existed {
                     Change::Content

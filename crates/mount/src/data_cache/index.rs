@@ -16,6 +16,7 @@ use std::path::Path;
 use log::debug;
 use rfmount_proto::{RelPath, Timestamp, Version};
 
+use super::changes::Changes;
 use super::journal::{Journal, Record};
 
 const META_MAGIC_V1: &str = "rfmount-cache 1";
@@ -40,6 +41,9 @@ pub struct EntryInfo {
     pub mode: Option<u32>,
     /// Mtime to set on upload (a utimens of a dirty file).
     pub mtime: Option<Timestamp>,
+    /// What changed since `version`, when known: the upload then sends
+    /// only that.
+    pub changes: Option<Changes>,
 }
 
 impl EntryInfo {
@@ -207,7 +211,7 @@ impl Index {
 /// The text of one record (also layout 1's `.meta` file format).
 pub(super) fn format_meta(path: &RelPath, info: &EntryInfo) -> String {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    format!(
+    let mut text = format!(
         "{META_MAGIC}\nversion {}\ndirty {}\nwriting {}\nsize {}\nmode {}\nmtime {}\npath {}\n",
         opt(info.version.map(|v| v.to_string())),
         u8::from(info.dirty),
@@ -216,7 +220,13 @@ pub(super) fn format_meta(path: &RelPath, info: &EntryInfo) -> String {
         opt(info.mode.map(|m| m.to_string())),
         opt(info.mtime.map(|t| format!("{}.{}", t.secs, t.nanos))),
         path.as_str(),
-    )
+    );
+    // After the path, optional: records without it (layout 1, earlier
+    // mounts) read as "changes unknown".
+    if let Some(c) = &info.changes {
+        text.push_str(&format!("changes {}\n", c.format()));
+    }
+    text
 }
 
 pub(super) fn read_meta(meta_path: &Path) -> Option<(RelPath, EntryInfo)> {
@@ -259,6 +269,10 @@ pub(super) fn parse_meta(text: &str) -> Option<(RelPath, EntryInfo)> {
         None => None,
     };
     let path = RelPath::try_from(field("path")?).ok()?;
+    let changes = match lines.next() {
+        Some(l) => Some(Changes::parse(l.strip_prefix("changes ")?)?),
+        None => None,
+    };
     Some((
         path,
         EntryInfo {
@@ -268,6 +282,7 @@ pub(super) fn parse_meta(text: &str) -> Option<(RelPath, EntryInfo)> {
             size,
             mode,
             mtime,
+            changes,
         },
     ))
 }
@@ -296,6 +311,7 @@ mod tests {
             size,
             mode: None,
             mtime: None,
+            changes: None,
         }
     }
 
@@ -308,9 +324,19 @@ mod tests {
             size: 12,
             mode: Some(0o640),
             mtime: Some(Timestamp { secs: 3, nanos: 4 }),
+            changes: None,
         };
         let text = format_meta(&p("a b/c"), &i);
-        assert_eq!(parse_meta(&text), Some((p("a b/c"), i)));
+        assert_eq!(parse_meta(&text), Some((p("a b/c"), i.clone())));
+        let mut c = Changes::clean(40);
+        c.write(3, 4);
+        let with = EntryInfo {
+            changes: Some(c),
+            ..i.clone()
+        };
+        let text2 = format_meta(&p("a b/c"), &with);
+        assert_eq!(parse_meta(&text2), Some((p("a b/c"), with)));
+        assert_eq!(parse_meta(&format!("{text}junk\n")), None);
         let v1 = "rfmount-cache 1\nversion -\ndirty 1\nsize 5\nmode -\nmtime -\npath f\n";
         let (path, old) = parse_meta(v1).unwrap();
         assert_eq!(path, p("f"));

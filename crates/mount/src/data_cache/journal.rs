@@ -211,6 +211,7 @@ mod tests {
             size,
             mode: None,
             mtime: None,
+            changes: None,
         }
     }
 

@@ -153,6 +153,8 @@ impl DataCache {
                 version: None,
                 dirty: true,
                 writing: false,
+                // A new file now: uploaded whole.
+                changes: None,
                 ..info
             };
             if let Err(e) = self.store(&target, sealed, true) {

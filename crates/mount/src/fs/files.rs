@@ -385,6 +385,9 @@ impl<R: Remote> RemoteFs<R> {
             .read()
             .write_all_at(data, offset)
             .map_err(|e| FsError::cache("writing cached file", e))?;
+        if let Some(path) = &path {
+            self.cache.note_written(path, offset, data.len() as u64);
+        }
         h.state.write_gen.fetch_add(1, Ordering::SeqCst);
         Ok(data.len() as u32)
     }
@@ -567,6 +570,10 @@ impl<R: Remote> RemoteFs<R> {
             expect: self.put_expectation(entry),
             atime: self.atimes.lock().get(path).copied(),
         };
+        if let Some(meta) = self.put_by_layout(path, &f, size, entry, opts)? {
+            self.creators.lock().remove(path);
+            return Ok(meta);
+        }
         let buffered = BufReader::with_capacity(256 * 1024, f);
         let mut src = self.activity.track(path.to_string(), size, buffered);
         let meta = self.remote.put(path, &mut src, size, opts)?;
@@ -587,6 +594,7 @@ impl<R: Remote> RemoteFs<R> {
             .map_err(|e| FsError::cache(format!("cache full of unsent data: {path}"), e))?;
         f.set_len(size)
             .map_err(|e| FsError::cache(format!("truncating {path}"), e))?;
+        self.cache.note_truncated(path, size);
         state.write_gen.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }

@@ -183,6 +183,11 @@ impl LocalPut {
         Ok(put)
     }
 
+    /// The temporary file being filled.
+    pub(super) fn file(&self) -> &File {
+        &self.file
+    }
+
     fn finish(&mut self, mode: Option<u32>, mtime: Option<Timestamp>) -> StoreResult<Meta> {
         let mode = mode.or(self.old_mode).unwrap_or(0o644);
         if let Some(id) = self.in_place {
