@@ -605,10 +605,7 @@ impl Remote for TcpRemote {
             id: call.id,
             checksum,
         })?;
-        match expect_reply(&call)? {
-            Reply::Meta(m) => Ok(m),
-            r => Err(wrong_reply("PUT", &r)),
-        }
+        changed_meta("PUT", expect_reply(&call)?)
     }
 
     fn remove(&self, path: &RelPath) -> Result<(), RemoteError> {
