@@ -189,3 +189,7 @@ mod mount_conflicts;
 // Requests per write (echo, cp -p, tar x) counted in rfserve's request log.
 #[path = "e2e/mount_roundtrips.rs"]
 mod mount_roundtrips;
+
+// A new file keeps the mtime it showed before its upload (pjdfstest utime_omit).
+#[path = "e2e/mount_new_file_times.rs"]
+mod mount_new_file_times;
