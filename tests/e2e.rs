@@ -192,3 +192,7 @@ mod mount_roundtrips;
 // Partial uploads (changed ranges on a base version) and sparse uploads.
 #[path = "e2e/mount_partial.rs"]
 mod mount_partial;
+
+// A new file keeps the mtime it showed before its upload (pjdfstest utime_omit).
+#[path = "e2e/mount_new_file_times.rs"]
+mod mount_new_file_times;

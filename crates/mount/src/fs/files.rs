@@ -559,13 +559,18 @@ impl<R: Remote> RemoteFs<R> {
     fn put_cached(&self, path: &RelPath, entry: &EntryInfo) -> FsResult<Meta> {
         let f = File::open(self.cache.data_path(path))
             .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
-        let size = f
+        let md = f
             .metadata()
-            .map_err(|e| FsError::cache(format!("{path}"), e))?
-            .len();
+            .map_err(|e| FsError::cache(format!("{path}"), e))?;
+        let size = md.len();
+        // Until the upload the kernel is shown the local copy's mtime
+        // (`local_meta`); the server keeps that one, or a stat right after
+        // the close (cached in the kernel) and one after the next change
+        // on the server would disagree about a time nothing changed.
+        let shown = md.modified().ok().map(Timestamp::from_system);
         let opts = PutOptions {
             mode: entry.mode,
-            mtime: entry.mtime,
+            mtime: entry.mtime.or(shown),
             owner: self.creators.lock().get(path).copied(),
             expect: self.put_expectation(entry),
             atime: self.atimes.lock().get(path).copied(),
