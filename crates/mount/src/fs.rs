@@ -17,6 +17,8 @@ mod dir;
 mod files;
 mod links;
 mod offline;
+mod prefetch;
+mod stream;
 mod xattr;
 
 use std::collections::HashMap;
@@ -37,6 +39,7 @@ use crate::meta_cache::MetaCache;
 use crate::options::MountConfig;
 
 pub use dir::DirSink;
+pub use prefetch::Prefetcher;
 use dir::DirSnapshot;
 use files::{FileState, Handle};
 
@@ -81,6 +84,7 @@ pub struct RemoteFs<R: Remote> {
     /// cache).
     started: Timestamp,
     activity: Activity,
+    prefetcher: Arc<Prefetcher>,
 }
 
 impl<R: Remote> RemoteFs<R> {
@@ -101,6 +105,7 @@ impl<R: Remote> RemoteFs<R> {
             creators: Mutex::new(HashMap::new()),
             started: offline::now(),
             activity: Activity::default(),
+            prefetcher: Arc::default(),
         }
     }
 
@@ -118,6 +123,11 @@ impl<R: Remote> RemoteFs<R> {
     /// Uploads in progress and retries, for `rfmount status`.
     pub fn activity(&self) -> &Activity {
         &self.activity
+    }
+
+    /// Prefetches started and used, for `rfmount status`.
+    pub fn prefetcher(&self) -> &Prefetcher {
+        &self.prefetcher
     }
 
     /// The data cache.
@@ -426,6 +436,7 @@ impl<R: Remote> RemoteFs<R> {
             }
         }
         self.remember_if_open(&to);
+        self.forget_stream(&from);
         self.inodes.lock().rename(&from, &to);
         self.cache.rename(&from, &to);
         let mut creators = self.creators.lock();
@@ -451,6 +462,17 @@ impl<R: Remote> RemoteFs<R> {
     /// Remote errors.
     pub fn statfs(&self) -> FsResult<rfmount_proto::StatFs> {
         Ok(self.remote.statfs()?)
+    }
+}
+
+impl<R: Remote> Drop for RemoteFs<R> {
+    /// Fetches still running hold the cache; a new mount of the same cache
+    /// may start the moment this one is gone.
+    fn drop(&mut self) {
+        let states: Vec<_> = self.files.lock().values().cloned().collect();
+        for s in states.iter().filter_map(|st| st.stream.lock().clone()) {
+            s.stop();
+        }
     }
 }
 

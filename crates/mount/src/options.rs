@@ -34,6 +34,13 @@ pub struct MountConfig {
     /// `-o timeout=SECS`: how long an operation waits for a server that
     /// shows no progress before the server counts as unreachable.
     pub timeout: Duration,
+    /// Fetch the next small files of a directory ahead while a program
+    /// reads them in order (`-o noprefetch` turns it off).
+    pub prefetch: bool,
+    /// Let the kernel read clean, fully cached files straight from the
+    /// cache file (FUSE passthrough) where it can (`-o nopassthrough`
+    /// turns it off).
+    pub passthrough: bool,
 }
 
 impl MountConfig {
@@ -52,6 +59,8 @@ impl MountConfig {
             uid: None,
             gid: None,
             timeout: rfmount_client::DEFAULT_TIMEOUT,
+            prefetch: true,
+            passthrough: true,
         }
     }
 
@@ -68,6 +77,10 @@ impl MountConfig {
             match (key, value) {
                 ("ro", None) => self.read_only = true,
                 ("rw", None) => self.read_only = false,
+                ("prefetch", None) => self.prefetch = true,
+                ("noprefetch", None) => self.prefetch = false,
+                ("passthrough", None) => self.passthrough = true,
+                ("nopassthrough", None) => self.passthrough = false,
                 ("allow_other", None) => self.allow_other = true,
                 ("default_permissions", None) => self.default_permissions = true,
                 ("attr_timeout", Some(v)) => self.attr_timeout = seconds(key, v)?,

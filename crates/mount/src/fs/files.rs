@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -15,6 +16,7 @@ use rfmount_proto::{
     ErrorCode, FileKind, Meta, Owner, RelPath, SetAttr, SetTime, Timestamp, Version,
 };
 
+use super::stream::{Answer, Stream};
 use super::{Attr, Opened, RemoteFs};
 use crate::data_cache::{EntryInfo, open_data};
 use crate::error::{FsError, FsResult};
@@ -27,7 +29,7 @@ pub(crate) struct FileState {
     write_gen: AtomicU64,
     /// Held across fetches and uploads of this file (never across anything
     /// else), so that they do not interleave.
-    upload: Mutex<()>,
+    pub(super) upload: Mutex<()>,
     /// Shared by local changes (from their record in the cache until they
     /// have landed), exclusive while an upload seals the content it sends
     /// or marks it clean: a change is either in what was sealed, or it
@@ -41,6 +43,9 @@ pub(crate) struct FileState {
     /// Attributes at the moment the file was unlinked or replaced while
     /// open; its descriptors go on answering fstat from these.
     detached: Mutex<Option<Meta>>,
+    /// The last fetch of this file (running, or ended), which new readers
+    /// share while it runs.
+    pub(super) stream: Mutex<Option<Arc<Stream>>>,
 }
 
 impl FileState {
@@ -71,6 +76,48 @@ pub(crate) struct Handle {
     file: File,
     writable: bool,
     state: Arc<FileState>,
+    /// The fetch this handle's content is still arriving from.
+    stream: Option<Arc<Stream>>,
+}
+
+/// Up to `len` bytes at `offset` (fewer at the end of the file), read
+/// straight into the reply's buffer: zeroing it first cost a tenth of a
+/// cold read's CPU.
+fn read_full_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    while buf.len() < len {
+        let got = buf.len();
+        let at = libc::off_t::try_from(offset + got as u64)
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+        // SAFETY: the destination is the vector's spare capacity (len - got
+        // bytes from its end); pread writes at most that many bytes.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(got).cast(),
+                len - got,
+                at,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(0) => break,
+            // SAFETY: pread initialised exactly n more bytes.
+            Ok(n) => unsafe { buf.set_len(got + n) },
+            Err(_) => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(buf)
+}
+
+fn discard_stream(state: &FileState) {
+    if let Some(s) = state.stream.lock().take() {
+        s.discard();
+    }
 }
 
 fn ebadf() -> FsError {
@@ -106,19 +153,30 @@ impl<R: Remote> RemoteFs<R> {
         // Pinned before the fetch: content larger than the cache limit must
         // survive until the handle has it open.
         self.cache.pin(&path);
-        let (file, keep_cache) = match self.open_cached(ino, &path, &state, writable, trunc) {
-            Ok(v) => v,
-            Err(e) => {
-                self.cache.unpin(&path);
-                return Err(e);
-            }
-        };
-        let fh = self.register_handle(ino, file, writable, state);
+        let (file, keep_cache, stream) =
+            match self.open_cached(ino, &path, &state, writable, trunc) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.cache.unpin(&path);
+                    return Err(e);
+                }
+            };
+        if !writable {
+            self.prefetch_after(&path);
+        }
+        let fh = self.register_handle(ino, file, writable, state, stream);
         Ok(Opened { fh, keep_cache })
     }
 
     /// Counts a new open of `ino` and returns its file handle.
-    fn register_handle(&self, ino: u64, file: File, writable: bool, state: Arc<FileState>) -> u64 {
+    fn register_handle(
+        &self,
+        ino: u64,
+        file: File,
+        writable: bool,
+        state: Arc<FileState>,
+        stream: Option<Arc<Stream>>,
+    ) -> u64 {
         state.open.fetch_add(1, Ordering::SeqCst);
         if writable {
             state.writers.fetch_add(1, Ordering::SeqCst);
@@ -131,13 +189,15 @@ impl<R: Remote> RemoteFs<R> {
                 file,
                 writable,
                 state,
+                stream,
             }),
         );
         fh
     }
 
     /// Brings the cache copy of `path` to the state `open` needs and opens
-    /// it; returns the file and whether the kernel may keep its pages.
+    /// it; returns the file, whether the kernel may keep its pages, and the
+    /// fetch the content is still arriving from.
     fn open_cached(
         &self,
         ino: u64,
@@ -145,8 +205,28 @@ impl<R: Remote> RemoteFs<R> {
         state: &FileState,
         writable: bool,
         trunc: bool,
-    ) -> FsResult<(File, bool)> {
+    ) -> FsResult<(File, bool, Option<Arc<Stream>>)> {
         let _guard = state.upload.lock();
+        let running = state.stream.lock().clone();
+        let mut confirmed = None;
+        if let Some(s) = running {
+            if s.is_live() && !writable {
+                // Two readers of one file share one fetch.
+                if s.prefetch {
+                    self.prefetcher.note_used();
+                }
+                return self.follow(ino, path, state, &s);
+            }
+            // A writer starts from the whole content; an abandoned fetch
+            // may still be putting its content in place.
+            s.wait_end();
+            // Only a prefetch's answer stands in for the open's own GET:
+            // an open after another open still asks (close-to-open).
+            if s.prefetch {
+                confirmed = s.confirmed(self.cfg.attr_timeout);
+            }
+            *state.stream.lock() = None;
+        }
         let entry = self.cache.entry(path);
         let keep_cache = if entry.as_ref().is_some_and(|e| e.dirty) {
             // Unsent local changes are the newest content there is.
@@ -166,24 +246,102 @@ impl<R: Remote> RemoteFs<R> {
             // place while the open handles write to the old one, and their
             // writes would never be uploaded.
             true
-        } else {
-            let meta = self.fetch(path, entry.as_ref())?;
-            let mut kv = state.kernel_version.lock();
-            let same = *kv == Some(meta.version);
-            if kv.is_some() && !same {
-                // The kernel may hold attributes (size) and pages of the old
-                // content; without this a grown file reads truncated until
-                // the attribute timeout.
-                if let Some(inval) = self.invalidator.get() {
-                    inval(ino);
+        } else if let Some(v) = confirmed
+            .filter(|v| entry.as_ref().and_then(|e| e.version) == Some(*v))
+            .filter(|v| self.content_trusted(path, *v))
+        {
+            self.prefetcher.note_used();
+            self.settle_version(ino, state, v)
+        } else if !writable {
+            let have = entry.as_ref().and_then(|e| e.version);
+            match Stream::start(
+                self.remote.clone(),
+                self.cache.clone(),
+                path.clone(),
+                have,
+                None,
+            ) {
+                Ok(s) => {
+                    *state.stream.lock() = Some(s.clone());
+                    return self.follow(ino, path, state, &s);
+                }
+                Err(e) => {
+                    warn!("{path}: {e}; fetching it whole first");
+                    let meta = self.fetch(path, entry.as_ref())?;
+                    self.settle_version(ino, state, meta.version)
                 }
             }
-            *kv = Some(meta.version);
-            same
+        } else {
+            let meta = self.fetch(path, entry.as_ref())?;
+            self.settle_version(ino, state, meta.version)
         };
         let file = open_data(&self.cache.data_path(path), writable)
             .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
-        Ok((file, keep_cache))
+        Ok((file, keep_cache, None))
+    }
+
+    /// Whether content found current at version `v` may be served without
+    /// asking the server again: for as long as the attributes that say `v`
+    /// are trusted (fetched within the attribute timeout, or listed within
+    /// the directory timeout), no longer.
+    pub(super) fn content_trusted(&self, path: &RelPath, v: Version) -> bool {
+        let mc = self.meta.lock();
+        let fresh = mc.attr(path).or_else(|| {
+            let listing = mc.listing(&path.parent()?)?;
+            listing.get(path.file_name()?).map(|e| e.meta.clone())
+        });
+        fresh.is_some_and(|m| m.version == v && m.kind == FileKind::File)
+    }
+
+    /// The kernel is about to see version `v` of `ino`; true when its
+    /// cached pages are of that version already.
+    fn settle_version(&self, ino: u64, state: &FileState, v: Version) -> bool {
+        let mut kv = state.kernel_version.lock();
+        let same = *kv == Some(v);
+        if kv.is_some() && !same {
+            // The kernel may hold attributes (size) and pages of the old
+            // content; without this a grown file reads truncated until
+            // the attribute timeout.
+            if let Some(inval) = self.invalidator.get() {
+                inval(ino);
+            }
+        }
+        *kv = Some(v);
+        same
+    }
+
+    /// Opens `path` through the fetch `s`: waits for the server's answer
+    /// only, not for the content.
+    fn follow(
+        &self,
+        ino: u64,
+        path: &RelPath,
+        state: &FileState,
+        s: &Arc<Stream>,
+    ) -> FsResult<(File, bool, Option<Arc<Stream>>)> {
+        let have = self.cache.entry(path).and_then(|e| e.version);
+        match s.attach() {
+            Ok(Answer::Content(meta, file)) => {
+                self.meta.lock().put_attr(path, meta.clone());
+                let keep = self.settle_version(ino, state, meta.version);
+                Ok((file, keep, Some(s.clone())))
+            }
+            Ok(Answer::NotModified(meta)) => {
+                self.meta.lock().put_attr(path, meta.clone());
+                let keep = self.settle_version(ino, state, meta.version);
+                let file = open_data(&self.cache.data_path(path), false)
+                    .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
+                Ok((file, keep, None))
+            }
+            Err(e) => {
+                *state.stream.lock() = None;
+                let meta = self.fetch_failed(path, have, e)?;
+                let keep = self.settle_version(ino, state, meta.version);
+                let file = open_data(&self.cache.data_path(path), false)
+                    .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
+                Ok((file, keep, None))
+            }
+        }
     }
 
     /// Brings the cache up to date with the server: one `GET` naming the
@@ -222,14 +380,23 @@ impl<R: Remote> RemoteFs<R> {
                 self.meta.lock().put_attr(path, meta.clone());
                 Ok(meta)
             }
-            Err(FsError::Remote(e)) if e.code() == Some(ErrorCode::NotFound) => {
+            Err(e) => self.fetch_failed(path, have, e),
+        }
+    }
+
+    /// What a failed fetch of `path` (`have`: the cached version) leaves
+    /// the opener: `ENOENT` for a file gone from the server, the cached
+    /// copy while the server is unreachable, else the error.
+    fn fetch_failed(&self, path: &RelPath, have: Option<Version>, e: FsError) -> FsResult<Meta> {
+        match e {
+            FsError::Remote(e) if e.code() == Some(ErrorCode::NotFound) => {
                 self.meta.lock().invalidate(path);
                 self.cache.remove(path);
                 Err(FsError::enoent())
             }
-            Err(FsError::Remote(e)) if e.is_transport() && have.is_some() => {
+            FsError::Remote(e) if e.is_transport() && have.is_some() => {
                 warn!("{path}: server unreachable, serving the cached copy: {e}");
-                let size = entry.map_or(0, |e| e.size);
+                let size = self.cache.entry(path).map_or(0, |e| e.size);
                 let old = self.meta.lock().attr(path);
                 Ok(old.unwrap_or(Meta {
                     kind: FileKind::File,
@@ -240,7 +407,7 @@ impl<R: Remote> RemoteFs<R> {
                     ..Meta::default()
                 }))
             }
-            Err(e) => Err(e),
+            e => Err(e),
         }
     }
 
@@ -273,7 +440,7 @@ impl<R: Remote> RemoteFs<R> {
         let meta = self.local_meta(&path).ok_or_else(FsError::enoent)?;
         self.meta.lock().note_entry(&path, meta.clone());
         self.cache.pin(&path);
-        let fh = self.register_handle(ino, file, true, state);
+        let fh = self.register_handle(ino, file, true, state, None);
         Ok((
             Attr { ino, meta },
             Opened {
@@ -289,18 +456,11 @@ impl<R: Remote> RemoteFs<R> {
     /// `EBADF`, cache I/O errors.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let h = self.handle(fh)?;
-        let mut buf = vec![0u8; size as usize];
-        let mut got = 0;
-        while got < buf.len() {
-            match h.file.read_at(&mut buf[got..], offset + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(FsError::cache("reading cached file", e)),
-            }
+        if let Some(s) = &h.stream {
+            s.wait_for(offset.saturating_add(u64::from(size)))?;
         }
-        buf.truncate(got);
-        Ok(buf)
+        read_full_at(&h.file, offset, size as usize)
+            .map_err(|e| FsError::cache("reading cached file", e))
     }
 
     /// Writes to the cache file; the file becomes dirty, and is recorded as
@@ -372,6 +532,9 @@ impl<R: Remote> RemoteFs<R> {
                 warn!("upload at close failed, kept for retry: {e}");
             }
             h.state.writers.fetch_sub(1, Ordering::SeqCst);
+        }
+        if let Some(s) = &h.stream {
+            s.detach();
         }
         h.state.open.fetch_sub(1, Ordering::SeqCst);
         if let Some(path) = self.inodes.lock().path(h.ino) {
@@ -560,8 +723,19 @@ impl<R: Remote> RemoteFs<R> {
         Ok(Attr { ino, meta })
     }
 
+    /// `path` is about to move away: a fetch still running for it records
+    /// nothing under the old name.
+    pub(super) fn forget_stream(&self, path: &RelPath) {
+        let ino = self.inodes.lock().ino(path);
+        let state = ino.and_then(|i| self.files.lock().get(&i).cloned());
+        if let Some(state) = state {
+            discard_stream(&state);
+        }
+    }
+
     /// Before `path` is unlinked or replaced: if it is open, keep its
-    /// attributes for the descriptors that outlive the name.
+    /// attributes for the descriptors that outlive the name; a fetch still
+    /// running for it records nothing under the name.
     pub(super) fn remember_if_open(&self, path: &RelPath) {
         let Some(ino) = self.inodes.lock().ino(path) else {
             return;
@@ -569,6 +743,7 @@ impl<R: Remote> RemoteFs<R> {
         let Some(state) = self.files.lock().get(&ino).cloned() else {
             return;
         };
+        discard_stream(&state);
         if state.open_count() == 0 {
             return;
         }
