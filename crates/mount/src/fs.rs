@@ -17,6 +17,7 @@ mod dir;
 mod files;
 mod links;
 mod offline;
+mod passthrough;
 mod prefetch;
 mod stream;
 mod xattr;
@@ -39,6 +40,7 @@ use crate::meta_cache::MetaCache;
 use crate::options::MountConfig;
 
 pub use dir::DirSink;
+pub use passthrough::{Backer, Backing, KernelIo};
 pub use prefetch::Prefetcher;
 use dir::DirSnapshot;
 use files::{FileState, Handle};
@@ -53,12 +55,14 @@ pub struct Attr {
 }
 
 /// A file opened by `open` or `create`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Opened {
     /// The handle for later calls.
     pub fh: u64,
     /// The kernel's cached pages of this file are still valid.
     pub keep_cache: bool,
+    /// How the kernel is to do this handle's I/O.
+    pub io: KernelIo,
 }
 
 /// Called with an inode whose kernel-cached attributes and pages are stale.

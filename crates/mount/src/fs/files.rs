@@ -16,6 +16,7 @@ use rfmount_proto::{
     ErrorCode, FileKind, Meta, Owner, RelPath, SetAttr, SetTime, Timestamp, Version,
 };
 
+use super::passthrough::{Backer, InodeIo, Mode};
 use super::stream::{Answer, Stream};
 use super::{Attr, Opened, RemoteFs};
 use crate::data_cache::{EntryInfo, open_data};
@@ -38,6 +39,8 @@ pub(crate) struct FileState {
     seal: RwLock<()>,
     open: AtomicU32,
     writers: AtomicU32,
+    /// Writers in passthrough: the kernel writes the cache file for them.
+    kernel_writers: AtomicU32,
     /// Content version whose pages the kernel may hold.
     kernel_version: Mutex<Option<Version>>,
     /// Attributes at the moment the file was unlinked or replaced while
@@ -46,6 +49,8 @@ pub(crate) struct FileState {
     /// The last fetch of this file (running, or ended), which new readers
     /// share while it runs.
     pub(super) stream: Mutex<Option<Arc<Stream>>>,
+    /// How the kernel does the I/O of the open handles (passthrough).
+    io: InodeIo,
 }
 
 impl FileState {
@@ -78,6 +83,7 @@ pub(crate) struct Handle {
     state: Arc<FileState>,
     /// The fetch this handle's content is still arriving from.
     stream: Option<Arc<Stream>>,
+    mode: Mode,
 }
 
 /// Up to `len` bytes at `offset` (fewer at the end of the file), read
@@ -143,6 +149,16 @@ impl<R: Remote> RemoteFs<R> {
     /// # Errors
     /// `ENOENT`, `EISDIR`, `EROFS`, remote and cache errors.
     pub fn open(&self, ino: u64, flags: i32) -> FsResult<Opened> {
+        self.open_with(ino, flags, None)
+    }
+
+    /// [`RemoteFs::open`], where `backer` registers a backing file for FUSE
+    /// passthrough (`None`: the kernel or the mount has none); see
+    /// [`super::passthrough`].
+    ///
+    /// # Errors
+    /// As [`RemoteFs::open`].
+    pub fn open_with(&self, ino: u64, flags: i32, backer: Option<Backer<'_>>) -> FsResult<Opened> {
         let path = self.path(ino)?;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let trunc = writable && flags & libc::O_TRUNC != 0;
@@ -164,8 +180,23 @@ impl<R: Remote> RemoteFs<R> {
         if !writable {
             self.prefetch_after(&path);
         }
-        let fh = self.register_handle(ino, file, writable, state, stream);
-        Ok(Opened { fh, keep_cache })
+        // Complete and clean, and nobody writes it: the kernel may read the
+        // cache file itself.
+        let eligible = !writable
+            && stream.is_none()
+            && state.writers.load(Ordering::SeqCst) == 0
+            && self.cache.entry(&path).is_some_and(|e| !e.dirty);
+        let (mode, io) = state.io.choose(&file, eligible, backer);
+        if writable && mode == Mode::Passthrough {
+            if let Err(e) = self.cache.note_change(&path) {
+                state.io.release(mode);
+                self.cache.unpin(&path);
+                return Err(FsError::cache(format!("recording a write to {path}"), e));
+            }
+            state.kernel_writers.fetch_add(1, Ordering::SeqCst);
+        }
+        let fh = self.register_handle(ino, file, writable, state, stream, mode);
+        Ok(Opened { fh, keep_cache, io })
     }
 
     /// Counts a new open of `ino` and returns its file handle.
@@ -176,6 +207,7 @@ impl<R: Remote> RemoteFs<R> {
         writable: bool,
         state: Arc<FileState>,
         stream: Option<Arc<Stream>>,
+        mode: Mode,
     ) -> u64 {
         state.open.fetch_add(1, Ordering::SeqCst);
         if writable {
@@ -190,6 +222,7 @@ impl<R: Remote> RemoteFs<R> {
                 writable,
                 state,
                 stream,
+                mode,
             }),
         );
         fh
@@ -440,12 +473,18 @@ impl<R: Remote> RemoteFs<R> {
         let meta = self.local_meta(&path).ok_or_else(FsError::enoent)?;
         self.meta.lock().note_entry(&path, meta.clone());
         self.cache.pin(&path);
-        let fh = self.register_handle(ino, file, true, state, None);
+        let (mode, io) = state.io.choose(&file, false, None);
+        if mode == Mode::Passthrough {
+            // Recorded as being written by `create_empty` above.
+            state.kernel_writers.fetch_add(1, Ordering::SeqCst);
+        }
+        let fh = self.register_handle(ino, file, true, state, None, mode);
         Ok((
             Attr { ino, meta },
             Opened {
                 fh,
                 keep_cache: false,
+                io,
             },
         ))
     }
@@ -504,6 +543,7 @@ impl<R: Remote> RemoteFs<R> {
         if !h.writable {
             return Ok(());
         }
+        self.note_kernel_writes(&h)?;
         self.upload(h.ino, &h.state, Why::Flush)
     }
 
@@ -517,6 +557,7 @@ impl<R: Remote> RemoteFs<R> {
         if !h.writable {
             return Ok(());
         }
+        self.note_kernel_writes(&h)?;
         self.upload(h.ino, &h.state, Why::Fsync)
     }
 
@@ -527,7 +568,12 @@ impl<R: Remote> RemoteFs<R> {
             return;
         };
         if h.writable {
-            if let Err(e) = self.upload(h.ino, &h.state, Why::Release) {
+            let kernel_wrote = self.note_kernel_writes(&h);
+            if h.mode == Mode::Passthrough {
+                // Closed in the kernel: every write of it is in the file.
+                h.state.kernel_writers.fetch_sub(1, Ordering::SeqCst);
+            }
+            if let Err(e) = kernel_wrote.and_then(|()| self.upload(h.ino, &h.state, Why::Release)) {
                 crate::activity::note_failure("upload at close", &e);
                 warn!("upload at close failed, kept for retry: {e}");
             }
@@ -536,6 +582,7 @@ impl<R: Remote> RemoteFs<R> {
         if let Some(s) = &h.stream {
             s.detach();
         }
+        h.state.io.release(h.mode);
         h.state.open.fetch_sub(1, Ordering::SeqCst);
         if let Some(path) = self.inodes.lock().path(h.ino) {
             self.cache.unpin(&path);
@@ -595,7 +642,10 @@ impl<R: Remote> RemoteFs<R> {
         };
         {
             let _sealing = state.seal.write();
-            if state.write_gen.load(Ordering::SeqCst) == started_gen {
+            // A writer in passthrough may be writing right now, unseen.
+            if state.write_gen.load(Ordering::SeqCst) == started_gen
+                && state.kernel_writers.load(Ordering::SeqCst) == 0
+            {
                 self.cache
                     .mark_clean(&path, meta.version, meta.size)
                     .map_err(|e| FsError::cache(format!("recording upload of {path}"), e))?;
@@ -617,6 +667,23 @@ impl<R: Remote> RemoteFs<R> {
         if let (Some(pino), Some(inval)) = (parent, self.invalidator.get()) {
             inval(pino);
         }
+        Ok(())
+    }
+
+    /// A writer in passthrough may have written anything through the
+    /// kernel: its close uploads as if it had.
+    fn note_kernel_writes(&self, h: &Handle) -> FsResult<()> {
+        if h.mode != Mode::Passthrough {
+            return Ok(());
+        }
+        let Some(path) = self.inodes.lock().path(h.ino) else {
+            return Ok(());
+        };
+        let _changing = h.state.seal.read();
+        self.cache
+            .note_change(&path)
+            .map_err(|e| FsError::cache(format!("recording a write to {path}"), e))?;
+        h.state.write_gen.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
