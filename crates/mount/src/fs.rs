@@ -74,7 +74,8 @@ pub struct RemoteFs<R: Remote> {
     cfg: MountConfig,
     cache: Arc<DataCache>,
     inodes: Mutex<InodeTable>,
-    meta: Mutex<MetaCache>,
+    /// Shared with prefetches, which note the attributes the server gave.
+    meta: Arc<Mutex<MetaCache>>,
     /// Per-inode state of regular files that are or were open.
     files: Mutex<HashMap<u64, Arc<FileState>>>,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
@@ -100,7 +101,7 @@ impl<R: Remote> RemoteFs<R> {
             cfg,
             cache,
             inodes: Mutex::new(InodeTable::default()),
-            meta: Mutex::new(meta),
+            meta: Arc::new(Mutex::new(meta)),
             files: Mutex::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
             dirs: RwLock::new(HashMap::new()),

@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use log::{info, warn};
 use parking_lot::{Mutex, RwLock};
@@ -256,7 +256,7 @@ impl<R: Remote> RemoteFs<R> {
             // Only a prefetch's answer stands in for the open's own GET:
             // an open after another open still asks (close-to-open).
             if s.prefetch {
-                confirmed = s.confirmed(self.cfg.attr_timeout);
+                confirmed = s.confirmed();
             }
             *state.stream.lock() = None;
         }
@@ -279,9 +279,9 @@ impl<R: Remote> RemoteFs<R> {
             // place while the open handles write to the old one, and their
             // writes would never be uploaded.
             true
-        } else if let Some(v) = confirmed
-            .filter(|v| entry.as_ref().and_then(|e| e.version) == Some(*v))
-            .filter(|v| self.content_trusted(path, *v))
+        } else if let Some((v, _)) = confirmed
+            .filter(|(v, _)| entry.as_ref().and_then(|e| e.version) == Some(*v))
+            .filter(|(v, at)| self.content_trusted(path, *v, *at))
         {
             self.prefetcher.note_used();
             self.settle_version(ino, state, v)
@@ -292,6 +292,7 @@ impl<R: Remote> RemoteFs<R> {
                 self.cache.clone(),
                 path.clone(),
                 have,
+                None,
                 None,
             ) {
                 Ok(s) => {
@@ -313,17 +314,21 @@ impl<R: Remote> RemoteFs<R> {
         Ok((file, keep_cache, None))
     }
 
-    /// Whether content found current at version `v` may be served without
-    /// asking the server again: for as long as the attributes that say `v`
-    /// are trusted (fetched within the attribute timeout, or listed within
-    /// the directory timeout), no longer.
-    pub(super) fn content_trusted(&self, path: &RelPath, v: Version) -> bool {
+    /// Whether content the server said at `answered` was current at
+    /// version `v` may be served without asking it again: for as long as
+    /// the mount trusts attributes (the attribute timeout), no longer, and
+    /// only while no fresher attributes say otherwise. The one place that
+    /// decides it, so that a server callback can extend it.
+    pub(super) fn content_trusted(&self, path: &RelPath, v: Version, answered: Instant) -> bool {
+        if answered.elapsed() >= self.cfg.attr_timeout {
+            return false;
+        }
         let mc = self.meta.lock();
         let fresh = mc.attr(path).or_else(|| {
             let listing = mc.listing(&path.parent()?)?;
             listing.get(path.file_name()?).map(|e| e.meta.clone())
         });
-        fresh.is_some_and(|m| m.version == v && m.kind == FileKind::File)
+        fresh.is_none_or(|m| m.version == v && m.kind == FileKind::File)
     }
 
     /// The kernel is about to see version `v` of `ino`; true when its

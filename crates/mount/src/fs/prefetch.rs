@@ -8,7 +8,7 @@
 //! files of at most [`MAX_FILE_SIZE`], only from a listing still fresh. A
 //! prefetched copy is an ordinary clean cache entry: unused, it is evicted
 //! like any other; it is served without a round trip only while
-//! [`RemoteFs::content_trusted`] says so, else the open revalidates it.
+//! `RemoteFs::content_trusted` says so, else the open revalidates it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,7 +78,9 @@ impl<R: Remote> RemoteFs<R> {
         let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
             return;
         };
-        let Some(listing) = self.meta.lock().listing(&dir) else {
+        // Any age: it only says which names to try; what is fetched is
+        // the server's answer, trusted by `content_trusted` alone.
+        let Some(listing) = self.meta.lock().listing_any(&dir) else {
             return;
         };
         let Some(at) = listing.index_of(name) else {
@@ -104,7 +106,9 @@ impl<R: Remote> RemoteFs<R> {
             }
             let current = state.stream.lock().clone();
             if let Some(s) = current
-                && (s.is_live() || s.confirmed(self.cfg.attr_timeout) == Some(e.meta.version))
+                && (s.is_running()
+                    || s.confirmed()
+                        .is_some_and(|(v, at)| self.content_trusted(&p, v, at)))
             {
                 continue;
             }
@@ -124,6 +128,7 @@ impl<R: Remote> RemoteFs<R> {
                 p.clone(),
                 entry.and_then(|c| c.version),
                 Some(done),
+                Some(Arc::clone(&self.meta)),
             ) {
                 Ok(s) => {
                     self.prefetcher.started.fetch_add(1, Ordering::Relaxed);

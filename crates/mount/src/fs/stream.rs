@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::debug;
 use parking_lot::{Condvar, Mutex};
@@ -21,6 +21,7 @@ use rfmount_proto::{Meta, RelPath, Version};
 
 use crate::data_cache::DataCache;
 use crate::error::{FsError, FsResult};
+use crate::meta_cache::MetaCache;
 
 /// A fetch whose last reader closed goes on if at most this much is left.
 pub(crate) const ABANDON_REST: u64 = 4 << 20;
@@ -56,8 +57,8 @@ struct Progress {
     readers: u32,
     /// No handle wants the rest: the transfer stops.
     abandoned: bool,
-    /// When the fetch ended (done or not modified).
-    ended: Option<Instant>,
+    /// When the server answered (its header arrived, or `NotModified`).
+    answered: Option<Instant>,
 }
 
 /// What `open` learns from the server's first answer.
@@ -84,7 +85,9 @@ pub(crate) struct Stream {
 impl Stream {
     /// Starts fetching `path` (`have`: the cached version) on a thread of
     /// its own. A prefetch passes `on_end`, called once it has ended (or
-    /// could not start).
+    /// could not start), and `attrs`, where it notes the attributes the
+    /// server answered with (the program that reads the file next looks
+    /// it up first).
     ///
     /// # Errors
     /// The thread cannot be started.
@@ -94,6 +97,7 @@ impl Stream {
         path: RelPath,
         have: Option<Version>,
         on_end: Option<Box<dyn FnOnce() + Send>>,
+        attrs: Option<Arc<Mutex<MetaCache>>>,
     ) -> FsResult<Arc<Stream>> {
         let prefetch = on_end.is_some();
         let ended = OnEnd(on_end);
@@ -108,7 +112,7 @@ impl Stream {
                 received: 0,
                 readers: 0,
                 abandoned: false,
-                ended: None,
+                answered: None,
             }),
             changed: Condvar::new(),
         });
@@ -116,14 +120,20 @@ impl Stream {
         std::thread::Builder::new()
             .name("rf-fetch".into())
             .spawn(move || {
-                s.run(remote, cache, have);
+                s.run(remote, cache, have, attrs.as_deref());
                 drop(ended);
             })
             .map_err(|e| FsError::cache("starting a fetch", e))?;
         Ok(stream)
     }
 
-    fn run<R: Remote>(&self, remote: Arc<R>, cache: Arc<DataCache>, have: Option<Version>) {
+    fn run<R: Remote>(
+        &self,
+        remote: Arc<R>,
+        cache: Arc<DataCache>,
+        have: Option<Version>,
+        attrs: Option<&Mutex<MetaCache>>,
+    ) {
         let path = &self.path;
         let result = (|| -> FsResult<Option<Meta>> {
             let mut fetch = cache
@@ -139,8 +149,10 @@ impl Stream {
                     fetch: &mut fetch,
                 };
                 let mut started = |m: &Meta| {
+                    self.note_attrs(attrs, m);
                     let mut st = self.st.lock();
                     st.meta = Some(m.clone());
+                    st.answered = Some(Instant::now());
                     st.phase = Phase::Streaming;
                     self.changed.notify_all();
                 };
@@ -148,7 +160,10 @@ impl Stream {
             };
             match outcome? {
                 GetOutcome::NotModified(meta) => {
-                    self.st.lock().meta = Some(meta);
+                    self.note_attrs(attrs, &meta);
+                    let mut st = self.st.lock();
+                    st.meta = Some(meta);
+                    st.answered = Some(Instant::now());
                     Ok(None)
                 }
                 GetOutcome::Fetched(meta) => {
@@ -177,7 +192,6 @@ impl Stream {
                 if fetched.is_some() {
                     st.meta = fetched;
                 }
-                st.ended = Some(Instant::now());
             }
             Err(e) => {
                 debug!("fetch of {path} ended: {e}");
@@ -188,6 +202,18 @@ impl Stream {
             }
         }
         self.changed.notify_all();
+    }
+
+    /// Notes the server's answer in the attribute cache, unless the name
+    /// went away meanwhile (checked under the cache's lock, which the
+    /// unlink's own update of the cache takes after discarding this).
+    fn note_attrs(&self, attrs: Option<&Mutex<MetaCache>>, meta: &Meta) {
+        if let Some(mc) = attrs {
+            let mut mc = mc.lock();
+            if !self.discard.load(Ordering::SeqCst) {
+                mc.put_attr(&self.path, meta.clone());
+            }
+        }
     }
 
     /// Waits for the server's first answer and, for content, becomes one of
@@ -265,6 +291,11 @@ impl Stream {
         running && !st.abandoned
     }
 
+    /// The fetch has not ended yet (it may have all its bytes already).
+    pub(crate) fn is_running(&self) -> bool {
+        matches!(self.st.lock().phase, Phase::Asked | Phase::Streaming)
+    }
+
     /// Waits until the fetch has ended, whatever the outcome.
     pub(crate) fn wait_end(&self) {
         let mut st = self.st.lock();
@@ -273,15 +304,16 @@ impl Stream {
         }
     }
 
-    /// The version this fetch found current, if it ended well at most
-    /// `within` ago and its content is the cache entry.
-    pub(crate) fn confirmed(&self, within: Duration) -> Option<Version> {
+    /// The version this fetch found current and when the server said so,
+    /// if it ended well and its content is the cache entry.
+    pub(crate) fn confirmed(&self) -> Option<(Version, Instant)> {
         let st = self.st.lock();
-        if self.discard.load(Ordering::SeqCst) || !matches!(st.phase, Phase::Done | Phase::NotModified) {
+        if self.discard.load(Ordering::SeqCst)
+            || !matches!(st.phase, Phase::Done | Phase::NotModified)
+        {
             return None;
         }
-        st.ended.filter(|t| t.elapsed() < within)?;
-        st.meta.as_ref().map(|m| m.version)
+        Some((st.meta.as_ref()?.version, st.answered?))
     }
 
     /// The name went away: what arrives is for the open handles only.
