@@ -153,3 +153,8 @@ mod dist_package;
 // rfmount status --json during uploads and outages; rfserve's session accounting.
 #[path = "e2e/mount_status.rs"]
 mod mount_status;
+
+// Streaming big-file reads (head stops the fetch, shared fetches, EIO for a
+// cut-off range) and prefetch of small files (used, never stale).
+#[path = "e2e/mount_reads.rs"]
+mod mount_reads;

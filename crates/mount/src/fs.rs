@@ -40,10 +40,10 @@ use crate::meta_cache::MetaCache;
 use crate::options::MountConfig;
 
 pub use dir::DirSink;
-pub use passthrough::{Backer, Backing, KernelIo};
-pub use prefetch::Prefetcher;
 use dir::DirSnapshot;
 use files::{FileState, Handle};
+pub use passthrough::{Backer, Backing, KernelIo};
+pub use prefetch::Prefetcher;
 
 /// An inode number with its attributes, as replied to the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]

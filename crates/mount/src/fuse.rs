@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     Request, TimeOrNow, WriteFlags,
 };
@@ -228,9 +228,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         // Passthrough: backing files may not themselves be on a stacked
         // filesystem (depth 1), so this mount can still sit under one.
         if self.fs.config().passthrough
-            && config
-                .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
-                .is_ok()
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok()
         {
             self.passthrough.store(true, Ordering::SeqCst);
@@ -360,10 +358,8 @@ impl<R: Remote> Filesystem for FuseFs<R> {
                 }
             }
         };
-        let backer: Option<Backer<'_>> = self
-            .passthrough
-            .load(Ordering::SeqCst)
-            .then_some(&register);
+        let backer: Option<Backer<'_>> =
+            self.passthrough.load(Ordering::SeqCst).then_some(&register);
         let opened = self.fs.open_with(ino.0, flags.0, backer);
         match opened {
             Ok(o) => match &o.io {

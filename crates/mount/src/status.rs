@@ -509,7 +509,10 @@ mod tests {
         let h = human(&r);
         assert!(h.contains("not yet uploaded: 2 file(s), 10 B"), "{h}");
         assert!(h.contains("/c  50% of 6 B"), "{h}");
-        assert!(h.contains("prefetched: 5 file(s), 3 used by an open"), "{h}");
+        assert!(
+            h.contains("prefetched: 5 file(s), 3 used by an open"),
+            "{h}"
+        );
         assert!(j.contains("\"prefetched\":5,\"prefetch_used\":3,"), "{j}");
         assert!(
             h.contains(", reconnecting: server h:1 did not answer, rtt 1.500 ms"),

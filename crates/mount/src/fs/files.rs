@@ -169,14 +169,14 @@ impl<R: Remote> RemoteFs<R> {
         // Pinned before the fetch: content larger than the cache limit must
         // survive until the handle has it open.
         self.cache.pin(&path);
-        let (file, keep_cache, stream) =
-            match self.open_cached(ino, &path, &state, writable, trunc) {
-                Ok(v) => v,
-                Err(e) => {
-                    self.cache.unpin(&path);
-                    return Err(e);
-                }
-            };
+        let (file, keep_cache, stream) = match self.open_cached(ino, &path, &state, writable, trunc)
+        {
+            Ok(v) => v,
+            Err(e) => {
+                self.cache.unpin(&path);
+                return Err(e);
+            }
+        };
         if !writable {
             self.prefetch_after(&path);
         }

@@ -39,10 +39,7 @@ enum Phase {
     NotModified,
     /// The fetch failed; `error` is handed to the first opener still
     /// waiting for the server's answer, readers get `EIO`.
-    Failed {
-        error: Option<FsError>,
-        why: String,
-    },
+    Failed { error: Option<FsError>, why: String },
 }
 
 struct Progress {
@@ -342,17 +339,14 @@ impl Stream {
         }
     }
 
-    fn landed(&self, n: usize) -> io::Result<()> {
+    fn landed(&self, n: usize) {
         let mut st = self.st.lock();
         st.received += n as u64;
         self.changed.notify_all();
-        if st.abandoned {
-            return Err(io::Error::new(
-                io::ErrorKind::Interrupted,
-                "every reader closed the file",
-            ));
-        }
-        Ok(())
+    }
+
+    fn abandoned(&self) -> bool {
+        self.st.lock().abandoned
     }
 }
 
@@ -381,8 +375,15 @@ struct Landing<'a, 'c> {
 
 impl Write for Landing<'_, '_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.stream.abandoned() {
+            // Not `Interrupted`: `write_all` would retry that forever.
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "every reader closed the file",
+            ));
+        }
         self.fetch.write_all(buf)?;
-        self.stream.landed(buf.len())?;
+        self.stream.landed(buf.len());
         Ok(buf.len())
     }
 
