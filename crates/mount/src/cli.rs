@@ -43,6 +43,8 @@ Mount options (-o, comma-separated; also the options field of fstab):
   attr_timeout=SECS          how long attributes are trusted (default 1)
   dir_timeout=SECS           how long a listing is reused (default 1)
   idmap=none|user            user: the export root's owner shows as you
+  noprefetch                 do not fetch a directory's next small files ahead
+  nopassthrough              do not let the kernel read cached files directly
   uid=N, gid=N               show every file as owned by N
   port=PORT                  the server's port, as -p
   cache_dir=DIR, cache_size=SIZE, token_file=FILE, threads=N, log_file=FILE
