@@ -267,10 +267,17 @@ impl Stream {
         }
     }
 
-    /// Stops the fetch (the filesystem is going away) and waits for its
-    /// thread to let go of the cache.
+    /// The filesystem is going away: as at a last close, a fetch with more
+    /// than [`ABANDON_REST`] to come stops, a shorter one ends and is
+    /// cached; then waits for its thread to let go of the cache.
     pub(crate) fn stop(&self) {
-        self.st.lock().abandoned = true;
+        {
+            let mut st = self.st.lock();
+            let size = st.meta.as_ref().map_or(0, |m| m.size);
+            if size.saturating_sub(st.received) > ABANDON_REST {
+                st.abandoned = true;
+            }
+        }
         self.wait_end();
     }
 
