@@ -19,6 +19,15 @@ RF_PIDS=()     # background processes to stop at exit
 RF_MOUNTS=()   # mount points to unmount at exit
 RF_TMPDIRS=()  # directories to remove at exit
 RF_LOGS=()     # server/mount logs, shown when the script fails
+# Functions run at exit after the processes are stopped and before the
+# temporary directories are removed (e.g. taking down a network namespace
+# whose state lives in one of them).
+RF_CLEANUP_HOOKS=()
+# Where rf_start_server listens, and a command prefix to run rfserve under
+# (e.g. `ip netns exec NS`; it must exec rfserve so that the PID is
+# rfserve's).
+RF_SERVE_HOST=127.0.0.1
+RF_SERVE_WRAP=()
 
 rf_say() { printf '%s\n' "$*" >&2; }
 rf_die() {
@@ -105,13 +114,14 @@ rf_forget_mount() {
 }
 
 # rf_start_server ROOT LOG [extra rfserve args...]
-# Starts rfserve on 127.0.0.1 with a free port. Sets RF_SERVER_PID and
-# RF_ADDR (127.0.0.1:PORT).
+# Starts rfserve on $RF_SERVE_HOST (127.0.0.1) with a free port, under
+# $RF_SERVE_WRAP if set. Sets RF_SERVER_PID and RF_ADDR (HOST:PORT).
 rf_start_server() {
 	local root=$1 log=$2 out line deadline
 	shift 2
 	out=$log.stdout
-	"$RF_BIN/rfserve" --root "$root" --listen 127.0.0.1:0 "$@" >"$out" 2>"$log" &
+	${RF_SERVE_WRAP[@]+"${RF_SERVE_WRAP[@]}"} "$RF_BIN/rfserve" --root "$root" \
+		--listen "$RF_SERVE_HOST:0" "$@" >"$out" 2>"$log" &
 	RF_SERVER_PID=$!
 	RF_LOGS+=("$log")
 	RF_PIDS+=("$RF_SERVER_PID")
@@ -128,7 +138,7 @@ rf_start_server() {
 		sleep 0.05
 	done
 	# shellcheck disable=SC2034 # used by the sourcing script
-	RF_ADDR=127.0.0.1:${line##*:}
+	RF_ADDR=$RF_SERVE_HOST:${line##*:}
 }
 
 # rf_mount ADDR MNT LOG [extra rfmount args...]
@@ -218,6 +228,9 @@ rf_cleanup() {
 		rf_stop_pid "$p"
 	done
 	[[ -n ${RF_DEBUG:-} ]] && rf_say "cleanup: processes stopped at $(rf_now)"
+	for d in "${RF_CLEANUP_HOOKS[@]}"; do
+		"$d"
+	done
 	for d in "${RF_TMPDIRS[@]}"; do
 		if awk -v d="$d/" 'index($5 "/", d) == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then
 			rf_say "warning: something is still mounted under $d; leaving it"

@@ -158,3 +158,38 @@ mod mount_status;
 // cut-off range) and prefetch of small files (used, never stale).
 #[path = "e2e/mount_reads.rs"]
 mod mount_reads;
+// POSIX ACLs (setfacl/getfacl) and security. attributes through the mount,
+// kept across uploads and renames.
+#[path = "e2e/mount_xattr_acl.rs"]
+mod mount_xattr_acl;
+// Fixes found by the POSIX conformance suite (pjdfstest): fstat of an unlinked open file, rename ctimes.
+#[path = "e2e/mount_conformance.rs"]
+mod mount_conformance;
+
+// The POSIX conformance suite pjdfstest against a real mount (all pass, as root).
+#[path = "e2e/conformance_pjdfstest.rs"]
+mod conformance_pjdfstest;
+// Write-back mounts: close returns with the server frozen, kill -9 and a
+// remount deliver every closed file, fsync/unmount/rfmount sync wait for
+// uploads, renames and unlinks of files with pending uploads.
+#[path = "e2e/mount_writeback.rs"]
+mod mount_writeback;
+// Pushed invalidation seen through a second mount, the export, inotify and a restart.
+#[path = "e2e/mount_callbacks_push.rs"]
+mod mount_callbacks_push;
+
+// Round trips under callbacks, counted from rfserve's request log.
+#[path = "e2e/mount_callbacks_roundtrips.rs"]
+mod mount_callbacks_roundtrips;
+// Locks across two mounts of one export: flock, fcntl ranges with F_GETLK
+// and F_SETLKW, ENOLCK without a server, locks re-taken after a server
+// restart, and two sqlite writers that lose no transaction.
+#[path = "e2e/mount_locks.rs"]
+mod mount_locks;
+// Two mounts writing one file: conflict siblings, conflict=error and overwrite.
+#[path = "e2e/mount_conflicts.rs"]
+mod mount_conflicts;
+
+// Requests per write (echo, cp -p, tar x) counted in rfserve's request log.
+#[path = "e2e/mount_roundtrips.rs"]
+mod mount_roundtrips;

@@ -36,6 +36,7 @@ fn hello_bytes() -> Vec<u8> {
             version: PROTOCOL_VERSION,
             client_nonce: new_nonce(),
             subdir: None,
+            client_id: None,
         }),
     )
     .unwrap();
@@ -295,6 +296,7 @@ fn a_trickling_put_cannot_make_another_upload_fail_with_enospc() {
                 mode: None,
                 mtime: None,
                 owner: None,
+                ext: Default::default(),
             },
         },
     )

@@ -38,6 +38,7 @@ fn client_hello(version: u32) -> ClientMsg {
         version,
         client_nonce: new_nonce(),
         subdir: None,
+        client_id: None,
     })
 }
 
@@ -235,6 +236,7 @@ fn garbage_peers_are_closed_while_others_are_served() {
             version: PROTOCOL_VERSION,
             client_nonce: new_nonce(),
             subdir: None,
+            client_id: None,
         }),
     )
     .unwrap();
@@ -274,6 +276,7 @@ fn stalled_readers_and_writers_do_not_block_others() {
             op: Op::Get {
                 path: RelPath::new("big.bin").unwrap(),
                 have: None,
+                sparse: false,
             },
         },
     )
@@ -290,6 +293,7 @@ fn stalled_readers_and_writers_do_not_block_others() {
                 mode: None,
                 mtime: None,
                 owner: None,
+                ext: Default::default(),
             },
         },
     )
@@ -549,6 +553,7 @@ fn requests_before_authentication_are_refused() {
             version: PROTOCOL_VERSION,
             client_nonce: nonce,
             subdir: None,
+            client_id: None,
         }),
     )
     .unwrap();

@@ -76,3 +76,11 @@ pub use outage::*;
 #[path = "util/system.rs"]
 mod system;
 pub use system::*;
+
+// Request counting and bounded waits of the callback tests.
+#[path = "util/callbacks.rs"]
+mod callbacks;
+pub use callbacks::*;
+#[path = "util/locks.rs"]
+mod locks;
+pub use locks::*;

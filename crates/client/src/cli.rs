@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
-use rfmount_proto::{FileKind, RelPath};
+use rfmount_proto::{ErrorCode, FileKind, PutExpect, RelPath};
 
 use crate::remote::{GetOutcome, PutOptions, Remote};
 use crate::report::one_line;
@@ -60,11 +60,15 @@ enum Cmd {
         #[arg(short, long)]
         force: bool,
     },
-    /// Upload a file.
+    /// Upload a file. It replaces the remote file only if nobody changed
+    /// that file while the upload ran (else it fails and nothing changes).
     Put {
         server: String,
         local: PathBuf,
         remote: Option<String>,
+        /// Replace the remote file whatever happened to it meanwhile.
+        #[arg(short, long)]
+        force: bool,
     },
     /// Remove a file.
     Rm { server: String, path: String },
@@ -198,8 +202,13 @@ fn run(args: Args) -> Result<ExitCode> {
             let remote = remote_arg.unwrap_or_default();
             get(&r, &remote, local.as_deref(), force)?;
         }
-        Cmd::Put { local, remote, .. } => {
-            put(&r, &local, remote.as_deref())?;
+        Cmd::Put {
+            local,
+            remote,
+            force,
+            ..
+        } => {
+            put(&r, &local, remote.as_deref(), force)?;
         }
         Cmd::Rm { .. } => {
             let p = remote_arg.unwrap_or_default();
@@ -343,7 +352,12 @@ pub(crate) fn get(
 
 /// Uploads `local` to `remote` (default: its file name at the export root;
 /// a trailing `/` or an existing remote directory means "inside it").
-pub(crate) fn put(r: &dyn Remote, local: &Path, remote: Option<&str>) -> Result<RelPath> {
+pub(crate) fn put(
+    r: &dyn Remote,
+    local: &Path,
+    remote: Option<&str>,
+    force: bool,
+) -> Result<RelPath> {
     let name = local
         .file_name()
         .and_then(|n| n.to_str())
@@ -367,6 +381,11 @@ pub(crate) fn put(r: &dyn Remote, local: &Path, remote: Option<&str>) -> Result<
         bail!("put: {} is not a regular file", local.display());
     }
     let mode = std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o7777;
+    let expect = if force {
+        PutExpect::Any
+    } else {
+        put_expectation(r, &target)?
+    };
     let bar = progress::Bar::new(md.len(), name);
     let mut src = bar.reader(io::BufReader::with_capacity(1 << 20, file));
     r.put(
@@ -375,13 +394,30 @@ pub(crate) fn put(r: &dyn Remote, local: &Path, remote: Option<&str>) -> Result<
         md.len(),
         PutOptions {
             mode: Some(mode),
-            mtime: None,
-            owner: None,
+            expect,
+            ..PutOptions::default()
         },
     )
-    .with_context(|| format!("put {target}"))?;
+    .map_err(|e| match e.code() {
+        Some(ErrorCode::Conflict) => anyhow!(
+            "put {target}: changed on the server while uploading; nothing was replaced \
+             (use --force to overwrite it anyway)"
+        ),
+        _ => anyhow::Error::new(e).context(format!("put {target}")),
+    })?;
     bar.finish();
     Ok(target)
+}
+
+/// What an upload without `--force` may replace: the file as it is now
+/// (so a change landing during the upload is never overwritten), or no
+/// file at all for a new name.
+fn put_expectation(r: &dyn Remote, target: &RelPath) -> Result<PutExpect> {
+    match r.stat(target) {
+        Ok(m) => Ok(PutExpect::Version(m.version)),
+        Err(e) if e.code() == Some(ErrorCode::NotFound) => Ok(PutExpect::Absent),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("put {target}"))),
+    }
 }
 
 #[cfg(test)]

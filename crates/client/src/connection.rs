@@ -35,6 +35,7 @@ use rfmount_proto::{
 
 use rfmount_transport::{ReadHalf, WriteHalf};
 
+use crate::callbacks::CallbackHub;
 use crate::error::RemoteError;
 use crate::handshake;
 use crate::stats::{RequestStats, op_name};
@@ -67,6 +68,19 @@ pub struct ConnectConfig {
     /// Where every connection opened with this configuration counts its
     /// requests and their latency; clones share it.
     pub stats: Arc<RequestStats>,
+    /// Where pushed invalidations and connection breaks go; clones share it.
+    pub callbacks: CallbackHub,
+    /// This client's identity for the server's lock table: random, and the
+    /// same for every connection made with this configuration or its
+    /// clones, so that a reconnect takes over the locks it held.
+    pub client_id: [u8; 16],
+}
+
+fn new_client_id() -> [u8; 16] {
+    let nonce = rfmount_proto::new_nonce();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&nonce[..16]);
+    id
 }
 
 /// Default of [`ConnectConfig::timeout`] (and of the connect timeout).
@@ -85,6 +99,8 @@ impl ConnectConfig {
             timeout: DEFAULT_TIMEOUT,
             tls: None,
             stats: Arc::default(),
+            callbacks: CallbackHub::default(),
+            client_id: new_client_id(),
         }
     }
 
@@ -149,6 +165,7 @@ struct Shared {
     /// The watchdog's ping in flight and when it was sent: the reader
     /// times its answer as it arrives.
     ping: Mutex<Option<(u64, Instant)>>,
+    callbacks: CallbackHub,
 }
 
 impl Shared {
@@ -156,6 +173,9 @@ impl Shared {
         let mut dead = self.dead.lock();
         if dead.is_none() {
             debug!("connection closed: {why}");
+            // Before anyone can see the connection dead (and open the next
+            // one): every callback of this one is void first.
+            self.callbacks.broken();
             *dead = Some(why);
         }
         drop(dead);
@@ -249,7 +269,11 @@ impl Connection {
             timed_out: AtomicBool::new(false),
             stats: cfg.stats.clone(),
             ping: Mutex::new(None),
+            callbacks: cfg.callbacks.clone(),
         });
+        // Before the reader starts: its first invalidation must find the
+        // subscriber knowing this connection.
+        cfg.callbacks.connected(welcome.callbacks);
         let (stop_tx, stop_rx) = sync_channel(0);
         let conn = Arc::new(Connection {
             addr: addr.clone(),
@@ -419,6 +443,19 @@ impl Call<'_> {
         })
     }
 
+    /// The next frame, or `None` when none arrives within `wait`.
+    pub(crate) fn next_within(&self, wait: Duration) -> Result<Option<ServerMsg>, RemoteError> {
+        match self.rx.recv_timeout(wait) {
+            Ok(m) => Ok(Some(m)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(RemoteError::Transport(
+                self.conn
+                    .dead_reason()
+                    .unwrap_or_else(|| format!("connection to {} lost", self.conn.addr)),
+            )),
+        }
+    }
+
     /// A frame if one has already arrived (used to spot an early error while
     /// uploading).
     pub(crate) fn try_next(&self) -> Option<ServerMsg> {
@@ -470,6 +507,10 @@ fn read_loop(mut reader: ReadHalf, shared: Arc<Shared>, addr: String) {
             | ServerMsg::Data { id, .. }
             | ServerMsg::DataEnd { id, .. } => *id,
             ServerMsg::Fatal(e) => break format!("server {addr} closed the connection: {e}"),
+            ServerMsg::Invalidate(items) => {
+                shared.callbacks.invalidated(items);
+                continue;
+            }
             other => break format!("unexpected frame from {addr}: {other:?}"),
         };
         let pinged = *shared.ping.lock();

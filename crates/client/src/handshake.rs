@@ -39,6 +39,7 @@ pub(crate) fn run<R: Read, W: Write>(
         version: PROTOCOL_VERSION,
         client_nonce,
         subdir: cfg.subdir.clone(),
+        client_id: Some(cfg.client_id),
     });
     write_frame(writer, &hello).map_err(|e| RemoteError::from_frame(e, addr))?;
     let not_rfserve = || RemoteError::Protocol(format!("{addr} is not an rfserve server"));
@@ -116,5 +117,7 @@ fn name(msg: &ServerMsg) -> &'static str {
         ServerMsg::DataEnd { .. } => "DataEnd",
         ServerMsg::Fatal(_) => "Fatal",
         ServerMsg::Welcome(_) => "Welcome",
+        ServerMsg::Invalidate(_) => "Invalidate",
+        ServerMsg::DataHole { .. } => "DataHole",
     }
 }

@@ -19,6 +19,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod callbacks;
 pub mod cli;
 mod connection;
 mod error;
@@ -35,8 +36,8 @@ pub mod tls;
 
 pub use connection::{ConnectConfig, Connection, DEFAULT_TIMEOUT};
 pub use error::RemoteError;
-pub use remote::{ExportInfo, GetOutcome, PutOptions, Remote};
+pub use remote::{ExportInfo, GetOutcome, LockRequest, PutOptions, Remote};
 pub use source::{Source, SourceError};
 pub use stats::{OpStats, RequestStats};
-pub use tcp::{Health, TcpRemote};
+pub use tcp::{Health, ReconnectHook, TcpRemote};
 pub use tls::{TlsArgs, TlsOptions};

@@ -10,8 +10,8 @@ use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use rfmount_proto::{
-    DirEntry, ErrorCode, FileId, FileKind, Meta, Owner, RENAME_EXCHANGE, RENAME_NOREPLACE, RelPath,
-    SetAttr, SetTime, StatFs, Timestamp, Version, WireError,
+    DirEntry, ErrorCode, FileId, FileKind, Meta, Owner, PutExpect, RENAME_EXCHANGE,
+    RENAME_NOREPLACE, RelPath, SetAttr, SetTime, StatFs, Timestamp, Version, WireError,
 };
 
 use crate::error::RemoteError;
@@ -255,6 +255,15 @@ impl Remote for MemRemote {
         }
         let mut nodes = self.nodes.lock();
         Self::parent_dir(&nodes, path)?;
+        let current = nodes.get(path).map(|n| n.meta.version);
+        let holds = match opts.expect {
+            PutExpect::Any => true,
+            PutExpect::Absent => current.is_none(),
+            PutExpect::Version(v) => current == Some(v),
+        };
+        if !holds {
+            return Err(err(ErrorCode::Conflict, path));
+        }
         let (old, xattrs) = match nodes.get(path) {
             Some(n) if n.meta.kind == FileKind::Dir => return Err(err(ErrorCode::IsDir, path)),
             // A replaced file keeps its extended attributes, as on rfserve.
@@ -277,6 +286,9 @@ impl Remote for MemRemote {
         meta.size = size;
         if let Some(t) = opts.mtime {
             meta.mtime = t;
+        }
+        if let Some(t) = opts.atime {
+            meta.atime = t;
         }
         nodes.insert(
             path.clone(),

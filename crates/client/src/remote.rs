@@ -3,7 +3,8 @@
 use std::io::{Read, Write};
 
 use rfmount_proto::{
-    DirEntry, FileKind, Meta, Owner, RelPath, SetAttr, StatFs, Timestamp, Version,
+    DirEntry, ErrorCode, FileKind, LockFlavor, LockHolder, LockKind, Meta, Owner, PutExpect,
+    RelPath, SetAttr, StatFs, Timestamp, Version, WireError,
 };
 
 use crate::error::RemoteError;
@@ -45,6 +46,39 @@ pub struct PutOptions {
     /// Owner of a new file, where the server can give files away (a
     /// replaced file keeps its owner).
     pub owner: Option<Owner>,
+    /// Access time (default: the server's now).
+    pub atime: Option<Timestamp>,
+    /// What the server's file must be for the upload to replace it
+    /// (default: anything, last upload wins); otherwise the answer is
+    /// `Service(Conflict)` and nothing changes.
+    pub expect: PutExpect,
+}
+
+/// A lock to take, change or release ([`Remote::lock`]), or to test
+/// ([`Remote::test_lock`], where `wait` and `pid` do not matter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockRequest {
+    /// The client's lock owner; one owner's locks never conflict.
+    pub owner: u64,
+    /// POSIX byte range or whole-file `flock`.
+    pub flavor: LockFlavor,
+    /// Shared, exclusive or release.
+    pub kind: LockKind,
+    /// First byte.
+    pub start: u64,
+    /// Last byte, inclusive; `u64::MAX` to the end of the file.
+    pub end: u64,
+    /// Wait until it can be granted.
+    pub wait: bool,
+    /// The locking process, reported to testers.
+    pub pid: u32,
+}
+
+fn no_locks() -> RemoteError {
+    RemoteError::Service(WireError::new(
+        ErrorCode::NoLocks,
+        "this remote does not grant locks",
+    ))
 }
 
 /// A remote export. Implemented over TCP by [`crate::TcpRemote`] and in
@@ -213,4 +247,36 @@ pub trait Remote: Send + Sync + 'static {
         rdev: u64,
         owner: Option<Owner>,
     ) -> Result<Meta, RemoteError>;
+
+    /// Takes, changes or releases a lock on the file at `path`, held by
+    /// this client's session on the server. A waiting request (`wait`)
+    /// returns once granted; when `cancelled` turns true while it waits,
+    /// the server is asked to give up and its answer (usually
+    /// `Interrupted`) is returned.
+    ///
+    /// # Errors
+    /// `Service(WouldBlock | Deadlock | Interrupted | NoLocks)`, transport
+    /// errors.
+    fn lock(
+        &self,
+        path: &RelPath,
+        req: &LockRequest,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<(), RemoteError> {
+        let _ = (path, req, cancelled);
+        Err(no_locks())
+    }
+
+    /// The lock of another owner that would block `req`, if any.
+    ///
+    /// # Errors
+    /// `Service(NoLocks)`, transport errors.
+    fn test_lock(
+        &self,
+        path: &RelPath,
+        req: &LockRequest,
+    ) -> Result<Option<LockHolder>, RemoteError> {
+        let _ = (path, req);
+        Err(no_locks())
+    }
 }

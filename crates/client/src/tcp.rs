@@ -25,18 +25,20 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{info, warn};
 use parking_lot::{Condvar, Mutex};
 use rfmount_proto::{
-    CHUNK_SIZE, ClientMsg, DirEntry, ErrorCode, FileKind, Hasher, Meta, Op, Owner, RelPath, Reply,
-    ServerMsg, SetAttr, StatFs, Version, WireError,
+    CHUNK_SIZE, ClientMsg, DirEntry, ErrorCode, FileKind, Hasher, LockHolder, Meta, Op, Owner,
+    PutExt, RelPath, Reply, ServerMsg, SetAttr, StatFs, Version, WireError,
 };
 
 use crate::connection::{Call, ConnectConfig, Connection};
 use crate::error::RemoteError;
-use crate::remote::{ExportInfo, GetOutcome, PutOptions, Remote};
+use crate::remote::{ExportInfo, GetOutcome, LockRequest, PutOptions, Remote};
 use crate::stats::RequestStats;
 
 /// First pause between reconnect attempts; doubled after each failure that
 /// was not a timeout.
 const BACKOFF_START: Duration = Duration::from_millis(200);
+/// How often a waiting lock request looks whether its caller gave up.
+const LOCK_POLL: Duration = Duration::from_millis(100);
 /// Longest pause between reconnect attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long a request made while the server is down waits for the
@@ -75,7 +77,21 @@ struct Link {
     export_id: String,
     state: Mutex<LinkState>,
     changed: Condvar,
+    /// Told after every reconnect whether the server kept this client's
+    /// locks (`Welcome.resumed`).
+    on_reconnect: Mutex<Option<HookSlot>>,
 }
+
+struct HookSlot(ReconnectHook);
+
+impl std::fmt::Debug for HookSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReconnectHook")
+    }
+}
+
+/// See [`TcpRemote::on_reconnect`].
+pub type ReconnectHook = Arc<dyn Fn(bool) + Send + Sync>;
 
 #[derive(Debug)]
 struct LinkState {
@@ -124,6 +140,7 @@ impl Link {
                 stop: false,
             }),
             changed: Condvar::new(),
+            on_reconnect: Mutex::new(None),
         })
     }
 
@@ -182,9 +199,11 @@ impl Link {
             let mut st = self.state.lock();
             st.attempting = false;
             st.attempts += 1;
+            let mut resumed = None;
             match result {
                 Ok(c) => {
                     info!("reconnected to {}", self.cfg.addr);
+                    resumed = Some(c.welcome().resumed);
                     st.conn = Some(c);
                     st.down = None;
                     st.down_since = None;
@@ -209,6 +228,13 @@ impl Link {
                 }
             }
             self.changed.notify_all();
+            drop(st);
+            if let Some(resumed) = resumed {
+                let hook = self.on_reconnect.lock().as_ref().map(|h| Arc::clone(&h.0));
+                if let Some(hook) = hook {
+                    hook(resumed);
+                }
+            }
         }
     }
 
@@ -263,6 +289,12 @@ impl TcpRemote {
             link.go_down(&mut st, why, false);
         }
         TcpRemote { info, link }
+    }
+
+    /// Calls `hook` on the reconnect thread after every reconnect, with
+    /// whether the server kept this client's locks across it.
+    pub fn on_reconnect(&self, hook: ReconnectHook) {
+        *self.link.on_reconnect.lock() = Some(HookSlot(hook));
     }
 
     /// True while a live connection exists (the server answered lately).
@@ -368,6 +400,8 @@ fn unexpected(msg: &ServerMsg) -> RemoteError {
         ServerMsg::DataEnd { .. } => "DataEnd",
         ServerMsg::Fatal(_) => "Fatal",
         ServerMsg::Welcome(_) => "Welcome",
+        ServerMsg::Invalidate(_) => "Invalidate",
+        ServerMsg::DataHole { .. } => "DataHole",
     };
     RemoteError::Protocol(format!("unexpected {what} frame from server"))
 }
@@ -422,6 +456,7 @@ impl Remote for TcpRemote {
         let call = conn.start(Op::Get {
             path: path.clone(),
             have,
+            sparse: false,
         })?;
         let meta = match expect_reply(&call)? {
             Reply::NotModified(m) => return Ok(GetOutcome::NotModified(m)),
@@ -470,6 +505,11 @@ impl Remote for TcpRemote {
             mode: opts.mode,
             mtime: opts.mtime,
             owner: opts.owner,
+            ext: PutExt {
+                atime: opts.atime,
+                expect: opts.expect,
+                ..PutExt::default()
+            },
         };
         let call = conn.start(op)?;
         let cancel = |call: &Call<'_>| {
@@ -507,10 +547,7 @@ impl Remote for TcpRemote {
             id: call.id,
             checksum: hasher.finish(),
         })?;
-        match expect_reply(&call)? {
-            Reply::Meta(m) => Ok(m),
-            r => Err(wrong_reply("PUT", &r)),
-        }
+        changed_meta("PUT", expect_reply(&call)?)
     }
 
     fn remove(&self, path: &RelPath) -> Result<(), RemoteError> {
@@ -529,14 +566,14 @@ impl Remote for TcpRemote {
     }
 
     fn mkdir(&self, path: &RelPath, mode: u32, owner: Option<Owner>) -> Result<Meta, RemoteError> {
-        match self.simple(Op::Mkdir {
-            path: path.clone(),
-            mode,
-            owner,
-        })? {
-            Reply::Meta(m) => Ok(m),
-            r => Err(wrong_reply("MKDIR", &r)),
-        }
+        changed_meta(
+            "MKDIR",
+            self.simple(Op::Mkdir {
+                path: path.clone(),
+                mode,
+                owner,
+            })?,
+        )
     }
 
     fn rmdir(&self, path: &RelPath) -> Result<(), RemoteError> {
@@ -544,13 +581,13 @@ impl Remote for TcpRemote {
     }
 
     fn setattr(&self, path: &RelPath, attr: SetAttr) -> Result<Meta, RemoteError> {
-        match self.simple(Op::SetAttr {
-            path: path.clone(),
-            attr,
-        })? {
-            Reply::Meta(m) => Ok(m),
-            r => Err(wrong_reply("SETATTR", &r)),
-        }
+        changed_meta(
+            "SETATTR",
+            self.simple(Op::SetAttr {
+                path: path.clone(),
+                attr,
+            })?,
+        )
     }
 
     fn statfs(&self) -> Result<StatFs, RemoteError> {
@@ -566,14 +603,14 @@ impl Remote for TcpRemote {
         target: &str,
         owner: Option<Owner>,
     ) -> Result<Meta, RemoteError> {
-        match self.simple(Op::Symlink {
-            path: path.clone(),
-            target: target.to_owned(),
-            owner,
-        })? {
-            Reply::Meta(m) => Ok(m),
-            r => Err(wrong_reply("SYMLINK", &r)),
-        }
+        changed_meta(
+            "SYMLINK",
+            self.simple(Op::Symlink {
+                path: path.clone(),
+                target: target.to_owned(),
+                owner,
+            })?,
+        )
     }
 
     fn readlink(&self, path: &RelPath) -> Result<String, RemoteError> {
@@ -584,13 +621,13 @@ impl Remote for TcpRemote {
     }
 
     fn link(&self, from: &RelPath, to: &RelPath) -> Result<Meta, RemoteError> {
-        match self.simple(Op::Link {
-            from: from.clone(),
-            to: to.clone(),
-        })? {
-            Reply::Meta(m) => Ok(m),
-            r => Err(wrong_reply("LINK", &r)),
-        }
+        changed_meta(
+            "LINK",
+            self.simple(Op::Link {
+                from: from.clone(),
+                to: to.clone(),
+            })?,
+        )
     }
 
     fn getxattr(&self, path: &RelPath, name: &str) -> Result<Vec<u8>, RemoteError> {
@@ -646,22 +683,87 @@ impl Remote for TcpRemote {
         rdev: u64,
         owner: Option<Owner>,
     ) -> Result<Meta, RemoteError> {
-        match self.simple(Op::Mknod {
+        changed_meta(
+            "MKNOD",
+            self.simple(Op::Mknod {
+                path: path.clone(),
+                kind,
+                mode,
+                rdev,
+                owner,
+            })?,
+        )
+    }
+
+    fn lock(
+        &self,
+        path: &RelPath,
+        req: &LockRequest,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<(), RemoteError> {
+        let conn = self.conn()?;
+        let call = conn.start(Op::Lock {
             path: path.clone(),
-            kind,
-            mode,
-            rdev,
-            owner,
+            owner: req.owner,
+            flavor: req.flavor,
+            kind: req.kind,
+            start: req.start,
+            end: req.end,
+            wait: req.wait,
+            pid: req.pid,
+        })?;
+        let mut cancel_sent = false;
+        let msg = loop {
+            if let Some(msg) = call.next_within(LOCK_POLL)? {
+                break msg;
+            }
+            if !cancel_sent && cancelled() {
+                cancel_sent = true;
+                conn.send(&ClientMsg::Cancel { id: call.id })?;
+            }
+        };
+        match msg {
+            ServerMsg::Reply { result, .. } => done("LOCK", result.map_err(RemoteError::Service)?),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn test_lock(
+        &self,
+        path: &RelPath,
+        req: &LockRequest,
+    ) -> Result<Option<LockHolder>, RemoteError> {
+        match self.simple(Op::TestLock {
+            path: path.clone(),
+            owner: req.owner,
+            flavor: req.flavor,
+            kind: req.kind,
+            start: req.start,
+            end: req.end,
         })? {
-            Reply::Meta(m) => Ok(m),
-            r => Err(wrong_reply("MKNOD", &r)),
+            Reply::Lock(h) => Ok(h),
+            r => Err(wrong_reply("TESTLOCK", &r)),
         }
     }
 }
 
 fn done(op: &str, r: Reply) -> Result<(), RemoteError> {
     match r {
-        Reply::Done => Ok(()),
+        // Older servers answer `Done`; this one what changed.
+        Reply::Done | Reply::Changed { .. } => Ok(()),
+        r => Err(wrong_reply(op, &r)),
+    }
+}
+
+/// The object's attributes from the answer to a change: `Meta` from older
+/// servers, `Changed` from this one.
+fn changed_meta(op: &str, r: Reply) -> Result<Meta, RemoteError> {
+    match r {
+        Reply::Meta(m)
+        | Reply::Changed {
+            meta: Some(m),
+            parents: _,
+        } => Ok(m),
         r => Err(wrong_reply(op, &r)),
     }
 }

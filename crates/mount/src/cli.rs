@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
+use crate::fs::PushSink;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use fuser::{Config, INodeNo, SessionACL};
@@ -40,13 +41,26 @@ Mount options (-o, comma-separated; also the options field of fstab):
   ro, rw                     read-only / read-write (a read-only export is always ro)
   allow_other                let other users use the mount (root, or user_allow_other)
   default_permissions        let the kernel check file modes
+  acl, noacl                 carry POSIX ACLs (setfacl/getfacl) to the server (default noacl)
   attr_timeout=SECS          how long attributes are trusted (default 1)
   dir_timeout=SECS           how long a listing is reused (default 1)
   idmap=none|user            user: the export root's owner shows as you
   noprefetch                 do not fetch a directory's next small files ahead
-  nopassthrough              do not let the kernel read cached files directly
+  passthrough, nopassthrough let the kernel read clean cached files directly
+                             (default off; used only while the server grants no
+                             callbacks: an open passthrough file sees remote changes
+                             only when reopened)
   uid=N, gid=N               show every file as owned by N
+  conflict=keep|error|overwrite
+                             when another writer changed a file since this mount's
+                             version, close keeps this mount's data beside it as
+                             NAME.conflict-HOST-STAMP (keep), fails with EIO
+                             leaving it dirty in the cache (error), or replaces the
+                             other writer's file (overwrite, default for now: last close wins)
   port=PORT                  the server's port, as -p
+  writeback, nowriteback     as --writeback: close returns once the file is safe in
+                             the local cache; uploads run in the background
+  uploads=N                  uploads a write-back mount runs at once (default 4)
   cache_dir=DIR, cache_size=SIZE, token_file=FILE, threads=N, log_file=FILE
                              as the --options of the same name
   loglevel=LEVEL             error, warn, info (default), debug or trace
@@ -71,7 +85,13 @@ umount /mnt/share (or fusermount3 -u) unmounts and ends the process.
 
 `rfmount status [MOUNTPOINT] [--json] [--watch]` shows a running mount's connection
 and round-trip time, cache use, files not yet uploaded, uploads in progress, retries,
-errors, and request counts with latency percentiles.
+failed write-back uploads, errors, and request counts with latency percentiles.
+
+Write-back (-o writeback): fsync(2) of a file waits for its upload; sync(1) and
+syncfs(2) do not reach FUSE daemons, so `rfmount sync MOUNTPOINT` waits until every
+file closed so far is on the server (exit 1 if the server stays unreachable for 10 s).
+Unmounting returns at once and rfmount exits once the pending uploads are done (after
+10 s if the server is unreachable; the rest is uploaded at the next mount).
 
 Without -f the process returns once the mount is up and logs to a file:
 --log-file, else $XDG_STATE_HOME/rfmount/rfmount.log, ~/.local/state/rfmount/rfmount.log,
@@ -122,6 +142,10 @@ struct Args {
     /// Log file of a background mount.
     #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
+    /// Write-back: close returns once the file is safe in the local cache;
+    /// uploads run in the background (as -o writeback).
+    #[arg(long)]
+    writeback: bool,
 }
 
 /// The clap definition of `rfmount`, for man pages and shell completions.
@@ -146,6 +170,9 @@ struct Plan {
 pub fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "status") {
         return crate::status::main(std::env::args_os().skip(2));
+    }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "sync") {
+        return crate::sync::main(std::env::args_os().skip(2));
     }
     let args = match Args::try_parse() {
         Ok(a) => a,
@@ -225,6 +252,7 @@ fn check(args: &Args) -> Result<Plan> {
     let mut cfg = MountConfig::new(cache_dir);
     cfg.apply_options(&opts.fs_options.join(","))
         .map_err(|e| anyhow!(e))?;
+    cfg.writeback |= args.writeback;
     let size = opts.cache_size.as_deref().unwrap_or(&args.cache_size);
     cfg.cache_size = parse_size(size).map_err(|e| anyhow!("cache size: {e}"))?;
     let threads = opts.threads.unwrap_or(args.threads);
@@ -379,6 +407,7 @@ fn mount(args: &Args, plan: &Plan) -> Result<Mounted> {
         conn = conn.with_token_file(t)?;
     }
     conn.tls = plan.tls.clone();
+    let hub = conn.callbacks.clone();
     let remote = Arc::new(connect(&server, conn, &cfg.cache_dir)?);
     let export = remote.export();
     if export.read_only && !cfg.read_only {
@@ -414,6 +443,21 @@ fn mount(args: &Args, plan: &Plan) -> Result<Mounted> {
     fs.set_invalidator(Box::new(move |ino| {
         if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {
             log::debug!("invalidating inode {ino}: {e}");
+        }
+    }));
+    if fs.config().writeback {
+        fs.start_uploaders().context("starting the uploaders")?;
+        info!(
+            "write-back mode: close returns once a file is safe in the cache; {} uploads at once",
+            fs.config().upload_workers
+        );
+    }
+    fs.set_kernel_notes(crate::fuse::kernel_notes(session.notifier())?);
+    hub.subscribe(Arc::new(PushSink(Arc::downgrade(&fs))));
+    let weak = Arc::downgrade(&fs);
+    remote.on_reconnect(Arc::new(move |resumed| {
+        if let Some(fs) = weak.upgrade() {
+            fs.reacquire_locks(resumed);
         }
     }));
     let session = session.spawn().context("starting the FUSE session")?;
@@ -468,6 +512,12 @@ fn serve(m: Mounted) -> Result<()> {
 
     let ended = || session.is_finished() || own.ended();
     loop {
+        // A mount holding locks notices a dead connection at once, so that
+        // it reconnects and takes its locks over (or again) before another
+        // client gets them, not only at its next request.
+        if fs.holds_locks() {
+            let _ = remote.health();
+        }
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(()) => {
                 info!("signal received, unmounting");
@@ -501,6 +551,9 @@ fn serve(m: Mounted) -> Result<()> {
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
+    if fs.config().writeback {
+        drain_uploads(&fs, &remote);
+    }
     stop.store(true, Ordering::SeqCst);
     let _ = retry.join();
     // A last try, bounded so that the process still exits promptly: what
@@ -528,6 +581,23 @@ fn serve(m: Mounted) -> Result<()> {
     // process.
     std::mem::forget(session);
     Ok(())
+}
+
+/// Unmounted in write-back mode: waits for every pending upload, for as
+/// long as the server is reachable, and a bounded time while it is not.
+/// What is left stays in the cache for the next mount.
+fn drain_uploads(fs: &RemoteFs<TcpRemote>, remote: &TcpRemote) {
+    let left = fs.pending_uploads();
+    if left == 0 {
+        return;
+    }
+    info!("waiting for {left} pending upload(s) before exiting");
+    match crate::sync::wait_for_uploads(fs, remote) {
+        Ok(()) => info!("all uploads done"),
+        Err(stuck) => {
+            warn!("exiting: {stuck}; they stay in the cache and are uploaded at the next mount")
+        }
+    }
 }
 
 /// A mount outlives its terminal (SIGHUP), and SIGUSR1 asks daemons for a

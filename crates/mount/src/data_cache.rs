@@ -33,7 +33,7 @@
 mod files;
 mod index;
 mod journal;
-mod recovery;
+pub(crate) mod recovery;
 mod startup;
 
 use std::io::{self, Write};
@@ -263,9 +263,25 @@ impl DataCache {
     /// # Errors
     /// The cache directory is not writable.
     pub fn create_empty(&self, path: &RelPath, mode: Option<u32>) -> io::Result<()> {
+        let base = self.entry(path).and_then(|o| o.version);
+        self.create_empty_from(path, mode, base)
+    }
+
+    /// As [`DataCache::create_empty`], recording `base` as the server
+    /// version the new content replaces (`None`: a new name), which its
+    /// upload names as its condition.
+    ///
+    /// # Errors
+    /// The cache directory is not writable.
+    pub fn create_empty_from(
+        &self,
+        path: &RelPath,
+        mode: Option<u32>,
+        base: Option<Version>,
+    ) -> io::Result<()> {
         let old = self.entry(path);
         let info = EntryInfo {
-            version: old.as_ref().and_then(|o| o.version),
+            version: base,
             dirty: true,
             writing: true,
             size: 0,
@@ -369,6 +385,23 @@ impl DataCache {
             ..e.info.clone()
         };
         self.store_locked(&mut ix, path, info, false)
+    }
+
+    /// As [`DataCache::seal`], with the record on stable storage when this
+    /// returns (write-back close: the caller flushed the data first).
+    ///
+    /// # Errors
+    /// The record write failed.
+    pub fn seal_durably(&self, path: &RelPath) -> io::Result<()> {
+        let mut ix = self.index.lock();
+        let Some(e) = ix.entries.get(path).filter(|e| e.info.writing) else {
+            return Ok(());
+        };
+        let info = EntryInfo {
+            writing: false,
+            ..e.info.clone()
+        };
+        self.store_locked(&mut ix, path, info, true)
     }
 
     /// The local copy of `path` is now the only one (its upload failed):

@@ -13,13 +13,17 @@
 //! across network I/O. The one lock held across a `PUT` is the per-file
 //! `FileState::upload`, which serialises uploads of that file alone.
 
+mod conflict;
 mod dir;
 mod files;
 mod links;
+mod locks;
 mod offline;
 mod passthrough;
 mod prefetch;
+mod pushed;
 mod stream;
+mod writeback;
 mod xattr;
 
 use std::collections::HashMap;
@@ -38,12 +42,18 @@ use crate::error::{FsError, FsResult};
 use crate::inodes::InodeTable;
 use crate::meta_cache::MetaCache;
 use crate::options::MountConfig;
+use crate::trust::Trust;
 
 pub use dir::DirSink;
 use dir::DirSnapshot;
 use files::{FileState, Handle};
+pub use locks::KernelLock;
+pub(crate) use locks::signal_pending;
 pub use passthrough::{Backer, Backing, KernelIo};
 pub use prefetch::Prefetcher;
+pub use pushed::{KernelNote, KernelNotes, PushSink};
+pub use writeback::FailedUpload;
+use writeback::UploadQueue;
 
 /// An inode number with its attributes, as replied to the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,14 +92,27 @@ pub struct RemoteFs<R: Remote> {
     dirs: RwLock<HashMap<u64, Arc<DirSnapshot>>>,
     next_fh: AtomicU64,
     invalidator: OnceLock<Invalidator>,
+    /// What may be served without asking (callbacks).
+    trust: Trust,
+    /// Where pushed changes are told to the kernel.
+    kernel_notes: OnceLock<KernelNotes>,
     /// Owners of files created here and not yet uploaded: their first PUT
     /// creates them on the server with the creator's ids.
     creators: Mutex<HashMap<RelPath, Owner>>,
+    /// Attribute names of recently asked files (see `xattr`).
+    xattr_names: Mutex<xattr::XattrNames>,
+    /// Access times set on files with unsent changes, carried by their
+    /// upload (in memory only: an atime is not worth a cache record).
+    atimes: Mutex<HashMap<RelPath, Timestamp>>,
     /// When the mount started (shown for directories known only from the
     /// cache).
     started: Timestamp,
     activity: Activity,
     prefetcher: Arc<Prefetcher>,
+    /// Uploads of a write-back mount (`-o writeback`), started at close.
+    uploads: UploadQueue,
+    /// Locks held on the server, to take again after it lost them.
+    held_locks: locks::HeldLocks,
 }
 
 impl<R: Remote> RemoteFs<R> {
@@ -107,10 +130,16 @@ impl<R: Remote> RemoteFs<R> {
             dirs: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             invalidator: OnceLock::new(),
+            trust: Trust::default(),
+            kernel_notes: OnceLock::new(),
             creators: Mutex::new(HashMap::new()),
+            xattr_names: Mutex::default(),
+            atimes: Mutex::new(HashMap::new()),
             started: offline::now(),
             activity: Activity::default(),
             prefetcher: Arc::default(),
+            uploads: UploadQueue::default(),
+            held_locks: locks::HeldLocks::default(),
         }
     }
 
@@ -191,6 +220,12 @@ impl<R: Remote> RemoteFs<R> {
         }
     }
 
+    /// True when `ino` has no name left: unlinked (or replaced) while
+    /// open.
+    pub fn is_unlinked(&self, ino: u64) -> bool {
+        self.inodes.lock().path(ino).is_none()
+    }
+
     /// Attributes of `ino`.
     ///
     /// # Errors
@@ -229,12 +264,20 @@ impl<R: Remote> RemoteFs<R> {
                     .ok_or_else(FsError::enoent);
             }
         }
+        if self.meta.lock().known_absent(path) {
+            return Err(FsError::enoent());
+        }
+        let ticket = self.trust.ticket();
         match self.remote.stat(path) {
             Ok(m) => {
-                self.meta.lock().put_attr(path, m.clone());
+                let trusted = self.trust.granted(ticket);
+                self.meta.lock().put_attr_as(path, m.clone(), trusted);
                 Ok(m)
             }
-            Err(e) if e.code() == Some(ErrorCode::NotFound) => Err(FsError::enoent()),
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => {
+                self.meta.lock().put_absent(path);
+                Err(FsError::enoent())
+            }
             Err(e) if e.is_transport() => self
                 .offline_meta(path)
                 .or_else(|| self.cached_meta(path).map(Ok))
@@ -331,6 +374,10 @@ impl<R: Remote> RemoteFs<R> {
     pub fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
         self.check_writable()?;
         let path = self.child(parent, name)?;
+        // An upload of this file in flight would land after the removal
+        // and bring the file back.
+        let states = self.states_of(&[&path]);
+        let _quiet: Vec<_> = states.iter().map(|s| s.upload.lock()).collect();
         let local_only = self
             .cache
             .entry(&path)
@@ -360,6 +407,7 @@ impl<R: Remote> RemoteFs<R> {
         }
         drop(mc);
         self.creators.lock().remove(&path);
+        self.atimes.lock().remove(&path);
         Ok(())
     }
 
@@ -417,10 +465,27 @@ impl<R: Remote> RemoteFs<R> {
         if self.has_unsent_beneath(&to) {
             return Err(not_empty());
         }
-        let local_only = self
-            .cache
-            .entry(&from)
+        // Uploads in flight of either file would land under the old name
+        // (bringing it back) or over the renamed file.
+        let states = self.states_of(&[&from, &to]);
+        let _quiet: Vec<_> = states.iter().map(|s| s.upload.lock()).collect();
+        let entry = self.cache.entry(&from);
+        let local_only = entry
+            .as_ref()
             .is_some_and(|e| e.dirty && e.version.is_none());
+        let dirty = entry.is_some_and(|e| e.dirty);
+        // The replaced file loses a link: its other names' link count and
+        // ctime change.
+        let replaced: Vec<RelPath> = {
+            let inodes = self.inodes.lock();
+            inodes
+                .ino(&to)
+                .map(|i| inodes.names(i))
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| *p != to)
+                .collect()
+        };
         match self.remote.rename(&from, &to, flags) {
             Ok(()) => {}
             Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => {}
@@ -434,9 +499,14 @@ impl<R: Remote> RemoteFs<R> {
             for dir in [from.parent(), to.parent()].into_iter().flatten() {
                 mc.dir_changed(&dir);
             }
+            for p in &replaced {
+                mc.invalidate(p);
+            }
             // rename(2) keeps the mode; a file with unsent changes takes
-            // its mode from here until it is uploaded.
-            if let Some(m) = moved {
+            // its mode from here until it is uploaded. Any other object is
+            // asked for again: the server's rename changed its ctime.
+            if let Some(mut m) = moved.filter(|_| dirty) {
+                m.ctime = Timestamp::from_system(SystemTime::now());
                 mc.put_attr(&to, m);
             }
         }
@@ -444,11 +514,30 @@ impl<R: Remote> RemoteFs<R> {
         self.forget_stream(&from);
         self.inodes.lock().rename(&from, &to);
         self.cache.rename(&from, &to);
+        self.uploads.rename(&from, &to);
         let mut creators = self.creators.lock();
         if let Some(o) = creators.remove(&from) {
-            creators.insert(to, o);
+            creators.insert(to.clone(), o);
+        }
+        drop(creators);
+        let mut atimes = self.atimes.lock();
+        if let Some(t) = atimes.remove(&from) {
+            atimes.insert(to, t);
         }
         Ok(())
+    }
+
+    /// The per-file states of `paths` that exist, in inode order (the order
+    /// their upload locks are taken in when several are).
+    fn states_of(&self, paths: &[&RelPath]) -> Vec<Arc<FileState>> {
+        let mut inos: Vec<u64> = {
+            let inodes = self.inodes.lock();
+            paths.iter().filter_map(|p| inodes.ino(p)).collect()
+        };
+        inos.sort_unstable();
+        inos.dedup();
+        let files = self.files.lock();
+        inos.iter().filter_map(|i| files.get(i).cloned()).collect()
     }
 
     /// True when files created or changed here, not yet uploaded, live

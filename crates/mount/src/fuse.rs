@@ -10,15 +10,18 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use log::{debug, warn};
 use rfmount_client::Remote;
 use rfmount_proto::{FileKind, Meta, Owner, SetTime, Timestamp};
 
 use crate::error::FsError;
-use crate::fs::{Attr, Backer, Backing, DirSink, KernelIo, Opened, RemoteFs};
+use crate::fs::signal_pending;
+use crate::fs::{
+    Attr, Backer, Backing, DirSink, KernelIo, KernelLock, KernelNote, KernelNotes, Opened, RemoteFs,
+};
 use crate::idmap::{IdMap, IdMapMode};
 use crate::inodes::ROOT;
 
@@ -63,8 +66,26 @@ impl<R: Remote> FuseFs<R> {
         }
     }
 
+    /// How long the kernel may keep what it is told: the configured
+    /// timeout while callbacks are live (changes are pushed), else at most
+    /// the short one of a broken connection.
+    fn ttl(&self) -> Duration {
+        if self.fs.callbacks_live() {
+            self.ttl
+        } else {
+            self.ttl.min(crate::meta_cache::BROKEN_TTL)
+        }
+    }
+
     fn attr(&self, a: &Attr) -> FileAttr {
-        to_file_attr(a.ino, &a.meta, &self.ids)
+        let mut fa = to_file_attr(a.ino, &a.meta, &self.ids);
+        // 0 links usually marks a placeholder, shown as 1; but a file
+        // unlinked while open really has none left, and fstat must say so
+        // (the kernel's own count is replaced by this reply).
+        if a.meta.nlink == 0 && self.fs.is_unlinked(a.ino) {
+            fa.nlink = 0;
+        }
+        fa
     }
 
     /// The server owner for an object the caller of `req` creates.
@@ -144,6 +165,19 @@ fn reply_error(op: &str, e: &FsError) -> Errno {
     Errno::from_i32(errno)
 }
 
+/// Refusals of a lock are answers (another owner has it, the caller was
+/// interrupted), not failures to warn about.
+fn lock_reply_error(e: &FsError) -> Errno {
+    let errno = e.errno();
+    match errno {
+        libc::EAGAIN | libc::EINTR => {
+            debug!("setlk: {e}");
+            Errno::from_i32(errno)
+        }
+        _ => reply_error("setlk", e),
+    }
+}
+
 fn name_str(name: &OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::from_i32(libc::EINVAL))
 }
@@ -219,7 +253,12 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         // readdirplus: `ls -l` gets every attribute from the listing, with
         // no lookup per entry. Atomic O_TRUNC: `open(O_TRUNC)` arrives as
         // one request, so a truncating open needs no fetch.
-        let wanted = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_ATOMIC_O_TRUNC;
+        // POSIX and flock locks: without these the kernel keeps locks on
+        // this machine and other mounts never see them.
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_POSIX_LOCKS
+            | InitFlags::FUSE_FLOCK_LOCKS;
         if let Err(missing) = config.add_capabilities(wanted) {
             debug!("kernel lacks capabilities {missing:?}");
         }
@@ -241,7 +280,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name_or_reply!(name, reply);
         match self.fs.lookup(parent.0, name) {
-            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Ok(a) => reply.entry(&self.ttl(), &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("lookup", &e)),
         }
     }
@@ -252,7 +291,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&self.ttl, &self.attr(&a)),
+            Ok(a) => reply.attr(&self.ttl(), &self.attr(&a)),
             Err(e) => reply.error(reply_error("getattr", &e)),
         }
     }
@@ -283,7 +322,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             .fs
             .setattr(ino.0, mode, size, set_time(atime), set_time(mtime), owner)
         {
-            Ok(a) => reply.attr(&self.ttl, &self.attr(&a)),
+            Ok(a) => reply.attr(&self.ttl(), &self.attr(&a)),
             Err(e) => reply.error(reply_error("setattr", &e)),
         }
     }
@@ -302,7 +341,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             .fs
             .mkdir(parent.0, name, mode & !umask, self.creator(req))
         {
-            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Ok(a) => reply.entry(&self.ttl(), &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("mkdir", &e)),
         }
     }
@@ -412,12 +451,15 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.fs.flush(fh.0) {
+        let uploaded = self.fs.flush(fh.0);
+        // close(2) drops the POSIX locks of the closing process.
+        self.fs.release_locks(ino.0, lock_owner.0);
+        match uploaded {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(reply_error("flush (upload)", &e)),
         }
@@ -426,15 +468,84 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // The last close of an open file drops its flock lock.
+        if let Some(owner) = lock_owner {
+            self.fs.release_locks(ino.0, owner.0);
+        }
         self.fs.release(fh.0);
         reply.ok();
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        let lk = KernelLock {
+            start,
+            end,
+            typ,
+            pid,
+        };
+        match self.fs.getlk(ino.0, lock_owner.0, lk) {
+            Ok(l) => reply.locked(l.start, l.end, l.typ, l.pid),
+            Err(e) => reply.error(reply_error("getlk", &e)),
+        }
+    }
+
+    fn setlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let lk = KernelLock {
+            start,
+            end,
+            typ,
+            pid,
+        };
+        let fs = Arc::clone(&self.fs);
+        let tid = req.pid();
+        let run = move || {
+            let cancelled = || signal_pending(tid);
+            match fs.setlk(ino.0, lock_owner.0, lk, sleep, &cancelled) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(lock_reply_error(&e)),
+            }
+        };
+        if !sleep {
+            run();
+            return;
+        }
+        // A wait may be long: it must not hold one of the few FUSE threads.
+        if let Err(e) = std::thread::Builder::new()
+            .name("rfmount-lockwait".into())
+            .spawn(run)
+        {
+            warn!("cannot start a thread for a waiting lock: {e}");
+        }
     }
 
     fn fsync(
@@ -485,7 +596,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     ) {
         let mut sink = PlusSink {
             reply: &mut reply,
-            ttl: self.ttl,
+            ttl: self.ttl(),
             ids: self.ids,
         };
         match self.fs.readdir(fh.0, offset, true, &mut sink) {
@@ -552,7 +663,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
                 // The inode is in passthrough for a handle still open.
                 KernelIo::Passthrough(b) => match b.downcast_ref::<BackingId>() {
                     Some(id) => reply.created_passthrough(
-                        &self.ttl,
+                        &self.ttl(),
                         &self.attr(&a),
                         GEN,
                         FileHandle(o.fh),
@@ -562,7 +673,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
                     None => reply.error(Errno::from_i32(libc::EIO)),
                 },
                 KernelIo::Cached => reply.created(
-                    &self.ttl,
+                    &self.ttl(),
                     &self.attr(&a),
                     GEN,
                     FileHandle(o.fh),
@@ -632,7 +743,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         let name = name_or_reply!(link_name, reply);
         let target = name_or_reply!(target.as_os_str(), reply);
         match self.fs.symlink(parent.0, name, target, self.creator(req)) {
-            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Ok(a) => reply.entry(&self.ttl(), &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("symlink", &e)),
         }
     }
@@ -654,7 +765,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     ) {
         let name = name_or_reply!(newname, reply);
         match self.fs.link(ino.0, newparent.0, name) {
-            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Ok(a) => reply.entry(&self.ttl(), &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("link", &e)),
         }
     }
@@ -675,8 +786,42 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             .fs
             .mknod(parent.0, name, mode, u64::from(rdev), self.creator(req))
         {
-            Ok(a) => reply.entry(&self.ttl, &self.attr(&a), GEN),
+            Ok(a) => reply.entry(&self.ttl(), &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("mknod", &e)),
         }
     }
+}
+
+/// A sender of [`KernelNote`]s to the kernel on a thread of its own: a
+/// notification may wait on the kernel, which may be waiting on a request
+/// that needs the connection's reader, where the notes come from.
+///
+/// # Errors
+/// When the thread cannot be started.
+pub fn kernel_notes(notifier: fuser::Notifier) -> std::io::Result<KernelNotes> {
+    let (tx, rx) = std::sync::mpsc::channel::<KernelNote>();
+    std::thread::Builder::new()
+        .name("rfmount-notes".into())
+        .spawn(move || {
+            for note in rx {
+                log::debug!("telling the kernel {note:?}");
+                let r = match &note {
+                    KernelNote::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+                    KernelNote::Entry(parent, name) => {
+                        notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
+                    }
+                    KernelNote::Delete(parent, child, name) => {
+                        notifier.delete(INodeNo(*parent), INodeNo(*child), OsStr::new(name))
+                    }
+                };
+                // ENOENT: the kernel did not hold it; nothing to drop.
+                if let Err(e) = r {
+                    log::debug!("telling the kernel {note:?}: {e}");
+                }
+            }
+        })?;
+    let tx = parking_lot::Mutex::new(tx);
+    Ok(Box::new(move |n| {
+        let _ = tx.lock().send(n);
+    }))
 }

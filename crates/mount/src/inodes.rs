@@ -83,6 +83,15 @@ impl InodeTable {
         self.by_ino.get(&ino).and_then(|i| i.path.clone())
     }
 
+    /// Every named inode at or beneath `path`, with its path.
+    pub fn known_beneath(&self, path: &RelPath) -> Vec<(u64, RelPath)> {
+        self.by_path
+            .iter()
+            .filter(|(p, _)| p.starts_with(path))
+            .map(|(p, &i)| (i, p.clone()))
+            .collect()
+    }
+
     /// The inode for `path` if one exists.
     pub fn ino(&self, path: &RelPath) -> Option<u64> {
         self.by_path.get(path).copied()

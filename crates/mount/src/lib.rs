@@ -38,6 +38,8 @@ pub mod meta_cache;
 pub mod options;
 mod own_mount;
 mod status;
+mod sync;
+pub mod trust;
 
 pub use error::{FsError, FsResult};
 pub use fs::RemoteFs;

@@ -4,6 +4,11 @@
 //! in that directory) and the attributes of every child, so `ls -l` of a
 //! 10,000-file directory costs one round trip. Entries expire after the
 //! configured timeouts; every local change invalidates what it touches.
+//!
+//! An entry read under a server callback is *trusted*: it stays valid
+//! whatever its age until the server pushes an invalidation (or the
+//! connection breaks, which makes every entry ordinary again), so it is
+//! served with no round trip at all.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -69,9 +74,24 @@ impl Listing {
 pub struct MetaCache {
     attr_ttl: Duration,
     dir_ttl: Duration,
-    attrs: HashMap<RelPath, (Meta, Instant)>,
-    dirs: HashMap<RelPath, (Arc<Listing>, Instant)>,
+    attrs: HashMap<RelPath, (Meta, Instant, bool)>,
+    dirs: HashMap<RelPath, (Arc<Listing>, Instant, bool)>,
+    /// The connection broke: until the next one is up, nothing is served
+    /// for longer than [`BROKEN_TTL`], whatever the configured timeouts
+    /// (which may be long because invalidations are pushed).
+    broken: bool,
+    /// Names the server just said do not exist, trusted for at most
+    /// [`ABSENT_TTL`]: a `cp` or `tar x` looks a new name up several times
+    /// before it creates it, and each would be a STAT answered NotFound.
+    /// No callback covers them, so they are never trusted for longer.
+    absent: HashMap<RelPath, Instant>,
 }
+
+/// The longest an entry is reused while callbacks are void.
+pub const BROKEN_TTL: Duration = Duration::from_secs(1);
+
+/// The longest a "no such name" answer is reused.
+pub const ABSENT_TTL: Duration = Duration::from_secs(1);
 
 impl MetaCache {
     /// Empty caches with these lifetimes.
@@ -81,6 +101,24 @@ impl MetaCache {
             dir_ttl,
             attrs: HashMap::new(),
             dirs: HashMap::new(),
+            broken: false,
+            absent: HashMap::new(),
+        }
+    }
+
+    fn attr_ttl(&self) -> Duration {
+        if self.broken {
+            self.attr_ttl.min(BROKEN_TTL)
+        } else {
+            self.attr_ttl
+        }
+    }
+
+    fn dir_ttl(&self) -> Duration {
+        if self.broken {
+            self.dir_ttl.min(BROKEN_TTL)
+        } else {
+            self.dir_ttl
         }
     }
 
@@ -88,66 +126,126 @@ impl MetaCache {
     pub fn attr(&self, path: &RelPath) -> Option<Meta> {
         self.attrs
             .get(path)
-            .filter(|(_, t)| t.elapsed() < self.attr_ttl)
-            .map(|(m, _)| m.clone())
+            .filter(|(_, t, trusted)| *trusted || t.elapsed() < self.attr_ttl())
+            .map(|(m, _, _)| m.clone())
+    }
+
+    /// Attributes of `path` held under a callback.
+    pub fn attr_trusted(&self, path: &RelPath) -> Option<Meta> {
+        self.attrs
+            .get(path)
+            .filter(|(_, _, trusted)| *trusted)
+            .map(|(m, _, _)| m.clone())
+    }
+
+    /// A listing of `dir` held under a callback.
+    pub fn listing_trusted(&self, dir: &RelPath) -> Option<Arc<Listing>> {
+        self.dirs
+            .get(dir)
+            .filter(|(_, _, trusted)| *trusted)
+            .map(|(l, _, _)| l.clone())
     }
 
     /// Cached attributes of `path`, however old: for answering while the
     /// server is unreachable.
     pub fn attr_any(&self, path: &RelPath) -> Option<Meta> {
-        self.attrs.get(path).map(|(m, _)| m.clone())
+        self.attrs.get(path).map(|(m, _, _)| m.clone())
     }
 
     /// The last listing of `dir`, however old (see [`MetaCache::attr_any`]).
     pub fn listing_any(&self, dir: &RelPath) -> Option<Arc<Listing>> {
-        self.dirs.get(dir).map(|(l, _)| l.clone())
+        self.dirs.get(dir).map(|(l, _, _)| l.clone())
+    }
+
+    /// True when the server said `path` does not exist within the
+    /// attribute lifetime, and nothing here created it since.
+    pub fn known_absent(&self, path: &RelPath) -> bool {
+        self.absent
+            .get(path)
+            .is_some_and(|t| t.elapsed() < self.attr_ttl.min(ABSENT_TTL))
+    }
+
+    /// Records the server's answer that `path` does not exist.
+    pub fn put_absent(&mut self, path: &RelPath) {
+        if self.absent.len() > 10_000 {
+            let ttl = self.attr_ttl.min(ABSENT_TTL);
+            self.absent.retain(|_, t| t.elapsed() < ttl);
+        }
+        self.attrs.remove(path);
+        self.absent.insert(path.clone(), Instant::now());
     }
 
     /// Records attributes just received.
     pub fn put_attr(&mut self, path: &RelPath, meta: Meta) {
+        self.put_attr_as(path, meta, false);
+    }
+
+    /// Records attributes just received, `trusted` when under a callback.
+    pub fn put_attr_as(&mut self, path: &RelPath, meta: Meta, trusted: bool) {
+        self.absent.remove(path);
         self.attrs
-            .insert(path.clone(), (meta.clone(), Instant::now()));
+            .insert(path.clone(), (meta, Instant::now(), trusted));
     }
 
     /// A fresh listing of `dir`, if cached.
     pub fn listing(&self, dir: &RelPath) -> Option<Arc<Listing>> {
         self.dirs
             .get(dir)
-            .filter(|(_, t)| t.elapsed() < self.dir_ttl)
-            .map(|(l, _)| l.clone())
+            .filter(|(_, t, trusted)| *trusted || t.elapsed() < self.dir_ttl())
+            .map(|(l, _, _)| l.clone())
     }
 
     /// Records a listing and the attributes of its children.
     pub fn put_listing(&mut self, dir: &RelPath, listing: Arc<Listing>) {
+        self.put_listing_as(dir, listing, false);
+    }
+
+    /// Records a listing and its children's attributes, `trusted` when
+    /// under a callback (a directory's callback covers its listing, which
+    /// carries every child's attributes).
+    pub fn put_listing_as(&mut self, dir: &RelPath, listing: Arc<Listing>, trusted: bool) {
         let now = Instant::now();
         // Bound memory: expired entries are dropped whenever a big listing
         // arrives, so repeated `ls -R` of a huge tree does not accumulate.
         if self.attrs.len() > 100_000 {
             let ttl = self.attr_ttl;
-            self.attrs.retain(|_, (_, t)| t.elapsed() < ttl);
+            self.attrs
+                .retain(|_, (_, t, trusted)| *trusted || t.elapsed() < ttl);
             let dttl = self.dir_ttl;
-            self.dirs.retain(|_, (_, t)| t.elapsed() < dttl);
+            self.dirs
+                .retain(|_, (_, t, trusted)| *trusted || t.elapsed() < dttl);
         }
         for e in &listing.entries {
             if let Ok(p) = dir.join(&e.name) {
-                self.attrs.insert(p, (e.meta.clone(), now));
+                self.absent.remove(&p);
+                self.attrs.insert(p, (e.meta.clone(), now, trusted));
             }
         }
-        self.dirs.insert(dir.clone(), (listing, now));
+        self.dirs.insert(dir.clone(), (listing, now, trusted));
     }
 
     /// Records that this mount created or changed `path`: its attributes,
     /// and the parent's cached listing updated in place rather than dropped,
     /// so that looking up the next new name in that directory (`tar x`,
     /// `cp -r`) needs no round trip.
+    ///
+    /// The new attributes stay trusted when the old ones or the parent's
+    /// listing were: the server keeps this mount's callbacks across its own
+    /// changes, and any other change since would have dropped them.
     pub fn note_entry(&mut self, path: &RelPath, meta: Meta) {
+        self.absent.remove(path);
+        let parent_trusted = path
+            .parent()
+            .and_then(|p| self.dirs.get(&p))
+            .is_some_and(|(_, _, t)| *t);
+        let trusted = parent_trusted || self.attrs.get(path).is_some_and(|(_, _, t)| *t);
         self.attrs
-            .insert(path.clone(), (meta.clone(), Instant::now()));
+            .insert(path.clone(), (meta.clone(), Instant::now(), trusted));
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return;
         };
         self.dir_changed(&parent);
-        if let Some((l, _)) = self.dirs.get_mut(&parent) {
+        if let Some((l, _, _)) = self.dirs.get_mut(&parent) {
             Arc::make_mut(l).upsert(name, meta);
         }
     }
@@ -156,7 +254,7 @@ impl MetaCache {
     pub fn note_empty_dir(&mut self, dir: &RelPath) {
         self.dirs.insert(
             dir.clone(),
-            (Arc::new(Listing::new(Vec::new())), Instant::now()),
+            (Arc::new(Listing::new(Vec::new())), Instant::now(), false),
         );
     }
 
@@ -168,7 +266,7 @@ impl MetaCache {
             return;
         };
         self.dir_changed(&parent);
-        if let Some((l, _)) = self.dirs.get_mut(&parent) {
+        if let Some((l, _, _)) = self.dirs.get_mut(&parent) {
             Arc::make_mut(l).remove(name);
         }
     }
@@ -188,9 +286,47 @@ impl MetaCache {
     /// Forgets the attributes of `path` and the listing of its parent.
     pub fn invalidate(&mut self, path: &RelPath) {
         self.attrs.remove(path);
+        self.absent.remove(path);
         if let Some(parent) = path.parent() {
             self.dirs.remove(&parent);
         }
+    }
+
+    /// The server pushed a change of `path`: its attributes, its own
+    /// listing and its parent's listing are gone (the parent's carries its
+    /// attributes); with `tree`, everything beneath it too.
+    pub fn pushed(&mut self, path: &RelPath, tree: bool) {
+        self.attrs.remove(path);
+        self.dirs.remove(path);
+        if let Some(parent) = path.parent() {
+            self.dirs.remove(&parent);
+            // The parent's mtime (and link count) changed with its listing.
+            self.attrs.remove(&parent);
+        }
+        if tree {
+            self.attrs.retain(|p, _| !p.starts_with(path));
+            self.dirs.retain(|p, _| !p.starts_with(path));
+        }
+    }
+
+    /// The connection broke: nothing is trusted any more; entries age out
+    /// by the timeouts from when they were read.
+    pub fn distrust_all(&mut self) {
+        self.broken = true;
+        for v in self.attrs.values_mut() {
+            v.2 = false;
+        }
+        for v in self.dirs.values_mut() {
+            v.2 = false;
+        }
+    }
+
+    /// Forgets everything (a new connection after a break: whatever was
+    /// read before may have changed unseen).
+    pub fn clear(&mut self) {
+        self.broken = false;
+        self.attrs.clear();
+        self.dirs.clear();
     }
 
     /// Forgets `path`, everything beneath it, and its parent's listing.
@@ -198,6 +334,7 @@ impl MetaCache {
         self.invalidate(path);
         self.attrs.retain(|p, _| !p.starts_with(path));
         self.dirs.retain(|p, _| !p.starts_with(path));
+        self.absent.retain(|p, _| !p.starts_with(path));
     }
 }
 

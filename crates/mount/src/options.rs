@@ -19,12 +19,20 @@ pub struct MountConfig {
     pub allow_other: bool,
     /// `-o default_permissions`: the kernel checks modes.
     pub default_permissions: bool,
+    /// `-o acl`: POSIX ACLs are carried to the server. Off by default:
+    /// `ls -l` asks for every file's ACL, one round trip each.
+    pub acl: bool,
     /// Root of the on-disk cache (the export id is appended).
     pub cache_dir: PathBuf,
     /// Bound of the data cache in bytes, unsent changes included.
     pub cache_size: u64,
     /// How often files whose upload failed are retried.
     pub retry_interval: Duration,
+    /// `-o writeback`: `close` returns once the file is durable in the
+    /// cache, and uploads run in the background (see `fs::writeback`).
+    pub writeback: bool,
+    /// `-o uploads=N`: uploads a write-back mount runs at once.
+    pub upload_workers: usize,
     /// `-o idmap=none|user` (see [`crate::idmap`]).
     pub idmap: IdMapMode,
     /// `-o uid=N`: every file appears owned by user N.
@@ -37,10 +45,33 @@ pub struct MountConfig {
     /// Fetch the next small files of a directory ahead while a program
     /// reads them in order (`-o noprefetch` turns it off).
     pub prefetch: bool,
-    /// Let the kernel read clean, fully cached files straight from the
-    /// cache file (FUSE passthrough) where it can (`-o nopassthrough`
-    /// turns it off).
+    /// `-o passthrough`: let the kernel read clean, fully cached files
+    /// straight from the cache file (FUSE passthrough) where it can. Off by
+    /// default: a handle in passthrough sees the server's changes only at
+    /// its next open (close-to-open), not a pushed change or a lock's new
+    /// version while it stays open, so it is only used while the server
+    /// grants no callbacks.
     pub passthrough: bool,
+    /// `-o conflict=keep|error|overwrite`: what a close does when another
+    /// writer changed the server's file since this mount's version.
+    pub conflict: ConflictMode,
+}
+
+/// What to do with an upload the server refuses because its file changed
+/// since the version the writer started from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConflictMode {
+    /// Upload this mount's data beside the file as
+    /// `NAME.conflict-HOST-STAMP`, log it, and let `close` succeed.
+    Keep,
+    /// Fail `close` with EIO; the data stays dirty in the cache.
+    Error,
+    /// Replace the server's file anyway (last close wins).
+    // The default until a mount can never conflict with its own earlier
+    // upload (a file renamed and rewritten while other descriptors of it
+    // stay open still can).
+    #[default]
+    Overwrite,
 }
 
 impl MountConfig {
@@ -52,15 +83,19 @@ impl MountConfig {
             read_only: false,
             allow_other: false,
             default_permissions: false,
+            acl: false,
             cache_dir,
             cache_size: 1 << 30,
             retry_interval: Duration::from_secs(5),
+            writeback: false,
+            upload_workers: 4,
             idmap: IdMapMode::None,
             uid: None,
             gid: None,
             timeout: rfmount_client::DEFAULT_TIMEOUT,
             prefetch: true,
-            passthrough: true,
+            passthrough: false,
+            conflict: ConflictMode::Overwrite,
         }
     }
 
@@ -83,6 +118,10 @@ impl MountConfig {
                 ("nopassthrough", None) => self.passthrough = false,
                 ("allow_other", None) => self.allow_other = true,
                 ("default_permissions", None) => self.default_permissions = true,
+                ("writeback", None) => self.writeback = true,
+                ("nowriteback", None) => self.writeback = false,
+                ("acl", None) => self.acl = true,
+                ("noacl", None) => self.acl = false,
                 ("attr_timeout", Some(v)) => self.attr_timeout = seconds(key, v)?,
                 ("dir_timeout", Some(v)) => self.dir_timeout = seconds(key, v)?,
                 ("idmap", Some("none")) => self.idmap = IdMapMode::None,
@@ -90,6 +129,21 @@ impl MountConfig {
                 ("idmap", v) => {
                     return Err(format!(
                         "idmap={}: must be idmap=none or idmap=user",
+                        v.unwrap_or("")
+                    ));
+                }
+                ("uploads", Some(v)) => {
+                    self.upload_workers = match v.parse() {
+                        Ok(n @ 1..=64) => n,
+                        _ => return Err(format!("{key}={v}: must be a number from 1 to 64")),
+                    }
+                }
+                ("conflict", Some("keep")) => self.conflict = ConflictMode::Keep,
+                ("conflict", Some("error")) => self.conflict = ConflictMode::Error,
+                ("conflict", Some("overwrite")) => self.conflict = ConflictMode::Overwrite,
+                ("conflict", v) => {
+                    return Err(format!(
+                        "conflict={}: must be conflict=keep, conflict=error or conflict=overwrite",
                         v.unwrap_or("")
                     ));
                 }
@@ -102,7 +156,7 @@ impl MountConfig {
                     }
                     self.timeout = t;
                 }
-                ("attr_timeout" | "dir_timeout" | "timeout" | "uid" | "gid", None) => {
+                ("attr_timeout" | "dir_timeout" | "timeout" | "uid" | "gid" | "uploads", None) => {
                     return Err(format!("option {key} needs a value, e.g. {key}=1"));
                 }
                 _ => return Err(format!("unknown mount option {opt:?}")),
@@ -176,6 +230,17 @@ mod tests {
         assert_eq!(c.timeout, Duration::from_secs(2));
         assert!(c.apply_options("timeout=0").is_err());
         assert!(c.apply_options("timeout").is_err());
+        assert!(!c.writeback);
+        c.apply_options("writeback").unwrap();
+        assert!(c.writeback);
+        c.apply_options("nowriteback").unwrap();
+        assert!(!c.writeback);
+        assert!(c.apply_options("writeback=1").is_err());
+        c.apply_options("uploads=2").unwrap();
+        assert_eq!(c.upload_workers, 2);
+        for bad in ["uploads=0", "uploads=65", "uploads=x", "uploads"] {
+            assert!(c.apply_options(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! Each mount answers on a Unix socket private to its user:
 //! `$XDG_RUNTIME_DIR/rfmount/` (else `/tmp/rfmount-UID/`), directory 0700,
 //! socket 0600, named by a hash of the mount point. A client connects,
-//! sends `json` or `text` and a newline, and reads the answer until EOF.
+//! sends `json`, `text` or `sync` (see [`crate::sync`]) and a newline, and
+//! reads the answer until EOF.
 //! Not a file inside the mount: nothing there can be confused with data.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -25,7 +26,7 @@ use clap::Parser;
 use rfmount_client::{Health, OpStats, TcpRemote};
 
 use crate::activity::{self, UploadProgress};
-use crate::fs::RemoteFs;
+use crate::fs::{FailedUpload, RemoteFs};
 
 /// The directory holding this user's status sockets.
 fn socket_dir() -> PathBuf {
@@ -36,7 +37,7 @@ fn socket_dir() -> PathBuf {
     }
 }
 
-fn socket_path(mountpoint: &Path) -> PathBuf {
+pub(crate) fn socket_path(mountpoint: &Path) -> PathBuf {
     let h = blake3::hash(mountpoint.as_os_str().as_encoded_bytes());
     socket_dir().join(format!("{}.sock", &h.to_hex()[..16]))
 }
@@ -73,16 +74,23 @@ pub(crate) fn serve(
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    let info = Info {
+    let info = Arc::new(Info {
         source,
         mountpoint: mountpoint.to_path_buf(),
         started: Instant::now(),
-    };
+    });
     std::thread::Builder::new()
         .name("rf-status".into())
         .spawn(move || {
             for conn in listener.incoming().flatten() {
-                let _ = answer(conn, &fs, &remote, &info);
+                // One thread each: `rfmount sync` waits for uploads, and
+                // status requests must not wait behind it.
+                let (fs, remote, info) = (fs.clone(), remote.clone(), info.clone());
+                let _ = std::thread::Builder::new()
+                    .name("rf-status-conn".into())
+                    .spawn(move || {
+                        let _ = answer(conn, &fs, &remote, &info);
+                    });
             }
         })?;
     Ok(StatusServer { path })
@@ -107,6 +115,8 @@ struct Report {
     clean_files: usize,
     pending: Vec<(String, u64)>,
     uploading: Vec<UploadProgress>,
+    /// Write-back mode: uploads queued or running, and those that failed.
+    writeback: Option<(usize, Vec<FailedUpload>)>,
     retries: u64,
     recovered: Vec<String>,
     errors: u64,
@@ -127,6 +137,11 @@ fn answer(
     BufReader::new(conn.try_clone()?)
         .take(64)
         .read_line(&mut want)?;
+    if want.trim() == "sync" {
+        let reply = crate::sync::answer(fs, remote);
+        let mut conn = conn;
+        return conn.write_all(reply.as_bytes());
+    }
     let cache = fs.cache();
     let mut pending: Vec<(String, u64)> = cache
         .dirty_paths()
@@ -150,6 +165,10 @@ fn answer(
         clean_files: cache.entries().iter().filter(|(_, e)| !e.dirty).count(),
         pending,
         uploading: fs.activity().uploads(),
+        writeback: fs
+            .config()
+            .writeback
+            .then(|| (fs.queued_uploads(), fs.failed_uploads())),
         retries: fs.activity().retries(),
         recovered: cache.recovered().iter().map(ToString::to_string).collect(),
         errors,
@@ -217,6 +236,24 @@ fn json(r: &Report) -> String {
             })
             .collect(),
     );
+    let writeback = match &r.writeback {
+        None => "null".to_string(),
+        Some((queued, failed)) => format!(
+            "{{\"queued\":{queued},\"failed\":{}}}",
+            list(
+                failed
+                    .iter()
+                    .map(|f| format!(
+                        "{{\"path\":{},\"attempts\":{},\"error\":{},\"at\":{}}}",
+                        quote(&f.path),
+                        f.attempts,
+                        quote(&f.error),
+                        unix_secs(f.at)
+                    ))
+                    .collect()
+            )
+        ),
+    };
     let recovered = list(r.recovered.iter().map(|p| quote(p)).collect());
     let recent = list(
         r.recent_errors
@@ -240,7 +277,7 @@ fn json(r: &Report) -> String {
             .collect(),
     );
     format!(
-        "{{\"mountpoint\":{},\"server\":{},\"pid\":{},\"uptime_secs\":{},\"connection\":{connection}{rtt},\"cache_bytes\":{},\"cache_limit\":{},\"clean_files\":{},\"pending_files\":{},\"pending_bytes\":{},\"pending\":{pending},\"uploading\":{uploading},\"retries\":{},\"recovered\":{recovered},\"errors\":{},\"recent_errors\":{recent},\"prefetched\":{},\"prefetch_used\":{},\"requests\":{requests}}}\n",
+        "{{\"mountpoint\":{},\"server\":{},\"pid\":{},\"uptime_secs\":{},\"connection\":{connection}{rtt},\"cache_bytes\":{},\"cache_limit\":{},\"clean_files\":{},\"pending_files\":{},\"pending_bytes\":{},\"pending\":{pending},\"uploading\":{uploading},\"writeback\":{writeback},\"retries\":{},\"recovered\":{recovered},\"errors\":{},\"recent_errors\":{recent},\"prefetched\":{},\"prefetch_used\":{},\"requests\":{requests}}}\n",
         quote(&r.mountpoint),
         quote(&r.source),
         r.pid,
@@ -315,6 +352,19 @@ fn human(r: &Report) -> String {
             u.percent(),
             size(u.size)
         ));
+    }
+    if let Some((queued, failed)) = &r.writeback {
+        s.push_str(&format!(
+            "  write-back: {queued} upload(s) queued or running, {} failed\n",
+            failed.len()
+        ));
+        for f in failed {
+            let ago = f.at.elapsed().map_or(0, |d| d.as_secs());
+            s.push_str(&format!(
+                "    {}  {} tries, last {ago} s ago: {}\n",
+                f.path, f.attempts, f.error
+            ));
+        }
     }
     s.push_str(&format!("  upload retries: {}\n", r.retries));
     s.push_str(&format!(
@@ -479,6 +529,15 @@ mod tests {
                 size: 6,
                 sent: 3,
             }],
+            writeback: Some((
+                3,
+                vec![FailedUpload {
+                    path: "/c".into(),
+                    attempts: 2,
+                    error: "no space".into(),
+                    at: UNIX_EPOCH,
+                }],
+            )),
             retries: 2,
             recovered: vec!["/d.recovered-h-20260101-000000".into()],
             errors: 1,
@@ -505,6 +564,7 @@ mod tests {
         );
         assert!(j.contains("\"requests\":[{\"op\":\"PUT\",\"count\":2,\"p50_ms\":2.000,\"p90_ms\":3.000,\"p99_ms\":4.000}]"), "{j}");
         assert!(j.contains("\"retries\":2,\"recovered\":[\"/d.recovered-h-20260101-000000\"],\"errors\":1,\"recent_errors\":[{\"at\":0,"), "{j}");
+        assert!(j.contains("\"writeback\":{\"queued\":3,\"failed\":[{\"path\":\"/c\",\"attempts\":2,\"error\":\"no space\",\"at\":0}]}"), "{j}");
         assert_eq!(size(1536), "1.5 KiB");
         let h = human(&r);
         assert!(h.contains("not yet uploaded: 2 file(s), 10 B"), "{h}");
@@ -514,6 +574,11 @@ mod tests {
             "{h}"
         );
         assert!(j.contains("\"prefetched\":5,\"prefetch_used\":3,"), "{j}");
+        assert!(
+            h.contains("write-back: 3 upload(s) queued or running, 1 failed"),
+            "{h}"
+        );
+        assert!(h.contains("/c  2 tries, last "), "{h}");
         assert!(
             h.contains(", reconnecting: server h:1 did not answer, rtt 1.500 ms"),
             "{h}"

@@ -49,6 +49,17 @@ pub enum ErrorCode {
     NotSupported,
     /// ERANGE: a value or list is larger than the caller allows.
     Range,
+    /// The file is not the version the request expected (another writer
+    /// replaced it first): nothing was changed.
+    Conflict,
+    /// EAGAIN: the lock is held by another owner.
+    WouldBlock,
+    /// EDEADLK: waiting for this lock would deadlock.
+    Deadlock,
+    /// ENOLCK: the server's lock table is full, or locks are unavailable.
+    NoLocks,
+    /// EINTR: the request was cancelled while it waited.
+    Interrupted,
 }
 
 impl ErrorCode {
@@ -75,6 +86,11 @@ impl ErrorCode {
             ErrorCode::NoData => libc::ENODATA,
             ErrorCode::NotSupported => libc::EOPNOTSUPP,
             ErrorCode::Range => libc::ERANGE,
+            ErrorCode::Conflict => libc::EIO,
+            ErrorCode::WouldBlock => libc::EAGAIN,
+            ErrorCode::Deadlock => libc::EDEADLK,
+            ErrorCode::NoLocks => libc::ENOLCK,
+            ErrorCode::Interrupted => libc::EINTR,
         }
     }
 
@@ -101,6 +117,10 @@ impl ErrorCode {
             libc::ENODATA => ErrorCode::NoData,
             libc::EOPNOTSUPP => ErrorCode::NotSupported,
             libc::ERANGE => ErrorCode::Range,
+            libc::EAGAIN => ErrorCode::WouldBlock,
+            libc::EDEADLK => ErrorCode::Deadlock,
+            libc::ENOLCK => ErrorCode::NoLocks,
+            libc::EINTR => ErrorCode::Interrupted,
             _ => ErrorCode::Io,
         }
     }
@@ -128,6 +148,11 @@ impl ErrorCode {
             ErrorCode::NoData => "no such attribute",
             ErrorCode::NotSupported => "operation not supported",
             ErrorCode::Range => "result too large",
+            ErrorCode::Conflict => "changed by another writer",
+            ErrorCode::WouldBlock => "lock held by another owner",
+            ErrorCode::Deadlock => "lock wait would deadlock",
+            ErrorCode::NoLocks => "no locks available",
+            ErrorCode::Interrupted => "interrupted",
         }
     }
 }
@@ -164,7 +189,9 @@ impl WireError {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 20] = [
+    // `Conflict` is left out: it has no errno of its own (the mount
+    // resolves it; where it must surface it is EIO).
+    const ALL: [ErrorCode; 24] = [
         ErrorCode::NotFound,
         ErrorCode::Exists,
         ErrorCode::NotDir,
@@ -185,6 +212,10 @@ mod tests {
         ErrorCode::NoData,
         ErrorCode::NotSupported,
         ErrorCode::Range,
+        ErrorCode::WouldBlock,
+        ErrorCode::Deadlock,
+        ErrorCode::NoLocks,
+        ErrorCode::Interrupted,
     ];
 
     #[test]

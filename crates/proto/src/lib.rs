@@ -31,9 +31,10 @@ pub use codec::{DecodeError, EncodeError};
 pub use error::{ErrorCode, WireError};
 pub use frame::{FrameError, MAX_FRAME, decode_payload, read_frame, read_payload, write_frame};
 pub use messages::{
-    ClientHello, ClientMsg, DirEntry, FileId, FileKind, Limits, MAGIC, Meta, Op, Owner,
-    PROTOCOL_VERSION, RENAME_EXCHANGE, RENAME_NOREPLACE, Reply, ServerHello, ServerMsg, SetAttr,
-    SetTime, StatFs, Timestamp, Version, Welcome, XATTR_CREATE, XATTR_REPLACE,
+    Change, ClientHello, ClientMsg, DirEntry, Extent, FileId, FileKind, Invalidation, Limits,
+    LockFlavor, LockHolder, LockKind, MAGIC, Meta, Op, Owner, PROTOCOL_VERSION, PutExpect, PutExt,
+    PutLayout, RENAME_EXCHANGE, RENAME_NOREPLACE, Reply, ServerHello, ServerMsg, SetAttr, SetTime,
+    StatFs, Timestamp, Version, Welcome, XATTR_CREATE, XATTR_REPLACE, XattrValue,
 };
 pub use path::{MAX_NAME, MAX_PATH, PathError, RelPath};
 pub use version::{MAX_HELLO, hello_version, v1_layout_server_hello};

@@ -142,6 +142,9 @@ pub struct Meta {
     pub rdev: u64,
     /// For a symlink, its target text, never interpreted by the server.
     pub target: Option<String>,
+    /// Space the server's filesystem has allocated for it, in 512-byte
+    /// blocks (`st_blocks`): less than `size` for a sparse file.
+    pub blocks: u64,
 }
 
 /// Which object on the server a name refers to (`st_dev`, `st_ino`).
@@ -236,6 +239,11 @@ pub struct ClientHello {
     /// every path of the session is then relative to it and nothing outside
     /// it can be reached. `None` (or the root) is the whole export.
     pub subdir: Option<RelPath>,
+    /// A random id the client keeps for its lifetime (one mount process),
+    /// the same across its reconnects: a session that reconnects within
+    /// the server's grace period with the same id takes over the locks of
+    /// its previous connection. `None`: nothing to take over.
+    pub client_id: Option<[u8; 16]>,
 }
 
 /// The server's answer to [`ClientHello`]. Since version 2 it says nothing
@@ -263,6 +271,13 @@ pub struct Welcome {
     pub read_only: bool,
     /// The server's limits.
     pub limits: Limits,
+    /// True when the server keeps callbacks for this session and will send
+    /// [`ServerMsg::Invalidate`] when an object the session has read changes.
+    pub callbacks: bool,
+    /// True when the server still held state (locks) of an earlier
+    /// connection with the same [`ClientHello::client_id`] and this session
+    /// has taken it over; false when any such state is gone.
+    pub resumed: bool,
 }
 
 /// A request's operation.
@@ -286,6 +301,9 @@ pub enum Op {
         path: RelPath,
         /// The version the client already holds, if any.
         have: Option<Version>,
+        /// True when the client accepts [`ServerMsg::DataHole`] for runs of
+        /// zeros the server's file does not store (holes).
+        sparse: bool,
     },
     /// Replace a whole file: the client follows with [`ClientMsg::PutData`]
     /// chunks and a [`ClientMsg::PutEnd`]; the server answers [`Reply::Meta`]
@@ -301,6 +319,8 @@ pub enum Op {
         mtime: Option<Timestamp>,
         /// Owner of a new file (a replaced file keeps its owner).
         owner: Option<Owner>,
+        /// Conditions, layout and further attributes of the upload.
+        ext: PutExt,
     },
     /// Remove a file (not a directory): [`Reply::Done`].
     Remove {
@@ -408,6 +428,177 @@ pub enum Op {
         /// Full name with namespace.
         name: String,
     },
+    /// Take, change or release a lock: [`Reply::Done`] once granted or
+    /// released. A lock that conflicts with another session's answers
+    /// `WouldBlock` at once unless `wait` is set; with `wait`, the answer
+    /// comes when the lock is granted, or `Interrupted` after a `Cancel`.
+    Lock {
+        /// The locked file (the lock belongs to the object, not the name).
+        path: RelPath,
+        /// The client's lock owner (FUSE `lock_owner`): locks of one owner
+        /// never conflict with each other and merge as `fcntl(2)` says.
+        owner: u64,
+        /// POSIX byte-range (`fcntl`, also OFD) or whole-file `flock`.
+        flavor: LockFlavor,
+        /// Shared, exclusive, or release.
+        kind: LockKind,
+        /// First byte of the range (ignored for `Flock`).
+        start: u64,
+        /// Last byte of the range, inclusive; `u64::MAX` means to the end
+        /// of the file, however long it grows (ignored for `Flock`).
+        end: u64,
+        /// Wait for a conflicting lock to go away (`F_SETLKW`, `LOCK_EX`
+        /// without `LOCK_NB`).
+        wait: bool,
+        /// The locking process as the client knows it, reported by `TestLock`.
+        pid: u32,
+    },
+    /// Who would block this lock (`F_GETLK`): [`Reply::Lock`].
+    TestLock {
+        /// The file.
+        path: RelPath,
+        /// The asking lock owner (its own locks never conflict).
+        owner: u64,
+        /// POSIX or flock.
+        flavor: LockFlavor,
+        /// `Read` or `Write` (as `l_type`).
+        kind: LockKind,
+        /// First byte.
+        start: u64,
+        /// Last byte, inclusive (`u64::MAX`: to the end).
+        end: u64,
+    },
+}
+
+/// The optional parts of a [`Op::Put`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutExt {
+    /// Access time to set (default: now).
+    pub atime: Option<Timestamp>,
+    /// What the server's file must be for the upload to replace it;
+    /// otherwise the answer is `Conflict` and nothing changes.
+    pub expect: PutExpect,
+    /// Which bytes follow; `None`: all `size` bytes, in order.
+    pub layout: Option<PutLayout>,
+    /// True when the size is not known yet (the client streams the file
+    /// while it is being written): `size` is ignored and the content is
+    /// whatever arrives up to `PutEnd`.
+    pub open_ended: bool,
+    /// Extended attributes to give the new file, set before it appears
+    /// under its name.
+    pub xattrs: Vec<XattrValue>,
+}
+
+/// One extended attribute, name and value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XattrValue {
+    /// Full name with namespace.
+    pub name: String,
+    /// The value.
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+}
+
+/// The condition of a [`Op::Put`] (no silent lost update).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PutExpect {
+    /// Replace whatever is there (last close wins).
+    #[default]
+    Any,
+    /// Only if no object has the name (a new file).
+    Absent,
+    /// Only if the file there has this version (the one the writer started
+    /// from).
+    Version(Version),
+}
+
+/// A partial or sparse upload: the data that follows covers only
+/// `extents`; every other byte up to `size` comes from the current file
+/// (when `base` is set) or is a hole (reads as zeros).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutLayout {
+    /// Build on the server's current file, which must have this version
+    /// (else `Conflict`).
+    pub base: Option<Version>,
+    /// Byte ranges whose data follows, in this order; sorted, disjoint,
+    /// within `size`.
+    pub extents: Vec<Extent>,
+}
+
+/// A byte range of a file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extent {
+    /// First byte.
+    pub offset: u64,
+    /// Number of bytes.
+    pub len: u64,
+}
+
+/// Which kind of lock [`Op::Lock`] takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LockFlavor {
+    /// `fcntl(2)` record locks (process-associated and OFD).
+    #[default]
+    Posix,
+    /// `flock(2)`: whole file, per open file description.
+    Flock,
+}
+
+/// The mode of a lock request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LockKind {
+    /// Shared (`F_RDLCK`, `LOCK_SH`).
+    #[default]
+    Read,
+    /// Exclusive (`F_WRLCK`, `LOCK_EX`).
+    Write,
+    /// Release (`F_UNLCK`, `LOCK_UN`).
+    Unlock,
+}
+
+/// A lock held by another owner, as [`Op::TestLock`] reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    /// `Read` or `Write`.
+    pub kind: LockKind,
+    /// First byte.
+    pub start: u64,
+    /// Last byte, inclusive (`u64::MAX`: to the end).
+    pub end: u64,
+    /// The holder's process id as its client reported it.
+    pub pid: u32,
+}
+
+/// One pushed change ([`ServerMsg::Invalidate`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invalidation {
+    /// The name the session read the object under (session-relative).
+    pub path: RelPath,
+    /// The object's identity when known (zero when not).
+    pub file_id: FileId,
+    /// What changed.
+    pub change: Change,
+}
+
+/// What an [`Invalidation`] says changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// The content (and so size, times, version) changed.
+    Content,
+    /// Only attributes changed (mode, owner, times, link count, xattrs).
+    Attr,
+    /// The name no longer refers to the object (removed or renamed away);
+    /// its parent's listing changed.
+    Removed,
+    /// The name now exists or refers to another object (created, renamed
+    /// or linked there); its parent's listing changed.
+    Created,
+    /// Nothing known changed, but the server no longer holds the callback
+    /// (its per-session bound): revalidate before trusting it again.
+    Dropped,
+    /// Anything at or below `path` may have changed (the server lost track,
+    /// e.g. its watch queue overflowed): drop everything cached there.
+    All,
 }
 
 /// [`Op::SetXattr`] flag: fail with `Exists` if the attribute exists.
@@ -446,6 +637,17 @@ pub enum Reply {
     Xattr(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Names of extended attributes.
     XattrNames(Vec<String>),
+    /// A change is done: the object's attributes after it (`None` when it
+    /// is gone) and those of the parent directory of each path the request
+    /// named, in the request's order (one for most, two for `Rename`).
+    Changed {
+        /// The object (for `Rename`, under its new name).
+        meta: Option<Meta>,
+        /// The parent directories after the change.
+        parents: Vec<Meta>,
+    },
+    /// The answer to `TestLock`: the conflicting lock, or `None`.
+    Lock(Option<LockHolder>),
 }
 
 /// Client-to-server frames.
@@ -523,6 +725,19 @@ pub enum ServerMsg {
     Fatal(WireError),
     /// The end of the handshake (version 2): requests may follow.
     Welcome(Welcome),
+    /// Unsolicited: objects this session holds callbacks on have changed;
+    /// the callbacks are gone. Never answers a request; sent as soon as the
+    /// change is known, between the chunks of any transfer in progress.
+    Invalidate(Vec<Invalidation>),
+    /// A run of `len` zero bytes of a `Get`'s content that the server's file
+    /// does not store (a hole); only when the `Get` set `sparse`. Counts
+    /// toward the checksum as zeros.
+    DataHole {
+        /// The `Get` request's id.
+        id: u64,
+        /// Number of zero bytes.
+        len: u64,
+    },
 }
 
 #[cfg(test)]

@@ -41,6 +41,7 @@ fn meta() -> Meta {
         },
         rdev: 0,
         target: None,
+        blocks: 8,
     }
 }
 
@@ -61,10 +62,12 @@ fn all_client_msgs() -> Vec<ClientMsg> {
         Op::Get {
             path: p("f"),
             have: Some(9),
+            sparse: false,
         },
         Op::Get {
             path: p("f"),
             have: None,
+            sparse: false,
         },
         Op::Put {
             path: p("f"),
@@ -72,6 +75,7 @@ fn all_client_msgs() -> Vec<ClientMsg> {
             mode: Some(0o600),
             mtime: Some(Timestamp::default()),
             owner: Some(Owner { uid: 1, gid: 2 }),
+            ext: Default::default(),
         },
         Op::Remove { path: p("f") },
         Op::Rename {
@@ -130,6 +134,71 @@ fn all_client_msgs() -> Vec<ClientMsg> {
             path: p("f"),
             name: "user.k".into(),
         },
+        Op::Put {
+            path: p("f"),
+            size: 10,
+            mode: None,
+            mtime: None,
+            owner: None,
+            ext: PutExt {
+                atime: Some(Timestamp { secs: 1, nanos: 2 }),
+                expect: PutExpect::Version(7),
+                layout: Some(PutLayout {
+                    base: Some(7),
+                    extents: vec![Extent { offset: 4, len: 2 }],
+                }),
+                open_ended: false,
+                xattrs: vec![XattrValue {
+                    name: "user.k".into(),
+                    value: vec![1],
+                }],
+            },
+        },
+        Op::Put {
+            path: p("f"),
+            size: 0,
+            mode: None,
+            mtime: None,
+            owner: None,
+            ext: PutExt {
+                expect: PutExpect::Absent,
+                open_ended: true,
+                ..PutExt::default()
+            },
+        },
+        Op::Get {
+            path: p("f"),
+            have: None,
+            sparse: true,
+        },
+        Op::Lock {
+            path: p("f"),
+            owner: 0x1122,
+            flavor: LockFlavor::Posix,
+            kind: LockKind::Write,
+            start: 10,
+            end: u64::MAX,
+            wait: true,
+            pid: 42,
+        },
+        Op::Lock {
+            path: p("f"),
+            owner: 1,
+            flavor: LockFlavor::Flock,
+            kind: LockKind::Unlock,
+            start: 0,
+            end: 0,
+            wait: false,
+            pid: 0,
+        },
+        Op::TestLock {
+            path: p("f"),
+            owner: 1,
+            flavor: LockFlavor::Posix,
+            kind: LockKind::Read,
+            start: 0,
+            end: 99,
+        },
     ];
     let mut msgs = vec![
         ClientMsg::Hello(ClientHello {
@@ -137,12 +206,14 @@ fn all_client_msgs() -> Vec<ClientMsg> {
             version: PROTOCOL_VERSION,
             client_nonce: [7; 32],
             subdir: None,
+            client_id: None,
         }),
         ClientMsg::Hello(ClientHello {
             magic: MAGIC,
             version: PROTOCOL_VERSION,
             client_nonce: [7; 32],
             subdir: Some(p("a/b")),
+            client_id: Some([5; 16]),
         }),
         ClientMsg::Auth { proof: [1; 32] },
         ClientMsg::PutData {
@@ -185,6 +256,8 @@ fn all_server_msgs() -> Vec<ServerMsg> {
                 max_in_flight: 3,
                 idle_timeout_secs: 4,
             },
+            callbacks: false,
+            resumed: false,
         }),
         ServerMsg::AuthResult(Ok(())),
         ServerMsg::AuthResult(Err(err.clone())),
@@ -251,6 +324,65 @@ fn all_server_msgs() -> Vec<ServerMsg> {
             result: Err(err.clone()),
         },
         ServerMsg::Fatal(err),
+        ServerMsg::Welcome(Welcome {
+            export_id: "abc".into(),
+            read_only: false,
+            limits: Limits {
+                max_frame: 1,
+                chunk_size: 2,
+                max_in_flight: 3,
+                idle_timeout_secs: 4,
+            },
+            callbacks: true,
+            resumed: true,
+        }),
+        ServerMsg::Reply {
+            id: 1,
+            result: Ok(Reply::Changed {
+                meta: Some(meta()),
+                parents: vec![meta(), link_meta()],
+            }),
+        },
+        ServerMsg::Reply {
+            id: 1,
+            result: Ok(Reply::Changed {
+                meta: None,
+                parents: vec![meta()],
+            }),
+        },
+        ServerMsg::Reply {
+            id: 1,
+            result: Ok(Reply::Lock(Some(LockHolder {
+                kind: LockKind::Write,
+                start: 0,
+                end: u64::MAX,
+                pid: 7,
+            }))),
+        },
+        ServerMsg::Reply {
+            id: 1,
+            result: Ok(Reply::Lock(None)),
+        },
+        ServerMsg::Reply {
+            id: 1,
+            result: Err(WireError::new(ErrorCode::WouldBlock, "f")),
+        },
+        ServerMsg::Invalidate(vec![
+            Invalidation {
+                path: p("d/f"),
+                file_id: FileId { dev: 1, ino: 2 },
+                change: Change::Content,
+            },
+            Invalidation {
+                path: p("d"),
+                file_id: FileId::default(),
+                change: Change::All,
+            },
+        ]),
+        ServerMsg::DataHole {
+            id: 2,
+            len: 1 << 20,
+        },
     ]
 }
 
@@ -291,40 +423,45 @@ fn golden_bytes_version_bump_required() {
         PROTOCOL_VERSION, 2,
         "version bump required: update the golden bytes below"
     );
-    // len=45 | variant 0 Hello | magic "RFMT" | version 2 | nonce 32 x 07 | subdir None
+    // len=46 | variant 0 Hello | magic "RFMT" | version 2 | nonce 32 x 07 | subdir None
+    // | client_id None
     let hello = ClientMsg::Hello(ClientHello {
         magic: MAGIC,
         version: 2,
         client_nonce: [7; 32],
         subdir: None,
+        client_id: None,
     });
     assert_eq!(
         frame_hex(&hello),
         format!(
-            "2d000000{}{}{}{}{}",
+            "2e000000{}{}{}{}{}",
             "00000000",
             "52464d54",
             "02000000",
             "07".repeat(32),
-            "00"
+            "0000"
         )
     );
-    // ... | subdir Some("sub"): tag 01, string length 3, "sub"
+    // ... | subdir Some("sub"): tag 01, string length 3, "sub" | client_id
+    // Some: tag 01, 16 raw bytes (a fixed-size array has no length)
     let hello = ClientMsg::Hello(ClientHello {
         magic: MAGIC,
         version: 2,
         client_nonce: [7; 32],
         subdir: Some(p("sub")),
+        client_id: Some([0xab; 16]),
     });
     assert_eq!(
         frame_hex(&hello),
         format!(
-            "38000000{}{}{}{}{}",
+            "49000000{}{}{}{}{}01{}",
             "00000000",
             "52464d54",
             "02000000",
             "07".repeat(32),
-            "010300000000000000737562"
+            "010300000000000000737562",
+            "ab".repeat(16)
         )
     );
     // len=45 | variant 0 Hello | magic | version 2 | challenge Some(32 x 02)
@@ -353,7 +490,8 @@ fn golden_bytes_version_bump_required() {
         frame_hex(&server_hello),
         concat!("0d000000", "00000000", "52464d54", "02000000", "00")
     );
-    // len=32 | variant 6 Welcome | export_id "abc" | read_only | limits
+    // len=34 | variant 6 Welcome | export_id "abc" | read_only | limits
+    // | callbacks | resumed
     let welcome = ServerMsg::Welcome(Welcome {
         export_id: "abc".into(),
         read_only: true,
@@ -363,11 +501,13 @@ fn golden_bytes_version_bump_required() {
             max_in_flight: 64,
             idle_timeout_secs: 300,
         },
+        callbacks: true,
+        resumed: false,
     });
     assert_eq!(
         frame_hex(&welcome),
         concat!(
-            "20000000",         // len 32
+            "22000000",         // len 34
             "06000000",         // ServerMsg::Welcome
             "0300000000000000", // export_id length 3
             "616263",           // "abc"
@@ -376,6 +516,8 @@ fn golden_bytes_version_bump_required() {
             "00000400",         // chunk_size 256 KiB
             "40000000",         // max_in_flight 64
             "2c010000",         // idle_timeout_secs 300
+            "01",               // callbacks true
+            "00",               // resumed false
         )
     );
     // len=25 | variant 2 Request | id 5 | op variant 1 Stat | path len 1 "f"
@@ -417,7 +559,7 @@ fn golden_bytes_version_bump_required() {
     assert_eq!(
         frame_hex(&reply),
         concat!(
-            "79000000",         // len 121
+            "81000000",         // len 129
             "02000000",         // Reply
             "0100000000000000", // id 1
             "00000000",         // Ok
@@ -439,6 +581,7 @@ fn golden_bytes_version_bump_required() {
             "09000000",         // ctime.nanos
             "0000000000000000", // rdev 0
             "00",               // target None
+            "0800000000000000", // blocks 8
         )
     );
     // Request{id 9, Symlink{"l" -> "f", owner Some(1, 2)}}: pins the
@@ -465,6 +608,57 @@ fn golden_bytes_version_bump_required() {
             "01",               // owner Some
             "01000000",         // uid 1
             "02000000",         // gid 2
+        )
+    );
+    // Invalidate[{ "d/f", file id (1, 2), Content }]: pins the push message.
+    let inval = ServerMsg::Invalidate(vec![Invalidation {
+        path: p("d/f"),
+        file_id: FileId { dev: 1, ino: 2 },
+        change: Change::Content,
+    }]);
+    assert_eq!(
+        frame_hex(&inval),
+        concat!(
+            "2b000000",         // len 43
+            "07000000",         // ServerMsg variant 7 = Invalidate
+            "0100000000000000", // one invalidation
+            "0300000000000000", // path len 3
+            "642f66",           // "d/f"
+            "0100000000000000", // file_id.dev 1
+            "0200000000000000", // file_id.ino 2
+            "00000000",         // Change::Content
+        )
+    );
+    // Request{id 1, Lock{"f", owner 2, Posix, Write, 0..=MAX, wait, pid 3}}
+    let lock = ClientMsg::Request {
+        id: 1,
+        op: Op::Lock {
+            path: p("f"),
+            owner: 2,
+            flavor: LockFlavor::Posix,
+            kind: LockKind::Write,
+            start: 0,
+            end: u64::MAX,
+            wait: true,
+            pid: 3,
+        },
+    };
+    assert_eq!(
+        frame_hex(&lock),
+        concat!(
+            "3e000000",         // len 62
+            "02000000",         // Request
+            "0100000000000000", // id 1
+            "13000000",         // Op variant 19 = Lock
+            "0100000000000000", // path len 1
+            "66",               // "f"
+            "0200000000000000", // owner 2
+            "00000000",         // LockFlavor::Posix
+            "01000000",         // LockKind::Write
+            "0000000000000000", // start 0
+            "ffffffffffffffff", // end u64::MAX
+            "01",               // wait true
+            "03000000",         // pid 3
         )
     );
 }
@@ -626,7 +820,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_valid_frames_never_panic(idx in 0usize..28, pos in any::<usize>(), byte in any::<u8>()) {
+    fn mutated_valid_frames_never_panic(idx in 0usize..64, pos in any::<usize>(), byte in any::<u8>()) {
         let msgs = all_client_msgs();
         let m = &msgs[idx % msgs.len()];
         let mut wire = Vec::new();

@@ -51,6 +51,11 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub idle_timeout: u32,
 
+    /// Keep the locks of a client whose connection died this many seconds,
+    /// for it to reconnect and take them over (0: release at once).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub lock_grace: u32,
+
     /// Most sessions (connections past the handshake) served at once.
     #[arg(long, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -107,6 +112,19 @@ pub struct Args {
     /// Private key of --tls-cert, PEM (implies --tls).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Worker threads for quick requests (stat, mkdir, rename, xattrs...),
+    /// shared by all sessions. Default: 4 per core, between 8 and 64.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub workers: Option<u32>,
+
+    /// Most threads streaming at once (downloads, listings, upload
+    /// commits), shared by all sessions; more wait their turn. Slow
+    /// clients hold these, never the quick workers.
+    #[arg(long, value_name = "N", default_value_t = crate::DEFAULT_TRANSFERS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_transfers: u32,
 
     /// Where rfserve keeps its state (the self-signed TLS pair). Default:
     /// /var/lib/rfserve as root, else $XDG_STATE_HOME/rfserve or
@@ -229,6 +247,12 @@ pub fn prepare(args: &Args) -> anyhow::Result<Server> {
             ""
         }
     );
+    log::info!(
+        "{} workers for quick requests, up to {} streaming at once",
+        args.workers
+            .map_or_else(crate::default_workers, |n| n as usize),
+        args.max_transfers
+    );
     let mut out = std::io::stdout().lock();
     // A closed stdout is the caller's choice, not a reason to refuse to serve.
     let _ = writeln!(out, "rfserve listening on {addr}").and_then(|()| out.flush());
@@ -270,6 +294,11 @@ pub fn config(args: &Args) -> anyhow::Result<ServerConfig> {
         frame_timeout: secs(args.frame_timeout),
         auth_backoff: Duration::from_millis(u64::from(args.auth_backoff_ms)),
         auth_backoff_max: secs(args.auth_backoff_max),
+        workers: args
+            .workers
+            .map_or_else(crate::default_workers, |n| n as usize),
+        max_transfers: args.max_transfers as usize,
+        lock_grace: secs(args.lock_grace),
         ..ServerConfig::default()
     })
 }

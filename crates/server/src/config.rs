@@ -6,6 +6,10 @@ use rfmount_proto::{AuthKey, MAX_HELLO};
 
 use crate::tls::TlsServer;
 
+/// Default cap on transfer threads: streaming requests in progress at
+/// once across all sessions; more wait in the lane's queue.
+pub const DEFAULT_TRANSFERS: usize = 128;
+
 /// How a [`crate::Server`] treats its clients.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -49,6 +53,16 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// Speak TLS with this certificate; plain TCP when `None`.
     pub tls: Option<TlsServer>,
+    /// Threads for quick requests (metadata, one-frame answers), shared by
+    /// every session. At least one.
+    pub workers: usize,
+    /// Threads for streaming requests (GET, LIST) and upload commits,
+    /// shared by every session; a slow client holds one of these, never a
+    /// quick worker. At least one.
+    pub max_transfers: usize,
+    /// How long the locks of a client whose connection died are kept for
+    /// it to reconnect and take them over; zero releases them at once.
+    pub lock_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +82,9 @@ impl Default for ServerConfig {
             max_in_flight: 64,
             write_timeout: Duration::from_secs(60),
             tls: None,
+            workers: crate::pool::default_workers(),
+            max_transfers: DEFAULT_TRANSFERS,
+            lock_grace: Duration::from_secs(10),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! A session's reader loop: each frame off the wire goes to its handler —
-//! a worker for most requests, the upload table for PUT data — and the loop
+//! a job on the shared pool for most requests, the upload table for PUT
+//! data — and the loop
 //! never waits for a request to finish, so a large GET streaming on a worker
 //! does not hold up the next LIST. The loop also decides when the client
 //! has been quiet for too long or stalls in the middle of a frame.
@@ -13,6 +14,7 @@ use crate::config::ServerConfig;
 use crate::conn::Conn;
 use crate::ending::Ending;
 use crate::frames::{Deadlines, FrameReader, ReadFail, Timed};
+use crate::pool::Lane;
 use crate::replies::{Label, refuse};
 use crate::requests;
 use crate::upload::{PutArgs, Uploads};
@@ -134,6 +136,7 @@ pub(crate) fn admit(
         mode,
         mtime,
         owner,
+        ext,
     } = op
     {
         let put = PutArgs {
@@ -142,13 +145,17 @@ pub(crate) fn admit(
             mode,
             mtime,
             owner,
+            ext,
         };
         uploads.start(conn, id, put);
         return Ok(());
     }
-    if let Err(err) = conn.spawn(
+    // Every request starts on the quick lane; one that turns out to stream
+    // moves itself to the transfer lane (see `requests`).
+    if let Err(err) = conn.spawn_parkable(
         id,
-        Box::new(move |conn, cancel| requests::execute(conn, id, op, cancel)),
+        Lane::Quick,
+        Box::new(move |conn, responder| requests::execute(conn, id, op, responder)),
     ) {
         refuse(conn, id, &label, err);
     }

@@ -22,6 +22,7 @@ use rfmount_proto::{
 use crate::config::ServerConfig;
 use crate::ending::Ending;
 use crate::frames::{Deadlines, FrameReader, ReadFail, Timed};
+use crate::locks::{Lease, LockTable};
 use crate::peers::{Gate, Ticket, backoff_message};
 use crate::ratelog::Kind;
 use crate::store::Store;
@@ -33,6 +34,8 @@ pub(crate) struct Admitted {
     pub(crate) store: Arc<dyn Store>,
     /// For the log: the subdirectory, if any.
     pub(crate) subdir: Option<String>,
+    /// The session's place in the lock table.
+    pub(crate) lease: Lease,
 }
 
 /// The parts of the server a handshake needs.
@@ -42,6 +45,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) ticket: &'a Ticket,
     pub(crate) peer: SocketAddr,
     pub(crate) writer: &'a FrameWriter,
+    /// The session will be told of changes (Welcome.callbacks).
+    pub(crate) callbacks: bool,
+    pub(crate) locks: &'a Arc<LockTable>,
 }
 
 /// Runs the handshake; `Ok` means requests may follow.
@@ -75,6 +81,7 @@ pub(crate) fn run<T: Timed>(
     if let Err(why) = cx.gate.promote(cx.ticket) {
         return Err(Ending::fatal(ErrorCode::Busy, why));
     }
+    let (lease, resumed) = cx.locks.attach(hello.client_id);
     let welcome = Welcome {
         export_id: store.export_id(),
         read_only: cx.cfg.read_only,
@@ -84,9 +91,15 @@ pub(crate) fn run<T: Timed>(
             max_in_flight: cx.cfg.max_in_flight,
             idle_timeout_secs: cx.cfg.idle_secs(),
         },
+        callbacks: cx.callbacks,
+        resumed,
     };
     send(cx, &ServerMsg::Welcome(welcome))?;
-    Ok(Admitted { store, subdir })
+    Ok(Admitted {
+        store,
+        subdir,
+        lease,
+    })
 }
 
 fn read_hello<T: Timed>(reader: &mut FrameReader<T>, cx: &Ctx<'_>) -> Result<ClientHello, Ending> {
@@ -229,8 +242,7 @@ fn mismatch(cx: &Ctx<'_>, theirs: u32) -> Ending {
         ),
     );
     let _ = if theirs == 1 {
-        cx.writer
-            .send_raw(&v1_layout_server_hello(PROTOCOL_VERSION))
+        cx.writer.send_raw(v1_layout_server_hello(PROTOCOL_VERSION))
     } else {
         cx.writer.send(&hello_msg(None))
     };

@@ -8,8 +8,11 @@
 //!   in the handshake (the oldest is closed to make room) and for sessions,
 //!   a per-address cap, a handshake deadline that trickling cannot extend,
 //!   and a back-off for addresses that fail to authenticate;
-//! - sessions: one reader thread per connection, a worker thread per
-//!   request so a large GET never holds up a LIST for more than one chunk,
+//! - sessions: a reader and a writer thread per connection; requests run
+//!   on a bounded pool shared by all sessions, in two lanes (quick
+//!   metadata requests; streaming transfers and commits) so that slow
+//!   clients never take the workers others need, and a large GET never
+//!   holds up a LIST for more than one chunk;
 //!   uploads written to a temporary file and renamed into place only when
 //!   complete, checksummed and fsynced;
 //! - TLS: the certificate (given, or self-signed and kept in the state
@@ -44,6 +47,8 @@
 //! ```
 #![deny(missing_docs)]
 
+mod callbacks;
+mod changed;
 pub mod cli;
 mod config;
 mod conn;
@@ -54,7 +59,10 @@ mod frames;
 mod handshake;
 mod listener;
 mod local;
+mod lock_ops;
+mod locks;
 mod peers;
+mod pool;
 mod ratelog;
 mod replies;
 mod requests;
@@ -63,11 +71,13 @@ mod store;
 pub mod tls;
 mod traffic;
 mod upload;
+mod watch;
 mod writer;
 
-pub use config::ServerConfig;
+pub use config::{DEFAULT_TRANSFERS, ServerConfig};
 pub use listener::{Server, ShutdownHandle};
 pub use local::LocalStore;
+pub use pool::default_workers;
 pub use store::{Content, Listing, PendingPut, Store, StoreResult};
 pub use tls::TlsServer;
 pub use traffic::SessionsHandle;

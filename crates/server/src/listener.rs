@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 
 use rfmount_proto::{ErrorCode, ServerMsg, WireError};
 
+use crate::callbacks::Callbacks;
 use crate::config::ServerConfig;
+use crate::locks::LockTable;
 use crate::peers::{AddrKey, Gate, Refusal, backoff_message};
+use crate::pool::Pool;
 use crate::ratelog::Kind;
 use crate::session::{self, Setup};
 use crate::store::Store;
@@ -44,6 +47,10 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     gate: Arc<Gate>,
     sessions: Arc<Sessions>,
+    pool: Arc<Pool>,
+    callbacks: Arc<Callbacks>,
+    /// Every session's locks.
+    locks: Arc<LockTable>,
 }
 
 /// Asks a running [`Server`] to stop; cheap to clone, usable from a signal
@@ -96,13 +103,18 @@ impl Server {
         // after all (the peer gave up) cannot block the loop.
         listener.set_nonblocking(true)?;
         let gate = Arc::new(Gate::new(&config, crate::fdlimit::current()));
+        let pool = Arc::new(Pool::new(config.workers, config.max_transfers));
+        let locks = LockTable::new(config.lock_grace);
         Ok(Server {
             listener,
-            store,
             config: Arc::new(config),
             stop: Arc::new(AtomicBool::new(false)),
             gate,
             sessions: Arc::default(),
+            pool,
+            callbacks: Callbacks::new(store.local_dir()),
+            store,
+            locks,
         })
     }
 
@@ -188,6 +200,9 @@ impl Server {
             gate: Arc::clone(&self.gate),
             ticket,
             sessions: Arc::clone(&self.sessions),
+            pool: Arc::clone(&self.pool),
+            callbacks: Arc::clone(&self.callbacks),
+            locks: Arc::clone(&self.locks),
         };
         let spawned = std::thread::Builder::new()
             .name(format!("rfserve-conn-{peer}"))

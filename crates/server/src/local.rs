@@ -6,6 +6,8 @@
 //! complete (see [`put`]). The store never removes or creates anything of its
 //! own accord, so a read-only export is never modified.
 
+mod condition;
+mod dirsync;
 mod links;
 mod listing;
 mod meta;
@@ -25,8 +27,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rfmount_proto::{
-    ErrorCode, FileKind, Meta, Owner, RENAME_EXCHANGE, RENAME_NOREPLACE, RelPath, SetAttr, StatFs,
-    WireError,
+    ErrorCode, FileKind, Meta, Owner, PutExt, RENAME_EXCHANGE, RENAME_NOREPLACE, RelPath, SetAttr,
+    StatFs, WireError,
 };
 
 use crate::store::{Content, Listing, PendingPut, Store, StoreResult};
@@ -36,6 +38,10 @@ use resolve::Root;
 pub struct LocalStore {
     root: Root,
     export_id: String,
+    /// Group commit of directory fsyncs, shared with confined stores.
+    dir_syncs: Arc<dirsync::DirSyncs>,
+    /// The canonical directory, for the export watch.
+    dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for LocalStore {
@@ -63,6 +69,8 @@ impl LocalStore {
         Ok(LocalStore {
             root: handle,
             export_id,
+            dir_syncs: Arc::default(),
+            dir: canonical,
         })
     }
 
@@ -95,6 +103,10 @@ impl Store for LocalStore {
         self.export_id.clone()
     }
 
+    fn local_dir(&self) -> Option<std::path::PathBuf> {
+        Some(self.dir.clone())
+    }
+
     fn list(&self, dir: &RelPath) -> StoreResult<Listing> {
         let fd = self.root.open(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
         Ok(Box::new(listing::DirStream::new(fd, dir)?))
@@ -125,18 +137,27 @@ impl Store for LocalStore {
         }
     }
 
-    fn begin_put(
+    fn begin_put_ext(
         &self,
         path: &RelPath,
         size: u64,
         owner: Option<Owner>,
+        ext: &PutExt,
     ) -> StoreResult<Box<dyn PendingPut>> {
         // Read access to the parent is what lets the commit fsync it.
         let (dir, name) = self.root.parent(path, libc::O_RDONLY)?;
         let owner = links::new_owner(dir.as_fd(), owner).map_err(io_err(path))?;
-        Ok(Box::new(put::LocalPut::create(
-            dir, name, path, size, owner,
-        )?))
+        let mut put = put::LocalPut::create(
+            dir,
+            name,
+            path,
+            size,
+            owner,
+            Arc::clone(&self.dir_syncs),
+            ext.expect,
+        )?;
+        put.atime = ext.atime;
+        Ok(Box::new(put))
     }
 
     fn remove(&self, path: &RelPath) -> StoreResult<()> {
@@ -314,6 +335,9 @@ impl Store for LocalStore {
         Ok(Arc::new(LocalStore {
             export_id: meta::subdir_export_id(&self.export_id, &st),
             root,
+            dir_syncs: Arc::clone(&self.dir_syncs),
+            // Watching is done through the whole export's store only.
+            dir: self.dir.join(dir.as_str()),
         }))
     }
 

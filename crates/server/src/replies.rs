@@ -48,6 +48,8 @@ impl Label {
             Op::ListXattr { path } => ("LISTXATTR", path, String::new()),
             Op::SetXattr { path, name, .. } => ("SETXATTR", path, format!(" name={name}")),
             Op::RemoveXattr { path, name } => ("REMOVEXATTR", path, format!(" name={name}")),
+            Op::Lock { path, kind, .. } => ("LOCK", path, format!(" kind={kind:?}")),
+            Op::TestLock { path, kind, .. } => ("TESTLOCK", path, format!(" kind={kind:?}")),
         };
         Label {
             op: name,

@@ -1,16 +1,23 @@
-//! Requests other than the streaming half of PUT, run on a worker thread:
-//! listings cut into parts, downloads streamed in chunks, and the one-reply
-//! operations.
+//! Requests other than the streaming half of PUT, started on a quick
+//! worker: the one-reply operations, listings cut into parts and downloads
+//! streamed in chunks (those that need more than one frame continue on the
+//! transfer lane).
 
 use std::io::Read;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rfmount_proto::{
-    CHUNK_SIZE, ErrorCode, Hasher, Op, RelPath, Reply, ServerMsg, Version, WireError,
+    CHUNK_SIZE, Change, DirEntry, ErrorCode, FileId, Hasher, Meta, Op, RENAME_EXCHANGE, RelPath,
+    Reply, ServerMsg, Version, WireError,
 };
 
-use crate::conn::Conn;
+use crate::callbacks::Held;
+use crate::changed::changed;
+use crate::conn::{Conn, Responder};
+use crate::pool::Lane;
 use crate::replies::{Label, Outcome, cancelled, log_request, writable};
+use crate::store::{Content, Listing};
 
 /// A listing part is cut once its entries' estimated encoded size passes
 /// this, keeping every part far below `MAX_FRAME`.
@@ -19,47 +26,106 @@ const LIST_PART_BYTES: usize = 256 * 1024;
 /// prefixes and the fixed-size part of `Meta` (about 110 bytes), rounded up.
 const ENTRY_OVERHEAD: usize = 128;
 
-/// Runs request `id` to its last frame.
-pub(crate) fn execute(conn: &Conn, id: u64, op: Op, cancel: &AtomicBool) -> Option<ServerMsg> {
+/// Runs request `id` on a quick worker: answers it, or for a listing or
+/// download too long for one frame, moves it to the transfer lane.
+pub(crate) fn execute(conn: &Arc<Conn>, id: u64, op: Op, responder: Responder) {
     let label = Label::of(&op);
     match op {
-        Op::List { path } => list(conn, id, &path, cancel, &label),
-        Op::Get { path, have } => get(conn, id, &path, have, cancel, &label),
+        Op::List { path } => list(conn, id, &path, responder, label),
+        Op::Get { path, have, .. } => get(conn, id, &path, have, responder, label),
+        op @ (Op::Lock { .. } | Op::TestLock { .. }) => lock(conn, id, op, responder, label),
         op => {
+            let changes = changes_of(&op);
             let result = simple(conn, op);
+            if let Ok(reply) = &result
+                && !changes.is_empty()
+            {
+                // Before the reply goes out: when the writer learns its
+                // change is done, every other session's invalidation is
+                // already queued ahead of anything else on its connection.
+                let id = match reply {
+                    Reply::Meta(m) => m.file_id,
+                    Reply::Changed { meta: Some(m), .. } => m.file_id,
+                    _ => FileId::default(),
+                };
+                let with_id: Vec<_> = changes.into_iter().map(|(p, c)| (p, c, id)).collect();
+                conn.callbacks.changed(&with_id);
+            }
             let outcome = match &result {
                 Ok(_) => Outcome::Ok,
                 Err(e) => Outcome::Err(e),
             };
             log_request(conn, &label, outcome, "");
-            Some(ServerMsg::Reply { id, result })
+            responder.finish(Some(ServerMsg::Reply { id, result }));
         }
+    }
+}
+
+/// What a successful `op` changes, for the sessions holding callbacks.
+fn changes_of(op: &Op) -> Vec<(RelPath, Change)> {
+    match op {
+        Op::Remove { path } | Op::Rmdir { path } => vec![(path.clone(), Change::Removed)],
+        Op::Rename { from, to, flags } => {
+            let gone = if flags & RENAME_EXCHANGE != 0 {
+                Change::Created
+            } else {
+                Change::Removed
+            };
+            vec![(from.clone(), gone), (to.clone(), Change::Created)]
+        }
+        Op::Mkdir { path, .. } | Op::Symlink { path, .. } | Op::Mknod { path, .. } => {
+            vec![(path.clone(), Change::Created)]
+        }
+        Op::Link { to, .. } => vec![(to.clone(), Change::Created)],
+        Op::SetAttr { path, attr } => {
+            let change = if attr.size.is_some() {
+                Change::Content
+            } else {
+                Change::Attr
+            };
+            vec![(path.clone(), change)]
+        }
+        Op::SetXattr { path, .. } | Op::RemoveXattr { path, .. } => {
+            vec![(path.clone(), Change::Attr)]
+        }
+        _ => Vec::new(),
     }
 }
 
 fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
     let store = &*conn.store;
     match op {
-        Op::Stat { path } => store.stat(&path).map(Reply::Meta),
+        Op::Stat { path } => {
+            conn.callbacks.hold(&path, Held::Object);
+            store.stat(&path).map(Reply::Meta)
+        }
         Op::Remove { path } => {
             writable(conn)?;
-            store.remove(&path).map(|()| Reply::Done)
+            store.remove(&path).map(|()| changed(store, None, &[&path]))
         }
         Op::Rename { from, to, flags } => {
             writable(conn)?;
-            store.rename(&from, &to, flags).map(|()| Reply::Done)
+            store.rename(&from, &to, flags)?;
+            // After an exchange `from` names an object too, but the reply
+            // carries the one now at `to`, as for a plain rename.
+            let meta = store.stat(&to).ok();
+            Ok(changed(store, meta, &[&from, &to]))
         }
         Op::Mkdir { path, mode, owner } => {
             writable(conn)?;
-            store.mkdir(&path, mode, owner).map(Reply::Meta)
+            store
+                .mkdir(&path, mode, owner)
+                .map(|m| changed(store, Some(m), &[&path]))
         }
         Op::Rmdir { path } => {
             writable(conn)?;
-            store.rmdir(&path).map(|()| Reply::Done)
+            store.rmdir(&path).map(|()| changed(store, None, &[&path]))
         }
         Op::SetAttr { path, attr } => {
             writable(conn)?;
-            store.setattr(&path, &attr).map(Reply::Meta)
+            store
+                .setattr(&path, &attr)
+                .map(|m| changed(store, Some(m), &[&path]))
         }
         Op::StatFs => store.statfs().map(Reply::StatFs),
         Op::Ping => Ok(Reply::Done),
@@ -69,12 +135,16 @@ fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
             owner,
         } => {
             writable(conn)?;
-            store.symlink(&path, &target, owner).map(Reply::Meta)
+            store
+                .symlink(&path, &target, owner)
+                .map(|m| changed(store, Some(m), &[&path]))
         }
         Op::ReadLink { path } => store.readlink(&path).map(Reply::Target),
         Op::Link { from, to } => {
             writable(conn)?;
-            store.link(&from, &to).map(Reply::Meta)
+            store
+                .link(&from, &to)
+                .map(|m| changed(store, Some(m), &[&to]))
         }
         Op::Mknod {
             path,
@@ -84,7 +154,9 @@ fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
             owner,
         } => {
             writable(conn)?;
-            store.mknod(&path, kind, mode, rdev, owner).map(Reply::Meta)
+            store
+                .mknod(&path, kind, mode, rdev, owner)
+                .map(|m| changed(store, Some(m), &[&path]))
         }
         Op::GetXattr { path, name } => store.getxattr(&path, &name).map(Reply::Xattr),
         Op::ListXattr { path } => store.listxattr(&path).map(Reply::XattrNames),
@@ -103,89 +175,240 @@ fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
             writable(conn)?;
             store.removexattr(&path, &name).map(|()| Reply::Done)
         }
-        Op::List { .. } | Op::Get { .. } | Op::Put { .. } => Err(WireError::new(
+        Op::List { .. }
+        | Op::Get { .. }
+        | Op::Put { .. }
+        | Op::Lock { .. }
+        | Op::TestLock { .. } => Err(WireError::new(
             ErrorCode::Invalid,
             "internal error: streaming request on the wrong path",
         )),
     }
 }
 
-fn list(
-    conn: &Conn,
-    id: u64,
-    path: &RelPath,
-    cancel: &AtomicBool,
-    label: &Label,
-) -> Option<ServerMsg> {
-    let fail = |e: WireError| {
-        log_request(conn, label, Outcome::Err(&e), "");
-        Some(ServerMsg::Reply { id, result: Err(e) })
-    };
-    let listing = match conn.store.list(path) {
-        Ok(l) => l,
-        Err(e) => return fail(e),
-    };
-    let (mut part, mut bytes, mut total) = (Vec::new(), 0, 0u64);
-    for item in listing {
-        let entry = match item {
-            Ok(entry) => entry,
-            Err(e) => return fail(e),
+/// A lock request: one that may wait runs on a thread of its own, since
+/// it can wait for minutes and must not hold a pool worker meanwhile (a
+/// `Cancel` or the session's end sets its flag and wakes the lock table).
+fn lock(conn: &Arc<Conn>, id: u64, op: Op, responder: Responder, label: Label) {
+    let waits = matches!(op, Op::Lock { wait: true, .. });
+    let conn = Arc::clone(conn);
+    let run = move |responder: Responder| {
+        let result = crate::lock_ops::run(&conn, op, responder.cancel_flag());
+        let outcome = match &result {
+            Ok(_) => Outcome::Ok,
+            Err(e) => Outcome::Err(e),
         };
-        bytes += entry.name.len() + ENTRY_OVERHEAD;
-        total += 1;
-        part.push(entry);
-        if bytes >= LIST_PART_BYTES {
-            if cancel.load(Ordering::SeqCst) {
-                return fail(cancelled());
-            }
-            let entries = std::mem::take(&mut part);
-            let msg = ServerMsg::Reply {
-                id,
-                result: Ok(Reply::Entries {
-                    entries,
-                    more: true,
-                }),
-            };
-            conn.writer.send(&msg).ok()?;
-            bytes = 0;
-        }
+        log_request(&conn, &label, outcome, "");
+        responder.finish(Some(ServerMsg::Reply { id, result }));
+    };
+    if !waits {
+        return run(responder);
     }
-    log_request(conn, label, Outcome::Ok, &format!(" entries={total}"));
-    Some(ServerMsg::Reply {
-        id,
-        result: Ok(Reply::Entries {
-            entries: part,
-            more: false,
-        }),
-    })
+    // A failed spawn drops the responder, which answers with an error.
+    if let Err(e) = std::thread::Builder::new()
+        .name("rfserve-lock-wait".into())
+        .spawn(move || run(responder))
+    {
+        log::warn!("cannot start a thread for a waiting lock: {e}");
+    }
 }
 
-fn get(
+/// The first part of a listing is gathered on the quick worker; a listing
+/// that needs more parts is streamed from the transfer lane, since each
+/// part waits for the peer to take the one before.
+fn list(conn: &Arc<Conn>, id: u64, path: &RelPath, responder: Responder, label: Label) {
+    let fail = |responder: Responder, e: WireError| {
+        log_request(conn, &label, Outcome::Err(&e), "");
+        responder.finish(Some(ServerMsg::Reply { id, result: Err(e) }));
+    };
+    conn.callbacks.hold(path, Held::Listing);
+    let mut listing = match conn.store.list(path) {
+        Ok(l) => l,
+        Err(e) => return fail(responder, e),
+    };
+    let mut total = 0u64;
+    let (part, more) = match next_part(&mut listing, &mut total) {
+        Ok(p) => p,
+        Err(e) => return fail(responder, e),
+    };
+    if !more {
+        log_request(conn, &label, Outcome::Ok, &format!(" entries={total}"));
+        return responder.finish(Some(entries_msg(id, part, false)));
+    }
+    responder.continue_on(
+        Lane::Transfer,
+        Box::new(move |conn, responder| {
+            let last = stream_list(
+                conn,
+                id,
+                listing,
+                part,
+                total,
+                responder.cancel_flag(),
+                &label,
+            );
+            responder.finish(last);
+        }),
+    );
+}
+
+fn entries_msg(id: u64, entries: Vec<DirEntry>, more: bool) -> ServerMsg {
+    ServerMsg::Reply {
+        id,
+        result: Ok(Reply::Entries { entries, more }),
+    }
+}
+
+/// The next part of a listing, and whether entries are left after it.
+fn next_part(listing: &mut Listing, total: &mut u64) -> Result<(Vec<DirEntry>, bool), WireError> {
+    let (mut part, mut bytes) = (Vec::new(), 0);
+    for item in listing.by_ref() {
+        let entry = item?;
+        bytes += entry.name.len() + ENTRY_OVERHEAD;
+        *total += 1;
+        part.push(entry);
+        if bytes >= LIST_PART_BYTES {
+            return Ok((part, true));
+        }
+    }
+    Ok((part, false))
+}
+
+/// Sends `first` and the parts after it; the last part is returned.
+fn stream_list(
     conn: &Conn,
     id: u64,
-    path: &RelPath,
-    have: Option<Version>,
+    mut listing: Listing,
+    first: Vec<DirEntry>,
+    mut total: u64,
     cancel: &AtomicBool,
     label: &Label,
 ) -> Option<ServerMsg> {
-    let (meta, mut content) = match conn.store.open_read(path) {
-        Ok(opened) => opened,
-        Err(e) => {
+    let mut part = first;
+    loop {
+        if cancel.load(Ordering::SeqCst) {
+            let e = cancelled();
             log_request(conn, label, Outcome::Err(&e), "");
             return Some(ServerMsg::Reply { id, result: Err(e) });
         }
+        conn.writer.send(&entries_msg(id, part, true)).ok()?;
+        match next_part(&mut listing, &mut total) {
+            Ok((next, true)) => part = next,
+            Ok((last, false)) => {
+                log_request(conn, label, Outcome::Ok, &format!(" entries={total}"));
+                return Some(entries_msg(id, last, false));
+            }
+            Err(e) => {
+                log_request(conn, label, Outcome::Err(&e), "");
+                return Some(ServerMsg::Reply { id, result: Err(e) });
+            }
+        }
+    }
+}
+
+/// A download: opened, checked against the client's version, and for a
+/// file of at most one chunk answered whole, on the quick worker (its
+/// frames are queued, bounded by the requests in flight). A larger file
+/// streams from the transfer lane.
+fn get(
+    conn: &Arc<Conn>,
+    id: u64,
+    path: &RelPath,
+    have: Option<Version>,
+    responder: Responder,
+    label: Label,
+) {
+    conn.callbacks.hold(path, Held::Object);
+    let (meta, mut content) = match conn.store.open_read(path) {
+        Ok(opened) => opened,
+        Err(e) => {
+            log_request(conn, &label, Outcome::Err(&e), "");
+            return responder.finish(Some(ServerMsg::Reply { id, result: Err(e) }));
+        }
     };
     if have == Some(meta.version) {
-        log_request(conn, label, Outcome::NotModified, "");
-        return Some(ServerMsg::Reply {
+        log_request(conn, &label, Outcome::NotModified, "");
+        return responder.finish(Some(ServerMsg::Reply {
             id,
-            result: Ok(Reply::NotModified(meta.clone())),
-        });
+            result: Ok(Reply::NotModified(meta)),
+        }));
     }
     let head = ServerMsg::Reply {
         id,
         result: Ok(Reply::Get(meta.clone())),
     };
+    if meta.size <= CHUNK_SIZE as u64 {
+        let mut buf = vec![0u8; usize::try_from(meta.size).unwrap_or(CHUNK_SIZE)];
+        let result = match read_full(&mut content, &mut buf) {
+            Ok(n) if n == buf.len() => Ok(()),
+            Ok(_) => Err(shrank(path)),
+            Err(e) => Err(WireError::from_io(&e, path)),
+        };
+        if conn.writer.post(&head).is_err() {
+            log_request(conn, &label, Outcome::Aborted(0), "");
+            return responder.finish(None);
+        }
+        let end = match result {
+            Ok(()) => {
+                let mut hasher = Hasher::new();
+                hasher.update(&buf);
+                let sum = hasher.finish();
+                if !buf.is_empty()
+                    && conn
+                        .writer
+                        .post(&ServerMsg::Data { id, data: buf })
+                        .is_err()
+                {
+                    log_request(conn, &label, Outcome::Aborted(0), "");
+                    return responder.finish(None);
+                }
+                log_request(conn, &label, Outcome::Data(meta.size), "");
+                Ok(sum)
+            }
+            Err(e) => {
+                log_request(conn, &label, Outcome::Err(&e), "");
+                Err(e)
+            }
+        };
+        return responder.finish(Some(ServerMsg::DataEnd { id, result: end }));
+    }
+    let path = path.clone();
+    responder.continue_on(
+        Lane::Transfer,
+        Box::new(move |conn, responder| {
+            let last = stream_get(
+                conn,
+                id,
+                &path,
+                &meta,
+                head,
+                content,
+                responder.cancel_flag(),
+                &label,
+            );
+            responder.finish(last);
+        }),
+    );
+}
+
+fn shrank(path: &RelPath) -> WireError {
+    WireError::new(
+        ErrorCode::Io,
+        format!("{path}: file shrank while being sent"),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stream_get(
+    conn: &Conn,
+    id: u64,
+    path: &RelPath,
+    meta: &Meta,
+    head: ServerMsg,
+    mut content: Content,
+    cancel: &AtomicBool,
+    label: &Label,
+) -> Option<ServerMsg> {
     if conn.writer.send(&head).is_err() {
         log_request(conn, label, Outcome::Aborted(0), "");
         return None;
@@ -204,12 +427,7 @@ fn get(
         let want = usize::try_from(meta.size - sent).map_or(CHUNK_SIZE, |n| n.min(CHUNK_SIZE));
         let mut buf = vec![0u8; want];
         match read_full(&mut content, &mut buf) {
-            Ok(0) => {
-                break Err(WireError::new(
-                    ErrorCode::Io,
-                    format!("{path}: file shrank while being sent"),
-                ));
-            }
+            Ok(0) => break Err(shrank(path)),
             Ok(n) => {
                 buf.truncate(n);
                 hasher.update(&buf);

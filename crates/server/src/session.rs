@@ -10,16 +10,19 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rfmount_proto::ServerMsg;
+use rfmount_proto::{RelPath, ServerMsg};
 use rfmount_transport::ReadHalf;
 
+use crate::callbacks::Callbacks;
 use crate::config::ServerConfig;
 use crate::conn::Conn;
 use crate::dispatch;
 use crate::ending::Ending;
 use crate::frames::{FrameReader, is_timeout};
 use crate::handshake::{self, Ctx};
+use crate::locks::LockTable;
 use crate::peers::{Gate, Ticket};
+use crate::pool::Pool;
 use crate::ratelog::Kind;
 use crate::store::Store;
 use crate::tls;
@@ -36,6 +39,9 @@ pub(crate) struct Setup {
     pub(crate) gate: Arc<Gate>,
     pub(crate) ticket: Ticket,
     pub(crate) sessions: Arc<Sessions>,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) callbacks: Arc<Callbacks>,
+    pub(crate) locks: Arc<LockTable>,
 }
 
 /// Serves one accepted connection to its end and logs how it went. Only
@@ -50,6 +56,9 @@ pub(crate) fn run(setup: Setup) {
         gate,
         ticket,
         sessions,
+        pool,
+        callbacks,
+        locks,
     } = setup;
     log::debug!("connection from {peer}");
     let _ = stream.set_nodelay(true);
@@ -73,19 +82,22 @@ pub(crate) fn run(setup: Setup) {
         }
     };
     let writer = match FrameWriter::new(Arc::clone(&stream), output, cfg.write_timeout) {
-        Ok(w) => w,
+        Ok(w) => Arc::new(w),
         Err(e) => {
             log::debug!("{peer}: cannot set up connection: {e}");
             return;
         }
     };
     let mut reader = FrameReader::new(input);
+    let mut held = callbacks.join(RelPath::root(), Arc::clone(&writer));
     let cx = Ctx {
+        callbacks: held.active(),
         cfg: &cfg,
         gate: &gate,
         ticket: &ticket,
         peer,
         writer: &writer,
+        locks: &locks,
     };
     let admitted = match handshake::run(&mut reader, &store, &cx) {
         Ok(a) => a,
@@ -116,20 +128,35 @@ pub(crate) fn run(setup: Setup) {
             .unwrap_or_default()
     );
     let registered = sessions.register(peer, writer.sent_counter());
+    if let Some(dir) = admitted
+        .subdir
+        .as_deref()
+        .and_then(|d| RelPath::new(d).ok())
+    {
+        held.set_prefix(dir);
+    }
     let conn = Arc::new(Conn::new(
         admitted.store,
         writer,
+        held,
         peer,
         cfg.read_only,
         registered.traffic.clone(),
+        pool,
+        admitted.lease,
     ));
     let ending = serve(&mut reader, &conn, &cfg);
     if let Some(fatal) = &ending.fatal {
         log::warn!("{peer}: closing connection: {}", fatal.message);
         let _ = conn.writer.send(&ServerMsg::Fatal(fatal.clone()));
     }
+    // Whatever is queued goes out before the half-close.
+    conn.writer.finish();
     linger(&stream);
     conn.wait_workers();
+    // Only now: a lock granted by a worker that was still running belongs
+    // to the session too.
+    conn.lease.end();
     log::info!(
         "session from {peer} closed after {:.1} s ({}): {}",
         started.elapsed().as_secs_f32(),
@@ -152,6 +179,9 @@ fn serve(reader: &mut FrameReader<ReadHalf>, conn: &Arc<Conn>, cfg: &ServerConfi
         // still reach it.
         conn.wait_workers();
     }
+    // Requests parked waiting for something else (a lock) would wait for
+    // a connection that is ending: answer them now.
+    conn.cancel_all();
     ending
 }
 

@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use rfmount_proto::{
-    DirEntry, FileKind, Meta, Owner, RelPath, SetAttr, StatFs, Timestamp, WireError,
+    DirEntry, FileKind, Meta, Owner, PutExt, RelPath, SetAttr, StatFs, Timestamp, WireError,
 };
 
 /// The outcome of a store operation.
@@ -68,6 +68,19 @@ pub trait Store: Send + Sync + 'static {
         path: &RelPath,
         size: u64,
         owner: Option<Owner>,
+    ) -> StoreResult<Box<dyn PendingPut>> {
+        self.begin_put_ext(path, size, owner, &PutExt::default())
+    }
+
+    /// [`Store::begin_put`] with the request's extensions: the condition
+    /// (`expect`, answered `Conflict` when the target is not what it names,
+    /// both now and atomically at the commit) and the access time.
+    fn begin_put_ext(
+        &self,
+        path: &RelPath,
+        size: u64,
+        owner: Option<Owner>,
+        ext: &PutExt,
     ) -> StoreResult<Box<dyn PendingPut>>;
 
     /// Removes a file (not a directory).
@@ -133,4 +146,12 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// When `dir` is missing, not a directory, or leaves the export.
     fn confine(&self, dir: &RelPath) -> StoreResult<Arc<dyn Store>>;
+
+    /// The local directory holding the tree, when there is one: the server
+    /// watches it for changes made by other processes and pushes them to
+    /// sessions. `None` (the default) for a store that is not a local
+    /// directory.
+    fn local_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 }

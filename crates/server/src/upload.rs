@@ -1,7 +1,7 @@
 //! The receiving half of PUT, run on the reader thread: data frames arrive
 //! in order on the connection, so writing them where they are read keeps
 //! them in order without a queue, and the socket's own flow control paces
-//! the client to the disk. Only the commit (fsync, rename) goes to a worker,
+//! the client to the disk. Only the commit (fsync, rename) goes to a pool thread,
 //! so that a slow disk flush does not stall the connection's other requests.
 //!
 //! An upload that failed early (read-only, no space, bad path) is answered at
@@ -14,10 +14,13 @@ use std::io::Write;
 use std::sync::Arc;
 
 use rfmount_proto::{
-    Checksum, ErrorCode, Hasher, Op, Owner, RelPath, Reply, ServerMsg, Timestamp, WireError,
+    Change, Checksum, ErrorCode, Hasher, Op, Owner, PutExt, RelPath, ServerMsg, Timestamp,
+    WireError,
 };
 
+use crate::changed::changed;
 use crate::conn::Conn;
+use crate::pool::Lane;
 use crate::replies::{Label, Outcome, cancelled, log_request, refuse, writable};
 use crate::store::PendingPut;
 
@@ -56,6 +59,7 @@ pub(crate) struct PutArgs {
     pub(crate) mode: Option<u32>,
     pub(crate) mtime: Option<Timestamp>,
     pub(crate) owner: Option<Owner>,
+    pub(crate) ext: PutExt,
 }
 
 impl Uploads {
@@ -76,6 +80,7 @@ impl Uploads {
             mode,
             mtime,
             owner,
+            ext,
         } = put;
         let label = Label::of(&Op::Put {
             path: path.clone(),
@@ -83,8 +88,10 @@ impl Uploads {
             mode,
             mtime,
             owner,
+            ext: Default::default(),
         });
-        let pending = writable(conn).and_then(|()| conn.store.begin_put(&path, size, owner));
+        let pending =
+            writable(conn).and_then(|()| conn.store.begin_put_ext(&path, size, owner, &ext));
         match pending {
             Ok(pending) => {
                 let upload = Upload {
@@ -167,17 +174,30 @@ impl Uploads {
         let label = up.label.clone();
         let job = Box::new(move |conn: &Conn, _: &_| {
             let bytes = up.received;
+            // Whether the name is new decides what other sessions are told:
+            // a new name changes the directory's listing too.
+            let existed = conn.store.stat(&up.path).is_ok();
             let result = up.pending.commit(up.mode, up.mtime);
+            if let Ok(meta) = &result {
+                let change = if existed {
+                    Change::Content
+                } else {
+                    Change::Created
+                };
+                conn.callbacks
+                    .changed(&[(up.path.clone(), change, meta.file_id)]);
+            }
             match &result {
                 Ok(_) => log_request(conn, &up.label, Outcome::Ok, &format!(" bytes={bytes}")),
                 Err(e) => log_request(conn, &up.label, Outcome::Err(e), ""),
             }
             Some(ServerMsg::Reply {
                 id,
-                result: result.map(Reply::Meta),
+                result: result.map(|m| changed(&*conn.store, Some(m), &[&up.path])),
             })
         });
-        if let Err(err) = conn.spawn(id, job) {
+        // The commit waits for the disk, never for the peer: quick lane.
+        if let Err(err) = conn.spawn(id, Lane::Quick, job) {
             refuse(conn, id, &label, err);
         }
     }

@@ -119,7 +119,7 @@ fn an_oversized_frame_before_authentication_is_refused_unread() {
     c.welcome();
     assert!(matches!(
         c.put(1, "f", &vec![7; 1 << 20], 1 << 20),
-        Ok(Reply::Meta(_))
+        Ok(Reply::Changed { meta: Some(_), .. })
     ));
 }
 
@@ -138,6 +138,7 @@ fn a_trickled_hello_is_cut_off_at_the_handshake_deadline() {
             version: PROTOCOL_VERSION,
             client_nonce: [0; 32],
             subdir: None,
+            client_id: None,
         }),
     )
     .unwrap();
@@ -318,6 +319,7 @@ fn a_subdir_session_sees_only_its_subdirectory() {
             op: Op::Get {
                 path: p(path),
                 have: None,
+                sparse: false,
             },
         });
         match c.recv() {
@@ -334,7 +336,10 @@ fn a_subdir_session_sees_only_its_subdirectory() {
         ErrorCode::NotFound
     );
     // Writes land inside it.
-    assert!(matches!(c.put(7, "new", b"n", 1), Ok(Reply::Meta(_))));
+    assert!(matches!(
+        c.put(7, "new", b"n", 1),
+        Ok(Reply::Changed { meta: Some(_), .. })
+    ));
     assert_eq!(std::fs::read(root.join("sub/new")).unwrap(), b"n");
     // The root of the session cannot be removed or renamed either.
     assert_eq!(

@@ -74,6 +74,7 @@ fn upload_larger_than_the_free_space_is_refused_up_front() {
             mode: None,
             mtime: None,
             owner: None,
+            ext: Default::default(),
         },
     });
     // The refusal comes before any data is sent.
@@ -109,7 +110,7 @@ fn upload_larger_than_the_free_space_is_refused_up_front() {
     // What fits still works.
     assert!(matches!(
         c.put(3, "small", &[5; 1000], 300),
-        Ok(Reply::Meta(_))
+        Ok(Reply::Changed { meta: Some(_), .. })
     ));
     drop(c);
     stop.shutdown();

@@ -84,6 +84,7 @@ fn bad_magic_or_wrong_first_frame_is_fatal() {
         version: PROTOCOL_VERSION,
         client_nonce: [0; 32],
         subdir: None,
+        client_id: None,
     }));
     assert_eq!(c.expect_closed().unwrap().code, ErrorCode::Protocol);
     let mut c = Client::connect(h.addr);
@@ -202,7 +203,7 @@ fn put_then_get_round_trips_with_checksum() {
     let mut c = h.client();
     let data = content(3 * rfmount_proto::CHUNK_SIZE + 12345, 1);
     let meta = match c.put(1, "big.bin", &data, rfmount_proto::CHUNK_SIZE) {
-        Ok(Reply::Meta(m)) => m,
+        Ok(Reply::Changed { meta: Some(m), .. }) => m,
         other => panic!("{other:?}"),
     };
     assert_eq!(
@@ -222,7 +223,9 @@ fn put_then_get_round_trips_with_checksum() {
     assert_eq!(got, data);
     assert!(h.temp_files().is_empty());
     // An empty file works as well.
-    assert!(matches!(c.put(3, "empty", &[], 1), Ok(Reply::Meta(m)) if m.size == 0));
+    assert!(
+        matches!(c.put(3, "empty", &[], 1), Ok(Reply::Changed { meta: Some(m), .. }) if m.size == 0)
+    );
     assert_eq!(c.get(4, "empty").1, Vec::<u8>::new());
     wait_logged(&format!(
         "request op=GET path=/big.bin result=data bytes={}",
@@ -248,6 +251,7 @@ fn put_with_wrong_checksum_or_size_keeps_the_old_file() {
             mode: None,
             mtime: None,
             owner: None,
+            ext: Default::default(),
         },
     });
     c.send(&ClientMsg::PutData {
@@ -276,6 +280,7 @@ fn put_with_wrong_checksum_or_size_keeps_the_old_file() {
             mode: None,
             mtime: None,
             owner: None,
+            ext: Default::default(),
         },
     });
     c.send(&ClientMsg::PutData {
@@ -304,6 +309,7 @@ fn put_with_wrong_checksum_or_size_keeps_the_old_file() {
             mode: None,
             mtime: None,
             owner: None,
+            ext: Default::default(),
         },
     });
     c.send(&ClientMsg::PutData {
@@ -342,6 +348,7 @@ fn disconnect_mid_put_leaves_old_file_and_no_temporary() {
             mode: None,
             mtime: None,
             owner: None,
+            ext: Default::default(),
         },
     });
     c.send(&ClientMsg::PutData {
@@ -368,6 +375,7 @@ fn cancel_discards_a_put() {
             mode: None,
             mtime: None,
             owner: None,
+            ext: Default::default(),
         },
     });
     c.send(&ClientMsg::PutData {
@@ -402,6 +410,7 @@ fn get_answers_not_modified_for_the_current_version() {
     let get = |have| Op::Get {
         path: p("f"),
         have: Some(have),
+        sparse: false,
     };
     assert_eq!(
         c.request(2, get(meta.version)),
@@ -426,7 +435,8 @@ fn get_answers_not_modified_for_the_current_version() {
             4,
             Op::Get {
                 path: p(""),
-                have: None
+                have: None,
+                sparse: false,
             }
         )
         .unwrap_err()
@@ -438,7 +448,8 @@ fn get_answers_not_modified_for_the_current_version() {
             5,
             Op::Get {
                 path: p("nope"),
-                have: None
+                have: None,
+                sparse: false,
             }
         )
         .unwrap_err()
@@ -537,6 +548,7 @@ fn read_only_refuses_every_change() {
             mode: None,
             mtime: None,
             owner: None,
+            ext: Default::default(),
         },
     ];
     for (id, op) in ops.into_iter().enumerate() {
@@ -581,6 +593,7 @@ fn list_overtakes_a_large_get_on_the_same_connection() {
         op: Op::Get {
             path: p("big"),
             have: None,
+            sparse: false,
         },
     });
     c.send(&ClientMsg::Request {
@@ -646,6 +659,7 @@ fn too_many_requests_in_flight_get_busy() {
             mode: None,
             mtime: None,
             owner: None,
+            ext: Default::default(),
         },
     });
     assert_eq!(c.request(2, Op::Ping).unwrap_err().code, ErrorCode::Busy);
@@ -661,7 +675,7 @@ fn too_many_requests_in_flight_get_busy() {
         c.recv(),
         ServerMsg::Reply {
             id: 1,
-            result: Ok(Reply::Meta(_))
+            result: Ok(Reply::Changed { meta: Some(_), .. })
         }
     ));
     assert_eq!(c.request(3, Op::Ping), Ok(Reply::Done));
@@ -677,6 +691,7 @@ fn reusing_an_id_in_flight_is_fatal() {
         mode: None,
         mtime: None,
         owner: None,
+        ext: Default::default(),
     };
     c.send(&ClientMsg::Request {
         id: 1,
@@ -705,10 +720,10 @@ fn namespace_requests_over_the_wire() {
     let h = start(ServerConfig::default());
     let mut c = h.client();
     assert!(
-        matches!(c.request(1, Op::Mkdir { path: p("d"), mode: 0o700, owner: None }), Ok(Reply::Meta(m)) if m.mode == 0o700)
+        matches!(c.request(1, Op::Mkdir { path: p("d"), mode: 0o700, owner: None }), Ok(Reply::Changed { meta: Some(m), parents }) if m.mode == 0o700 && parents.len() == 1)
     );
     assert!(c.put(2, "d/a", b"abc", 2).is_ok());
-    assert_eq!(
+    assert!(matches!(
         c.request(
             3,
             Op::Rename {
@@ -717,22 +732,31 @@ fn namespace_requests_over_the_wire() {
                 flags: 0,
             }
         ),
-        Ok(Reply::Done)
-    );
+        // The file under its new name, then both parents (d, the root).
+        Ok(Reply::Changed { meta: Some(m), parents })
+            if m.kind == FileKind::File && parents.len() == 2
+                && parents.iter().all(|d| d.kind == FileKind::Dir)
+    ));
     wait_logged("request op=RENAME path=/d/a result=ok to=/b");
     assert_eq!(
         c.request(4, Op::Remove { path: p("d") }).unwrap_err().code,
         ErrorCode::IsDir
     );
-    assert_eq!(c.request(5, Op::Rmdir { path: p("d") }), Ok(Reply::Done));
+    assert!(matches!(
+        c.request(5, Op::Rmdir { path: p("d") }),
+        Ok(Reply::Changed { meta: None, parents }) if parents.len() == 1
+    ));
     let attr = SetAttr {
         size: Some(1),
         ..SetAttr::default()
     };
     assert!(
-        matches!(c.request(6, Op::SetAttr { path: p("b"), attr }), Ok(Reply::Meta(m)) if m.size == 1)
+        matches!(c.request(6, Op::SetAttr { path: p("b"), attr }), Ok(Reply::Changed { meta: Some(m), .. }) if m.size == 1)
     );
-    assert_eq!(c.request(7, Op::Remove { path: p("b") }), Ok(Reply::Done));
+    assert!(matches!(
+        c.request(7, Op::Remove { path: p("b") }),
+        Ok(Reply::Changed { meta: None, parents }) if parents.len() == 1
+    ));
     assert_eq!(
         c.request(8, Op::Stat { path: p("b") }).unwrap_err().code,
         ErrorCode::NotFound
@@ -763,6 +787,7 @@ fn shutdown_closes_sessions_and_removes_partial_uploads() {
             mode: None,
             mtime: None,
             owner: None,
+            ext: Default::default(),
         },
     });
     c.send(&ClientMsg::PutData {
@@ -789,6 +814,7 @@ fn answers_in_progress_survive_a_half_close() {
         op: Op::Get {
             path: p("f"),
             have: None,
+            sparse: false,
         },
     });
     c.s.shutdown(std::net::Shutdown::Write).unwrap();
@@ -819,6 +845,7 @@ fn cancel_stops_a_get() {
         op: Op::Get {
             path: p("big"),
             have: None,
+            sparse: false,
         },
     });
     assert!(matches!(

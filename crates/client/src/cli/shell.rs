@@ -228,7 +228,7 @@ impl<'a> Shell<'a> {
             }
             ("put", [name]) => {
                 let here = format!("{}/", self.cwd.borrow());
-                let target = super::put(r, Path::new(name), Some(&here))?;
+                let target = super::put(r, Path::new(name), Some(&here), false)?;
                 writeln!(out, "uploaded {target}")?;
             }
             ("put", [name, remote]) => {
@@ -236,7 +236,7 @@ impl<'a> Shell<'a> {
                 if remote.ends_with('/') && !to.ends_with('/') {
                     to.push('/');
                 }
-                let target = super::put(r, Path::new(name), Some(&to))?;
+                let target = super::put(r, Path::new(name), Some(&to), false)?;
                 writeln!(out, "uploaded {target}")?;
             }
             ("mv", [from, to]) => {

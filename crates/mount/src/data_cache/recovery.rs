@@ -70,8 +70,19 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// tells apart several recoveries in the same second. The original name is
 /// shortened (at a character boundary) when the result would be too long.
 pub(crate) fn sibling(path: &RelPath, host: &str, stamp: &str, n: u32) -> Option<RelPath> {
+    tagged_sibling(path, "recovered", host, stamp, n)
+}
+
+/// As [`sibling`], for `NAME.TAG-HOST-STAMP` (e.g. `conflict`).
+pub(crate) fn tagged_sibling(
+    path: &RelPath,
+    tag: &str,
+    host: &str,
+    stamp: &str,
+    n: u32,
+) -> Option<RelPath> {
     let name = path.file_name()?;
-    let mut suffix = format!(".recovered-{host}-{stamp}");
+    let mut suffix = format!(".{tag}-{host}-{stamp}");
     if n > 1 {
         suffix.push_str(&format!("-{n}"));
     }

@@ -49,12 +49,22 @@ impl<R: Remote> RemoteFs<R> {
         }
         // A fresh LIST at every opendir: directories follow close-to-open
         // like files; the listing cache serves the lookups that follow.
-        let listing = match self.remote.list(&dir) {
-            Ok(entries) => {
+        // Except under a callback: the cached listing is current.
+        let trusted = self.meta.lock().listing_trusted(&dir);
+        let ticket = self.trust.ticket();
+        let fetched = match trusted {
+            Some(l) => Ok(l),
+            None => self.remote.list(&dir).map(|entries| {
                 let listing = Arc::new(crate::meta_cache::Listing::new(entries));
-                self.meta.lock().put_listing(&dir, listing.clone());
+                let granted = self.trust.granted(ticket);
+                self.meta
+                    .lock()
+                    .put_listing_as(&dir, listing.clone(), granted);
                 listing
-            }
+            }),
+        };
+        let listing = match fetched {
+            Ok(l) => l,
             // Server unreachable: the last listing, however old, beats EIO;
             // without one, what the cache holds (not stored as a listing:
             // it does not say which names are absent).

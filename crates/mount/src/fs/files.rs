@@ -18,16 +18,17 @@ use rfmount_proto::{
 
 use super::passthrough::{Backer, InodeIo, Mode};
 use super::stream::{Answer, Stream};
-use super::{Attr, Opened, RemoteFs};
+use super::{Attr, Opened, RemoteFs, conflict};
 use crate::data_cache::{EntryInfo, open_data};
 use crate::error::{FsError, FsResult};
+use crate::trust::Ticket;
 
 /// Per-inode state shared by all handles of one file.
 #[derive(Default)]
 pub(crate) struct FileState {
     /// Bumped by every local change; an upload only marks the file clean if
     /// no change happened while it ran.
-    write_gen: AtomicU64,
+    pub(super) write_gen: AtomicU64,
     /// Held across fetches and uploads of this file (never across anything
     /// else), so that they do not interleave.
     pub(super) upload: Mutex<()>,
@@ -36,13 +37,13 @@ pub(crate) struct FileState {
     /// or marks it clean: a change is either in what was sealed, or it
     /// marks the file as being written again after the seal. Always taken
     /// after `upload`, never before.
-    seal: RwLock<()>,
+    pub(super) seal: RwLock<()>,
     open: AtomicU32,
-    writers: AtomicU32,
+    pub(super) writers: AtomicU32,
     /// Writers in passthrough: the kernel writes the cache file for them.
     kernel_writers: AtomicU32,
     /// Content version whose pages the kernel may hold.
-    kernel_version: Mutex<Option<Version>>,
+    pub(super) kernel_version: Mutex<Option<Version>>,
     /// Attributes at the moment the file was unlinked or replaced while
     /// open; its descriptors go on answering fstat from these.
     detached: Mutex<Option<Meta>>,
@@ -51,6 +52,8 @@ pub(crate) struct FileState {
     pub(super) stream: Mutex<Option<Arc<Stream>>>,
     /// How the kernel does the I/O of the open handles (passthrough).
     io: InodeIo,
+    /// Bumped by every pushed change of the file (see `pushed.rs`).
+    pub(super) pushed: AtomicU64,
 }
 
 impl FileState {
@@ -73,17 +76,40 @@ pub(super) enum Why {
     Release,
     /// The retry loop: only sealed content that no handle is writing.
     Retry,
+    /// A write-back upload queued at close: as a retry, but a first try.
+    Background,
 }
 
 /// An open file.
 pub(crate) struct Handle {
-    ino: u64,
-    file: File,
-    writable: bool,
+    pub(super) ino: u64,
+    /// Replaced when taking a lock brings a newer version into the cache
+    /// while the file is open (`fs/locks.rs`).
+    file: RwLock<File>,
+    pub(super) writable: bool,
     state: Arc<FileState>,
     /// The fetch this handle's content is still arriving from.
     stream: Option<Arc<Stream>>,
     mode: Mode,
+    /// The file's `pushed` count this handle's copy reflects.
+    pub(super) seen_pushed: AtomicU64,
+    /// A newer copy fetched after a pushed change (reads use it).
+    pub(super) fresh: Mutex<Option<Arc<File>>>,
+}
+
+impl Handle {
+    pub(super) fn ino(&self) -> u64 {
+        self.ino
+    }
+
+    pub(super) fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Points the handle at a new cache file of the same content path.
+    pub(super) fn replace_file(&self, file: File) {
+        *self.file.write() = file;
+    }
 }
 
 /// Up to `len` bytes at `offset` (fewer at the end of the file), read
@@ -120,7 +146,7 @@ fn read_full_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>
     Ok(buf)
 }
 
-fn discard_stream(state: &FileState) {
+pub(super) fn discard_stream(state: &FileState) {
     if let Some(s) = state.stream.lock().take() {
         s.discard();
     }
@@ -182,8 +208,12 @@ impl<R: Remote> RemoteFs<R> {
         }
         // Complete and clean, and nobody writes it: the kernel may read the
         // cache file itself.
+        // Not under server callbacks: they promise that an open handle sees
+        // a pushed change, and the kernel reading the cache file itself
+        // would not (nor a lock's new version, see `locks::revalidate`).
         let eligible = !writable
             && stream.is_none()
+            && !self.trust.live()
             && state.writers.load(Ordering::SeqCst) == 0
             && self.cache.entry(&path).is_some_and(|e| !e.dirty);
         let (mode, io) = state.io.choose(&file, eligible, backer);
@@ -218,11 +248,13 @@ impl<R: Remote> RemoteFs<R> {
             fh,
             Arc::new(Handle {
                 ino,
-                file,
+                file: RwLock::new(file),
                 writable,
+                seen_pushed: AtomicU64::new(state.pushed.load(Ordering::SeqCst)),
                 state,
                 stream,
                 mode,
+                fresh: Mutex::new(None),
             }),
         );
         fh
@@ -239,7 +271,14 @@ impl<R: Remote> RemoteFs<R> {
         writable: bool,
         trunc: bool,
     ) -> FsResult<(File, bool, Option<Arc<Stream>>)> {
-        let _guard = state.upload.lock();
+        // Unsent local content needs no fetch, so no wait for an upload of
+        // it in flight (a write-back upload to a slow server).
+        let mut entry = self.cache.entry(path);
+        let mut _guard = None;
+        if !entry.as_ref().is_some_and(|e| e.dirty) {
+            _guard = Some(state.upload.lock());
+            entry = self.cache.entry(path);
+        }
         let running = state.stream.lock().clone();
         let mut confirmed = None;
         if let Some(s) = running {
@@ -248,7 +287,7 @@ impl<R: Remote> RemoteFs<R> {
                 if s.prefetch {
                     self.prefetcher.note_used();
                 }
-                return self.follow(ino, path, state, &s);
+                return self.follow(ino, path, state, &s, None);
             }
             // A writer starts from the whole content; an abandoned fetch
             // may still be putting its content in place.
@@ -259,8 +298,8 @@ impl<R: Remote> RemoteFs<R> {
                 confirmed = s.confirmed();
             }
             *state.stream.lock() = None;
+            entry = self.cache.entry(path);
         }
-        let entry = self.cache.entry(path);
         let keep_cache = if entry.as_ref().is_some_and(|e| e.dirty) {
             // Unsent local changes are the newest content there is.
             if trunc {
@@ -268,8 +307,14 @@ impl<R: Remote> RemoteFs<R> {
             }
             !trunc
         } else if trunc {
+            // The writer replaces the version it knows: the cached one, or
+            // the one its lookup saw.
+            let base = match entry.as_ref().and_then(|e| e.version) {
+                Some(v) => Some(v),
+                None => self.meta.lock().attr_any(path).map(|m| m.version),
+            };
             self.cache
-                .create_empty(path, None)
+                .create_empty_from(path, None, base)
                 .map_err(|e| FsError::cache(format!("creating {path}"), e))?;
             state.write_gen.fetch_add(1, Ordering::SeqCst);
             false
@@ -279,6 +324,10 @@ impl<R: Remote> RemoteFs<R> {
             // place while the open handles write to the old one, and their
             // writes would never be uploaded.
             true
+        } else if let Some(meta) = self.trusted_copy(path, entry.as_ref().and_then(|e| e.version)) {
+            // Under a callback the cached copy is current: no round trip,
+            // ahead of any prefetch or stream.
+            self.settle_version(ino, state, meta.version)
         } else if let Some((v, _)) = confirmed
             .filter(|(v, _)| entry.as_ref().and_then(|e| e.version) == Some(*v))
             .filter(|(v, at)| self.content_trusted(path, *v, *at))
@@ -287,6 +336,7 @@ impl<R: Remote> RemoteFs<R> {
             self.settle_version(ino, state, v)
         } else if !writable {
             let have = entry.as_ref().and_then(|e| e.version);
+            let ticket = self.trust.ticket();
             match Stream::start(
                 self.remote.clone(),
                 self.cache.clone(),
@@ -297,7 +347,7 @@ impl<R: Remote> RemoteFs<R> {
             ) {
                 Ok(s) => {
                     *state.stream.lock() = Some(s.clone());
-                    return self.follow(ino, path, state, &s);
+                    return self.follow(ino, path, state, &s, Some(ticket));
                 }
                 Err(e) => {
                     warn!("{path}: {e}; fetching it whole first");
@@ -320,6 +370,10 @@ impl<R: Remote> RemoteFs<R> {
     /// only while no fresher attributes say otherwise. The one place that
     /// decides it, so that a server callback can extend it.
     pub(super) fn content_trusted(&self, path: &RelPath, v: Version, answered: Instant) -> bool {
+        if self.trusted_copy(path, Some(v)).is_some() {
+            // Under a callback: current until the server says otherwise.
+            return true;
+        }
         if answered.elapsed() >= self.cfg.attr_timeout {
             return false;
         }
@@ -356,16 +410,22 @@ impl<R: Remote> RemoteFs<R> {
         path: &RelPath,
         state: &FileState,
         s: &Arc<Stream>,
+        ticket: Option<Ticket>,
     ) -> FsResult<(File, bool, Option<Arc<Stream>>)> {
         let have = self.cache.entry(path).and_then(|e| e.version);
+        // Only the open that sent the GET knows when it was sent, so only
+        // its answer may become a callback (see `fetch`).
+        let trusted = |fs: &Self| ticket.is_some_and(|t| fs.trust.granted(t));
         match s.attach() {
             Ok(Answer::Content(meta, file)) => {
-                self.meta.lock().put_attr(path, meta.clone());
+                let t = trusted(self);
+                self.meta.lock().put_attr_as(path, meta.clone(), t);
                 let keep = self.settle_version(ino, state, meta.version);
                 Ok((file, keep, Some(s.clone())))
             }
             Ok(Answer::NotModified(meta)) => {
-                self.meta.lock().put_attr(path, meta.clone());
+                let t = trusted(self);
+                self.meta.lock().put_attr_as(path, meta.clone(), t);
                 let keep = self.settle_version(ino, state, meta.version);
                 let file = open_data(&self.cache.data_path(path), false)
                     .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
@@ -385,8 +445,9 @@ impl<R: Remote> RemoteFs<R> {
     /// Brings the cache up to date with the server: one `GET` naming the
     /// cached version. When the server is unreachable a cached clean copy is
     /// served as it is (reads keep working offline).
-    fn fetch(&self, path: &RelPath, entry: Option<&EntryInfo>) -> FsResult<Meta> {
+    pub(super) fn fetch(&self, path: &RelPath, entry: Option<&EntryInfo>) -> FsResult<Meta> {
         let have = entry.and_then(|e| e.version);
+        let ticket = self.trust.ticket();
         let mut tmp = self
             .cache
             .begin_fetch(path)
@@ -404,7 +465,8 @@ impl<R: Remote> RemoteFs<R> {
         };
         match outcome {
             Ok(GetOutcome::NotModified(meta)) => {
-                self.meta.lock().put_attr(path, meta.clone());
+                let trusted = self.trust.granted(ticket);
+                self.meta.lock().put_attr_as(path, meta.clone(), trusted);
                 Ok(meta)
             }
             Ok(GetOutcome::Fetched(meta)) => {
@@ -415,7 +477,8 @@ impl<R: Remote> RemoteFs<R> {
                     .finish_fetch(path, tmp, meta.version, size)
                     .map_err(|e| FsError::cache(format!("storing {path}"), e))?;
                 let meta = Meta { size, ..meta };
-                self.meta.lock().put_attr(path, meta.clone());
+                let trusted = self.trust.granted(ticket);
+                self.meta.lock().put_attr_as(path, meta.clone(), trusted);
                 Ok(meta)
             }
             Err(e) => self.fetch_failed(path, have, e),
@@ -466,8 +529,10 @@ impl<R: Remote> RemoteFs<R> {
         if let Some(o) = owner {
             self.creators.lock().insert(path.clone(), o);
         }
+        // A new name: its upload must not replace a file another mount
+        // created meanwhile.
         self.cache
-            .create_empty(&path, Some(mode & !umask & 0o7777))
+            .create_empty_from(&path, Some(mode & !umask & 0o7777), None)
             .map_err(|e| FsError::cache(format!("creating {path}"), e))?;
         let ino = self.inodes.lock().lookup(&path);
         let state = self.file_state(ino);
@@ -500,10 +565,15 @@ impl<R: Remote> RemoteFs<R> {
     /// `EBADF`, cache I/O errors.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let h = self.handle(fh)?;
-        if let Some(s) = &h.stream {
+        let fresh = self.followed(&h, &h.state)?;
+        if fresh.is_none()
+            && let Some(s) = &h.stream
+        {
             s.wait_for(offset.saturating_add(u64::from(size)))?;
         }
-        read_full_at(&h.file, offset, size as usize)
+        let current = h.file.read();
+        let file = fresh.as_deref().unwrap_or(&*current);
+        read_full_at(file, offset, size as usize)
             .map_err(|e| FsError::cache("reading cached file", e))
     }
 
@@ -531,6 +601,7 @@ impl<R: Remote> RemoteFs<R> {
                 .map_err(|e| FsError::cache(format!("cache full of unsent data: {path}"), e))?;
         }
         h.file
+            .read()
             .write_all_at(data, offset)
             .map_err(|e| FsError::cache("writing cached file", e))?;
         h.state.write_gen.fetch_add(1, Ordering::SeqCst);
@@ -549,17 +620,34 @@ impl<R: Remote> RemoteFs<R> {
             return Ok(());
         }
         self.note_kernel_writes(&h)?;
+        if self.cfg.writeback {
+            // An unlinked file's changes go nowhere.
+            let Some(path) = self.inodes.lock().path(h.ino) else {
+                return Ok(());
+            };
+            // Sealed at every close, as a synchronous mount uploads at
+            // every close: what a close returned for is what a crash
+            // delivers, and a later write marks the file as being written
+            // again before it lands.
+            return self.close_locally(&path, &h.file.read(), &h.state, true, false);
+        }
         self.upload(h.ino, &h.state, Why::Flush)
     }
 
-    /// `fsync(2)`: uploads as a flush does, and seals the content: after a
-    /// crash it is uploaded, not recovered aside.
+    /// `fsync(2)`: uploads as a flush does (also in write-back mode: it
+    /// waits for the file's upload), and seals the content: after a crash
+    /// it is uploaded, not recovered aside.
     ///
     /// # Errors
     /// As [`RemoteFs::flush`].
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
         let h = self.handle(fh)?;
         if !h.writable {
+            // `sync FILE` fsyncs a read-only descriptor: in write-back mode
+            // that, too, asks for the file's pending upload.
+            if self.cfg.writeback {
+                return self.upload(h.ino, &h.state, Why::Background);
+            }
             return Ok(());
         }
         self.note_kernel_writes(&h)?;
@@ -572,13 +660,36 @@ impl<R: Remote> RemoteFs<R> {
         let Some(h) = self.handles.write().remove(&fh) else {
             return;
         };
-        if h.writable {
-            let kernel_wrote = self.note_kernel_writes(&h);
+        let kernel_wrote = if h.writable {
+            let r = self.note_kernel_writes(&h);
             if h.mode == Mode::Passthrough {
                 // Closed in the kernel: every write of it is in the file.
                 h.state.kernel_writers.fetch_sub(1, Ordering::SeqCst);
             }
-            if let Err(e) = kernel_wrote.and_then(|()| self.upload(h.ino, &h.state, Why::Release)) {
+            r
+        } else {
+            Ok(())
+        };
+        if let Err(e) = &kernel_wrote {
+            crate::activity::note_failure("close", e);
+            warn!("recording a passthrough writer's close: {e}");
+        }
+        if h.writable && self.cfg.writeback {
+            let path = self.inodes.lock().path(h.ino);
+            // Writes may arrive after the last flush (pages of a mapping
+            // written back at munmap).
+            let last = h.state.writers.load(Ordering::SeqCst) <= 1;
+            h.state.writers.fetch_sub(1, Ordering::SeqCst);
+            // After the count dropped: an uploader that skipped the file
+            // because this handle still wrote it finds it queued again.
+            if let Some(path) = path
+                && let Err(e) = self.close_locally(&path, &h.file.read(), &h.state, last, true)
+            {
+                crate::activity::note_failure("close", &e);
+                warn!("{path}: recording the close: {e}");
+            }
+        } else if h.writable {
+            if let Err(e) = self.upload(h.ino, &h.state, Why::Release) {
                 crate::activity::note_failure("upload at close", &e);
                 warn!("upload at close failed, kept for retry: {e}");
             }
@@ -610,14 +721,14 @@ impl<R: Remote> RemoteFs<R> {
         let started_gen = {
             let _sealing = state.seal.write();
             let writers = state.writers.load(Ordering::SeqCst);
-            if why == Why::Retry && (writers > 0 || entry.writing) {
+            if matches!(why, Why::Retry | Why::Background) && (writers > 0 || entry.writing) {
                 // Opened for writing since the retry loop looked (its
                 // close uploads it), or never sealed: only a close or an
                 // fsync makes content safe to send unasked.
                 return Ok(());
             }
             let seal = match why {
-                Why::Flush | Why::Retry => false,
+                Why::Flush | Why::Retry | Why::Background => false,
                 // `writers` still counts the handle being released.
                 Why::Release => writers <= 1,
                 Why::Fsync => true,
@@ -632,12 +743,21 @@ impl<R: Remote> RemoteFs<R> {
         if why == Why::Retry {
             self.activity.note_retry();
         }
-        let meta = match self.put_cached(&path, &entry) {
+        let sent = match self.put_cached(&path, &entry) {
+            Err(e) if conflict::is_conflict(&e) => {
+                match self.on_conflict(ino, state, &path, &entry, e) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            r => r,
+        };
+        let meta = match sent {
             Ok(m) => m,
             Err(e) => {
                 // Until the upload succeeds the local copy is the only one
                 // of what the application closed.
-                if why != Why::Retry
+                if matches!(why, Why::Flush | Why::Fsync | Why::Release)
                     && let Err(se) = self.cache.keep_durably(&path)
                 {
                     warn!("{path}: flushing the local copy to disk: {se}");
@@ -703,11 +823,14 @@ impl<R: Remote> RemoteFs<R> {
             mode: entry.mode,
             mtime: entry.mtime,
             owner: self.creators.lock().get(path).copied(),
+            expect: self.put_expectation(entry),
+            atime: self.atimes.lock().get(path).copied(),
         };
         let buffered = BufReader::with_capacity(256 * 1024, f);
         let mut src = self.activity.track(path.to_string(), size, buffered);
         let meta = self.remote.put(path, &mut src, size, opts)?;
         self.creators.lock().remove(path);
+        self.atimes.lock().remove(path);
         Ok(meta)
     }
 
@@ -773,10 +896,14 @@ impl<R: Remote> RemoteFs<R> {
             if let Some(sz) = size {
                 self.truncate_local(&path, &state, sz)?;
             }
-            let mtime = mtime.map(|t| match t {
+            let resolve = |t: SetTime| match t {
                 SetTime::Now => Timestamp::from_system(SystemTime::now()),
                 SetTime::At(t) => t,
-            });
+            };
+            let mtime = mtime.map(resolve);
+            if let Some(t) = atime.map(resolve) {
+                self.atimes.lock().insert(path.clone(), t);
+            }
             self.cache
                 .set_overrides(&path, mode.map(|m| m & 0o7777), mtime)
                 .map_err(|e| FsError::cache(format!("recording attributes of {path}"), e))?;
@@ -791,6 +918,9 @@ impl<R: Remote> RemoteFs<R> {
             ..SetAttr::default()
         };
         let meta = self.remote.setattr(&path, attr)?;
+        if size.is_none() {
+            self.same_content_new_version(&path, &meta);
+        }
         self.meta.lock().put_attr(&path, meta.clone());
         Ok(Attr { ino, meta })
     }
@@ -802,6 +932,21 @@ impl<R: Remote> RemoteFs<R> {
         let state = ino.and_then(|i| self.files.lock().get(&i).cloned());
         if let Some(state) = state {
             discard_stream(&state);
+        }
+    }
+
+    /// An attribute change on the server (mode, times, owner) gave the
+    /// unchanged content a new version (it covers ctime): a clean cached
+    /// copy is that version now, or its next upload would conflict with
+    /// this mount's own change.
+    pub(super) fn same_content_new_version(&self, path: &RelPath, meta: &Meta) {
+        if let Some(e) = self
+            .cache
+            .entry(path)
+            .filter(|e| !e.dirty && e.version.is_some())
+            && let Err(err) = self.cache.mark_clean(path, meta.version, e.size)
+        {
+            warn!("{path}: recording the version after an attribute change: {err}");
         }
     }
 
@@ -840,6 +985,7 @@ impl<R: Remote> RemoteFs<R> {
             .ok_or_else(FsError::enoent)?;
         let md = h
             .file
+            .read()
             .metadata()
             .map_err(|e| FsError::cache("fstat of an unlinked file", e))?;
         let known = h.state.detached.lock().clone();
@@ -876,6 +1022,7 @@ impl<R: Remote> RemoteFs<R> {
                 .detached_handle(ino, true)
                 .ok_or_else(FsError::enoent)?;
             h.file
+                .read()
                 .set_len(sz)
                 .map_err(|e| FsError::cache("truncating an unlinked file", e))?;
         }
@@ -912,6 +1059,15 @@ impl<R: Remote> RemoteFs<R> {
     /// them. Returns how many are still dirty.
     pub fn retry_dirty(&self) -> usize {
         let dirty = self.cache.dirty_paths();
+        if self.cfg.writeback {
+            // The uploaders retry what failed; this only catches what no
+            // close queued (a file left dirty by a failed sync-mode path).
+            let n = dirty.len();
+            for p in dirty {
+                self.uploads.push(p);
+            }
+            return n;
+        }
         let mut left = 0;
         for path in dirty {
             let ino = self.inodes.lock().peek(&path);

@@ -106,8 +106,11 @@ impl<R: Remote> RemoteFs<R> {
             0 | libc::S_IFREG => {
                 let opts = rfmount_client::PutOptions {
                     mode: Some(mode & 0o7777),
-                    mtime: None,
                     owner,
+                    // Exclusive on the server too: never replace a file
+                    // another mount created meanwhile.
+                    expect: rfmount_proto::PutExpect::Absent,
+                    ..Default::default()
                 };
                 // mknod fails on an existing name; a PUT would replace it.
                 if self.meta_of(&path).is_ok() {
@@ -116,7 +119,15 @@ impl<R: Remote> RemoteFs<R> {
                         what: "file exists",
                     });
                 }
-                let meta = self.remote.put(&path, &mut std::io::empty(), 0, opts)?;
+                let meta = match self.remote.put(&path, &mut std::io::empty(), 0, opts) {
+                    Err(e) if e.code() == Some(rfmount_proto::ErrorCode::Conflict) => {
+                        return Err(FsError::Errno {
+                            errno: libc::EEXIST,
+                            what: "file exists",
+                        });
+                    }
+                    r => r?,
+                };
                 return self.noted_new(&path, meta);
             }
             _ => {
@@ -202,6 +213,7 @@ impl<R: Remote> RemoteFs<R> {
             Err(e) if e.code() == Some(ErrorCode::NotFound) => return Err(FsError::enoent()),
             Err(e) => return Err(e.into()),
         };
+        self.same_content_new_version(path, &meta);
         self.meta.lock().put_attr(path, meta.clone());
         Ok(Attr { ino, meta })
     }

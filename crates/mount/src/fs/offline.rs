@@ -35,6 +35,7 @@ fn cached(kind: FileKind, size: u64, mode: u32, mtime: Timestamp, version: Versi
         ctime: mtime,
         rdev: 0,
         target: None,
+        blocks: 0,
     }
 }
 

@@ -1,10 +1,23 @@
-//! Extended attributes in the mount: the `user.` and `trusted.`
-//! namespaces live on the server (one request each, nothing cached).
+//! Extended attributes in the mount: the `user.`, `trusted.` and
+//! `security.` namespaces and the POSIX ACLs (`system.posix_acl_access`,
+//! `system.posix_acl_default`) live on the server, which stores them on its
+//! files (and keeps them across uploads and renames).
 //!
-//! `security.` and `system.` (POSIX ACLs) are answered here without a
-//! request: the kernel asks for `security.capability` before writes and
-//! `ls -l` asks for `system.posix_acl_access` on every file, and a round
-//! trip for each would make those slow; such attributes are not carried.
+//! The kernel asks for `security.capability` before every `write(2)`, and
+//! almost always the answer is "none"; so `security.` names (and ACLs) are
+//! answered from the file's list of attribute names, fetched with one
+//! `LISTXATTR` and kept for the attribute timeout (as long as attributes
+//! themselves): only a name that is in the list costs a `GETXATTR`.
+//! ACLs are carried only with `-o acl`: `ls -l` asks for the ACL of every
+//! file it lists, and even one `LISTXATTR` per file would turn the one
+//! round trip of `ls -l` in a large directory into thousands. Without it
+//! they are answered here (none; setting one is EOPNOTSUPP). `user.` and `trusted.` are always
+//! asked, so what a program reads is the server's current value. Other
+//! `system.` names are not carried.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 use rfmount_client::Remote;
 use rfmount_proto::{ErrorCode, RelPath};
@@ -13,9 +26,59 @@ use super::RemoteFs;
 use super::files::Why;
 use crate::error::{FsError, FsResult};
 
-/// Namespaces carried to the server.
-fn carried(name: &str) -> bool {
+/// POSIX ACLs, carried as the attributes the kernel names them by.
+const ACL_NAMES: [&str; 2] = ["system.posix_acl_access", "system.posix_acl_default"];
+
+/// The client kernel's own security label: `ls -l` asks for it on every
+/// file, and a label from the server's policy means nothing to this
+/// machine's (as with NFS without labelled NFS).
+const LOCAL_LABEL: &str = "security.selinux";
+
+/// What the kernel asks before each write, to clear it.
+const CAPABILITY: &str = "security.capability";
+
+/// Names carried to the server; ACLs only with `-o acl`.
+fn carried(name: &str, acl: bool) -> bool {
+    asked_always(name)
+        || (name.starts_with("security.") && name != LOCAL_LABEL)
+        || (acl && ACL_NAMES.contains(&name))
+}
+
+/// Names whose value is always asked of the server.
+fn asked_always(name: &str) -> bool {
     name.starts_with("user.") || name.starts_with("trusted.")
+}
+
+/// Names asked only when the file's cached name list has them.
+fn listed_first(name: &str) -> bool {
+    name.starts_with("security.") || ACL_NAMES.contains(&name)
+}
+
+/// Most files whose name lists are kept; the cache starts over beyond.
+const MAX_LISTS: usize = 4096;
+
+/// Attribute names of recently asked files, by path.
+#[derive(Default)]
+pub(crate) struct XattrNames {
+    lists: HashMap<RelPath, (Instant, Arc<Vec<String>>)>,
+}
+
+impl XattrNames {
+    fn get(&self, path: &RelPath, ttl: std::time::Duration) -> Option<Arc<Vec<String>>> {
+        let (at, names) = self.lists.get(path)?;
+        (at.elapsed() < ttl).then(|| Arc::clone(names))
+    }
+
+    fn put(&mut self, path: RelPath, names: Arc<Vec<String>>) {
+        if self.lists.len() >= MAX_LISTS {
+            self.lists.clear();
+        }
+        self.lists.insert(path, (Instant::now(), names));
+    }
+
+    pub(crate) fn forget(&mut self, path: &RelPath) {
+        self.lists.remove(path);
+    }
 }
 
 fn no_data() -> FsError {
@@ -28,7 +91,7 @@ fn no_data() -> FsError {
 fn not_supported() -> FsError {
     FsError::Errno {
         errno: libc::EOPNOTSUPP,
-        what: "only user. and trusted. attributes are carried",
+        what: "only user., trusted., security. attributes and POSIX ACLs are carried",
     }
 }
 
@@ -49,11 +112,45 @@ impl<R: Remote> RemoteFs<R> {
     /// # Errors
     /// `ENODATA` when absent, remote errors.
     pub fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
-        if !carried(name) {
+        if !carried(name, self.cfg.acl) {
             return Err(no_data());
         }
         let path = self.xattr_path(ino)?;
+        if name == CAPABILITY
+            && self.cache.entry(&path).is_some_and(|e| e.dirty)
+            && self
+                .xattr_names
+                .lock()
+                .get(&path, self.cfg.attr_timeout)
+                .is_none()
+        {
+            // The kernel's write path asks this before every write(2); a
+            // file with unsent changes is being written here, possibly not
+            // on the server at all yet, and asking would cost a round
+            // trip per write.
+            return Err(no_data());
+        }
+        if listed_first(name) && !self.names_of(&path)?.iter().any(|n| n == name) {
+            return Err(no_data());
+        }
         self.remote.getxattr(&path, name).map_err(Self::remote_err)
+    }
+
+    /// The attribute names of `path` on the server, from the cache while
+    /// fresh.
+    fn names_of(&self, path: &RelPath) -> FsResult<Arc<Vec<String>>> {
+        if let Some(names) = self.xattr_names.lock().get(path, self.cfg.attr_timeout) {
+            return Ok(names);
+        }
+        let names = match self.remote.listxattr(path) {
+            Ok(n) => Arc::new(n),
+            Err(e) if e.code() == Some(ErrorCode::NotSupported) => Arc::new(Vec::new()),
+            Err(e) => return Err(Self::remote_err(e)),
+        };
+        self.xattr_names
+            .lock()
+            .put(path.clone(), Arc::clone(&names));
+        Ok(names)
     }
 
     /// The names of `ino`'s carried attributes, each NUL-terminated, as
@@ -63,13 +160,11 @@ impl<R: Remote> RemoteFs<R> {
     /// Remote errors.
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
         let path = self.xattr_path(ino)?;
-        let names = match self.remote.listxattr(&path) {
-            Ok(n) => n,
-            Err(e) if e.code() == Some(ErrorCode::NotSupported) => Vec::new(),
-            Err(e) => return Err(Self::remote_err(e)),
-        };
+        // Always fresh: this is what a program listing attributes sees.
+        self.xattr_names.lock().forget(&path);
+        let names = self.names_of(&path)?;
         let mut out = Vec::new();
-        for n in names.iter().filter(|n| carried(n)) {
+        for n in names.iter().filter(|n| carried(n, self.cfg.acl)) {
             out.extend_from_slice(n.as_bytes());
             out.push(0);
         }
@@ -80,10 +175,10 @@ impl<R: Remote> RemoteFs<R> {
     /// so that the attribute lands on the real file.
     ///
     /// # Errors
-    /// `EOPNOTSUPP` outside `user.`/`trusted.`, `EROFS`, remote errors
+    /// `EOPNOTSUPP` for names not carried, `EROFS`, remote errors
     /// (`EEXIST`/`ENODATA` for the create/replace flags).
     pub fn setxattr(&self, ino: u64, name: &str, value: &[u8], flags: u32) -> FsResult<()> {
-        if !carried(name) {
+        if !carried(name, self.cfg.acl) {
             return Err(not_supported());
         }
         self.check_writable()?;
@@ -92,9 +187,12 @@ impl<R: Remote> RemoteFs<R> {
             let state = self.file_state(ino);
             self.upload(ino, &state, Why::Flush)?;
         }
-        self.remote
+        let result = self
+            .remote
             .setxattr(&path, name, value, flags)
-            .map_err(Self::remote_err)?;
+            .map_err(Self::remote_err);
+        self.xattr_names.lock().forget(&path);
+        result?;
         // ctime moved on the server.
         self.meta.lock().invalidate(&path);
         Ok(())
@@ -105,14 +203,17 @@ impl<R: Remote> RemoteFs<R> {
     /// # Errors
     /// `ENODATA` when absent, `EROFS`, remote errors.
     pub fn removexattr(&self, ino: u64, name: &str) -> FsResult<()> {
-        if !carried(name) {
+        if !carried(name, self.cfg.acl) {
             return Err(no_data());
         }
         self.check_writable()?;
         let path = self.xattr_path(ino)?;
-        self.remote
+        let result = self
+            .remote
             .removexattr(&path, name)
-            .map_err(Self::remote_err)?;
+            .map_err(Self::remote_err);
+        self.xattr_names.lock().forget(&path);
+        result?;
         self.meta.lock().invalidate(&path);
         Ok(())
     }

@@ -74,6 +74,7 @@ pub(super) fn meta_of(st: &libc::stat) -> Meta {
         ctime: time(st.st_ctime, st.st_ctime_nsec),
         rdev: st.st_rdev,
         target: None,
+        blocks: st.st_blocks as u64,
     }
 }
 

@@ -12,7 +12,8 @@
 //! on one filesystem and inherits the directory's quota.
 //!
 //! The commit is: fchmod/futimens, fsync the data, then give it its name,
-//! then fsync the directory. A new name is made directly with `linkat`,
+//! then fsync the directory, that last one shared by every upload renamed
+//! into the directory meanwhile (group commit, see [`super::dirsync`]). A new name is made directly with `linkat`,
 //! which never replaces anything. Replacing an existing file atomically needs
 //! `rename`, and `rename` needs a source name, so for that case the file is
 //! linked under a fresh random staging name (`linkat` fails rather than
@@ -33,10 +34,14 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Seek, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 
-use rfmount_proto::{ErrorCode, FileKind, Meta, Owner, RelPath, SetTime, Timestamp, WireError};
+use rfmount_proto::{
+    ErrorCode, FileKind, Meta, Owner, PutExpect, RelPath, SetTime, Timestamp, WireError,
+};
 
-use super::{meta, sys};
+use super::dirsync::DirSyncs;
+use super::{condition, meta, sys};
 use crate::store::{PendingPut, StoreResult};
 
 /// How often to draw a new random name when one is taken.
@@ -65,7 +70,12 @@ pub(super) struct LocalPut {
     /// The owner to give the file: the replaced file's, or the new file's
     /// creator; `None` when this server cannot give files away.
     owner: Option<Owner>,
+    /// What the target must be at the commit (see [`condition`]).
+    expect: PutExpect,
+    /// Access time to give the new file (default: the commit's now).
+    pub(super) atime: Option<Timestamp>,
     committed: bool,
+    syncs: Arc<DirSyncs>,
 }
 
 /// A random name for a staging link or a fallback temporary. Never hidden
@@ -96,11 +106,16 @@ impl LocalPut {
         path: &RelPath,
         size: u64,
         owner: Option<Owner>,
+        syncs: Arc<DirSyncs>,
+        expect: PutExpect,
     ) -> StoreResult<LocalPut> {
         let io_err = |e: io::Error| WireError::from_io(&e, path);
         let mut owner = owner;
         let mut in_place = None;
-        let old_mode = match sys::lstatat(dir.as_fd(), &target) {
+        let old = sys::lstatat(dir.as_fd(), &target);
+        // Refused before the client streams data that could not land.
+        condition::check_stat(&old, expect, path)?;
+        let old_mode = match old {
             Ok(st) if meta::kind_of(&st) == FileKind::Dir => {
                 return Err(WireError::new(
                     ErrorCode::IsDir,
@@ -143,7 +158,10 @@ impl LocalPut {
             old_mode,
             in_place,
             owner,
+            expect,
+            atime: None,
             committed: false,
+            syncs,
         };
         // Nothing is reserved: only data that has arrived takes space, so
         // an upload that trickles in cannot make other uploads fail with
@@ -168,6 +186,8 @@ impl LocalPut {
     fn finish(&mut self, mode: Option<u32>, mtime: Option<Timestamp>) -> StoreResult<Meta> {
         let mode = mode.or(self.old_mode).unwrap_or(0o644);
         if let Some(id) = self.in_place {
+            // Held through the copy: the check and the overwrite are one step.
+            let _guard = condition::commit_guard(self.expect);
             if let Some(meta) = self.rewrite_in_place(id, mode, mtime)? {
                 return Ok(meta);
             }
@@ -187,10 +207,12 @@ impl LocalPut {
             }
         }
         sys::fchmod(self.file.as_fd(), mode).map_err(io_err)?;
-        if let Some(t) = mtime {
-            sys::futimens(self.file.as_fd(), None, Some(SetTime::At(t))).map_err(io_err)?;
-        }
+        set_times(&self.file, self.atime, mtime).map_err(io_err)?;
         self.file.sync_all().map_err(io_err)?;
+        // Checked last, right before the name is given, while no other
+        // conditional upload of this server can rename in between.
+        let guard = condition::commit_guard(self.expect);
+        condition::check(self.dir.as_fd(), &self.target, self.expect, path)?;
         match &self.temp {
             Temp::Unnamed => self.name_unnamed().map_err(io_err)?,
             Temp::Named(name) => {
@@ -199,11 +221,11 @@ impl LocalPut {
             }
         }
         self.committed = true;
+        drop(guard);
         // Without this the new name itself may be lost in a crash, and the
-        // client would have been told its data is safe.
-        File::from(self.dir.try_clone().map_err(io_err)?)
-            .sync_all()
-            .map_err(io_err)?;
+        // client would have been told its data is safe. Shared with the
+        // other uploads renamed into this directory meanwhile.
+        self.syncs.sync(self.dir.as_fd()).map_err(io_err)?;
         let st = sys::fstat(self.file.as_fd()).map_err(io_err)?;
         Ok(meta::meta_of(&st))
     }
@@ -232,6 +254,7 @@ impl LocalPut {
         if (st.st_dev, st.st_ino) != id || st.st_nlink < 2 {
             return Ok(None);
         }
+        condition::check_stat(&Ok(st), self.expect, path)?;
         let mut out = File::from(fd);
         self.file.rewind().map_err(io_err)?;
         // std copies file to file with copy_file_range: in the kernel,
@@ -239,9 +262,7 @@ impl LocalPut {
         let size = io::copy(&mut self.file, &mut out).map_err(io_err)?;
         out.set_len(size).map_err(io_err)?;
         sys::fchmod(out.as_fd(), mode).map_err(io_err)?;
-        if let Some(t) = mtime {
-            sys::futimens(out.as_fd(), None, Some(SetTime::At(t))).map_err(io_err)?;
-        }
+        set_times(&out, self.atime, mtime).map_err(io_err)?;
         out.sync_all().map_err(io_err)?;
         // Not `committed`: a named fallback temporary is still to be removed.
         let st = sys::fstat(out.as_fd()).map_err(io_err)?;
@@ -273,6 +294,14 @@ impl LocalPut {
             }
         })
     }
+}
+
+/// Sets the times an upload names (an unnamed one stays as written).
+fn set_times(f: &File, atime: Option<Timestamp>, mtime: Option<Timestamp>) -> io::Result<()> {
+    if atime.is_none() && mtime.is_none() {
+        return Ok(());
+    }
+    sys::futimens(f.as_fd(), atime.map(SetTime::At), mtime.map(SetTime::At))
 }
 
 /// The fallback temporary: a fresh random name, created exclusively.

@@ -157,6 +157,7 @@ impl Client {
             version,
             client_nonce: [3; 32],
             subdir,
+            client_id: None,
         }));
     }
 
@@ -197,8 +198,15 @@ impl Client {
         self.s.write_all(bytes).unwrap();
     }
 
+    /// The next frame, skipping pushed invalidations (unsolicited: a
+    /// change made directly in the export may push one at any time).
     pub fn recv(&mut self) -> ServerMsg {
-        read_frame(&mut self.s).unwrap()
+        loop {
+            match read_frame(&mut self.s).unwrap() {
+                ServerMsg::Invalidate(_) => continue,
+                other => return other,
+            }
+        }
     }
 
     pub fn try_recv(&mut self) -> Result<ServerMsg, FrameError> {
@@ -252,6 +260,7 @@ impl Client {
                 mode: None,
                 mtime: None,
                 owner: None,
+                ext: Default::default(),
             },
         });
         for c in data.chunks(chunk) {
@@ -277,6 +286,7 @@ impl Client {
             op: Op::Get {
                 path: p(path),
                 have: None,
+                sparse: false,
             },
         });
         let meta = match self.recv() {

@@ -1,0 +1,204 @@
+//! Server-pushed invalidations: what the mount drops when the server says
+//! an object changed, what the kernel is told (so its attribute, entry and
+//! page caches and inotify watchers on the mount follow), and the reads of
+//! an open file that must see content appended elsewhere (`tail -f`).
+//!
+//! The sink runs on the connection's reader thread: it only edits in-memory
+//! tables and queues kernel notes; a thread of the FUSE adapter sends those,
+//! since a notification can wait on the kernel, which may be waiting on a
+//! request that needs this very reader.
+
+use std::fs::File;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use rfmount_client::Remote;
+use rfmount_client::callbacks::CallbackSink;
+use rfmount_proto::{Change, Invalidation, Meta, RelPath};
+
+use super::RemoteFs;
+use super::files::{FileState, Handle};
+use crate::error::{FsError, FsResult};
+
+/// What the kernel must be told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelNote {
+    /// Drop the inode's cached attributes and pages.
+    Inode(u64),
+    /// Drop the cached name `name` in directory `parent`.
+    Entry(u64, String),
+    /// Name `name` of `child` in `parent` is gone (inotify's delete).
+    Delete(u64, u64, String),
+}
+
+/// Sends kernel notes (installed by the FUSE adapter).
+pub type KernelNotes = Box<dyn Fn(KernelNote) + Send + Sync>;
+
+impl<R: Remote> RemoteFs<R> {
+    /// Installs where kernel notes go.
+    pub fn set_kernel_notes(&self, f: KernelNotes) {
+        let _ = self.kernel_notes.set(f);
+    }
+
+    /// True while the server pushes invalidations on a live connection.
+    pub fn callbacks_live(&self) -> bool {
+        self.trust.live()
+    }
+
+    fn note(&self, n: KernelNote) {
+        if let Some(f) = self.kernel_notes.get() {
+            f(n);
+        }
+    }
+
+    /// Attributes of `path` held under a callback whose version matches the
+    /// clean cached copy: the content can be served with no round trip.
+    pub(super) fn trusted_copy(&self, path: &RelPath, version: Option<u64>) -> Option<Meta> {
+        let m = self.meta.lock().attr_trusted(path)?;
+        (Some(m.version) == version && self.trust.live()).then_some(m)
+    }
+
+    fn on_invalidated(&self, items: &[Invalidation]) {
+        self.trust.invalidated();
+        let mut notes = Vec::new();
+        for inv in items {
+            let path = &inv.path;
+            let tree = matches!(inv.change, Change::Removed | Change::All);
+            self.meta.lock().pushed(path, tree);
+            if inv.change == Change::All {
+                // Everything at or below: every inode we know there.
+                let known = self.inodes.lock().known_beneath(path);
+                for (ino, _) in known {
+                    self.bump_pushed(ino);
+                    notes.push(KernelNote::Inode(ino));
+                }
+                continue;
+            }
+            let (ino, parent) = {
+                let inodes = self.inodes.lock();
+                (inodes.ino(path), path.parent().and_then(|p| inodes.ino(&p)))
+            };
+            if let Some(ino) = ino {
+                self.bump_pushed(ino);
+            }
+            // The delete first: it finds the kernel's entry still linked to
+            // the inode, which it needs to tell inotify watchers.
+            let Some(name) = path.file_name() else {
+                if let Some(ino) = ino {
+                    notes.push(KernelNote::Inode(ino));
+                }
+                continue;
+            };
+            if let Some(pino) = parent {
+                match (inv.change, ino) {
+                    (Change::Removed, Some(ino)) => {
+                        notes.push(KernelNote::Delete(pino, ino, name.to_owned()));
+                    }
+                    (Change::Removed | Change::Created, _) => {
+                        notes.push(KernelNote::Entry(pino, name.to_owned()));
+                    }
+                    _ => {}
+                }
+                notes.push(KernelNote::Inode(pino));
+            }
+            if let Some(ino) = ino {
+                notes.push(KernelNote::Inode(ino));
+            }
+        }
+        for n in notes {
+            self.note(n);
+        }
+    }
+
+    fn bump_pushed(&self, ino: u64) {
+        if let Some(f) = self.files.lock().get(&ino) {
+            f.pushed.fetch_add(1, Ordering::SeqCst);
+            // A fetch (a prefetch above all) from before the change must
+            // neither be shared by a new open nor stand in for its GET.
+            super::files::discard_stream(f);
+        }
+    }
+
+    fn on_broken(&self) {
+        self.trust.broken();
+        self.meta.lock().distrust_all();
+        // The kernel may hold attributes for the long timeouts callbacks
+        // allow: make it ask again, so the short-lived answers apply.
+        self.note_every_inode();
+    }
+
+    fn on_connected(&self, callbacks: bool) {
+        if self.trust.connected(callbacks) {
+            // Whatever was read before the break may have changed unseen.
+            self.meta.lock().clear();
+            let known = self.inodes.lock().known_beneath(&RelPath::root());
+            for (ino, _) in known {
+                self.bump_pushed(ino);
+            }
+            self.note_every_inode();
+        }
+    }
+
+    fn note_every_inode(&self) {
+        let known = self.inodes.lock().known_beneath(&RelPath::root());
+        for (ino, _) in known {
+            self.note(KernelNote::Inode(ino));
+        }
+    }
+
+    /// The file a read of handle `h` should use, after a pushed change of
+    /// its content since it was opened: the handle's copy is re-fetched so
+    /// that a reader following the file (`tail -f`) sees what another mount
+    /// appended. Only for a clean file with no writer here: with local
+    /// changes, the local copy is the newest content.
+    pub(super) fn followed(&self, h: &Handle, state: &FileState) -> FsResult<Option<Arc<File>>> {
+        let pushed = state.pushed.load(Ordering::SeqCst);
+        if h.seen_pushed.swap(pushed, Ordering::SeqCst) == pushed
+            || h.writable
+            || state.writers.load(Ordering::SeqCst) > 0
+        {
+            return Ok(h.fresh.lock().clone());
+        }
+        let Some(path) = self.inodes.lock().path(h.ino) else {
+            return Ok(h.fresh.lock().clone());
+        };
+        let entry = self.cache.entry(&path);
+        if entry.as_ref().is_some_and(|e| e.dirty) {
+            return Ok(h.fresh.lock().clone());
+        }
+        let meta = {
+            let _guard = state.upload.lock();
+            self.fetch(&path, entry.as_ref())?
+        };
+        let file = File::open(self.cache.data_path(&path))
+            .map_err(|e| FsError::cache(format!("reopening cached {path}"), e))?;
+        *state.kernel_version.lock() = Some(meta.version);
+        let file = Arc::new(file);
+        *h.fresh.lock() = Some(Arc::clone(&file));
+        Ok(Some(file))
+    }
+}
+
+/// The mount's [`CallbackSink`].
+pub struct PushSink<R: Remote>(pub Weak<RemoteFs<R>>);
+
+impl<R: Remote> CallbackSink for PushSink<R> {
+    fn invalidated(&self, items: &[Invalidation]) {
+        if let Some(fs) = self.0.upgrade() {
+            log::debug!("server invalidated {} object(s)", items.len());
+            fs.on_invalidated(items);
+        }
+    }
+
+    fn connected(&self, callbacks: bool) {
+        if let Some(fs) = self.0.upgrade() {
+            fs.on_connected(callbacks);
+        }
+    }
+
+    fn broken(&self) {
+        if let Some(fs) = self.0.upgrade() {
+            fs.on_broken();
+        }
+    }
+}

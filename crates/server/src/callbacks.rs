@@ -1,0 +1,541 @@
+//! Callbacks: which session has read which object, so that a change can be
+//! pushed ([`ServerMsg::Invalidate`]) to every other session that may have
+//! it cached.
+//!
+//! Keys are export-relative paths; each session sees the export through its
+//! subdirectory (its prefix), so paths are translated on the way in and out.
+//! A callback on a directory covers its attributes and its listing (the
+//! listing carries every child's attributes); one on a file covers its
+//! attributes and content. A change of `P` is therefore sent to the holders
+//! of `P` and of `P`'s parent, and both callbacks are forgotten: one
+//! invalidation per session and change, and the client drops both.
+//!
+//! A session's invalidations go through its own outbox and sender thread,
+//! so the session that made the change never waits for another's socket,
+//! and the sender jumps the queue of its connection's writer
+//! ([`FrameWriter::send_urgent`]).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use rfmount_proto::{Change, FileId, Invalidation, RelPath, ServerMsg};
+
+use crate::watch::Watcher;
+use crate::writer::FrameWriter;
+
+/// Callbacks one session may hold; beyond it the oldest are dropped (and
+/// the client told with `Change::Dropped`).
+pub(crate) const MAX_PER_SESSION: usize = 50_000;
+/// Invalidations per frame: keeps a frame far below `MAX_FRAME` whatever
+/// the path lengths.
+const BATCH: usize = 1024;
+/// How long a change made through a session is attributed to it when the
+/// export's watch reports it again, so the writer is not invalidated by its
+/// own change. Other sessions still get the watch's report.
+const OWN_CHANGE_WINDOW: Duration = Duration::from_secs(2);
+
+/// What kind of read registered a callback: decides which directory the
+/// export watch must cover to see the object change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// `STAT` or `GET`: the object itself, seen from its parent directory.
+    Object,
+    /// `LIST`: the directory's listing, seen from the directory itself.
+    Listing,
+}
+
+/// The server-wide table of callbacks.
+pub(crate) struct Callbacks {
+    inner: Mutex<Inner>,
+    watcher: Option<Watcher>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next: u64,
+    sessions: HashMap<u64, SessionState>,
+    /// Export path -> sessions holding a callback on it.
+    holders: HashMap<RelPath, HashSet<u64>>,
+    /// Export path -> the session that changed it lately, and when.
+    own: HashMap<RelPath, (u64, Instant)>,
+}
+
+struct SessionState {
+    prefix: RelPath,
+    /// Export paths held, oldest first (each at most once).
+    order: VecDeque<RelPath>,
+    held: HashSet<RelPath>,
+    outbox: Arc<Outbox>,
+}
+
+#[derive(Default)]
+struct Outbox {
+    state: Mutex<OutboxState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct OutboxState {
+    pending: Vec<Invalidation>,
+    closed: bool,
+}
+
+impl Outbox {
+    fn push(&self, inv: Invalidation) {
+        self.state.lock().pending.push(inv);
+        self.ready.notify_one();
+    }
+
+    fn close(&self) {
+        self.state.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    /// Sends until closed. Everything pushed before a frame is written goes
+    /// in it, so a burst of changes costs few frames.
+    fn run(&self, writer: &FrameWriter) {
+        loop {
+            let batch = {
+                let mut st = self.state.lock();
+                while st.pending.is_empty() && !st.closed {
+                    self.ready.wait(&mut st);
+                }
+                if st.closed {
+                    return;
+                }
+                let n = st.pending.len().min(BATCH);
+                st.pending.drain(..n).collect::<Vec<_>>()
+            };
+            if writer.send_urgent(&ServerMsg::Invalidate(batch)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// One change to report, in export paths.
+#[derive(Clone, Debug)]
+pub(crate) struct Changed {
+    pub(crate) path: RelPath,
+    pub(crate) file_id: FileId,
+    pub(crate) change: Change,
+}
+
+impl Callbacks {
+    /// A table; with `watch_root`, changes made there by other processes
+    /// are reported too.
+    pub(crate) fn new(watch_root: Option<std::path::PathBuf>) -> Arc<Callbacks> {
+        Arc::new_cyclic(|weak| Callbacks {
+            inner: Mutex::default(),
+            watcher: watch_root.and_then(|root| Watcher::start(root, weak.clone())),
+        })
+    }
+
+    /// Registers a session seeing the export through `prefix`; its
+    /// invalidations go out on `writer`.
+    pub(crate) fn join(self: &Arc<Self>, prefix: RelPath, writer: Arc<FrameWriter>) -> Session {
+        let outbox = Arc::new(Outbox::default());
+        let id = {
+            let mut inner = self.inner.lock();
+            inner.next += 1;
+            let id = inner.next;
+            inner.sessions.insert(
+                id,
+                SessionState {
+                    prefix: prefix.clone(),
+                    order: VecDeque::new(),
+                    held: HashSet::new(),
+                    outbox: Arc::clone(&outbox),
+                },
+            );
+            id
+        };
+        let sender = Arc::clone(&outbox);
+        if let Err(e) = std::thread::Builder::new()
+            .name(format!("rfserve-inval-{id}"))
+            .spawn(move || sender.run(&writer))
+        {
+            // Without a sender the session must not hold callbacks: nobody
+            // could tell it of a change.
+            log::warn!("cannot start the invalidation sender of a session: {e}");
+            self.inner.lock().sessions.remove(&id);
+            return Session {
+                table: None,
+                id,
+                prefix,
+            };
+        }
+        Session {
+            table: Some(Arc::clone(self)),
+            id,
+            prefix,
+        }
+    }
+
+    fn hold(&self, session: u64, path: RelPath, kind: Held) {
+        let mut inner = self.inner.lock();
+        let Inner {
+            sessions, holders, ..
+        } = &mut *inner;
+        let Some(s) = sessions.get_mut(&session) else {
+            return;
+        };
+        if !s.held.insert(path.clone()) {
+            return;
+        }
+        s.order.push_back(path.clone());
+        holders.entry(path.clone()).or_default().insert(session);
+        while s.order.len() > MAX_PER_SESSION {
+            let Some(old) = s.order.pop_front() else {
+                break;
+            };
+            if !s.held.remove(&old) {
+                continue;
+            }
+            unhold(holders, &old, session);
+            if let Some(p) = old.rebase(&s.prefix, &RelPath::root()) {
+                s.outbox.push(Invalidation {
+                    path: p,
+                    file_id: FileId::default(),
+                    change: Change::Dropped,
+                });
+            }
+        }
+        drop(inner);
+        if let Some(w) = &self.watcher {
+            let dir = match kind {
+                Held::Listing => Some(path),
+                Held::Object => path.parent().or(Some(RelPath::root())),
+            };
+            if let Some(d) = dir {
+                w.watch(&d);
+            }
+        }
+    }
+
+    /// Reports changes made by session `origin` (or, with `None`, by
+    /// something else) to every other session holding a callback on the
+    /// objects or their parents, and forgets those callbacks. `origin`
+    /// keeps its own: it knows what it did.
+    pub(crate) fn changed(&self, origin: Option<u64>, changes: &[Changed]) {
+        let mut inner = self.inner.lock();
+        let now = Instant::now();
+        if let Some(o) = origin {
+            if inner.own.len() > 10_000 {
+                inner
+                    .own
+                    .retain(|_, (_, t)| t.elapsed() < OWN_CHANGE_WINDOW);
+            }
+            for c in changes {
+                inner.own.insert(c.path.clone(), (o, now));
+            }
+        }
+        for c in changes {
+            // A change the watch reports that a session made itself moments
+            // ago: not news to that session.
+            let skip = match origin {
+                Some(o) => Some(o),
+                None => inner
+                    .own
+                    .get(&c.path)
+                    .filter(|(_, t)| t.elapsed() < OWN_CHANGE_WINDOW)
+                    .map(|(s, _)| *s),
+            };
+            if c.change == Change::All {
+                all_beneath(&mut inner, &c.path, skip);
+                continue;
+            }
+            let mut keys = vec![c.path.clone()];
+            if let Some(parent) = c.path.parent() {
+                keys.push(parent);
+            }
+            let mut targets: Vec<u64> = keys
+                .iter()
+                .filter_map(|k| inner.holders.get(k))
+                .flat_map(|set| set.iter().copied())
+                .filter(|s| Some(*s) != skip)
+                .collect();
+            targets.sort_unstable();
+            targets.dedup();
+            let Inner {
+                sessions, holders, ..
+            } = &mut *inner;
+            for t in targets {
+                let Some(s) = sessions.get_mut(&t) else {
+                    continue;
+                };
+                for k in &keys {
+                    if s.held.remove(k) {
+                        unhold(holders, k, t);
+                    }
+                }
+                if let Some(p) = c.path.rebase(&s.prefix, &RelPath::root()) {
+                    s.outbox.push(Invalidation {
+                        path: p,
+                        file_id: c.file_id,
+                        change: c.change,
+                    });
+                }
+            }
+        }
+    }
+
+    fn leave(&self, session: u64) {
+        let mut inner = self.inner.lock();
+        let Inner {
+            sessions, holders, ..
+        } = &mut *inner;
+        if let Some(s) = sessions.remove(&session) {
+            for p in &s.held {
+                unhold(holders, p, session);
+            }
+            s.outbox.close();
+        }
+    }
+}
+
+fn unhold(holders: &mut HashMap<RelPath, HashSet<u64>>, path: &RelPath, session: u64) {
+    if let Some(set) = holders.get_mut(path) {
+        set.remove(&session);
+        if set.is_empty() {
+            holders.remove(path);
+        }
+    }
+}
+
+/// Everything at or below `path` may have changed: every session holding
+/// anything there is told once and loses those callbacks.
+fn all_beneath(inner: &mut Inner, path: &RelPath, skip: Option<u64>) {
+    let Inner {
+        sessions, holders, ..
+    } = inner;
+    for (&id, s) in sessions.iter_mut() {
+        if Some(id) == skip {
+            continue;
+        }
+        let gone: Vec<RelPath> = s
+            .held
+            .iter()
+            .filter(|p| p.starts_with(path))
+            .cloned()
+            .collect();
+        if gone.is_empty() {
+            continue;
+        }
+        for p in &gone {
+            s.held.remove(p);
+            unhold(holders, p, id);
+        }
+        // The session's view: the changed subtree, or all of it when the
+        // change lies above its subdirectory.
+        let view = path
+            .rebase(&s.prefix, &RelPath::root())
+            .unwrap_or_else(RelPath::root);
+        s.outbox.push(Invalidation {
+            path: view,
+            file_id: FileId::default(),
+            change: Change::All,
+        });
+    }
+}
+
+/// A session's membership in [`Callbacks`]; dropping it forgets the
+/// session's callbacks and stops its sender.
+pub(crate) struct Session {
+    table: Option<Arc<Callbacks>>,
+    id: u64,
+    prefix: RelPath,
+}
+
+impl Session {
+    /// True when the session is told of changes (the Welcome says so).
+    pub(crate) fn active(&self) -> bool {
+        self.table.is_some()
+    }
+
+    /// Sets the subdirectory the session sees (known only after the
+    /// handshake, which needs [`Session::active`] first).
+    pub(crate) fn set_prefix(&mut self, prefix: RelPath) {
+        if let Some(t) = &self.table
+            && let Some(s) = t.inner.lock().sessions.get_mut(&self.id)
+        {
+            s.prefix = prefix.clone();
+        }
+        self.prefix = prefix;
+    }
+
+    fn export_path(&self, path: &RelPath) -> Option<RelPath> {
+        path.rebase(&RelPath::root(), &self.prefix)
+    }
+
+    /// Registers a callback on `path` (session-relative). Call before
+    /// reading the object, so a change between the read and this cannot
+    /// go unreported.
+    pub(crate) fn hold(&self, path: &RelPath, kind: Held) {
+        if let (Some(t), Some(p)) = (&self.table, self.export_path(path)) {
+            t.hold(self.id, p, kind);
+        }
+    }
+
+    /// Reports changes this session made (session-relative paths). Call
+    /// before the request's reply is sent: by the time the writer learns
+    /// its change is done, every other session's invalidation is queued.
+    pub(crate) fn changed(&self, changes: &[(RelPath, Change, FileId)]) {
+        let Some(t) = &self.table else { return };
+        let list: Vec<Changed> = changes
+            .iter()
+            .filter_map(|(p, change, file_id)| {
+                Some(Changed {
+                    path: self.export_path(p)?,
+                    file_id: *file_id,
+                    change: *change,
+                })
+            })
+            .collect();
+        t.changed(Some(self.id), &list);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(t) = &self.table {
+            t.leave(self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn pending(t: &Callbacks, id: u64) -> Vec<Invalidation> {
+        let inner = t.inner.lock();
+        let st = inner.sessions[&id].outbox.state.lock();
+        st.pending.clone()
+    }
+
+    fn table_with(ids: &[u64], prefixes: &[&str]) -> Arc<Callbacks> {
+        let t = Callbacks::new(None);
+        let mut inner = t.inner.lock();
+        for (id, pre) in ids.iter().zip(prefixes) {
+            inner.sessions.insert(
+                *id,
+                SessionState {
+                    prefix: p(pre),
+                    order: VecDeque::new(),
+                    held: HashSet::new(),
+                    outbox: Arc::default(),
+                },
+            );
+        }
+        drop(inner);
+        t
+    }
+
+    #[test]
+    fn a_change_reaches_other_holders_of_the_object_or_its_parent_once() {
+        let t = table_with(&[1, 2, 3], &["", "", "d"]);
+        t.hold(1, p("d/f"), Held::Object);
+        t.hold(2, p("d"), Held::Listing);
+        t.hold(3, p("d/f"), Held::Object);
+        t.hold(3, p("d"), Held::Listing);
+        t.changed(
+            Some(1),
+            &[Changed {
+                path: p("d/f"),
+                file_id: FileId { dev: 1, ino: 7 },
+                change: Change::Content,
+            }],
+        );
+        assert!(pending(&t, 1).is_empty(), "the writer is not told");
+        let two = pending(&t, 2);
+        assert_eq!(two.len(), 1);
+        assert_eq!(two[0].path, p("d/f"));
+        // Translated to the session's subdirectory; one message for both
+        // callbacks it held.
+        let three = pending(&t, 3);
+        assert_eq!(three.len(), 1);
+        assert_eq!(three[0].path, p("f"));
+        assert_eq!(three[0].change, Change::Content);
+        // Forgotten: a second change is news to nobody but the writer.
+        t.changed(
+            Some(2),
+            &[Changed {
+                path: p("d/f"),
+                file_id: FileId { dev: 1, ino: 7 },
+                change: Change::Removed,
+            }],
+        );
+        let one = pending(&t, 1);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].change, Change::Removed);
+        assert_eq!(pending(&t, 2).len(), 1);
+        assert_eq!(pending(&t, 3).len(), 1);
+    }
+
+    #[test]
+    fn the_watch_does_not_report_a_sessions_own_change_back_to_it() {
+        let t = table_with(&[1, 2], &["", ""]);
+        t.hold(1, p("f"), Held::Object);
+        t.changed(
+            Some(1),
+            &[Changed {
+                path: p("f"),
+                file_id: FileId::default(),
+                change: Change::Content,
+            }],
+        );
+        t.hold(2, p("f"), Held::Object);
+        t.changed(
+            None,
+            &[Changed {
+                path: p("f"),
+                file_id: FileId::default(),
+                change: Change::Content,
+            }],
+        );
+        assert!(pending(&t, 1).is_empty());
+        assert_eq!(pending(&t, 2).len(), 1);
+    }
+
+    #[test]
+    fn beyond_the_bound_the_oldest_callback_is_dropped_and_said_so() {
+        let t = table_with(&[1], &[""]);
+        for i in 0..=MAX_PER_SESSION {
+            t.hold(1, p(&format!("f{i}")), Held::Object);
+        }
+        let got = pending(&t, 1);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].path, p("f0"));
+        assert_eq!(got[0].change, Change::Dropped);
+        assert_eq!(t.inner.lock().sessions[&1].held.len(), MAX_PER_SESSION);
+    }
+
+    #[test]
+    fn an_overflow_tells_every_holder_to_drop_everything() {
+        let t = table_with(&[1, 2], &["", "sub"]);
+        t.hold(1, p("a"), Held::Object);
+        t.hold(2, p("sub/b"), Held::Object);
+        t.changed(
+            None,
+            &[Changed {
+                path: RelPath::root(),
+                file_id: FileId::default(),
+                change: Change::All,
+            }],
+        );
+        for id in [1, 2] {
+            let got = pending(&t, id);
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].change, Change::All);
+            assert!(got[0].path.is_root());
+        }
+        assert!(t.inner.lock().holders.is_empty());
+    }
+}

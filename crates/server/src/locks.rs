@@ -1,0 +1,526 @@
+//! The server's lock table: `fcntl` byte-range locks and `flock` locks of
+//! every session, keyed by the locked object's [`FileId`] (a lock belongs
+//! to the file, not to the name it was taken under).
+//!
+//! A lock owner is a session plus the client's own owner number, so owners
+//! of different mounts never mix. POSIX locks split and merge per owner as
+//! `fcntl(2)` says; `flock` locks are whole-file, one per owner, and a
+//! conversion that has to wait gives up the old lock first (as Linux does,
+//! so that two shared holders upgrading at once cannot deadlock). The two
+//! flavors never conflict with each other.
+//!
+//! A session's locks outlive its connection for the grace period when the
+//! client named itself (`ClientHello.client_id`): the same client
+//! reconnecting takes them over; otherwise they are released when the grace
+//! expires and waiters are woken.
+//!
+//! Waiting: [`LockTable::try_lock`] is the whole non-blocking decision;
+//! [`LockTable::lock`] is the one place that blocks a thread, on a condition
+//! variable notified by every release, takeover and cancel. A worker pool
+//! can replace it by parking the request and retrying `try_lock` when
+//! [`LockTable::generation`] moves.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use rfmount_proto::{ErrorCode, FileId, LockFlavor, LockHolder, LockKind, WireError};
+
+/// A session's identity in the table; it survives a reconnect of the same
+/// client within the grace period.
+pub(crate) type SessionId = u64;
+
+/// Who holds a lock: the session and the client's lock owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Owner {
+    session: SessionId,
+    owner: u64,
+}
+
+/// One lock request as the table sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LockReq {
+    pub(crate) file: FileId,
+    pub(crate) owner: u64,
+    pub(crate) flavor: LockFlavor,
+    pub(crate) kind: LockKind,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) pid: u32,
+}
+
+impl LockReq {
+    /// The range the request covers: `flock` is always the whole file.
+    fn range(&self) -> (u64, u64) {
+        match self.flavor {
+            LockFlavor::Flock => (0, u64::MAX),
+            LockFlavor::Posix => (self.start, self.end),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Held {
+    owner: Owner,
+    flavor: LockFlavor,
+    /// `Read` or `Write`, never `Unlock`.
+    kind: LockKind,
+    start: u64,
+    end: u64,
+    pid: u32,
+}
+
+impl Held {
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.start <= end && start <= self.end
+    }
+}
+
+/// What a non-blocking attempt found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    /// Granted, changed or released.
+    Done,
+    /// Another owner's lock is in the way.
+    Blocked,
+    /// Waiting would close a cycle of POSIX waiters.
+    Deadlock,
+}
+
+struct Client {
+    session: SessionId,
+    /// Bumped by every connection that takes the session over, so that the
+    /// end of an older connection leaves the session alone.
+    generation: u64,
+    /// The connection is gone and the grace period is running.
+    orphaned: bool,
+}
+
+#[derive(Default)]
+struct State {
+    files: HashMap<FileId, Vec<Held>>,
+    /// POSIX requests waiting, for deadlock detection.
+    waiting: HashMap<Owner, LockReq>,
+    clients: HashMap<[u8; 16], Client>,
+    next_session: SessionId,
+    /// Bumped whenever a waiter might now be granted.
+    generation: u64,
+}
+
+/// Every lock of one server, shared by all sessions.
+pub(crate) struct LockTable {
+    state: Mutex<State>,
+    changed: Condvar,
+    grace: Duration,
+}
+
+/// A connection's hold on its session in the table; ending it (explicitly
+/// or by dropping) starts the grace period or releases the locks.
+pub(crate) struct Lease {
+    table: Arc<LockTable>,
+    session: SessionId,
+    client: Option<[u8; 16]>,
+    generation: u64,
+    ended: std::sync::atomic::AtomicBool,
+}
+
+impl LockTable {
+    pub(crate) fn new(grace: Duration) -> Arc<LockTable> {
+        Arc::new(LockTable {
+            state: Mutex::new(State {
+                next_session: 1,
+                ..State::default()
+            }),
+            changed: Condvar::new(),
+            grace,
+        })
+    }
+
+    /// Starts a connection's session: takes over the session of an earlier
+    /// connection of the same client if the table still keeps it. Returns
+    /// the lease and whether it was taken over.
+    pub(crate) fn attach(self: &Arc<Self>, client: Option<[u8; 16]>) -> (Lease, bool) {
+        let mut st = self.state.lock();
+        let mut resumed = false;
+        let (session, generation) = match client.and_then(|c| st.clients.get_mut(&c)) {
+            Some(c) => {
+                c.generation += 1;
+                c.orphaned = false;
+                resumed = true;
+                (c.session, c.generation)
+            }
+            None => {
+                let session = st.next_session;
+                st.next_session += 1;
+                if let Some(id) = client {
+                    st.clients.insert(
+                        id,
+                        Client {
+                            session,
+                            generation: 0,
+                            orphaned: false,
+                        },
+                    );
+                }
+                (session, 0)
+            }
+        };
+        drop(st);
+        let lease = Lease {
+            table: Arc::clone(self),
+            session,
+            client,
+            generation,
+            ended: std::sync::atomic::AtomicBool::new(false),
+        };
+        (lease, resumed)
+    }
+
+    /// Wakes every waiter so that it looks at its cancel flag again.
+    pub(crate) fn wake(&self) {
+        let mut st = self.state.lock();
+        st.generation += 1;
+        self.changed.notify_all();
+    }
+
+    /// Moves whenever a blocked request might now be granted.
+    #[allow(dead_code)]
+    pub(crate) fn generation(&self) -> u64 {
+        self.state.lock().generation
+    }
+
+    /// One non-blocking attempt; a waiting caller passes `waiting` so that
+    /// its request takes part in deadlock detection.
+    #[allow(dead_code)]
+    pub(crate) fn try_lock(&self, session: SessionId, req: &LockReq, waiting: bool) -> Attempt {
+        let mut st = self.state.lock();
+        let attempt = st.attempt(session, req, waiting);
+        if attempt == Attempt::Done {
+            st.changed();
+            self.changed.notify_all();
+        }
+        attempt
+    }
+
+    /// Takes, changes or releases a lock; with `req.wait`-style waiting
+    /// (`wait`), blocks the calling thread until granted, a deadlock is
+    /// found, or `cancelled` says so after a [`LockTable::wake`].
+    ///
+    /// # Errors
+    /// `WouldBlock`, `Deadlock` or `Interrupted`.
+    pub(crate) fn lock(
+        &self,
+        session: SessionId,
+        req: &LockReq,
+        wait: bool,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<(), WireError> {
+        let me = Owner {
+            session,
+            owner: req.owner,
+        };
+        let mut st = self.state.lock();
+        let mut first = true;
+        loop {
+            match st.attempt(session, req, wait) {
+                Attempt::Done => {
+                    st.waiting.remove(&me);
+                    st.changed();
+                    self.changed.notify_all();
+                    return Ok(());
+                }
+                Attempt::Deadlock => {
+                    st.waiting.remove(&me);
+                    return Err(WireError::new(
+                        ErrorCode::Deadlock,
+                        "waiting for this lock would deadlock",
+                    ));
+                }
+                Attempt::Blocked if !wait => {
+                    return Err(WireError::new(
+                        ErrorCode::WouldBlock,
+                        "the file is locked by another owner",
+                    ));
+                }
+                Attempt::Blocked => {}
+            }
+            if first && req.flavor == LockFlavor::Flock {
+                // A waiting flock conversion lets go of the old lock first.
+                if st.release_range(me, LockFlavor::Flock, 0, u64::MAX) {
+                    st.changed();
+                    self.changed.notify_all();
+                }
+            }
+            first = false;
+            if cancelled() {
+                st.waiting.remove(&me);
+                return Err(WireError::new(
+                    ErrorCode::Interrupted,
+                    "lock wait cancelled",
+                ));
+            }
+            if req.flavor == LockFlavor::Posix {
+                st.waiting.insert(me, *req);
+            }
+            self.changed.wait(&mut st);
+        }
+    }
+
+    /// The lock that would block `req`, if any.
+    pub(crate) fn test(&self, session: SessionId, req: &LockReq) -> Option<LockHolder> {
+        let st = self.state.lock();
+        let me = Owner {
+            session,
+            owner: req.owner,
+        };
+        st.conflicts(me, req).first().map(|h| LockHolder {
+            kind: h.kind,
+            start: h.start,
+            end: h.end,
+            pid: h.pid,
+        })
+    }
+
+    /// Locks held now, for tests and logs.
+    #[cfg(test)]
+    fn count(&self) -> usize {
+        self.state.lock().files.values().map(Vec::len).sum()
+    }
+
+    fn detach(self: &Arc<Self>, lease: &Lease) {
+        let mut st = self.state.lock();
+        let Some(id) = lease.client else {
+            st.release_session(lease.session);
+            self.changed.notify_all();
+            return;
+        };
+        let Some(c) = st.clients.get_mut(&id) else {
+            return;
+        };
+        if c.generation != lease.generation {
+            // A newer connection of the same client owns the session now.
+            return;
+        }
+        if self.grace.is_zero() {
+            st.clients.remove(&id);
+            st.release_session(lease.session);
+            self.changed.notify_all();
+            return;
+        }
+        c.orphaned = true;
+        let held = st.held_by(lease.session);
+        drop(st);
+        if held > 0 {
+            log::info!(
+                "keeping {held} lock(s) of a disconnected client for {} s",
+                self.grace.as_secs_f32()
+            );
+        }
+        let table = Arc::clone(self);
+        let generation = lease.generation;
+        let session = lease.session;
+        let spawned = std::thread::Builder::new()
+            .name("rfserve-lock-grace".into())
+            .spawn(move || {
+                std::thread::sleep(table.grace);
+                table.expire(id, session, generation);
+            });
+        if spawned.is_err() {
+            // No timer: release now rather than never.
+            self.expire(id, session, generation);
+        }
+    }
+
+    fn expire(&self, id: [u8; 16], session: SessionId, generation: u64) {
+        let mut st = self.state.lock();
+        let still = st
+            .clients
+            .get(&id)
+            .is_some_and(|c| c.orphaned && c.generation == generation);
+        if !still {
+            return;
+        }
+        st.clients.remove(&id);
+        let held = st.held_by(session);
+        st.release_session(session);
+        self.changed.notify_all();
+        if held > 0 {
+            log::info!(
+                "grace period over: released {held} lock(s) of a client that did not come back"
+            );
+        }
+    }
+}
+
+impl State {
+    fn changed(&mut self) {
+        self.generation += 1;
+    }
+
+    fn held_by(&self, session: SessionId) -> usize {
+        self.files
+            .values()
+            .flatten()
+            .filter(|h| h.owner.session == session)
+            .count()
+    }
+
+    fn release_session(&mut self, session: SessionId) {
+        for list in self.files.values_mut() {
+            list.retain(|h| h.owner.session != session);
+        }
+        self.files.retain(|_, l| !l.is_empty());
+        self.waiting.retain(|o, _| o.session != session);
+        self.changed();
+    }
+
+    /// Other owners' locks of the same flavor that `req` collides with.
+    fn conflicts(&self, me: Owner, req: &LockReq) -> Vec<Held> {
+        let (start, end) = req.range();
+        let Some(list) = self.files.get(&req.file) else {
+            return Vec::new();
+        };
+        list.iter()
+            .filter(|h| {
+                h.owner != me
+                    && h.flavor == req.flavor
+                    && h.overlaps(start, end)
+                    && (h.kind == LockKind::Write || req.kind == LockKind::Write)
+            })
+            .copied()
+            .collect()
+    }
+
+    fn attempt(&mut self, session: SessionId, req: &LockReq, waiting: bool) -> Attempt {
+        let me = Owner {
+            session,
+            owner: req.owner,
+        };
+        let (start, end) = req.range();
+        if req.kind == LockKind::Unlock {
+            self.release_range(me, req.flavor, start, end);
+            return Attempt::Done;
+        }
+        let blockers = self.conflicts(me, req);
+        if !blockers.is_empty() {
+            if waiting && req.flavor == LockFlavor::Posix && self.would_deadlock(me, &blockers) {
+                return Attempt::Deadlock;
+            }
+            return Attempt::Blocked;
+        }
+        self.release_range(me, req.flavor, start, end);
+        let list = self.files.entry(req.file).or_default();
+        list.push(Held {
+            owner: me,
+            flavor: req.flavor,
+            kind: req.kind,
+            start,
+            end,
+            pid: req.pid,
+        });
+        merge(list, me, req.flavor);
+        Attempt::Done
+    }
+
+    /// Removes `[start, end]` from `owner`'s locks of `flavor`, splitting
+    /// locks that stick out. True when anything was released.
+    fn release_range(&mut self, owner: Owner, flavor: LockFlavor, start: u64, end: u64) -> bool {
+        let mut touched = false;
+        for list in self.files.values_mut() {
+            let mut out = Vec::with_capacity(list.len() + 1);
+            for h in list.drain(..) {
+                if h.owner != owner || h.flavor != flavor || !h.overlaps(start, end) {
+                    out.push(h);
+                    continue;
+                }
+                touched = true;
+                if h.start < start {
+                    out.push(Held {
+                        end: start - 1,
+                        ..h
+                    });
+                }
+                if h.end > end {
+                    out.push(Held {
+                        start: end + 1,
+                        ..h
+                    });
+                }
+            }
+            *list = out;
+        }
+        self.files.retain(|_, l| !l.is_empty());
+        touched
+    }
+
+    /// True when one of `blockers` waits, directly or through others, for
+    /// a lock `me` holds.
+    fn would_deadlock(&self, me: Owner, blockers: &[Held]) -> bool {
+        let mut seen = HashSet::new();
+        let mut todo: Vec<Owner> = blockers.iter().map(|h| h.owner).collect();
+        while let Some(o) = todo.pop() {
+            if o == me {
+                return true;
+            }
+            if !seen.insert(o) {
+                continue;
+            }
+            if let Some(req) = self.waiting.get(&o) {
+                todo.extend(self.conflicts(o, req).iter().map(|h| h.owner));
+            }
+        }
+        false
+    }
+}
+
+/// Coalesces `owner`'s locks of `flavor` and one kind that touch or overlap.
+fn merge(list: &mut Vec<Held>, owner: Owner, flavor: LockFlavor) {
+    let (mut mine, rest): (Vec<Held>, Vec<Held>) = list
+        .drain(..)
+        .partition(|h| h.owner == owner && h.flavor == flavor);
+    mine.sort_by_key(|h| h.start);
+    let mut merged: Vec<Held> = Vec::with_capacity(mine.len());
+    for h in mine {
+        if let Some(last) = merged.last_mut() {
+            if last.kind == h.kind && last.end.saturating_add(1) >= h.start {
+                last.end = last.end.max(h.end);
+                last.pid = h.pid;
+                continue;
+            }
+        }
+        merged.push(h);
+    }
+    *list = rest;
+    list.extend(merged);
+}
+
+impl Lease {
+    pub(crate) fn session(&self) -> SessionId {
+        self.session
+    }
+
+    pub(crate) fn table(&self) -> &Arc<LockTable> {
+        &self.table
+    }
+
+    /// The connection is over: keep the session's locks for the grace
+    /// period (a named client) or release them now. Idempotent.
+    pub(crate) fn end(&self) {
+        if self.ended.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let table = Arc::clone(&self.table);
+        table.detach(self);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+#[cfg(test)]
+#[path = "locks_tests.rs"]
+mod tests;

@@ -1,0 +1,146 @@
+//! Requests per write, counted in rfserve's request log: `echo x > f`,
+//! `cp -p` and `tar x` upload each file once and need no STAT or SETATTR
+//! around it that the answers already carry.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+use crate::mount_common::*;
+use crate::util::*;
+
+/// The requests rfserve logged after the first `skip` log lines, as
+/// `OP path`.
+fn requests_since(srv: &Server, skip: usize) -> Vec<String> {
+    srv.log()
+        .lines()
+        .skip(skip)
+        .filter_map(|l| {
+            let rest = &l[l.find("request op=")? + "request op=".len()..];
+            let mut it = rest.split_whitespace();
+            let op = it.next()?;
+            let path = it.next()?.trim_start_matches("path=");
+            Some(format!("{op} {path}"))
+        })
+        .collect()
+}
+
+fn log_len(srv: &Server) -> usize {
+    srv.log().lines().count()
+}
+
+/// Long lifetimes, so that what the counts show cannot depend on how
+/// fast this machine runs the steps (nothing expires in between).
+const STEADY: &[&str] = &["-o", "attr_timeout=60,dir_timeout=60"];
+
+#[test]
+fn a_shell_redirection_costs_two_puts_and_nothing_else() {
+    skip_without_fuse!();
+    let root = TestDir::new("root");
+    root.mkdir("d");
+    let srv = Server::start(root.path(), &[]);
+    let m = Mount::start(&srv, STEADY);
+    sh(&m, &srv, "ls d").ok();
+    let n = log_len(&srv);
+    sh(&m, &srv, "echo x > d/f").ok();
+    // Not yet once: the shell closes its first descriptor of the new file
+    // before writing (open, dup2, close), and that close uploads the empty
+    // file, as close(2) of any descriptor reports the upload's outcome.
+    assert_eq!(requests_since(&srv, n), ["PUT /d/f", "PUT /d/f"]);
+    assert_eq!(text(&root.read("d/f")), "x\n");
+    // Replacing it: again one upload, no empty one first.
+    let n = log_len(&srv);
+    sh(&m, &srv, "echo y > d/f").ok();
+    assert_eq!(requests_since(&srv, n), ["PUT /d/f", "PUT /d/f"]);
+    assert_eq!(text(&root.read("d/f")), "y\n");
+    // noclobber still refuses an existing name.
+    let out = sh(&m, &srv, "set -o noclobber; echo z > d/f").run();
+    assert!(!out.status.success());
+    assert_eq!(text(&root.read("d/f")), "y\n");
+}
+
+#[test]
+fn cp_p_uploads_each_file_once_with_its_times() {
+    skip_without_fuse!();
+    let root = TestDir::new("root");
+    root.mkdir("d");
+    let srv = Server::start(root.path(), &[]);
+    let m = Mount::start(&srv, STEADY);
+    let src = TestDir::new("src");
+    src.write("a.txt", "aaa");
+    src.write("b.txt", "bbb");
+    for f in ["a.txt", "b.txt"] {
+        TestCommand::new("touch")
+            .args(["-a", "-d", "2001-02-03 04:05:06"])
+            .arg(src.join(f))
+            .ok();
+        TestCommand::new("touch")
+            .args(["-m", "-d", "2002-03-04 05:06:07"])
+            .arg(src.join(f))
+            .ok();
+    }
+    let atimes: Vec<i64> = ["a.txt", "b.txt"]
+        .iter()
+        .map(|f| fs::metadata(src.join(f)).unwrap().atime())
+        .collect();
+    sh(&m, &srv, "ls d").ok();
+    let n = log_len(&srv);
+    sh(
+        &m,
+        &srv,
+        &format!("cp -p {}/a.txt {}/b.txt d/", s(src.path()), s(src.path())),
+    )
+    .ok();
+    assert_eq!(requests_since(&srv, n), ["PUT /d/a.txt", "PUT /d/b.txt"]);
+    for (f, atime) in ["a.txt", "b.txt"].into_iter().zip(atimes) {
+        let want = fs::metadata(src.join(f)).unwrap();
+        let got = fs::metadata(root.join("d").join(f)).unwrap();
+        assert_eq!(got.mtime(), want.mtime(), "{f} mtime");
+        // cp's own read moved the source's atime; the copy has the old one.
+        assert_eq!(got.atime(), atime, "{f} atime");
+        assert_eq!(got.mode() & 0o7777, want.mode() & 0o7777, "{f} mode");
+    }
+}
+
+#[test]
+fn tar_x_costs_one_put_per_file_and_only_the_attribute_changes_tar_makes() {
+    skip_without_fuse!();
+    let root = TestDir::new("root");
+    root.mkdir("d");
+    let srv = Server::start(root.path(), &[]);
+    let m = Mount::start(&srv, STEADY);
+    let src = TestDir::new("src");
+    src.mkdir("t/sub");
+    src.write("t/sub/x", "x");
+    src.write("t/y", "y");
+    src.write("t/z", "z");
+    TestCommand::new("tar")
+        .current_dir(src.path())
+        .args(["-cf", "t.tar", "t"])
+        .ok();
+    sh(&m, &srv, "ls d").ok();
+    let n = log_len(&srv);
+    sh(&m, &srv, &format!("tar -xf {}/t.tar -C d", s(src.path()))).ok();
+    let reqs = requests_since(&srv, n);
+    let count = |op: &str| reqs.iter().filter(|r| r.starts_with(op)).count();
+    assert_eq!(count("PUT "), 3, "{reqs:?}");
+    assert_eq!(count("MKDIR "), 2, "{reqs:?}");
+    assert_eq!(count("GET "), 0, "{reqs:?}");
+    // The two names in t/ after t/sub changed: a change inside t/sub
+    // makes t's own attributes stale, and the mount drops the listing
+    // holding them (t's), so the next new names in t are looked up.
+    assert_eq!(
+        reqs.iter().filter(|r| r.starts_with("STAT /d/t/")).count(),
+        2,
+        "{reqs:?}"
+    );
+    assert_eq!(count("STAT "), 2, "{reqs:?}");
+    // tar sets owner and times with their own system calls after each
+    // close, and owner, mode and times of each directory at the end:
+    // each is applied when made, one SETATTR each (2 per file, 3 per
+    // directory), none answered by a further STAT.
+    assert_eq!(count("SETATTR "), 3 * 2 + 2 * 3, "{reqs:?}");
+    // The LIST is tar's look at d before it starts.
+    assert_eq!(reqs.len(), 1 + 3 + 2 + 2 + 3 * 2 + 2 * 3, "{reqs:?}");
+    let got = sh(&m, &srv, "cat d/t/sub/x d/t/y d/t/z").ok().stdout;
+    assert_eq!(text(&got), "xyz");
+}
