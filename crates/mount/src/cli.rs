@@ -570,6 +570,7 @@ fn serve(m: Mounted) -> Result<()> {
             });
         let _ = done_rx.recv_timeout(LAST_RETRY);
     }
+    fs.stop_fetches();
     let left = fs.cache().dirty_paths().len();
     if left > 0 {
         warn!(

@@ -563,6 +563,16 @@ impl<R: Remote> Drop for RemoteFs<R> {
     /// Fetches still running hold the cache; a new mount of the same cache
     /// may start the moment this one is gone.
     fn drop(&mut self) {
+        self.stop_fetches();
+    }
+}
+
+impl<R: Remote> RemoteFs<R> {
+    /// Lets every fetch still running end (a short rest is finished and
+    /// cached, as at a last close) or stop: at unmount, before the process
+    /// exits with the threads (the filesystem itself is never dropped
+    /// there).
+    pub fn stop_fetches(&self) {
         let states: Vec<_> = self.files.lock().values().cloned().collect();
         for s in states.iter().filter_map(|st| st.stream.lock().clone()) {
             s.stop();

@@ -21,7 +21,6 @@ use super::stream::{Answer, Stream};
 use super::{Attr, Opened, RemoteFs, conflict};
 use crate::data_cache::{EntryInfo, open_data};
 use crate::error::{FsError, FsResult};
-use crate::trust::Ticket;
 
 /// Per-inode state shared by all handles of one file.
 #[derive(Default)]
@@ -287,7 +286,7 @@ impl<R: Remote> RemoteFs<R> {
                 if s.prefetch {
                     self.prefetcher.note_used();
                 }
-                return self.follow(ino, path, state, &s, None);
+                return self.follow(ino, path, state, &s);
             }
             // A writer starts from the whole content; an abandoned fetch
             // may still be putting its content in place.
@@ -295,7 +294,7 @@ impl<R: Remote> RemoteFs<R> {
             // Only a prefetch's answer stands in for the open's own GET:
             // an open after another open still asks (close-to-open).
             if s.prefetch {
-                confirmed = s.confirmed();
+                confirmed = s.confirmed().map(|c| (c, s.clone()));
             }
             *state.stream.lock() = None;
             entry = self.cache.entry(path);
@@ -328,11 +327,18 @@ impl<R: Remote> RemoteFs<R> {
             // Under a callback the cached copy is current: no round trip,
             // ahead of any prefetch or stream.
             self.settle_version(ino, state, meta.version)
-        } else if let Some((v, _)) = confirmed
-            .filter(|(v, _)| entry.as_ref().and_then(|e| e.version) == Some(*v))
-            .filter(|(v, at)| self.content_trusted(path, *v, *at))
+        } else if let Some(((v, _), s)) = confirmed
+            .filter(|((v, _), _)| entry.as_ref().and_then(|e| e.version) == Some(*v))
+            .filter(|((v, at), _)| self.content_trusted(path, *v, *at))
         {
             self.prefetcher.note_used();
+            // A prefetch answered under a callback still in force: later
+            // opens need no round trip either.
+            if self.trust.granted(s.ticket)
+                && let Some(meta) = s.answer().filter(|m| m.version == v)
+            {
+                self.meta.lock().put_attr_as(path, meta, true);
+            }
             self.settle_version(ino, state, v)
         } else if !writable {
             let have = entry.as_ref().and_then(|e| e.version);
@@ -344,10 +350,11 @@ impl<R: Remote> RemoteFs<R> {
                 have,
                 None,
                 None,
+                ticket,
             ) {
                 Ok(s) => {
                     *state.stream.lock() = Some(s.clone());
-                    return self.follow(ino, path, state, &s, Some(ticket));
+                    return self.follow(ino, path, state, &s);
                 }
                 Err(e) => {
                     warn!("{path}: {e}; fetching it whole first");
@@ -410,12 +417,11 @@ impl<R: Remote> RemoteFs<R> {
         path: &RelPath,
         state: &FileState,
         s: &Arc<Stream>,
-        ticket: Option<Ticket>,
     ) -> FsResult<(File, bool, Option<Arc<Stream>>)> {
         let have = self.cache.entry(path).and_then(|e| e.version);
-        // Only the open that sent the GET knows when it was sent, so only
-        // its answer may become a callback (see `fetch`).
-        let trusted = |fs: &Self| ticket.is_some_and(|t| fs.trust.granted(t));
+        // As in `fetch`: the answer becomes a callback unless an
+        // invalidation arrived since the GET was sent.
+        let trusted = |fs: &Self| fs.trust.granted(s.ticket);
         match s.attach() {
             Ok(Answer::Content(meta, file)) => {
                 let t = trusted(self);

@@ -116,12 +116,20 @@ impl<R: Remote> RemoteFs<R> {
             if entry.as_ref().is_some_and(|c| c.dirty) {
                 continue;
             }
+            // Under a callback the cached copy is current already.
+            if self
+                .trusted_copy(&p, entry.as_ref().and_then(|c| c.version))
+                .is_some()
+            {
+                continue;
+            }
             let size = e.meta.size;
             if !self.prefetcher.reserve(size) {
                 break;
             }
             let pf = Arc::clone(&self.prefetcher);
             let done = Box::new(move || pf.release(size));
+            let ticket = self.trust.ticket();
             match Stream::start(
                 self.remote.clone(),
                 self.cache.clone(),
@@ -129,6 +137,7 @@ impl<R: Remote> RemoteFs<R> {
                 entry.and_then(|c| c.version),
                 Some(done),
                 Some(Arc::clone(&self.meta)),
+                ticket,
             ) {
                 Ok(s) => {
                     self.prefetcher.started.fetch_add(1, Ordering::Relaxed);

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use crate::trust::Ticket;
 use log::debug;
 use parking_lot::{Condvar, Mutex};
 use rfmount_client::{GetOutcome, Remote, RemoteError};
@@ -75,6 +76,8 @@ pub(crate) struct Stream {
     /// The name was unlinked or replaced while fetching: finish for the
     /// open handles, but record nothing under the old name.
     discard: AtomicBool,
+    /// Taken before the GET was sent: its answer may become a callback.
+    pub(crate) ticket: Ticket,
     st: Mutex<Progress>,
     changed: Condvar,
 }
@@ -95,6 +98,7 @@ impl Stream {
         have: Option<Version>,
         on_end: Option<Box<dyn FnOnce() + Send>>,
         attrs: Option<Arc<Mutex<MetaCache>>>,
+        ticket: Ticket,
     ) -> FsResult<Arc<Stream>> {
         let prefetch = on_end.is_some();
         let ended = OnEnd(on_end);
@@ -102,6 +106,7 @@ impl Stream {
             path,
             prefetch,
             discard: AtomicBool::new(false),
+            ticket,
             st: Mutex::new(Progress {
                 phase: Phase::Asked,
                 meta: None,
@@ -306,6 +311,11 @@ impl Stream {
         while matches!(st.phase, Phase::Asked | Phase::Streaming) {
             self.changed.wait(&mut st);
         }
+    }
+
+    /// The server's answer (attributes of the version fetched), once in.
+    pub(crate) fn answer(&self) -> Option<Meta> {
+        self.st.lock().meta.clone()
     }
 
     /// The version this fetch found current and when the server said so,
