@@ -15,6 +15,16 @@
 //! time, so a large transfer that keeps moving is never cut off. While the
 //! connection is idle it pings every `keepalive`, so that the server's idle
 //! timeout never closes a quiet mount and a dead link is still noticed.
+//!
+//! With callbacks the mount answers from its caches without sending
+//! anything, so a silent server would go unnoticed until the next request
+//! and its whole timeout. There the watchdog pings every eighth of
+//! `timeout` (see `quiet`) even when idle, and a ping unanswered for that long (no frame
+//! at all arriving meanwhile) *suspends* the callbacks: the subscriber is
+//! told the connection broke, and answers fall back to their short
+//! timeouts and to requests, which then meet the silence and its timeout
+//! like any request. The next frame that arrives lifts the suspension as a
+//! new connection would (everything read before is forgotten).
 //! A connection that failed is never reused.
 
 use std::collections::HashMap;
@@ -166,6 +176,9 @@ struct Shared {
     /// times its answer as it arrives.
     ping: Mutex<Option<(u64, Instant)>>,
     callbacks: CallbackHub,
+    /// The callbacks are suspended because the server fell silent; lock
+    /// order: this, then `dead`.
+    suspended: Mutex<bool>,
 }
 
 impl Shared {
@@ -182,6 +195,34 @@ impl Shared {
         let _ = self.sock.shutdown(Shutdown::Both);
         // Dropping the senders wakes every waiting caller with an error.
         self.routes.lock().clear();
+    }
+
+    /// The server has been silent for a while with our ping outstanding:
+    /// its callbacks cannot be relied on until it speaks again.
+    fn suspend(&self) {
+        let mut suspended = self.suspended.lock();
+        let dead = self.dead.lock();
+        if !*suspended && dead.is_none() {
+            debug!("server silent: callbacks suspended");
+            *suspended = true;
+            self.callbacks.broken();
+        }
+    }
+
+    /// A frame arrived: a suspension ends as a new connection would begin.
+    /// Called on the reader thread before the frame is acted on.
+    fn resume(&self) {
+        let mut suspended = self.suspended.lock();
+        if *suspended {
+            *suspended = false;
+            // Holding `dead`: a kill cannot slip between the check and
+            // the call and leave callbacks live on a dead connection.
+            let dead = self.dead.lock();
+            if dead.is_none() {
+                debug!("server answers again: callbacks resumed");
+                self.callbacks.connected(true);
+            }
+        }
     }
 
     fn note_progress(&self) {
@@ -270,6 +311,7 @@ impl Connection {
             stats: cfg.stats.clone(),
             ping: Mutex::new(None),
             callbacks: cfg.callbacks.clone(),
+            suspended: Mutex::new(false),
         });
         // Before the reader starts: its first invalidation must find the
         // subscriber knowing this connection.
@@ -292,9 +334,10 @@ impl Connection {
             .map_err(|e| RemoteError::local("spawning reader thread", e))?;
         let weak = Arc::downgrade(&conn);
         let timeout = cfg.timeout;
+        let quiet = conn.welcome.callbacks.then(|| quiet(timeout));
         thread::Builder::new()
             .name("rf-watchdog".into())
-            .spawn(move || watchdog(weak, stop_rx, timeout, interval))
+            .spawn(move || watchdog(weak, stop_rx, timeout, interval, quiet))
             .map_err(|e| RemoteError::local("spawning watchdog thread", e))?;
         Ok(conn)
     }
@@ -502,6 +545,7 @@ fn read_loop(mut reader: ReadHalf, shared: Arc<Shared>, addr: String) {
             Err(e) => break format!("connection to {addr} lost: {e}"),
         };
         shared.note_progress();
+        shared.resume();
         let id = match &msg {
             ServerMsg::Reply { id, .. }
             | ServerMsg::Data { id, .. }
@@ -545,13 +589,25 @@ pub(crate) fn secs(d: Duration) -> String {
     format!("{}", (d.as_secs_f64() * 10.0).round() / 10.0)
 }
 
+/// How long a server with callbacks may leave our ping unanswered before
+/// its callbacks are suspended, and how often it is pinged: together well
+/// under `timeout`, so that a frozen server is distrusted before a request
+/// made after it froze has waited long, yet far above a loopback or LAN
+/// round trip on a loaded machine. A ping is one small frame each way.
+pub(crate) fn quiet(timeout: Duration) -> Duration {
+    (timeout / 8)
+        .max(Duration::from_millis(250))
+        .min(timeout / 2)
+}
+
 /// Pings and watches the connection until it dies or is dropped (see the
-/// module comment).
+/// module comment); `quiet` is set when the server grants callbacks.
 fn watchdog(
     conn: std::sync::Weak<Connection>,
     stop: Receiver<()>,
     timeout: Duration,
     idle_interval: Duration,
+    quiet: Option<Duration>,
 ) {
     let tick = (timeout / 40).clamp(Duration::from_millis(20), Duration::from_millis(100));
     let busy_interval = timeout / 3;
@@ -581,6 +637,12 @@ fn watchdog(
             ));
             return;
         }
+        if let Some(q) = quiet
+            && ping.is_some()
+            && conn.shared.stalled(q)
+        {
+            conn.shared.suspend();
+        }
         if ping.is_some() {
             continue;
         }
@@ -590,6 +652,7 @@ fn watchdog(
         } else {
             idle_interval
         };
+        let every = quiet.map_or(every, |q| every.min(q));
         // A sender blocked on a full socket must not block the watchdog
         // too: it has to stay free to notice the stall.
         if last_ping.elapsed() >= every && !conn.writer.is_locked() {

@@ -24,6 +24,8 @@ pub mod cli;
 mod connection;
 mod error;
 mod handshake;
+#[cfg(test)]
+mod liveness_tests;
 #[cfg(any(test, feature = "mock"))]
 #[doc(hidden)]
 pub mod mock;

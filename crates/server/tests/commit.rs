@@ -30,7 +30,10 @@ fn a_put_reply_is_never_sent_before_the_new_version_is_in_place() {
                     // same directory.
                     let own = format!("d/t{t}-{i}");
                     let data = content(100 + (i as usize) * 37, t * 100 + i);
-                    let Ok(Reply::Meta(put)) = writer.put(2 * i, &own, &data, 64) else {
+                    let Ok(Reply::Changed {
+                        meta: Some(put), ..
+                    }) = writer.put(2 * i, &own, &data, 64)
+                    else {
                         panic!("PUT {own} failed");
                     };
                     let Ok(Reply::Meta(seen)) = reader.request(2 * i, Op::Stat { path: p(&own) })
@@ -39,7 +42,10 @@ fn a_put_reply_is_never_sent_before_the_new_version_is_in_place() {
                     };
                     assert_eq!(seen.version, put.version, "{own}");
                     assert_eq!(reader.get(2 * i + 1, &own).1, data, "{own}");
-                    let Ok(Reply::Meta(put)) = writer.put(2 * i + 1, &replaced, &data, 64) else {
+                    let Ok(Reply::Changed {
+                        meta: Some(put), ..
+                    }) = writer.put(2 * i + 1, &replaced, &data, 64)
+                    else {
                         panic!("PUT {replaced} failed");
                     };
                     let Ok(Reply::Meta(seen)) =

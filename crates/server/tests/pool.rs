@@ -62,7 +62,7 @@ fn a_client_that_stops_reading_takes_no_worker_other_sessions_need() {
     assert_eq!(data, b"small");
     assert!(matches!(
         other.put(3, "new", b"fresh", 2),
-        Ok(Reply::Meta(m)) if m.size == 5
+        Ok(Reply::Changed { meta: Some(m), .. }) if m.size == 5
     ));
     assert!(matches!(
         other.request(4, Op::List { path: p("d") }),
@@ -77,7 +77,7 @@ fn a_client_that_stops_reading_takes_no_worker_other_sessions_need() {
                 owner: None
             }
         ),
-        Ok(Reply::Meta(_))
+        Ok(Reply::Changed { meta: Some(_), .. })
     ));
     assert!(
         started.elapsed() < Duration::from_secs(5),

@@ -548,6 +548,10 @@ impl<R: Remote> RemoteFs<R> {
             .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
         let meta = self.local_meta(&path).ok_or_else(FsError::enoent)?;
         self.meta.lock().note_entry(&path, meta.clone());
+        // A file made here has no attributes until this mount sets some: the
+        // kernel's `security.capability` question before each write needs
+        // no LISTXATTR (a pushed change of the name forgets this).
+        self.note_no_xattrs(&path);
         self.cache.pin(&path);
         let (mode, io) = state.io.choose(&file, false, None);
         if mode == Mode::Passthrough {

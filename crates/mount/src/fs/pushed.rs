@@ -65,6 +65,7 @@ impl<R: Remote> RemoteFs<R> {
             let path = &inv.path;
             let tree = matches!(inv.change, Change::Removed | Change::All);
             self.meta.lock().pushed(path, tree);
+            self.forget_xattrs(path);
             if inv.change == Change::All {
                 // Everything at or below: every inode we know there.
                 let known = self.inodes.lock().known_beneath(path);

@@ -136,6 +136,19 @@ impl<R: Remote> RemoteFs<R> {
         self.remote.getxattr(&path, name).map_err(Self::remote_err)
     }
 
+    /// Records that `path` has no extended attributes (a file just
+    /// created by this mount).
+    pub(super) fn note_no_xattrs(&self, path: &RelPath) {
+        self.xattr_names
+            .lock()
+            .put(path.clone(), Arc::new(Vec::new()));
+    }
+
+    /// Forgets what is known of `path`'s attribute names (a pushed change).
+    pub(super) fn forget_xattrs(&self, path: &RelPath) {
+        self.xattr_names.lock().forget(path);
+    }
+
     /// The attribute names of `path` on the server, from the cache while
     /// fresh.
     fn names_of(&self, path: &RelPath) -> FsResult<Arc<Vec<String>>> {
