@@ -235,8 +235,11 @@ fn a_file_read_through_passthrough_sees_writes_truncates_and_new_versions() {
     assert_eq!(fs::read_to_string(root.join("f")).unwrap(), "he");
     assert_eq!(r.read_at(&mut buf, 0).unwrap(), 2);
     drop(r);
-    // A new version on the server is what the next open reads.
-    std::thread::sleep(Duration::from_millis(1100));
+    // A new version on the server is what the next open reads. Past the
+    // attribute timeout, and past the 2 s in which rfserve attributes a
+    // change its watch reports to the mount that just wrote the file (so a
+    // callback does not invalidate the writer with its own change).
+    std::thread::sleep(Duration::from_millis(2100));
     fs::write(root.join("f"), "new version\n").unwrap();
     assert_eq!(m.cmd("cat").arg("f").stdout(), "new version\n");
     assert_eq!(m.cmd("cat").arg("f").stdout(), "new version\n");
