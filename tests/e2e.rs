@@ -154,6 +154,10 @@ mod dist_package;
 #[path = "e2e/mount_status.rs"]
 mod mount_status;
 
+// Streaming big-file reads (head stops the fetch, shared fetches, EIO for a
+// cut-off range) and prefetch of small files (used, never stale).
+#[path = "e2e/mount_reads.rs"]
+mod mount_reads;
 // POSIX ACLs (setfacl/getfacl) and security. attributes through the mount,
 // kept across uploads and renames.
 #[path = "e2e/mount_xattr_acl.rs"]

@@ -207,10 +207,11 @@ impl Remote for MemRemote {
             .ok_or_else(|| err(ErrorCode::NotFound, path))
     }
 
-    fn get(
+    fn get_streamed(
         &self,
         path: &RelPath,
         have: Option<Version>,
+        started: &mut dyn FnMut(&Meta),
         sink: &mut dyn Write,
     ) -> Result<GetOutcome, RemoteError> {
         self.enter("get")?;
@@ -227,6 +228,7 @@ impl Remote for MemRemote {
             }
             (n.meta.clone(), n.data.clone())
         };
+        started(&meta);
         sink.write_all(&data)
             .map_err(|e| RemoteError::local("mock sink", e))?;
         Ok(GetOutcome::Fetched(meta))

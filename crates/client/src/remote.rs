@@ -113,6 +113,23 @@ pub trait Remote: Send + Sync + 'static {
         path: &RelPath,
         have: Option<Version>,
         sink: &mut dyn Write,
+    ) -> Result<GetOutcome, RemoteError> {
+        self.get_streamed(path, have, &mut |_| {}, sink)
+    }
+
+    /// As [`Remote::get`], and `started` is called with the attributes as
+    /// soon as the server has said that the content follows, before any of
+    /// it reaches the sink: a reader can start on the first bytes while the
+    /// rest streams. Not called for `NotModified` or an error.
+    ///
+    /// # Errors
+    /// As [`Remote::get`].
+    fn get_streamed(
+        &self,
+        path: &RelPath,
+        have: Option<Version>,
+        started: &mut dyn FnMut(&Meta),
+        sink: &mut dyn Write,
     ) -> Result<GetOutcome, RemoteError>;
 
     /// Replaces a whole file with exactly `size` bytes read from `src`. The

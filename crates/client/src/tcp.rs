@@ -445,10 +445,11 @@ impl Remote for TcpRemote {
         }
     }
 
-    fn get(
+    fn get_streamed(
         &self,
         path: &RelPath,
         have: Option<Version>,
+        started: &mut dyn FnMut(&Meta),
         sink: &mut dyn Write,
     ) -> Result<GetOutcome, RemoteError> {
         let conn = self.conn()?;
@@ -462,6 +463,7 @@ impl Remote for TcpRemote {
             Reply::Get(m) => m,
             r => return Err(wrong_reply("GET", &r)),
         };
+        started(&meta);
         let mut hasher = Hasher::new();
         loop {
             match call.next()? {

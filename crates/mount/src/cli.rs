@@ -45,6 +45,11 @@ Mount options (-o, comma-separated; also the options field of fstab):
   attr_timeout=SECS          how long attributes are trusted (default 1)
   dir_timeout=SECS           how long a listing is reused (default 1)
   idmap=none|user            user: the export root's owner shows as you
+  noprefetch                 do not fetch a directory's next small files ahead
+  passthrough, nopassthrough let the kernel read clean cached files directly
+                             (default off; used only while the server grants no
+                             callbacks: an open passthrough file sees remote changes
+                             only when reopened)
   uid=N, gid=N               show every file as owned by N
   conflict=keep|error|overwrite
                              when another writer changed a file since this mount's
@@ -565,6 +570,7 @@ fn serve(m: Mounted) -> Result<()> {
             });
         let _ = done_rx.recv_timeout(LAST_RETRY);
     }
+    fs.stop_fetches();
     let left = fs.cache().dirty_paths().len();
     if left > 0 {
         warn!(

@@ -95,6 +95,16 @@ impl Fetch<'_> {
     pub fn received(&mut self) -> io::Result<u64> {
         Ok(self.tmp()?.as_file().metadata()?.len())
     }
+
+    /// A second descriptor of the file the content lands in, for reading
+    /// it while it arrives; it stays valid after the content is put in
+    /// place (the same file, renamed) or discarded (then unlinked).
+    ///
+    /// # Errors
+    /// The descriptor cannot be duplicated.
+    pub fn reader(&mut self) -> io::Result<std::fs::File> {
+        self.tmp()?.as_file().try_clone()
+    }
 }
 
 impl Write for Fetch<'_> {

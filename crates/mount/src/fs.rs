@@ -20,7 +20,10 @@ mod links;
 mod locks;
 mod offline;
 mod partial;
+mod passthrough;
+mod prefetch;
 mod pushed;
+mod stream;
 mod writeback;
 mod xattr;
 
@@ -47,6 +50,8 @@ use dir::DirSnapshot;
 use files::{FileState, Handle};
 pub use locks::KernelLock;
 pub(crate) use locks::signal_pending;
+pub use passthrough::{Backer, Backing, KernelIo};
+pub use prefetch::Prefetcher;
 pub use pushed::{KernelNote, KernelNotes, PushSink};
 pub use writeback::FailedUpload;
 use writeback::UploadQueue;
@@ -61,12 +66,14 @@ pub struct Attr {
 }
 
 /// A file opened by `open` or `create`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Opened {
     /// The handle for later calls.
     pub fh: u64,
     /// The kernel's cached pages of this file are still valid.
     pub keep_cache: bool,
+    /// How the kernel is to do this handle's I/O.
+    pub io: KernelIo,
 }
 
 /// Called with an inode whose kernel-cached attributes and pages are stale.
@@ -78,7 +85,8 @@ pub struct RemoteFs<R: Remote> {
     cfg: MountConfig,
     cache: Arc<DataCache>,
     inodes: Mutex<InodeTable>,
-    meta: Mutex<MetaCache>,
+    /// Shared with prefetches, which note the attributes the server gave.
+    meta: Arc<Mutex<MetaCache>>,
     /// Per-inode state of regular files that are or were open.
     files: Mutex<HashMap<u64, Arc<FileState>>>,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
@@ -101,6 +109,7 @@ pub struct RemoteFs<R: Remote> {
     /// cache).
     started: Timestamp,
     activity: Activity,
+    prefetcher: Arc<Prefetcher>,
     /// Uploads of a write-back mount (`-o writeback`), started at close.
     uploads: UploadQueue,
     /// Locks held on the server, to take again after it lost them.
@@ -116,7 +125,7 @@ impl<R: Remote> RemoteFs<R> {
             cfg,
             cache,
             inodes: Mutex::new(InodeTable::default()),
-            meta: Mutex::new(meta),
+            meta: Arc::new(Mutex::new(meta)),
             files: Mutex::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
             dirs: RwLock::new(HashMap::new()),
@@ -129,6 +138,7 @@ impl<R: Remote> RemoteFs<R> {
             atimes: Mutex::new(HashMap::new()),
             started: offline::now(),
             activity: Activity::default(),
+            prefetcher: Arc::default(),
             uploads: UploadQueue::default(),
             held_locks: locks::HeldLocks::default(),
         }
@@ -148,6 +158,11 @@ impl<R: Remote> RemoteFs<R> {
     /// Uploads in progress and retries, for `rfmount status`.
     pub fn activity(&self) -> &Activity {
         &self.activity
+    }
+
+    /// Prefetches started and used, for `rfmount status`.
+    pub fn prefetcher(&self) -> &Prefetcher {
+        &self.prefetcher
     }
 
     /// The data cache.
@@ -497,6 +512,7 @@ impl<R: Remote> RemoteFs<R> {
             }
         }
         self.remember_if_open(&to);
+        self.forget_stream(&from);
         self.inodes.lock().rename(&from, &to);
         self.cache.rename(&from, &to);
         self.uploads.rename(&from, &to);
@@ -541,6 +557,27 @@ impl<R: Remote> RemoteFs<R> {
     /// Remote errors.
     pub fn statfs(&self) -> FsResult<rfmount_proto::StatFs> {
         Ok(self.remote.statfs()?)
+    }
+}
+
+impl<R: Remote> Drop for RemoteFs<R> {
+    /// Fetches still running hold the cache; a new mount of the same cache
+    /// may start the moment this one is gone.
+    fn drop(&mut self) {
+        self.stop_fetches();
+    }
+}
+
+impl<R: Remote> RemoteFs<R> {
+    /// Lets every fetch still running end (a short rest is finished and
+    /// cached, as at a last close) or stop: at unmount, before the process
+    /// exits with the threads (the filesystem itself is never dropped
+    /// there).
+    pub fn stop_fetches(&self) {
+        let states: Vec<_> = self.files.lock().values().cloned().collect();
+        for s in states.iter().filter_map(|st| st.stream.lock().clone()) {
+            s.stop();
+        }
     }
 }
 

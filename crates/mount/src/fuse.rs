@@ -4,11 +4,12 @@
 
 use std::ffi::OsStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs,
     ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
@@ -18,7 +19,9 @@ use rfmount_proto::{FileKind, Meta, Owner, SetTime, Timestamp};
 
 use crate::error::FsError;
 use crate::fs::signal_pending;
-use crate::fs::{Attr, DirSink, KernelLock, KernelNote, KernelNotes, Opened, RemoteFs};
+use crate::fs::{
+    Attr, Backer, Backing, DirSink, KernelIo, KernelLock, KernelNote, KernelNotes, Opened, RemoteFs,
+};
 use crate::idmap::{IdMap, IdMapMode};
 use crate::inodes::ROOT;
 
@@ -27,6 +30,9 @@ pub struct FuseFs<R: Remote> {
     fs: Arc<RemoteFs<R>>,
     ttl: Duration,
     ids: IdMap,
+    /// The kernel agreed to FUSE passthrough, the mount wants it, and no
+    /// registration has failed yet.
+    passthrough: AtomicBool,
 }
 
 impl<R: Remote> FuseFs<R> {
@@ -52,7 +58,12 @@ impl<R: Remote> FuseFs<R> {
             local
         };
         let ids = IdMap::new(cfg.idmap, remote, local, cfg.uid, cfg.gid);
-        FuseFs { fs, ttl, ids }
+        FuseFs {
+            fs,
+            ttl,
+            ids,
+            passthrough: AtomicBool::new(false),
+        }
     }
 
     /// How long the kernel may keep what it is told: the configured
@@ -203,7 +214,10 @@ fn reply_xattr(reply: fuser::ReplyXattr, value: &[u8], size: u32) {
 }
 
 fn open_flags(o: &Opened) -> FopenFlags {
-    if o.keep_cache {
+    // The kernel refuses a passthrough open with any flag besides direct
+    // I/O, parallel writes and no-flush; the page cache is the backing
+    // file's then.
+    if o.keep_cache && !matches!(o.io, KernelIo::Passthrough(_)) {
         FopenFlags::FOPEN_KEEP_CACHE
     } else {
         FopenFlags::empty()
@@ -250,6 +264,16 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         }
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
+        // Passthrough: backing files may not themselves be on a stacked
+        // filesystem (depth 1), so this mount can still sit under one.
+        if self.fs.config().passthrough
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.passthrough.store(true, Ordering::SeqCst);
+        } else {
+            debug!("no FUSE passthrough: every read comes through rfmount");
+        }
         Ok(())
     }
 
@@ -362,8 +386,29 @@ impl<R: Remote> Filesystem for FuseFs<R> {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, flags.0) {
-            Ok(o) => reply.opened(FileHandle(o.fh), open_flags(&o)),
+        let register = |f: &std::fs::File| -> std::io::Result<Backing> {
+            match reply.open_backing(f) {
+                Ok(id) => Ok(Arc::new(id)),
+                Err(e) => {
+                    // Refused once (no privilege, a stacked cache
+                    // filesystem), refused always: stop asking.
+                    self.passthrough.store(false, Ordering::SeqCst);
+                    Err(e)
+                }
+            }
+        };
+        let backer: Option<Backer<'_>> =
+            self.passthrough.load(Ordering::SeqCst).then_some(&register);
+        let opened = self.fs.open_with(ino.0, flags.0, backer);
+        match opened {
+            Ok(o) => match &o.io {
+                KernelIo::Passthrough(b) => match b.downcast_ref::<BackingId>() {
+                    Some(id) => reply.opened_passthrough(FileHandle(o.fh), open_flags(&o), id),
+                    // Only this adapter makes backings; never reached.
+                    None => reply.error(Errno::from_i32(libc::EIO)),
+                },
+                KernelIo::Cached => reply.opened(FileHandle(o.fh), open_flags(&o)),
+            },
             Err(e) => reply.error(reply_error("open", &e)),
         }
     }
@@ -614,13 +659,27 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             .fs
             .create(parent.0, name, mode, umask, self.creator(req))
         {
-            Ok((a, o)) => reply.created(
-                &self.ttl(),
-                &self.attr(&a),
-                GEN,
-                FileHandle(o.fh),
-                open_flags(&o),
-            ),
+            Ok((a, o)) => match &o.io {
+                // The inode is in passthrough for a handle still open.
+                KernelIo::Passthrough(b) => match b.downcast_ref::<BackingId>() {
+                    Some(id) => reply.created_passthrough(
+                        &self.ttl(),
+                        &self.attr(&a),
+                        GEN,
+                        FileHandle(o.fh),
+                        open_flags(&o),
+                        id,
+                    ),
+                    None => reply.error(Errno::from_i32(libc::EIO)),
+                },
+                KernelIo::Cached => reply.created(
+                    &self.ttl(),
+                    &self.attr(&a),
+                    GEN,
+                    FileHandle(o.fh),
+                    open_flags(&o),
+                ),
+            },
             Err(e) => reply.error(reply_error("create", &e)),
         }
     }

@@ -42,6 +42,16 @@ pub struct MountConfig {
     /// `-o timeout=SECS`: how long an operation waits for a server that
     /// shows no progress before the server counts as unreachable.
     pub timeout: Duration,
+    /// Fetch the next small files of a directory ahead while a program
+    /// reads them in order (`-o noprefetch` turns it off).
+    pub prefetch: bool,
+    /// `-o passthrough`: let the kernel read clean, fully cached files
+    /// straight from the cache file (FUSE passthrough) where it can. Off by
+    /// default: a handle in passthrough sees the server's changes only at
+    /// its next open (close-to-open), not a pushed change or a lock's new
+    /// version while it stays open, so it is only used while the server
+    /// grants no callbacks.
+    pub passthrough: bool,
     /// `-o conflict=keep|error|overwrite`: what a close does when another
     /// writer changed the server's file since this mount's version.
     pub conflict: ConflictMode,
@@ -83,6 +93,8 @@ impl MountConfig {
             uid: None,
             gid: None,
             timeout: rfmount_client::DEFAULT_TIMEOUT,
+            prefetch: true,
+            passthrough: false,
             conflict: ConflictMode::Overwrite,
         }
     }
@@ -100,6 +112,10 @@ impl MountConfig {
             match (key, value) {
                 ("ro", None) => self.read_only = true,
                 ("rw", None) => self.read_only = false,
+                ("prefetch", None) => self.prefetch = true,
+                ("noprefetch", None) => self.prefetch = false,
+                ("passthrough", None) => self.passthrough = true,
+                ("nopassthrough", None) => self.passthrough = false,
                 ("allow_other", None) => self.allow_other = true,
                 ("default_permissions", None) => self.default_permissions = true,
                 ("writeback", None) => self.writeback = true,

@@ -122,6 +122,8 @@ struct Report {
     errors: u64,
     recent_errors: Vec<(SystemTime, String)>,
     requests: Vec<OpStats>,
+    /// Files prefetched, and opens they served.
+    prefetched: (u64, u64),
 }
 
 fn answer(
@@ -172,6 +174,7 @@ fn answer(
         errors,
         recent_errors,
         requests: remote.stats().ops(),
+        prefetched: (fs.prefetcher().started(), fs.prefetcher().used()),
     };
     let text = if want.trim() == "json" {
         json(&r)
@@ -274,7 +277,7 @@ fn json(r: &Report) -> String {
             .collect(),
     );
     format!(
-        "{{\"mountpoint\":{},\"server\":{},\"pid\":{},\"uptime_secs\":{},\"connection\":{connection}{rtt},\"cache_bytes\":{},\"cache_limit\":{},\"clean_files\":{},\"pending_files\":{},\"pending_bytes\":{},\"pending\":{pending},\"uploading\":{uploading},\"writeback\":{writeback},\"retries\":{},\"recovered\":{recovered},\"errors\":{},\"recent_errors\":{recent},\"requests\":{requests}}}\n",
+        "{{\"mountpoint\":{},\"server\":{},\"pid\":{},\"uptime_secs\":{},\"connection\":{connection}{rtt},\"cache_bytes\":{},\"cache_limit\":{},\"clean_files\":{},\"pending_files\":{},\"pending_bytes\":{},\"pending\":{pending},\"uploading\":{uploading},\"writeback\":{writeback},\"retries\":{},\"recovered\":{recovered},\"errors\":{},\"recent_errors\":{recent},\"prefetched\":{},\"prefetch_used\":{},\"requests\":{requests}}}\n",
         quote(&r.mountpoint),
         quote(&r.source),
         r.pid,
@@ -286,6 +289,8 @@ fn json(r: &Report) -> String {
         r.pending.iter().map(|(_, b)| b).sum::<u64>(),
         r.retries,
         r.errors,
+        r.prefetched.0,
+        r.prefetched.1,
     )
 }
 
@@ -362,6 +367,10 @@ fn human(r: &Report) -> String {
         }
     }
     s.push_str(&format!("  upload retries: {}\n", r.retries));
+    s.push_str(&format!(
+        "  prefetched: {} file(s), {} used by an open\n",
+        r.prefetched.0, r.prefetched.1
+    ));
     if !r.recovered.is_empty() {
         s.push_str(&format!("  recovered at start: {}\n", r.recovered.len()));
         for p in &r.recovered {
@@ -540,6 +549,7 @@ mod tests {
                 p90: Duration::from_millis(3),
                 p99: Duration::from_millis(4),
             }],
+            prefetched: (5, 3),
         };
         let j = json(&r);
         assert!(
@@ -559,6 +569,11 @@ mod tests {
         let h = human(&r);
         assert!(h.contains("not yet uploaded: 2 file(s), 10 B"), "{h}");
         assert!(h.contains("/c  50% of 6 B"), "{h}");
+        assert!(
+            h.contains("prefetched: 5 file(s), 3 used by an open"),
+            "{h}"
+        );
+        assert!(j.contains("\"prefetched\":5,\"prefetch_used\":3,"), "{j}");
         assert!(
             h.contains("write-back: 3 upload(s) queued or running, 1 failed"),
             "{h}"

@@ -3,10 +3,11 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use log::{info, warn};
 use parking_lot::{Mutex, RwLock};
@@ -15,6 +16,8 @@ use rfmount_proto::{
     ErrorCode, FileKind, Meta, Owner, RelPath, SetAttr, SetTime, Timestamp, Version,
 };
 
+use super::passthrough::{Backer, InodeIo, Mode};
+use super::stream::{Answer, Stream};
 use super::{Attr, Opened, RemoteFs, conflict};
 use crate::data_cache::{EntryInfo, open_data};
 use crate::error::{FsError, FsResult};
@@ -36,11 +39,18 @@ pub(crate) struct FileState {
     pub(super) seal: RwLock<()>,
     open: AtomicU32,
     pub(super) writers: AtomicU32,
+    /// Writers in passthrough: the kernel writes the cache file for them.
+    kernel_writers: AtomicU32,
     /// Content version whose pages the kernel may hold.
     pub(super) kernel_version: Mutex<Option<Version>>,
     /// Attributes at the moment the file was unlinked or replaced while
     /// open; its descriptors go on answering fstat from these.
     detached: Mutex<Option<Meta>>,
+    /// The last fetch of this file (running, or ended), which new readers
+    /// share while it runs.
+    pub(super) stream: Mutex<Option<Arc<Stream>>>,
+    /// How the kernel does the I/O of the open handles (passthrough).
+    io: InodeIo,
     /// Bumped by every pushed change of the file (see `pushed.rs`).
     pub(super) pushed: AtomicU64,
 }
@@ -77,6 +87,9 @@ pub(crate) struct Handle {
     file: RwLock<File>,
     pub(super) writable: bool,
     state: Arc<FileState>,
+    /// The fetch this handle's content is still arriving from.
+    stream: Option<Arc<Stream>>,
+    mode: Mode,
     /// The file's `pushed` count this handle's copy reflects.
     pub(super) seen_pushed: AtomicU64,
     /// A newer copy fetched after a pushed change (reads use it).
@@ -95,6 +108,46 @@ impl Handle {
     /// Points the handle at a new cache file of the same content path.
     pub(super) fn replace_file(&self, file: File) {
         *self.file.write() = file;
+    }
+}
+
+/// Up to `len` bytes at `offset` (fewer at the end of the file), read
+/// straight into the reply's buffer: zeroing it first cost a tenth of a
+/// cold read's CPU.
+fn read_full_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    while buf.len() < len {
+        let got = buf.len();
+        let at = libc::off_t::try_from(offset + got as u64)
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+        // SAFETY: the destination is the vector's spare capacity (len - got
+        // bytes from its end); pread writes at most that many bytes.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(got).cast(),
+                len - got,
+                at,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(0) => break,
+            // SAFETY: pread initialised exactly n more bytes.
+            Ok(n) => unsafe { buf.set_len(got + n) },
+            Err(_) => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(buf)
+}
+
+pub(super) fn discard_stream(state: &FileState) {
+    if let Some(s) = state.stream.lock().take() {
+        s.discard();
     }
 }
 
@@ -121,6 +174,16 @@ impl<R: Remote> RemoteFs<R> {
     /// # Errors
     /// `ENOENT`, `EISDIR`, `EROFS`, remote and cache errors.
     pub fn open(&self, ino: u64, flags: i32) -> FsResult<Opened> {
+        self.open_with(ino, flags, None)
+    }
+
+    /// [`RemoteFs::open`], where `backer` registers a backing file for FUSE
+    /// passthrough (`None`: the kernel or the mount has none); see
+    /// [`super::passthrough`].
+    ///
+    /// # Errors
+    /// As [`RemoteFs::open`].
+    pub fn open_with(&self, ino: u64, flags: i32, backer: Option<Backer<'_>>) -> FsResult<Opened> {
         let path = self.path(ino)?;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let trunc = writable && flags & libc::O_TRUNC != 0;
@@ -131,19 +194,50 @@ impl<R: Remote> RemoteFs<R> {
         // Pinned before the fetch: content larger than the cache limit must
         // survive until the handle has it open.
         self.cache.pin(&path);
-        let (file, keep_cache) = match self.open_cached(ino, &path, &state, writable, trunc) {
+        let (file, keep_cache, stream) = match self.open_cached(ino, &path, &state, writable, trunc)
+        {
             Ok(v) => v,
             Err(e) => {
                 self.cache.unpin(&path);
                 return Err(e);
             }
         };
-        let fh = self.register_handle(ino, file, writable, state);
-        Ok(Opened { fh, keep_cache })
+        if !writable {
+            self.prefetch_after(&path);
+        }
+        // Complete and clean, and nobody writes it: the kernel may read the
+        // cache file itself.
+        // Not under server callbacks: they promise that an open handle sees
+        // a pushed change, and the kernel reading the cache file itself
+        // would not (nor a lock's new version, see `locks::revalidate`).
+        let eligible = !writable
+            && stream.is_none()
+            && !self.trust.live()
+            && state.writers.load(Ordering::SeqCst) == 0
+            && self.cache.entry(&path).is_some_and(|e| !e.dirty);
+        let (mode, io) = state.io.choose(&file, eligible, backer);
+        if writable && mode == Mode::Passthrough {
+            if let Err(e) = self.cache.note_change(&path) {
+                state.io.release(mode);
+                self.cache.unpin(&path);
+                return Err(FsError::cache(format!("recording a write to {path}"), e));
+            }
+            state.kernel_writers.fetch_add(1, Ordering::SeqCst);
+        }
+        let fh = self.register_handle(ino, file, writable, state, stream, mode);
+        Ok(Opened { fh, keep_cache, io })
     }
 
     /// Counts a new open of `ino` and returns its file handle.
-    fn register_handle(&self, ino: u64, file: File, writable: bool, state: Arc<FileState>) -> u64 {
+    fn register_handle(
+        &self,
+        ino: u64,
+        file: File,
+        writable: bool,
+        state: Arc<FileState>,
+        stream: Option<Arc<Stream>>,
+        mode: Mode,
+    ) -> u64 {
         state.open.fetch_add(1, Ordering::SeqCst);
         if writable {
             state.writers.fetch_add(1, Ordering::SeqCst);
@@ -157,6 +251,8 @@ impl<R: Remote> RemoteFs<R> {
                 writable,
                 seen_pushed: AtomicU64::new(state.pushed.load(Ordering::SeqCst)),
                 state,
+                stream,
+                mode,
                 fresh: Mutex::new(None),
             }),
         );
@@ -164,7 +260,8 @@ impl<R: Remote> RemoteFs<R> {
     }
 
     /// Brings the cache copy of `path` to the state `open` needs and opens
-    /// it; returns the file and whether the kernel may keep its pages.
+    /// it; returns the file, whether the kernel may keep its pages, and the
+    /// fetch the content is still arriving from.
     fn open_cached(
         &self,
         ino: u64,
@@ -172,13 +269,34 @@ impl<R: Remote> RemoteFs<R> {
         state: &FileState,
         writable: bool,
         trunc: bool,
-    ) -> FsResult<(File, bool)> {
+    ) -> FsResult<(File, bool, Option<Arc<Stream>>)> {
         // Unsent local content needs no fetch, so no wait for an upload of
         // it in flight (a write-back upload to a slow server).
         let mut entry = self.cache.entry(path);
         let mut _guard = None;
         if !entry.as_ref().is_some_and(|e| e.dirty) {
             _guard = Some(state.upload.lock());
+            entry = self.cache.entry(path);
+        }
+        let running = state.stream.lock().clone();
+        let mut confirmed = None;
+        if let Some(s) = running {
+            if s.is_live() && !writable {
+                // Two readers of one file share one fetch.
+                if s.prefetch {
+                    self.prefetcher.note_used();
+                }
+                return self.follow(ino, path, state, &s);
+            }
+            // A writer starts from the whole content; an abandoned fetch
+            // may still be putting its content in place.
+            s.wait_end();
+            // Only a prefetch's answer stands in for the open's own GET:
+            // an open after another open still asks (close-to-open).
+            if s.prefetch {
+                confirmed = s.confirmed().map(|c| (c, s.clone()));
+            }
+            *state.stream.lock() = None;
             entry = self.cache.entry(path);
         }
         let keep_cache = if entry.as_ref().is_some_and(|e| e.dirty) {
@@ -205,28 +323,129 @@ impl<R: Remote> RemoteFs<R> {
             // place while the open handles write to the old one, and their
             // writes would never be uploaded.
             true
-        } else {
-            // Under a callback the cached copy is current: no round trip.
-            let meta = match self.trusted_copy(path, entry.as_ref().and_then(|e| e.version)) {
-                Some(m) => m,
-                None => self.fetch(path, entry.as_ref())?,
-            };
-            let mut kv = state.kernel_version.lock();
-            let same = *kv == Some(meta.version);
-            if kv.is_some() && !same {
-                // The kernel may hold attributes (size) and pages of the old
-                // content; without this a grown file reads truncated until
-                // the attribute timeout.
-                if let Some(inval) = self.invalidator.get() {
-                    inval(ino);
+        } else if let Some(meta) = self.trusted_copy(path, entry.as_ref().and_then(|e| e.version)) {
+            // Under a callback the cached copy is current: no round trip,
+            // ahead of any prefetch or stream.
+            self.settle_version(ino, state, meta.version)
+        } else if let Some(((v, _), s)) = confirmed
+            .filter(|((v, _), _)| entry.as_ref().and_then(|e| e.version) == Some(*v))
+            .filter(|((v, at), _)| self.content_trusted(path, *v, *at))
+        {
+            self.prefetcher.note_used();
+            // A prefetch answered under a callback still in force: later
+            // opens need no round trip either.
+            if self.trust.granted(s.ticket)
+                && let Some(meta) = s.answer().filter(|m| m.version == v)
+            {
+                self.meta.lock().put_attr_as(path, meta, true);
+            }
+            self.settle_version(ino, state, v)
+        } else if !writable {
+            let have = entry.as_ref().and_then(|e| e.version);
+            let ticket = self.trust.ticket();
+            match Stream::start(
+                self.remote.clone(),
+                self.cache.clone(),
+                path.clone(),
+                have,
+                None,
+                None,
+                ticket,
+            ) {
+                Ok(s) => {
+                    *state.stream.lock() = Some(s.clone());
+                    return self.follow(ino, path, state, &s);
+                }
+                Err(e) => {
+                    warn!("{path}: {e}; fetching it whole first");
+                    let meta = self.fetch(path, entry.as_ref())?;
+                    self.settle_version(ino, state, meta.version)
                 }
             }
-            *kv = Some(meta.version);
-            same
+        } else {
+            let meta = self.fetch(path, entry.as_ref())?;
+            self.settle_version(ino, state, meta.version)
         };
         let file = open_data(&self.cache.data_path(path), writable)
             .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
-        Ok((file, keep_cache))
+        Ok((file, keep_cache, None))
+    }
+
+    /// Whether content the server said at `answered` was current at
+    /// version `v` may be served without asking it again: for as long as
+    /// the mount trusts attributes (the attribute timeout), no longer, and
+    /// only while no fresher attributes say otherwise. The one place that
+    /// decides it, so that a server callback can extend it.
+    pub(super) fn content_trusted(&self, path: &RelPath, v: Version, answered: Instant) -> bool {
+        if self.trusted_copy(path, Some(v)).is_some() {
+            // Under a callback: current until the server says otherwise.
+            return true;
+        }
+        if answered.elapsed() >= self.cfg.attr_timeout {
+            return false;
+        }
+        let mc = self.meta.lock();
+        let fresh = mc.attr(path).or_else(|| {
+            let listing = mc.listing(&path.parent()?)?;
+            listing.get(path.file_name()?).map(|e| e.meta.clone())
+        });
+        fresh.is_none_or(|m| m.version == v && m.kind == FileKind::File)
+    }
+
+    /// The kernel is about to see version `v` of `ino`; true when its
+    /// cached pages are of that version already.
+    fn settle_version(&self, ino: u64, state: &FileState, v: Version) -> bool {
+        let mut kv = state.kernel_version.lock();
+        let same = *kv == Some(v);
+        if kv.is_some() && !same {
+            // The kernel may hold attributes (size) and pages of the old
+            // content; without this a grown file reads truncated until
+            // the attribute timeout.
+            if let Some(inval) = self.invalidator.get() {
+                inval(ino);
+            }
+        }
+        *kv = Some(v);
+        same
+    }
+
+    /// Opens `path` through the fetch `s`: waits for the server's answer
+    /// only, not for the content.
+    fn follow(
+        &self,
+        ino: u64,
+        path: &RelPath,
+        state: &FileState,
+        s: &Arc<Stream>,
+    ) -> FsResult<(File, bool, Option<Arc<Stream>>)> {
+        let have = self.cache.entry(path).and_then(|e| e.version);
+        // As in `fetch`: the answer becomes a callback unless an
+        // invalidation arrived since the GET was sent.
+        let trusted = |fs: &Self| fs.trust.granted(s.ticket);
+        match s.attach() {
+            Ok(Answer::Content(meta, file)) => {
+                let t = trusted(self);
+                self.meta.lock().put_attr_as(path, meta.clone(), t);
+                let keep = self.settle_version(ino, state, meta.version);
+                Ok((file, keep, Some(s.clone())))
+            }
+            Ok(Answer::NotModified(meta)) => {
+                let t = trusted(self);
+                self.meta.lock().put_attr_as(path, meta.clone(), t);
+                let keep = self.settle_version(ino, state, meta.version);
+                let file = open_data(&self.cache.data_path(path), false)
+                    .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
+                Ok((file, keep, None))
+            }
+            Err(e) => {
+                *state.stream.lock() = None;
+                let meta = self.fetch_failed(path, have, e)?;
+                let keep = self.settle_version(ino, state, meta.version);
+                let file = open_data(&self.cache.data_path(path), false)
+                    .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
+                Ok((file, keep, None))
+            }
+        }
     }
 
     /// Brings the cache up to date with the server: one `GET` naming the
@@ -268,14 +487,23 @@ impl<R: Remote> RemoteFs<R> {
                 self.meta.lock().put_attr_as(path, meta.clone(), trusted);
                 Ok(meta)
             }
-            Err(FsError::Remote(e)) if e.code() == Some(ErrorCode::NotFound) => {
+            Err(e) => self.fetch_failed(path, have, e),
+        }
+    }
+
+    /// What a failed fetch of `path` (`have`: the cached version) leaves
+    /// the opener: `ENOENT` for a file gone from the server, the cached
+    /// copy while the server is unreachable, else the error.
+    fn fetch_failed(&self, path: &RelPath, have: Option<Version>, e: FsError) -> FsResult<Meta> {
+        match e {
+            FsError::Remote(e) if e.code() == Some(ErrorCode::NotFound) => {
                 self.meta.lock().invalidate(path);
                 self.cache.remove(path);
                 Err(FsError::enoent())
             }
-            Err(FsError::Remote(e)) if e.is_transport() && have.is_some() => {
+            FsError::Remote(e) if e.is_transport() && have.is_some() => {
                 warn!("{path}: server unreachable, serving the cached copy: {e}");
-                let size = entry.map_or(0, |e| e.size);
+                let size = self.cache.entry(path).map_or(0, |e| e.size);
                 let old = self.meta.lock().attr(path);
                 Ok(old.unwrap_or(Meta {
                     kind: FileKind::File,
@@ -286,7 +514,7 @@ impl<R: Remote> RemoteFs<R> {
                     ..Meta::default()
                 }))
             }
-            Err(e) => Err(e),
+            e => Err(e),
         }
     }
 
@@ -325,12 +553,18 @@ impl<R: Remote> RemoteFs<R> {
         // no LISTXATTR (a pushed change of the name forgets this).
         self.note_no_xattrs(&path);
         self.cache.pin(&path);
-        let fh = self.register_handle(ino, file, true, state);
+        let (mode, io) = state.io.choose(&file, false, None);
+        if mode == Mode::Passthrough {
+            // Recorded as being written by `create_empty` above.
+            state.kernel_writers.fetch_add(1, Ordering::SeqCst);
+        }
+        let fh = self.register_handle(ino, file, true, state, None, mode);
         Ok((
             Attr { ino, meta },
             Opened {
                 fh,
                 keep_cache: false,
+                io,
             },
         ))
     }
@@ -342,20 +576,15 @@ impl<R: Remote> RemoteFs<R> {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let h = self.handle(fh)?;
         let fresh = self.followed(&h, &h.state)?;
+        if fresh.is_none()
+            && let Some(s) = &h.stream
+        {
+            s.wait_for(offset.saturating_add(u64::from(size)))?;
+        }
         let current = h.file.read();
         let file = fresh.as_deref().unwrap_or(&*current);
-        let mut buf = vec![0u8; size as usize];
-        let mut got = 0;
-        while got < buf.len() {
-            match file.read_at(&mut buf[got..], offset + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(FsError::cache("reading cached file", e)),
-            }
-        }
-        buf.truncate(got);
-        Ok(buf)
+        read_full_at(file, offset, size as usize)
+            .map_err(|e| FsError::cache("reading cached file", e))
     }
 
     /// Writes to the cache file; the file becomes dirty, and is recorded as
@@ -403,6 +632,7 @@ impl<R: Remote> RemoteFs<R> {
         if !h.writable {
             return Ok(());
         }
+        self.note_kernel_writes(&h)?;
         if self.cfg.writeback {
             // An unlinked file's changes go nowhere.
             let Some(path) = self.inodes.lock().path(h.ino) else {
@@ -433,6 +663,7 @@ impl<R: Remote> RemoteFs<R> {
             }
             return Ok(());
         }
+        self.note_kernel_writes(&h)?;
         self.upload(h.ino, &h.state, Why::Fsync)
     }
 
@@ -442,6 +673,20 @@ impl<R: Remote> RemoteFs<R> {
         let Some(h) = self.handles.write().remove(&fh) else {
             return;
         };
+        let kernel_wrote = if h.writable {
+            let r = self.note_kernel_writes(&h);
+            if h.mode == Mode::Passthrough {
+                // Closed in the kernel: every write of it is in the file.
+                h.state.kernel_writers.fetch_sub(1, Ordering::SeqCst);
+            }
+            r
+        } else {
+            Ok(())
+        };
+        if let Err(e) = &kernel_wrote {
+            crate::activity::note_failure("close", e);
+            warn!("recording a passthrough writer's close: {e}");
+        }
         if h.writable && self.cfg.writeback {
             let path = self.inodes.lock().path(h.ino);
             // Writes may arrive after the last flush (pages of a mapping
@@ -463,6 +708,10 @@ impl<R: Remote> RemoteFs<R> {
             }
             h.state.writers.fetch_sub(1, Ordering::SeqCst);
         }
+        if let Some(s) = &h.stream {
+            s.detach();
+        }
+        h.state.io.release(h.mode);
         h.state.open.fetch_sub(1, Ordering::SeqCst);
         if let Some(path) = self.inodes.lock().path(h.ino) {
             self.cache.unpin(&path);
@@ -531,7 +780,10 @@ impl<R: Remote> RemoteFs<R> {
         };
         {
             let _sealing = state.seal.write();
-            if state.write_gen.load(Ordering::SeqCst) == started_gen {
+            // A writer in passthrough may be writing right now, unseen.
+            if state.write_gen.load(Ordering::SeqCst) == started_gen
+                && state.kernel_writers.load(Ordering::SeqCst) == 0
+            {
                 self.cache
                     .mark_clean(&path, meta.version, meta.size)
                     .map_err(|e| FsError::cache(format!("recording upload of {path}"), e))?;
@@ -553,6 +805,23 @@ impl<R: Remote> RemoteFs<R> {
         if let (Some(pino), Some(inval)) = (parent, self.invalidator.get()) {
             inval(pino);
         }
+        Ok(())
+    }
+
+    /// A writer in passthrough may have written anything through the
+    /// kernel: its close uploads as if it had.
+    fn note_kernel_writes(&self, h: &Handle) -> FsResult<()> {
+        if h.mode != Mode::Passthrough {
+            return Ok(());
+        }
+        let Some(path) = self.inodes.lock().path(h.ino) else {
+            return Ok(());
+        };
+        let _changing = h.state.seal.read();
+        self.cache
+            .note_change(&path)
+            .map_err(|e| FsError::cache(format!("recording a write to {path}"), e))?;
+        h.state.write_gen.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -679,6 +948,16 @@ impl<R: Remote> RemoteFs<R> {
         Ok(Attr { ino, meta })
     }
 
+    /// `path` is about to move away: a fetch still running for it records
+    /// nothing under the old name.
+    pub(super) fn forget_stream(&self, path: &RelPath) {
+        let ino = self.inodes.lock().ino(path);
+        let state = ino.and_then(|i| self.files.lock().get(&i).cloned());
+        if let Some(state) = state {
+            discard_stream(&state);
+        }
+    }
+
     /// An attribute change on the server (mode, times, owner) gave the
     /// unchanged content a new version (it covers ctime): a clean cached
     /// copy is that version now, or its next upload would conflict with
@@ -695,7 +974,8 @@ impl<R: Remote> RemoteFs<R> {
     }
 
     /// Before `path` is unlinked or replaced: if it is open, keep its
-    /// attributes for the descriptors that outlive the name.
+    /// attributes for the descriptors that outlive the name; a fetch still
+    /// running for it records nothing under the name.
     pub(super) fn remember_if_open(&self, path: &RelPath) {
         let Some(ino) = self.inodes.lock().ino(path) else {
             return;
@@ -703,6 +983,7 @@ impl<R: Remote> RemoteFs<R> {
         let Some(state) = self.files.lock().get(&ino).cloned() else {
             return;
         };
+        discard_stream(&state);
         if state.open_count() == 0 {
             return;
         }

@@ -114,6 +114,9 @@ impl<R: Remote> RemoteFs<R> {
     fn bump_pushed(&self, ino: u64) {
         if let Some(f) = self.files.lock().get(&ino) {
             f.pushed.fetch_add(1, Ordering::SeqCst);
+            // A fetch (a prefetch above all) from before the change must
+            // neither be shared by a new open nor stand in for its GET.
+            super::files::discard_stream(f);
         }
     }
 
