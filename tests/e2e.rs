@@ -200,3 +200,7 @@ mod mount_partial;
 // A new file keeps the mtime it showed before its upload (pjdfstest utime_omit).
 #[path = "e2e/mount_new_file_times.rs"]
 mod mount_new_file_times;
+
+// One mount never conflicts with its own changes (default conflict=keep).
+#[path = "e2e/mount_self_conflicts.rs"]
+mod mount_self_conflicts;

@@ -181,6 +181,21 @@ pub trait Remote: Send + Sync + 'static {
     /// Service or transport errors.
     fn rename(&self, from: &RelPath, to: &RelPath, flags: u32) -> Result<(), RemoteError>;
 
+    /// As [`Remote::rename`], returning the object's attributes under its
+    /// new name when the server said them (its version moves with the
+    /// rename's ctime); `None` from servers that answer `Done`.
+    ///
+    /// # Errors
+    /// Service or transport errors.
+    fn rename_changed(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        flags: u32,
+    ) -> Result<Option<Meta>, RemoteError> {
+        self.rename(from, to, flags).map(|()| None)
+    }
+
     /// Creates a directory, owned by `owner` where the server can.
     ///
     /// # Errors

@@ -625,6 +625,23 @@ impl Remote for TcpRemote {
         )
     }
 
+    fn rename_changed(
+        &self,
+        from: &RelPath,
+        to: &RelPath,
+        flags: u32,
+    ) -> Result<Option<Meta>, RemoteError> {
+        match self.simple(Op::Rename {
+            from: from.clone(),
+            to: to.clone(),
+            flags,
+        })? {
+            Reply::Done => Ok(None),
+            Reply::Changed { meta, .. } => Ok(meta),
+            r => Err(wrong_reply("RENAME", &r)),
+        }
+    }
+
     fn mkdir(&self, path: &RelPath, mode: u32, owner: Option<Owner>) -> Result<Meta, RemoteError> {
         changed_meta(
             "MKDIR",

@@ -493,6 +493,31 @@ impl DataCache {
         Ok(())
     }
 
+    /// The server's file is now `version` by this mount's own doing (an
+    /// upload that landed while the file was written on, or a rename, link
+    /// or attribute change, which move its ctime), while the local content
+    /// stays as it is, dirty or not: the next upload names `version` as its
+    /// base, or it would conflict with this mount's own change. What
+    /// changed since the old base is kept: it covers every difference from
+    /// the new one too.
+    ///
+    /// # Errors
+    /// The record write failed.
+    pub fn rebase(&self, path: &RelPath, version: Version) -> io::Result<()> {
+        let mut ix = self.index.lock();
+        let Some(e) = ix.entries.get(path) else {
+            return Ok(());
+        };
+        if e.info.version == Some(version) {
+            return Ok(());
+        }
+        let info = EntryInfo {
+            version: Some(version),
+            ..e.info.clone()
+        };
+        self.store_locked(&mut ix, path, info, false)
+    }
+
     /// Drops `path`'s entry and content.
     pub fn remove(&self, path: &RelPath) {
         let removed = self.index.lock().forget(path);

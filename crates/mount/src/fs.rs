@@ -19,6 +19,7 @@ mod files;
 mod links;
 mod locks;
 mod offline;
+mod own_version;
 mod partial;
 mod passthrough;
 mod prefetch;
@@ -401,6 +402,11 @@ impl<R: Remote> RemoteFs<R> {
             Some(heir) => self.cache.rename(&path, &heir),
             None => self.cache.remove(&path),
         }
+        // One link fewer moved the file's ctime, so its version: the name
+        // its cached copy is kept under needs the new one.
+        for p in others.iter().filter(|p| **p != path) {
+            self.refresh_own_version(p);
+        }
         // The remaining names' link count dropped.
         let mut mc = self.meta.lock();
         for p in others.iter().filter(|p| **p != path) {
@@ -487,11 +493,11 @@ impl<R: Remote> RemoteFs<R> {
                 .filter(|p| *p != to)
                 .collect()
         };
-        match self.remote.rename(&from, &to, flags) {
-            Ok(()) => {}
-            Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => {}
+        let moved_meta = match self.remote.rename_changed(&from, &to, flags) {
+            Ok(m) => m,
+            Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => None,
             Err(e) => return Err(e.into()),
-        }
+        };
         {
             let mut mc = self.meta.lock();
             let moved = mc.attr_any(&from);
@@ -515,6 +521,10 @@ impl<R: Remote> RemoteFs<R> {
         self.forget_stream(&from);
         self.inodes.lock().rename(&from, &to);
         self.cache.rename(&from, &to);
+        // The server's rename moved the file's ctime, so its version.
+        if let Some(m) = &moved_meta {
+            self.own_change_new_version(&to, m);
+        }
         self.uploads.rename(&from, &to);
         let mut creators = self.creators.lock();
         if let Some(o) = creators.remove(&from) {

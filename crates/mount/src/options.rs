@@ -63,14 +63,11 @@ pub struct MountConfig {
 pub enum ConflictMode {
     /// Upload this mount's data beside the file as
     /// `NAME.conflict-HOST-STAMP`, log it, and let `close` succeed.
+    #[default]
     Keep,
     /// Fail `close` with EIO; the data stays dirty in the cache.
     Error,
     /// Replace the server's file anyway (last close wins).
-    // The default until a mount can never conflict with its own earlier
-    // upload (a file renamed and rewritten while other descriptors of it
-    // stay open still can).
-    #[default]
     Overwrite,
 }
 
@@ -95,7 +92,7 @@ impl MountConfig {
             timeout: rfmount_client::DEFAULT_TIMEOUT,
             prefetch: true,
             passthrough: false,
-            conflict: ConflictMode::Overwrite,
+            conflict: ConflictMode::Keep,
         }
     }
 

@@ -310,7 +310,10 @@ impl<R: Remote> RemoteFs<R> {
             // the one its lookup saw.
             let base = match entry.as_ref().and_then(|e| e.version) {
                 Some(v) => Some(v),
-                None => self.meta.lock().attr_any(path).map(|m| m.version),
+                None => {
+                    let known = self.meta.lock().attr_any(path).map(|m| m.version);
+                    known.or_else(|| self.server_base(path))
+                }
             };
             self.cache
                 .create_empty_from(path, None, base)
@@ -787,6 +790,12 @@ impl<R: Remote> RemoteFs<R> {
                 self.cache
                     .mark_clean(&path, meta.version, meta.size)
                     .map_err(|e| FsError::cache(format!("recording upload of {path}"), e))?;
+            } else {
+                // Written on meanwhile (another descriptor, a write-back
+                // close): still dirty, but based on what just landed.
+                self.cache
+                    .rebase(&path, meta.version)
+                    .map_err(|e| FsError::cache(format!("recording upload of {path}"), e))?;
             }
         }
         *state.kernel_version.lock() = Some(meta.version);
@@ -943,6 +952,8 @@ impl<R: Remote> RemoteFs<R> {
         let meta = self.remote.setattr(&path, attr)?;
         if size.is_none() {
             self.same_content_new_version(&path, &meta);
+        } else {
+            self.truncated_on_server(ino, &path, &meta);
         }
         self.meta.lock().put_attr(&path, meta.clone());
         Ok(Attr { ino, meta })
@@ -963,14 +974,7 @@ impl<R: Remote> RemoteFs<R> {
     /// copy is that version now, or its next upload would conflict with
     /// this mount's own change.
     pub(super) fn same_content_new_version(&self, path: &RelPath, meta: &Meta) {
-        if let Some(e) = self
-            .cache
-            .entry(path)
-            .filter(|e| !e.dirty && e.version.is_some())
-            && let Err(err) = self.cache.mark_clean(path, meta.version, e.size)
-        {
-            warn!("{path}: recording the version after an attribute change: {err}");
-        }
+        self.own_change_new_version(path, meta);
     }
 
     /// Before `path` is unlinked or replaced: if it is open, keep its

@@ -67,6 +67,8 @@ impl<R: Remote> RemoteFs<R> {
             self.upload(ino, &state, Why::Flush)?;
         }
         let meta = self.remote.link(&from, &to)?;
+        // The new name moved the file's ctime, so its version.
+        self.own_change_new_version(&from, &meta);
         let names = {
             let mut inodes = self.inodes.lock();
             inodes.mark_linked(ino, meta.file_id);

@@ -206,8 +206,9 @@ impl<R: Remote> RemoteFs<R> {
             .map_err(Self::remote_err);
         self.xattr_names.lock().forget(&path);
         result?;
-        // ctime moved on the server.
+        // ctime moved on the server, so the file's version.
         self.meta.lock().invalidate(&path);
+        self.refresh_own_version(&path);
         Ok(())
     }
 
@@ -228,6 +229,7 @@ impl<R: Remote> RemoteFs<R> {
         self.xattr_names.lock().forget(&path);
         result?;
         self.meta.lock().invalidate(&path);
+        self.refresh_own_version(&path);
         Ok(())
     }
 }
