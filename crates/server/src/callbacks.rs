@@ -215,6 +215,18 @@ impl Callbacks {
         }
     }
 
+    /// Session `origin` is about to change `paths`: the export's watch may
+    /// report the change before [`Callbacks::changed`] runs for it (the
+    /// inotify event is queued by the very system call), and must not send
+    /// it back to its writer then either.
+    fn expect(&self, origin: u64, paths: &[RelPath]) {
+        let mut inner = self.inner.lock();
+        let now = Instant::now();
+        for p in paths {
+            inner.own.insert(p.clone(), (origin, now));
+        }
+    }
+
     /// Reports changes made by session `origin` (or, with `None`, by
     /// something else) to every other session holding a callback on the
     /// objects or their parents, and forgets those callbacks. `origin`
@@ -379,6 +391,14 @@ impl Session {
         }
     }
 
+    /// This session is about to change `paths` (session-relative): see
+    /// [`Callbacks::expect`]. Call before the change is made.
+    pub(crate) fn expect(&self, paths: &[&RelPath]) {
+        let Some(t) = &self.table else { return };
+        let list: Vec<RelPath> = paths.iter().filter_map(|p| self.export_path(p)).collect();
+        t.expect(self.id, &list);
+    }
+
     /// Reports changes this session made (session-relative paths). Call
     /// before the request's reply is sent: by the time the writer learns
     /// its change is done, every other session's invalidation is queued.
@@ -501,6 +521,26 @@ mod tests {
             }],
         );
         assert!(pending(&t, 1).is_empty());
+        assert_eq!(pending(&t, 2).len(), 1);
+    }
+
+    #[test]
+    fn the_watch_reporting_a_change_before_its_request_ends_skips_the_writer() {
+        let t = table_with(&[1, 2], &["", ""]);
+        t.hold(1, p("d"), Held::Listing);
+        t.hold(2, p("d"), Held::Listing);
+        t.expect(1, &[p("d/new")]);
+        // The inotify event of the mkdir, seen before the request's own
+        // report of the change.
+        t.changed(
+            None,
+            &[Changed {
+                path: p("d/new"),
+                file_id: FileId::default(),
+                change: Change::Created,
+            }],
+        );
+        assert!(pending(&t, 1).is_empty(), "the writer is not told");
         assert_eq!(pending(&t, 2).len(), 1);
     }
 

@@ -36,6 +36,8 @@ pub(crate) fn execute(conn: &Arc<Conn>, id: u64, op: Op, responder: Responder) {
         op @ (Op::Lock { .. } | Op::TestLock { .. }) => lock(conn, id, op, responder, label),
         op => {
             let changes = changes_of(&op);
+            let paths: Vec<&RelPath> = changes.iter().map(|(p, _)| p).collect();
+            conn.callbacks.expect(&paths);
             let result = simple(conn, op);
             if let Ok(reply) = &result
                 && !changes.is_empty()

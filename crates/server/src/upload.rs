@@ -180,7 +180,10 @@ impl Uploads {
             // a new name changes the directory's listing too.
             let existed = conn.store.stat(&up.path).is_ok();
             let result = match up.pending.verify(streamed, checksum) {
-                Ok(()) => up.pending.commit(up.mode, up.mtime),
+                Ok(()) => {
+                    conn.callbacks.expect(&[&up.path]);
+                    up.pending.commit(up.mode, up.mtime)
+                }
                 Err(e) => {
                     // Dropped first: the temporary is gone when the client
                     // reads the error.
