@@ -87,20 +87,30 @@ fn put_at(model: &mut Vec<u8>, offset: u64, data: &[u8]) {
     model[offset as usize..end].copy_from_slice(data);
 }
 
-/// Drives `steps` random operations of one mount over a few names, keeping
-/// what each file must hold in `model`, and checks the server against it.
-fn drive(m: &Mount, root: &TestDir, seed: u64, steps: usize) -> BTreeMap<String, Vec<u8>> {
+/// Drives `steps` random operations (seeded by `seed`) of one mount over a
+/// few names in a new directory `dir`, keeping what each file must hold in
+/// the model it returns (by name in `dir`); fails at the first step that
+/// leaves a conflict copy.
+fn drive(
+    m: &Mount,
+    root: &TestDir,
+    dir: &str,
+    seed: u64,
+    steps: usize,
+) -> BTreeMap<String, Vec<u8>> {
     const NAMES: [&str; 4] = ["a", "b", "c", "d"];
     let mut rng = Rng::new(seed);
+    fs::create_dir(m.join(dir)).unwrap();
+    let m_dir = m.join(dir);
     let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut xattrs = true;
     for step in 0..steps {
         let name = NAMES[rng.range(0, NAMES.len() as u64) as usize].to_owned();
-        let p = m.join(&name);
+        let p = m_dir.join(&name);
         let exists = model.contains_key(&name);
         let data = format!("[{step}:{}]", rng.next_u64() % 1000).into_bytes();
         let op = rng.range(0, 11);
-        let what = format!("step {step}: op {op} on {name} (exists: {exists})");
+        let what = format!("{dir} step {step}: op {op} on {name} (exists: {exists})");
         eprintln!("{what}");
         match (exists, op) {
             (false, _) | (true, 0) => {
@@ -122,7 +132,7 @@ fn drive(m: &Mount, root: &TestDir, seed: u64, steps: usize) -> BTreeMap<String,
             (true, 3) => {
                 let to = NAMES[rng.range(0, NAMES.len() as u64) as usize].to_owned();
                 if to != name {
-                    fs::rename(&p, m.join(&to)).unwrap();
+                    fs::rename(&p, m_dir.join(&to)).unwrap();
                     let moved = model.remove(&name).unwrap();
                     model.insert(to, moved);
                 }
@@ -161,17 +171,17 @@ fn drive(m: &Mount, root: &TestDir, seed: u64, steps: usize) -> BTreeMap<String,
                 let mut f = OpenOptions::new().append(true).open(&p).unwrap();
                 f.write_all(b"<pre>").unwrap();
                 f.flush().unwrap();
-                fs::rename(&p, m.join(&to)).unwrap();
+                fs::rename(&p, m_dir.join(&to)).unwrap();
                 f.write_all(&data).unwrap();
                 close(f).unwrap();
-                fs::rename(m.join(&to), &p).unwrap();
+                fs::rename(m_dir.join(&to), &p).unwrap();
                 let c = model.get_mut(&name).unwrap();
                 c.extend_from_slice(b"<pre>");
                 c.extend_from_slice(&data);
             }
             (true, 9) => {
                 // A second name, written through, then removed again.
-                let link = m.join(format!("{name}.link"));
+                let link = m_dir.join(format!("{name}.link"));
                 fs::hard_link(&p, &link).unwrap();
                 let mut f = OpenOptions::new().append(true).open(&link).unwrap();
                 f.write_all(&data).unwrap();
@@ -198,15 +208,15 @@ fn drive(m: &Mount, root: &TestDir, seed: u64, steps: usize) -> BTreeMap<String,
         assert!(
             aside.is_empty(),
             "{what}: the mount conflicted with itself: {aside:?}\n{}",
-            tail(&m.log(), 400)
+            tail(&m.log(), 60)
         );
     }
     model
 }
 
-/// Waits for a write-back mount's uploads, then checks the export holds
-/// exactly `model` and no conflict copy.
-fn check_server(m: &Mount, root: &TestDir, model: &BTreeMap<String, Vec<u8>>) {
+/// Waits for a write-back mount's uploads, then checks that the export's
+/// `dir` holds exactly `model` and nothing has a conflict copy.
+fn check_server(m: &Mount, root: &TestDir, dir: &str, model: &BTreeMap<String, Vec<u8>>) {
     TestCommand::new(rfmount_bin())
         .arg("sync")
         .arg(m.path())
@@ -220,25 +230,25 @@ fn check_server(m: &Mount, root: &TestDir, model: &BTreeMap<String, Vec<u8>>) {
     assert!(
         conflicts.is_empty(),
         "the mount conflicted with itself: {conflicts:?}\n{}",
-        tail(&m.log(), 400)
+        tail(&m.log(), 60)
     );
     assert!(
         !m.log().contains("another writer"),
         "the mount reported a conflict:\n{}",
-        tail(&m.log(), 400)
+        tail(&m.log(), 60)
     );
-    let mut on_server = names_with_prefix(root.path(), "");
+    let mut on_server = names_with_prefix(&root.join(dir), "");
     on_server.retain(|n| !n.starts_with(".rfserve"));
     let expected: Vec<String> = model.keys().cloned().collect();
     assert_eq!(on_server, expected, "names on the server");
     for (name, content) in model {
         assert_eq!(
-            show(&root.read(name), 200),
+            show(&root.read(format!("{dir}/{name}")), 200),
             show(content, 200),
             "{name} on the server"
         );
         assert_eq!(
-            show(&fs::read(m.join(name)).unwrap(), 200),
+            show(&fs::read(m.join(dir).join(name)).unwrap(), 200),
             show(content, 200),
             "{name} through the mount"
         );
@@ -251,8 +261,11 @@ fn one_mount_never_conflicts_with_its_own_changes() {
     let root = TestDir::new("root");
     let srv = Server::start(root.path(), &[]);
     let m = Mount::start(&srv, &[]);
-    let model = drive(&m, &root, 7, 160);
-    check_server(&m, &root, &model);
+    for seed in 1..=4 {
+        let dir = format!("s{seed}");
+        let model = drive(&m, &root, &dir, seed, 120);
+        check_server(&m, &root, &dir, &model);
+    }
     assert_eq!(srv.count("result=err code=Conflict"), 0);
 }
 
@@ -262,8 +275,11 @@ fn one_write_back_mount_never_conflicts_with_its_own_changes() {
     let root = TestDir::new("root");
     let srv = Server::start(root.path(), &[]);
     let m = Mount::start(&srv, &["-o", "writeback"]);
-    let model = drive(&m, &root, 11, 160);
-    check_server(&m, &root, &model);
+    for seed in 11..=14 {
+        let dir = format!("s{seed}");
+        let model = drive(&m, &root, &dir, seed, 120);
+        check_server(&m, &root, &dir, &model);
+    }
     assert_eq!(srv.count("result=err code=Conflict"), 0);
 }
 
@@ -298,7 +314,7 @@ fn quick_rewrites_of_one_file_through_two_open_descriptors_do_not_conflict() {
         assert!(
             names_with_prefix(root.path(), "f.conflict-").is_empty(),
             "{opts:?}: {}",
-            tail(&m.log(), 400)
+            tail(&m.log(), 60)
         );
         // The next round starts from what this one left.
         root.write("f", "start\n");
