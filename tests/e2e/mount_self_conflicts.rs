@@ -330,7 +330,10 @@ fn two_mounts_conflict_by_default_and_the_second_closer_is_kept_aside() {
     let a = Mount::start(&srv, &[]);
     let b = Mount::start(&srv, &[]);
     let open = |m: &Mount, data: &str| {
-        let mut f = OpenOptions::new().write(true).open(m.join("f.txt")).unwrap();
+        let mut f = OpenOptions::new()
+            .write(true)
+            .open(m.join("f.txt"))
+            .unwrap();
         f.write_all(data.as_bytes()).unwrap();
         f
     };

@@ -56,7 +56,8 @@ Mount options (-o, comma-separated; also the options field of fstab):
                              version, close keeps this mount's data beside it as
                              NAME.conflict-HOST-STAMP (keep), fails with EIO
                              leaving it dirty in the cache (error), or replaces the
-                             other writer's file (overwrite, default for now: last close wins)
+                             other writer's file (overwrite: last close wins);
+                             default keep
   port=PORT                  the server's port, as -p
   writeback, nowriteback     as --writeback: close returns once the file is safe in
                              the local cache; uploads run in the background
