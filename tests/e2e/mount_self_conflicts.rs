@@ -353,3 +353,42 @@ fn two_mounts_conflict_by_default_and_the_second_closer_is_kept_aside() {
         tail(&a.log(), 30)
     );
 }
+
+#[test]
+fn a_refused_upload_of_the_content_the_server_already_has_is_not_kept_aside() {
+    skip_without_fuse!();
+    let root = TestDir::new("root");
+    root.write("f.txt", "base\n");
+    let srv = Server::start(root.path(), &[]);
+    let a = Mount::start(&srv, &[]);
+    let b = Mount::start(&srv, &[]);
+    let open = |m: &Mount| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .open(m.join("f.txt"))
+            .unwrap();
+        f.write_all(b"same\n").unwrap();
+        f
+    };
+    let (fa, fb) = (open(&a), open(&b));
+    close(fb).expect("B's close");
+    // A's base is gone, but the server's file is byte for byte A's data
+    // (as after a retried upload whose answer was lost): nothing to keep.
+    close(fa).expect("A's close");
+    assert_eq!(srv.count("op=PUT path=/f.txt result=err code=Conflict"), 1);
+    assert_eq!(text(&root.read("f.txt")), "same\n");
+    assert!(
+        names_with_prefix(root.path(), "f.txt.conflict-").is_empty(),
+        "{}",
+        tail(&a.log(), 30)
+    );
+    // And A goes on from the server's version without another conflict.
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(a.join("f.txt"))
+        .unwrap();
+    f.write_all(b"more\n").unwrap();
+    close(f).unwrap();
+    assert_eq!(text(&root.read("f.txt")), "same\nmore\n");
+    assert_eq!(srv.count("result=err code=Conflict"), 1);
+}

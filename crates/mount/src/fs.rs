@@ -16,6 +16,7 @@
 mod conflict;
 mod dir;
 mod files;
+mod landed;
 mod links;
 mod locks;
 mod offline;

@@ -760,12 +760,14 @@ impl<R: Remote> RemoteFs<R> {
             self.activity.note_retry();
         }
         let sent = match self.put_cached(&path, &entry) {
-            Err(e) if conflict::is_conflict(&e) => {
-                match self.on_conflict(ino, state, &path, &entry, e) {
+            Err(e) if conflict::is_conflict(&e) => match self.server_has_it(&path) {
+                // Nothing to keep aside: the server's file is this content.
+                Some(meta) => Ok(meta),
+                None => match self.on_conflict(ino, state, &path, &entry, e) {
                     Ok(()) => return Ok(()),
                     Err(e) => Err(e),
-                }
-            }
+                },
+            },
             r => r,
         };
         let meta = match sent {
