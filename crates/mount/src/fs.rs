@@ -212,7 +212,24 @@ impl<R: Remote> RemoteFs<R> {
 
     /// The kernel dropped `n` references to `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
+        // A file with an upload pending or running keeps its inode, and so
+        // its `FileState`, whose lock serialises the file's uploads: a new
+        // lookup of the name must find the same one, or a second upload
+        // could start from the same base beside the first and be refused
+        // as another writer's (after a pushed invalidation or memory
+        // pressure made the kernel forget the inode mid-upload).
+        let path = self.inodes.lock().path(ino);
+        let dirty = path.is_some_and(|p| self.cache.entry(&p).is_some_and(|e| e.dirty));
+        let uploading = self
+            .files
+            .lock()
+            .get(&ino)
+            .is_some_and(|f| f.upload.try_lock().is_none());
         let mut inodes = self.inodes.lock();
+        if dirty || uploading {
+            inodes.release_lookups(ino, n);
+            return;
+        }
         inodes.forget(ino, n);
         if inodes.path(ino).is_none() {
             drop(inodes);

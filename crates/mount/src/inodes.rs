@@ -173,7 +173,17 @@ impl InodeTable {
         })
     }
 
-    /// The kernel dropped `n` references.
+    /// As [`InodeTable::forget`], but the inode stays known under its
+    /// names even with no reference left (a file whose upload is pending
+    /// must keep its one per-file state; see `RemoteFs::forget`).
+    pub fn release_lookups(&mut self, ino: u64, n: u64) {
+        if let Some(i) = self.by_ino.get_mut(&ino) {
+            i.lookups = i.lookups.saturating_sub(n);
+        }
+    }
+
+    /// The kernel dropped `n` references to `ino`; with none left the
+    /// inode and its names are forgotten.
     pub fn forget(&mut self, ino: u64, n: u64) {
         if ino == ROOT {
             return;
