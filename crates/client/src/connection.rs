@@ -179,6 +179,10 @@ struct Shared {
     /// The callbacks are suspended because the server fell silent; lock
     /// order: this, then `dead`.
     suspended: Mutex<bool>,
+    /// How many bytes the socket had received (its `tcpi_bytes_received`)
+    /// once the reader had acted on every frame up to them: when it equals
+    /// what the socket has received now, no invalidation is waiting unread.
+    applied: AtomicU64,
 }
 
 impl Shared {
@@ -312,6 +316,7 @@ impl Connection {
             ping: Mutex::new(None),
             callbacks: cfg.callbacks.clone(),
             suspended: Mutex::new(false),
+            applied: AtomicU64::new(0),
         });
         // Before the reader starts: its first invalidation must find the
         // subscriber knowing this connection.
@@ -356,6 +361,29 @@ impl Connection {
     /// The address this connection was opened to.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Waits, at most `within`, until the reader has acted on every byte
+    /// the socket has received: afterwards, any invalidation the server
+    /// wrote before now has been applied. The server writes a change's
+    /// invalidations before it answers the change's writer, so an open that
+    /// checks this before trusting a callback sees every change whose close
+    /// has returned (close-to-open across mounts). False when it cannot be
+    /// sure in time (frames still arriving): the caller asks the server.
+    pub fn settled(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let Some(received) = received_bytes(&self.shared.sock) else {
+                return true;
+            };
+            if self.shared.applied.load(Ordering::SeqCst) >= received {
+                return true;
+            }
+            if Instant::now() >= deadline || self.dead_reason().is_some() {
+                return false;
+            }
+            thread::sleep(Duration::from_micros(200));
+        }
     }
 
     /// Why this connection is unusable, if it is.
@@ -538,6 +566,15 @@ fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, RemoteError> {
 }
 
 fn read_loop(mut reader: ReadHalf, shared: Arc<Shared>, addr: String) {
+    // Nothing unsolicited comes before the first request: every byte the
+    // socket holds now was the handshake's.
+    let base = received_bytes(reader.socket()).unwrap_or(0);
+    let start = reader.drained().unwrap_or(0);
+    let publish = |reader: &ReadHalf| {
+        if let Some(n) = reader.drained() {
+            shared.applied.store(base + (n - start), Ordering::SeqCst);
+        }
+    };
     let why = loop {
         let msg: ServerMsg = match read_frame(&mut reader) {
             Ok(m) => m,
@@ -553,10 +590,14 @@ fn read_loop(mut reader: ReadHalf, shared: Arc<Shared>, addr: String) {
             ServerMsg::Fatal(e) => break format!("server {addr} closed the connection: {e}"),
             ServerMsg::Invalidate(items) => {
                 shared.callbacks.invalidated(items);
+                publish(&reader);
                 continue;
             }
             other => break format!("unexpected frame from {addr}: {other:?}"),
         };
+        // Not an invalidation: acted on as far as freshness goes, even
+        // while its delivery below waits for a slow caller.
+        publish(&reader);
         let pinged = *shared.ping.lock();
         if let Some((ping, sent)) = pinged
             && ping == id
@@ -576,6 +617,30 @@ fn read_loop(mut reader: ReadHalf, shared: Arc<Shared>, addr: String) {
     };
     let _ = reader.shutdown(Shutdown::Both);
     shared.kill(why);
+}
+
+/// The socket's count of bytes received from the peer (`TCP_INFO`'s
+/// `tcpi_bytes_received`, Linux 4.1+); `None` where the kernel lacks it.
+fn received_bytes(sock: &TcpStream) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    // `struct tcp_info` up to and including tcpi_bytes_received: 8 one-byte
+    // fields, 24 u32, then u64 pacing_rate, max_pacing_rate, bytes_acked,
+    // bytes_received (offset 128).
+    const END: usize = 136;
+    let mut buf = [0u64; 32];
+    let mut len = std::mem::size_of_val(&buf) as libc::socklen_t;
+    // SAFETY: `buf` is writable for `len` bytes, and the kernel writes at
+    // most `len` and stores the length written back in `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && len as usize >= END).then(|| buf[128 / 8])
 }
 
 pub(crate) fn is_timeout(e: &FrameError) -> bool {

@@ -196,6 +196,14 @@ pub trait Remote: Send + Sync + 'static {
         self.rename(from, to, flags).map(|()| None)
     }
 
+    /// True once every invalidation the server has sent so far has been
+    /// applied (see `Connection::settled`); false when that is not sure
+    /// within a few milliseconds, or there is no connection. A remote that
+    /// pushes no invalidations is always settled.
+    fn settled(&self) -> bool {
+        true
+    }
+
     /// Creates a directory, owned by `owner` where the server can.
     ///
     /// # Errors

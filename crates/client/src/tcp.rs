@@ -47,6 +47,10 @@ const KICK_WAIT: Duration = Duration::from_millis(500);
 /// The same for a silent server: an attempt on it finishes at once when it
 /// answers again, or only after the whole timeout.
 const SILENT_WAIT: Duration = Duration::from_millis(100);
+/// How long an open served from a callback waits for frames already
+/// arriving to be read, before it asks the server instead: a frame is read
+/// in microseconds, but one chunk of a transfer can take milliseconds.
+const SETTLE_WAIT: Duration = Duration::from_millis(20);
 
 /// Whether a [`TcpRemote`] can reach its server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -623,6 +627,11 @@ impl Remote for TcpRemote {
                 flags,
             })?,
         )
+    }
+
+    fn settled(&self) -> bool {
+        let conn = self.link.state.lock().conn.clone();
+        conn.is_some_and(|c| c.dead_reason().is_none() && c.settled(SETTLE_WAIT))
     }
 
     fn rename_changed(

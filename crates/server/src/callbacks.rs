@@ -11,9 +11,13 @@
 //! invalidation per session and change, and the client drops both.
 //!
 //! A session's invalidations go through its own outbox and sender thread,
-//! so the session that made the change never waits for another's socket,
 //! and the sender jumps the queue of its connection's writer
-//! ([`FrameWriter::send_urgent`]).
+//! ([`FrameWriter::send_urgent`]). The writer of a change waits (bounded by
+//! [`DELIVERY_WAIT`]) until every invalidation it caused is written to its
+//! holder's socket: when its close returns, the other mounts already have
+//! the news, so close-to-open holds across mounts (as AFS breaks callbacks
+//! before a store returns). A holder that does not take its frame in time
+//! only delays the writer, never blocks it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -35,6 +39,11 @@ const BATCH: usize = 1024;
 /// export's watch reports it again, so the writer is not invalidated by its
 /// own change. Other sessions still get the watch's report.
 const OWN_CHANGE_WINDOW: Duration = Duration::from_secs(2);
+/// How long a change's writer waits for its invalidations to be written to
+/// the sessions holding callbacks. Far above a healthy write (microseconds
+/// on a LAN), far below the liveness bound that makes a silent mount stop
+/// trusting its callbacks anyway.
+const DELIVERY_WAIT: Duration = Duration::from_secs(2);
 
 /// What kind of read registered a callback: decides which directory the
 /// export watch must cover to see the object change.
@@ -74,23 +83,49 @@ struct SessionState {
 struct Outbox {
     state: Mutex<OutboxState>,
     ready: Condvar,
+    /// Signalled when a frame of invalidations is written, or the outbox
+    /// closes.
+    delivered: Condvar,
 }
 
 #[derive(Default)]
 struct OutboxState {
     pending: Vec<Invalidation>,
     closed: bool,
+    /// Invalidations ever pushed, and of those, how many are written to
+    /// the socket (or given up with the connection).
+    pushed: u64,
+    written: u64,
 }
 
 impl Outbox {
-    fn push(&self, inv: Invalidation) {
-        self.state.lock().pending.push(inv);
+    /// Queues one; its number, for [`Outbox::wait_written`].
+    fn push(&self, inv: Invalidation) -> u64 {
+        let mut st = self.state.lock();
+        st.pending.push(inv);
+        st.pushed += 1;
+        let n = st.pushed;
+        drop(st);
         self.ready.notify_one();
+        n
     }
 
     fn close(&self) {
         self.state.lock().closed = true;
         self.ready.notify_one();
+        self.delivered.notify_all();
+    }
+
+    /// Waits until invalidation number `n` is written, the outbox closed,
+    /// or `deadline`.
+    fn wait_written(&self, n: u64, deadline: Instant) {
+        let mut st = self.state.lock();
+        while st.written < n && !st.closed {
+            if self.delivered.wait_until(&mut st, deadline).timed_out() {
+                log::debug!("a session took its invalidations late; the writer goes on");
+                return;
+            }
+        }
     }
 
     /// Sends until closed. Everything pushed before a frame is written goes
@@ -108,7 +143,16 @@ impl Outbox {
                 let n = st.pending.len().min(BATCH);
                 st.pending.drain(..n).collect::<Vec<_>>()
             };
-            if writer.send_urgent(&ServerMsg::Invalidate(batch)).is_err() {
+            let n = batch.len() as u64;
+            let sent = writer.send_urgent(&ServerMsg::Invalidate(batch));
+            let mut st = self.state.lock();
+            st.written += n;
+            if sent.is_err() {
+                st.closed = true;
+            }
+            drop(st);
+            self.delivered.notify_all();
+            if sent.is_err() {
                 return;
             }
         }
@@ -232,6 +276,21 @@ impl Callbacks {
     /// objects or their parents, and forgets those callbacks. `origin`
     /// keeps its own: it knows what it did.
     pub(crate) fn changed(&self, origin: Option<u64>, changes: &[Changed]) {
+        let waits = self.queue_changes(origin, changes);
+        // Only a session's own change has a writer waiting for its reply;
+        // the export watch has nobody to hold back.
+        if origin.is_some() {
+            let deadline = Instant::now() + DELIVERY_WAIT;
+            for (outbox, n) in waits {
+                outbox.wait_written(n, deadline);
+            }
+        }
+    }
+
+    /// Queues the invalidations of `changes`; the outboxes they went to,
+    /// each with the number of its last one.
+    fn queue_changes(&self, origin: Option<u64>, changes: &[Changed]) -> Vec<(Arc<Outbox>, u64)> {
+        let mut waits: Vec<(Arc<Outbox>, u64)> = Vec::new();
         let mut inner = self.inner.lock();
         let now = Instant::now();
         if let Some(o) = origin {
@@ -256,7 +315,7 @@ impl Callbacks {
                     .map(|(s, _)| *s),
             };
             if c.change == Change::All {
-                all_beneath(&mut inner, &c.path, skip);
+                all_beneath(&mut inner, &c.path, skip, &mut waits);
                 continue;
             }
             let mut keys = vec![c.path.clone()];
@@ -284,14 +343,16 @@ impl Callbacks {
                     }
                 }
                 if let Some(p) = c.path.rebase(&s.prefix, &RelPath::root()) {
-                    s.outbox.push(Invalidation {
+                    let n = s.outbox.push(Invalidation {
                         path: p,
                         file_id: c.file_id,
                         change: c.change,
                     });
+                    note_wait(&mut waits, &s.outbox, n);
                 }
             }
         }
+        waits
     }
 
     fn leave(&self, session: u64) {
@@ -308,6 +369,14 @@ impl Callbacks {
     }
 }
 
+/// Remembers that outbox `o` must have written its invalidation `n`.
+fn note_wait(waits: &mut Vec<(Arc<Outbox>, u64)>, o: &Arc<Outbox>, n: u64) {
+    match waits.iter_mut().find(|(w, _)| Arc::ptr_eq(w, o)) {
+        Some((_, last)) => *last = (*last).max(n),
+        None => waits.push((Arc::clone(o), n)),
+    }
+}
+
 fn unhold(holders: &mut HashMap<RelPath, HashSet<u64>>, path: &RelPath, session: u64) {
     if let Some(set) = holders.get_mut(path) {
         set.remove(&session);
@@ -319,7 +388,12 @@ fn unhold(holders: &mut HashMap<RelPath, HashSet<u64>>, path: &RelPath, session:
 
 /// Everything at or below `path` may have changed: every session holding
 /// anything there is told once and loses those callbacks.
-fn all_beneath(inner: &mut Inner, path: &RelPath, skip: Option<u64>) {
+fn all_beneath(
+    inner: &mut Inner,
+    path: &RelPath,
+    skip: Option<u64>,
+    waits: &mut Vec<(Arc<Outbox>, u64)>,
+) {
     let Inner {
         sessions, holders, ..
     } = inner;
@@ -345,11 +419,12 @@ fn all_beneath(inner: &mut Inner, path: &RelPath, skip: Option<u64>) {
         let view = path
             .rebase(&s.prefix, &RelPath::root())
             .unwrap_or_else(RelPath::root);
-        s.outbox.push(Invalidation {
+        let n = s.outbox.push(Invalidation {
             path: view,
             file_id: FileId::default(),
             change: Change::All,
         });
+        note_wait(waits, &s.outbox, n);
     }
 }
 

@@ -62,6 +62,10 @@ struct Queue {
     closing: bool,
     /// Invalidations: written before any frame of `frames`.
     urgent: VecDeque<Vec<u8>>,
+    /// Urgent frames ever queued, and how many of them are written (or
+    /// dropped with the connection).
+    urgent_queued: u64,
+    urgent_written: u64,
 }
 
 /// Sending failed; the connection is closed.
@@ -122,18 +126,36 @@ impl FrameWriter {
     }
 
     /// Queues one frame ahead of every frame still waiting (after the one
-    /// being written) and returns at once: invalidations must never wait
-    /// behind a large transfer's chunks.
+    /// being written: invalidations must never wait behind a large
+    /// transfer's chunks), and waits until it is written (bounded by the
+    /// socket's write timeout), so that a change's writer can know its
+    /// invalidations are out.
     pub(crate) fn send_urgent(&self, msg: &ServerMsg) -> Result<(), Broken> {
+        let mine = self.queue_urgent(msg)?;
+        let mut q = self.shared.queue.lock();
+        while q.urgent_written < mine {
+            self.shared.changed.wait(&mut q);
+        }
+        drop(q);
+        if self.is_broken() {
+            Err(Broken)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn queue_urgent(&self, msg: &ServerMsg) -> Result<u64, Broken> {
         let frame = self.encode(msg)?;
         let mut q = self.shared.queue.lock();
         if q.closing || self.is_broken() {
             return Err(Broken);
         }
         q.urgent.push_back(frame);
+        q.urgent_queued += 1;
+        let n = q.urgent_queued;
         drop(q);
         self.shared.changed.notify_all();
-        Ok(())
+        Ok(n)
     }
 
     /// Queues one frame and returns at once; it is written after every
@@ -233,11 +255,14 @@ impl Shared {
             let mut q = self.queue.lock();
             if numbered {
                 q.written += 1;
+            } else {
+                q.urgent_written += 1;
             }
             if self.broken.load(Ordering::SeqCst) {
                 // Nobody will read them: count them done and free them.
                 q.written += q.frames.len() as u64;
                 q.frames.clear();
+                q.urgent_written += q.urgent.len() as u64;
                 q.urgent.clear();
             }
             drop(q);

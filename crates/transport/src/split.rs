@@ -22,6 +22,8 @@ const RAW_READ: usize = 64 * 1024;
 pub struct ReadHalf {
     tcp: Arc<TcpStream>,
     tls: Option<TlsRead>,
+    /// Bytes read from the socket through this half.
+    consumed: u64,
 }
 
 /// The sending half of a connection; `&WriteHalf` writes too, so several
@@ -56,6 +58,7 @@ pub fn plain(tcp: impl Into<Arc<TcpStream>>) -> io::Result<(ReadHalf, WriteHalf)
     let reader = ReadHalf {
         tcp: Arc::clone(&tcp),
         tls: None,
+        consumed: 0,
     };
     Ok((reader, WriteHalf { tcp, tls: None }))
 }
@@ -80,6 +83,7 @@ pub fn tls(
             start: 0,
             end: 0,
         }),
+        consumed: 0,
     };
     let writer = WriteHalf {
         tcp,
@@ -114,19 +118,49 @@ impl ReadHalf {
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
     }
+
+    /// The bytes read from the socket so far, when every one of them has
+    /// been handed out by `read` (nothing buffered here or in TLS): the
+    /// caller can then tell, from the socket's count of bytes received,
+    /// whether anything arrived that it has not seen.
+    pub fn drained(&self) -> Option<u64> {
+        match &self.tls {
+            None => Some(self.consumed),
+            Some(tls) => tls.drained().then_some(self.consumed),
+        }
+    }
+
+    /// The socket, for its counters.
+    pub fn socket(&self) -> &TcpStream {
+        &self.tcp
+    }
 }
 
 impl Read for ReadHalf {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.tls {
-            None => (&*self.tcp).read(buf),
-            Some(tls) => tls.read(&self.tcp, buf),
+            None => {
+                let n = (&*self.tcp).read(buf)?;
+                self.consumed += n as u64;
+                Ok(n)
+            }
+            Some(tls) => tls.read(&self.tcp, buf, &mut self.consumed),
         }
     }
 }
 
 impl TlsRead {
-    fn read(&mut self, tcp: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    /// No ciphertext waiting here and no plaintext inside rustls.
+    fn drained(&self) -> bool {
+        if self.start != self.end {
+            return false;
+        }
+        let mut conn = self.conn.lock();
+        conn.process_new_packets()
+            .is_ok_and(|s| s.plaintext_bytes_to_read() == 0)
+    }
+
+    fn read(&mut self, tcp: &TcpStream, buf: &mut [u8], consumed: &mut u64) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
@@ -154,6 +188,7 @@ impl TlsRead {
             // Blocking read with the lock released; the socket's read
             // timeout applies exactly as on a plain connection.
             let n = (&mut { tcp }).read(&mut self.raw)?;
+            *consumed += n as u64;
             (self.start, self.end) = (0, n);
             if n == 0 {
                 let mut conn = self.conn.lock();

@@ -53,9 +53,16 @@ impl<R: Remote> RemoteFs<R> {
 
     /// Attributes of `path` held under a callback whose version matches the
     /// clean cached copy: the content can be served with no round trip.
+    /// Only once every invalidation already sent is applied, so that a
+    /// close another mount has seen return is never read past.
     pub(super) fn trusted_copy(&self, path: &RelPath, version: Option<u64>) -> Option<Meta> {
         let m = self.meta.lock().attr_trusted(path)?;
-        (Some(m.version) == version && self.trust.live()).then_some(m)
+        if Some(m.version) != version || !self.trust.live() || !self.remote.settled() {
+            return None;
+        }
+        // Settling may have applied an invalidation of this very file.
+        let again = self.meta.lock().attr_trusted(path)?;
+        (again.version == m.version && self.trust.live()).then_some(m)
     }
 
     fn on_invalidated(&self, items: &[Invalidation]) {
