@@ -200,3 +200,7 @@ mod mount_partial;
 // A new file keeps the mtime it showed before its upload (pjdfstest utime_omit).
 #[path = "e2e/mount_new_file_times.rs"]
 mod mount_new_file_times;
+
+// Sparse files: sparse downloads (wire bytes, cache allocation), fallocate modes, st_blocks and du, the cache bound.
+#[path = "e2e/mount_sparse.rs"]
+mod mount_sparse;
