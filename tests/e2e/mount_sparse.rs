@@ -32,7 +32,10 @@ fn a_sparse_download_sends_and_caches_only_the_data() {
     let before = bytes_out(&srv);
     // The first read is at offset 0, inside the leading hole, while the
     // content streams.
-    tool(&m, &srv, "cmp").arg(local.join("ref.bin")).arg("big.bin").ok();
+    tool(&m, &srv, "cmp")
+        .arg(local.join("ref.bin"))
+        .arg("big.bin")
+        .ok();
     let sent = bytes_out(&srv) - before;
     assert!(
         sent < 256 * KIB,
@@ -48,12 +51,24 @@ fn a_sparse_download_sends_and_caches_only_the_data() {
     // A cold mount, a read of the second block only (dd skips the hole).
     let cold = Mount::start(&srv, &[]);
     let out = tool(&cold, &srv, "dd")
-        .args(["if=big.bin", "bs=4096", "skip=179200", "count=1", "status=none"])
+        .args([
+            "if=big.bin",
+            "bs=4096",
+            "skip=179200",
+            "count=1",
+            "status=none",
+        ])
         .ok();
     assert_eq!(out.stdout, vec![0x5a; 4096]);
     // And one inside a hole.
     let out = tool(&cold, &srv, "dd")
-        .args(["if=big.bin", "bs=4096", "skip=200000", "count=1", "status=none"])
+        .args([
+            "if=big.bin",
+            "bs=4096",
+            "skip=200000",
+            "count=1",
+            "status=none",
+        ])
         .ok();
     assert_eq!(out.stdout, vec![0; 4096]);
 }
@@ -91,7 +106,10 @@ fn a_dd_into_a_truncated_gib_costs_kilobytes_on_the_wire_and_the_server() {
     };
     assert_eq!(du(m.path()), du(root.path()));
     assert_eq!(
-        tool(&m, &srv, "stat").args(["-c", "%b", "f"]).stdout().trim(),
+        tool(&m, &srv, "stat")
+            .args(["-c", "%b", "f"])
+            .stdout()
+            .trim(),
         (allocated(&server) / 512).to_string()
     );
 }
@@ -229,5 +247,8 @@ fn fallocate_modes_match_a_local_file() {
     }
     drop((f, r));
     assert_same_file(&local.join("ref"), &root.join("f"));
-    assert_eq!(next_data(&root.join("f"), 0).map(|d| d >= 128 * KIB), Some(true));
+    assert_eq!(
+        next_data(&root.join("f"), 0).map(|d| d >= 128 * KIB),
+        Some(true)
+    );
 }

@@ -158,10 +158,7 @@ mod tests {
     #[test]
     fn modes_map_to_effects_and_others_are_refused() {
         assert_eq!(effect(0), Some(Effect::Reserve { keep_size: false }));
-        assert_eq!(
-            effect(KEEP_SIZE),
-            Some(Effect::Reserve { keep_size: true })
-        );
+        assert_eq!(effect(KEEP_SIZE), Some(Effect::Reserve { keep_size: true }));
         assert_eq!(effect(PUNCH_HOLE | KEEP_SIZE), Some(Effect::Punch));
         assert_eq!(effect(ZERO_RANGE), Some(Effect::Zero { keep_size: false }));
         assert_eq!(

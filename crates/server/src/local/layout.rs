@@ -303,7 +303,11 @@ impl Write for LayoutPut {
             };
             let room = e.len - self.filled;
             let n = (buf.len() - done).min(usize::try_from(room).unwrap_or(usize::MAX));
-            place(self.inner.file(), &buf[done..done + n], e.offset + self.filled)?;
+            place(
+                self.inner.file(),
+                &buf[done..done + n],
+                e.offset + self.filled,
+            )?;
             done += n;
             self.filled += n as u64;
             if self.filled == e.len {
