@@ -204,3 +204,6 @@ mod mount_new_file_times;
 // One mount never conflicts with its own changes (default conflict=keep).
 #[path = "e2e/mount_self_conflicts.rs"]
 mod mount_self_conflicts;
+// Sparse files: sparse downloads (wire bytes, cache allocation), fallocate modes, st_blocks and du, the cache bound.
+#[path = "e2e/mount_sparse.rs"]
+mod mount_sparse;

@@ -34,6 +34,25 @@ fn random_change(rng: &mut Rng, files: [&File; 2], max: u64) -> u64 {
     }
 }
 
+/// One change of the issue's stress (issue 6): a truncate to, or a write
+/// at, a uniformly random offset below `max`, applied to both files.
+fn anywhere_change(rng: &mut Rng, files: [&File; 2], max: u64) -> u64 {
+    if rng.range(0, 10) == 0 {
+        let to = rng.range(0, max);
+        for f in files {
+            f.set_len(to).unwrap();
+        }
+        return 0;
+    }
+    let len = rng.range(1, 64 * KIB);
+    let off = rng.range(0, max - len);
+    let data = rng.bytes(len as usize);
+    for f in files {
+        f.write_all_at(&data, off).unwrap();
+    }
+    len
+}
+
 fn open_rw(p: &Path) -> File {
     OpenOptions::new().read(true).write(true).open(p).unwrap()
 }
@@ -124,8 +143,11 @@ fn sparse_files_written_at_random_offsets_stay_sparse_on_the_server() {
                 let r = File::create(&reference).unwrap();
                 let mut rng = Rng::new(1000 + i);
                 let mut written = 0;
-                for _ in 0..300 {
-                    written += random_change(&mut rng, [&f, &r], SPAN).div_ceil(4096) * 4096;
+                // The issue's stress: 2,000 writes and truncates at random
+                // offsets up to 256 MiB in each of 4 writers.
+                for _ in 0..2_000 {
+                    written +=
+                        (anywhere_change(&mut rng, [&f, &r], SPAN).div_ceil(4096) + 1) * 4096;
                 }
                 // Ends past the last write, so the tail is a hole too.
                 f.set_len(SPAN).unwrap();

@@ -11,15 +11,21 @@ use std::time::{Duration, Instant};
 use crate::mount_common::*;
 use crate::util::*;
 
-/// A sparse file of `size` bytes whose first MiB is random: quick to make,
-/// but slow enough to stream that a test can act while it does.
+/// A file of `size` bytes (a multiple of 1 MiB): one random MiB written
+/// over and over, quick to make and slow enough to stream that a test can
+/// act while it does. Not sparse: a sparse GET sends a hole as one frame,
+/// so a mostly empty file would arrive at once.
 fn big_file(root: &TestDir, name: &str, size: u64) -> std::path::PathBuf {
     let p = root.write_random(name, MIB, 0xb16);
-    OpenOptions::new()
+    let block = fs::read(&p).unwrap();
+    let f = OpenOptions::new()
         .write(true)
         .open(&p)
-        .and_then(|f| f.set_len(size))
-        .expect("extending the test file");
+        .expect("opening the test file");
+    for i in 1..size / MIB {
+        f.write_all_at(&block, i * MIB)
+            .expect("extending the test file");
+    }
     p
 }
 

@@ -87,3 +87,7 @@ pub use locks::*;
 #[path = "util/traffic.rs"]
 mod traffic;
 pub use traffic::*;
+// Allocation, holes and bytes sent of sparse-file tests.
+#[path = "util/allocation.rs"]
+mod allocation;
+pub use allocation::*;

@@ -586,6 +586,7 @@ fn read_loop(mut reader: ReadHalf, shared: Arc<Shared>, addr: String) {
         let id = match &msg {
             ServerMsg::Reply { id, .. }
             | ServerMsg::Data { id, .. }
+            | ServerMsg::DataHole { id, .. }
             | ServerMsg::DataEnd { id, .. } => *id,
             ServerMsg::Fatal(e) => break format!("server {addr} closed the connection: {e}"),
             ServerMsg::Invalidate(items) => {

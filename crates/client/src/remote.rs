@@ -1,7 +1,7 @@
 //! The `Remote` API: everything the mount and `rf` can ask of an export.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 
 use rfmount_proto::{
     DirEntry, ErrorCode, FileKind, LockFlavor, LockHolder, LockKind, Meta, Owner, PutExpect,
@@ -9,6 +9,32 @@ use rfmount_proto::{
 };
 
 use crate::error::RemoteError;
+
+/// Where a sparse download lands: the data through [`Write`], and the runs
+/// of zeros the server's file does not store (holes) through
+/// [`GetSink::hole`], so that the sink can keep them as holes.
+pub trait GetSink: Write {
+    /// The next `len` bytes of the content are zeros that the server does
+    /// not store.
+    ///
+    /// # Errors
+    /// The sink cannot extend itself.
+    fn hole(&mut self, len: u64) -> io::Result<()>;
+}
+
+/// Writes `len` zeros to `sink`: a hole for a sink that cannot keep holes.
+///
+/// # Errors
+/// The sink's write error.
+pub fn write_zeros(sink: &mut dyn Write, mut len: u64) -> io::Result<()> {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    while len > 0 {
+        let n = len.min(ZEROS.len() as u64) as usize;
+        sink.write_all(&ZEROS[..n])?;
+        len -= n as u64;
+    }
+    Ok(())
+}
 
 /// What the server said about its export in the handshake.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,6 +157,23 @@ pub trait Remote: Send + Sync + 'static {
         started: &mut dyn FnMut(&Meta),
         sink: &mut dyn Write,
     ) -> Result<GetOutcome, RemoteError>;
+
+    /// As [`Remote::get_streamed`], asking the server to send holes as
+    /// holes (`Get.sparse`): they reach `sink` through [`GetSink::hole`],
+    /// never as zeros on the wire. A remote that cannot tell holes writes
+    /// everything as data.
+    ///
+    /// # Errors
+    /// As [`Remote::get`].
+    fn get_sparse(
+        &self,
+        path: &RelPath,
+        have: Option<Version>,
+        started: &mut dyn FnMut(&Meta),
+        sink: &mut dyn GetSink,
+    ) -> Result<GetOutcome, RemoteError> {
+        self.get_streamed(path, have, started, sink)
+    }
 
     /// Replaces a whole file with exactly `size` bytes read from `src`. The
     /// server makes the new content visible atomically, or not at all.

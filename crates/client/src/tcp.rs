@@ -31,7 +31,9 @@ use rfmount_proto::{
 
 use crate::connection::{Call, ConnectConfig, Connection};
 use crate::error::RemoteError;
-use crate::remote::{ExportInfo, GetOutcome, LockRequest, PutOptions, Remote};
+use crate::remote::{
+    ExportInfo, GetOutcome, GetSink, LockRequest, PutOptions, Remote, write_zeros,
+};
 use crate::stats::RequestStats;
 
 /// First pause between reconnect attempts; doubled after each failure that
@@ -414,6 +416,95 @@ fn wrong_reply(op: &str, r: &Reply) -> RemoteError {
     RemoteError::Protocol(format!("unexpected reply to {op}: {r:?}"))
 }
 
+/// A plain sink behind [`GetSink`]: a hole (never sent to a request
+/// without `sparse`, but harmless) lands as zeros.
+struct ZeroFill<'a>(&'a mut dyn Write);
+
+impl Write for ZeroFill<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl GetSink for ZeroFill<'_> {
+    fn hole(&mut self, len: u64) -> std::io::Result<()> {
+        write_zeros(self.0, len)
+    }
+}
+
+impl TcpRemote {
+    /// One `GET`: the header, then `Data` and (for a `sparse` request)
+    /// `DataHole` frames into `sink`, checked against the final checksum,
+    /// which covers holes as zeros.
+    fn get_inner(
+        &self,
+        path: &RelPath,
+        have: Option<Version>,
+        started: &mut dyn FnMut(&Meta),
+        sink: &mut dyn GetSink,
+        sparse: bool,
+    ) -> Result<GetOutcome, RemoteError> {
+        let conn = self.conn()?;
+        let call = conn.start(Op::Get {
+            path: path.clone(),
+            have,
+            sparse,
+        })?;
+        let meta = match expect_reply(&call)? {
+            Reply::NotModified(m) => return Ok(GetOutcome::NotModified(m)),
+            Reply::Get(m) => m,
+            r => return Err(wrong_reply("GET", &r)),
+        };
+        started(&meta);
+        let mut hasher = Hasher::new();
+        let mut received = 0u64;
+        loop {
+            let landed = match call.next()? {
+                ServerMsg::Data { data, .. } => {
+                    hasher.update(&data);
+                    received += data.len() as u64;
+                    sink.write_all(&data)
+                }
+                ServerMsg::DataHole { len, .. } if sparse => {
+                    // A hole past the announced size would make the sink
+                    // allocate (or seek) without bound.
+                    if received.saturating_add(len) > meta.size {
+                        let _ = call.conn().send(&ClientMsg::Cancel { id: call.id });
+                        return Err(RemoteError::Protocol(format!(
+                            "hole past the end of {path} ({len} bytes at {received} of {})",
+                            meta.size
+                        )));
+                    }
+                    hasher.update_zeros(len);
+                    received += len;
+                    sink.hole(len)
+                }
+                ServerMsg::DataEnd {
+                    result: Ok(sum), ..
+                } => {
+                    if hasher.finish() != sum {
+                        return Err(RemoteError::Protocol(format!(
+                            "checksum mismatch receiving {path}: data corrupted in transit"
+                        )));
+                    }
+                    return Ok(GetOutcome::Fetched(meta));
+                }
+                ServerMsg::DataEnd { result: Err(e), .. } => return Err(RemoteError::Service(e)),
+                ServerMsg::Reply { result: Err(e), .. } => return Err(RemoteError::Service(e)),
+                other => return Err(unexpected(&other)),
+            };
+            if let Err(e) = landed {
+                let _ = call.conn().send(&ClientMsg::Cancel { id: call.id });
+                return Err(RemoteError::local(format!("writing {path}"), e));
+            }
+        }
+    }
+}
+
 impl Remote for TcpRemote {
     fn export(&self) -> ExportInfo {
         self.info.clone()
@@ -456,43 +547,17 @@ impl Remote for TcpRemote {
         started: &mut dyn FnMut(&Meta),
         sink: &mut dyn Write,
     ) -> Result<GetOutcome, RemoteError> {
-        let conn = self.conn()?;
-        let call = conn.start(Op::Get {
-            path: path.clone(),
-            have,
-            sparse: false,
-        })?;
-        let meta = match expect_reply(&call)? {
-            Reply::NotModified(m) => return Ok(GetOutcome::NotModified(m)),
-            Reply::Get(m) => m,
-            r => return Err(wrong_reply("GET", &r)),
-        };
-        started(&meta);
-        let mut hasher = Hasher::new();
-        loop {
-            match call.next()? {
-                ServerMsg::Data { data, .. } => {
-                    hasher.update(&data);
-                    if let Err(e) = sink.write_all(&data) {
-                        let _ = call.conn().send(&ClientMsg::Cancel { id: call.id });
-                        return Err(RemoteError::local(format!("writing {path}"), e));
-                    }
-                }
-                ServerMsg::DataEnd {
-                    result: Ok(sum), ..
-                } => {
-                    if hasher.finish() != sum {
-                        return Err(RemoteError::Protocol(format!(
-                            "checksum mismatch receiving {path}: data corrupted in transit"
-                        )));
-                    }
-                    return Ok(GetOutcome::Fetched(meta));
-                }
-                ServerMsg::DataEnd { result: Err(e), .. } => return Err(RemoteError::Service(e)),
-                ServerMsg::Reply { result: Err(e), .. } => return Err(RemoteError::Service(e)),
-                other => return Err(unexpected(&other)),
-            }
-        }
+        self.get_inner(path, have, started, &mut ZeroFill(sink), false)
+    }
+
+    fn get_sparse(
+        &self,
+        path: &RelPath,
+        have: Option<Version>,
+        started: &mut dyn FnMut(&Meta),
+        sink: &mut dyn GetSink,
+    ) -> Result<GetOutcome, RemoteError> {
+        self.get_inner(path, have, started, sink, true)
     }
 
     fn put(

@@ -20,6 +20,9 @@
 //!   orphan data file, never a record vouching for other content;
 //! - dirty entries are never evicted, and survive restarts: they are found
 //!   again at startup and uploaded;
+//! - the limit counts what the data files store, not their apparent size:
+//!   a sparse file counts its allocation (never more than its size), so a
+//!   byte written at 2 GiB costs a block, not 2 GiB;
 //! - the limit is hard for local changes: a write that would take the
 //!   cache past it first evicts clean entries, then waits (bounded) for
 //!   uploads to free space, then fails with `ENOSPC`;
@@ -37,7 +40,7 @@ mod journal;
 pub(crate) mod recovery;
 mod startup;
 
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -107,6 +110,32 @@ impl Fetch<'_> {
     }
 }
 
+impl Fetch<'_> {
+    /// The next `len` bytes are a hole of the server's file: the file
+    /// grows by them without storing anything, so a sparse file stays
+    /// sparse in the cache, and they take no room in it.
+    ///
+    /// # Errors
+    /// The temporary file cannot be extended.
+    pub fn hole(&mut self, len: u64) -> io::Result<()> {
+        let f = self.tmp()?.as_file_mut();
+        // Content only ever lands at the end, so the position is the length.
+        let end = f
+            .stream_position()?
+            .checked_add(len)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EFBIG))?;
+        f.set_len(end)?;
+        f.seek(io::SeekFrom::Start(end))?;
+        Ok(())
+    }
+}
+
+impl rfmount_client::GetSink for Fetch<'_> {
+    fn hole(&mut self, len: u64) -> io::Result<()> {
+        Fetch::hole(self, len)
+    }
+}
+
 impl Write for Fetch<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.cache.reserve_fetch(buf.len() as u64);
@@ -127,6 +156,14 @@ impl Drop for Fetch<'_> {
             self.cache.freed.notify_all();
         }
     }
+}
+
+/// What a data file counts toward the limit: the bytes it stores (its
+/// allocation), but never more than its size, so small files count their
+/// bytes and not whole blocks.
+pub(crate) fn allocated(md: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    md.len().min(md.blocks().saturating_mul(512))
 }
 
 fn enospc() -> io::Error {
@@ -251,10 +288,14 @@ impl DataCache {
             .tmp
             .take()
             .ok_or_else(|| io::Error::other("fetch already finished"))?;
+        let stored = allocated(&tmp.as_file().metadata()?);
         tmp.persist(self.data_path(path)).map_err(|e| e.error)?;
         ix.sub_fetching(fetch.reserved);
         fetch.reserved = 0;
+        // A new data file: whatever the old entry took is gone with it.
+        ix.take(path);
         ix.record(path, key, info, false)?;
+        ix.set_alloc(path, stored);
         drop(ix);
         self.evict();
         Ok(())
@@ -297,6 +338,7 @@ impl DataCache {
         // a closed record over emptied content.
         self.store(path, info, false)?;
         self.files.create_empty(path)?;
+        self.index.lock().set_alloc(path, 0);
         self.freed.notify_all();
         Ok(())
     }
@@ -355,32 +397,31 @@ impl DataCache {
         }
     }
 
-    /// The local content of `path` is about to become `size` bytes long
-    /// (a write ending there, or a truncate). Growing it takes space: clean
+    /// `len` bytes are about to be written at `offset` of `path` (or
+    /// allocated there by `fallocate`): the apparent size grows to cover
+    /// them, and the space they may newly take is reserved. That is the
+    /// part past the current end, and for a sparse file (one that stores
+    /// less than its size) all of it, since it may fill a hole. Clean
     /// entries are evicted for it; if the rest is unsent data, this waits
     /// up to the space wait for uploads to free some, then fails.
+    /// [`DataCache::note_stored`] then counts what the file really takes.
     ///
     /// # Errors
     /// `ENOSPC` when the cache is full of data that cannot be evicted.
-    pub fn resize(&self, path: &RelPath, size: u64, grow_only: bool) -> io::Result<()> {
+    pub fn reserve_write(&self, path: &RelPath, offset: u64, len: u64) -> io::Result<()> {
         let deadline = Instant::now() + *self.space_wait.lock();
+        let end = offset.saturating_add(len);
         let mut ix = self.index.lock();
         let mut last_try = false;
         loop {
-            let Some(cur) = ix.entries.get(path).map(|e| e.info.size) else {
+            let Some((cur, alloc)) = ix.entries.get(path).map(|e| (e.info.size, e.alloc)) else {
                 return Ok(());
             };
-            if size <= cur {
-                if !grow_only && size < cur {
-                    ix.set_size(path, size);
-                    drop(ix);
-                    self.freed.notify_all();
-                }
-                return Ok(());
-            }
-            let need = size - cur;
-            if ix.bytes() + need <= self.limit {
-                ix.set_size(path, size);
+            let beyond = end.saturating_sub(offset.max(cur));
+            let need = if alloc < cur { len } else { beyond };
+            if need == 0 || ix.bytes() + need <= self.limit {
+                ix.set_size(path, cur.max(end));
+                ix.set_alloc(path, alloc + need);
                 return Ok(());
             }
             let victims = ix.evict_for(need, self.limit);
@@ -399,6 +440,38 @@ impl DataCache {
                 return Err(enospc());
             }
             last_try = self.freed.wait_until(&mut ix, deadline).timed_out();
+        }
+    }
+
+    /// `path` was truncated (or extended, which stores nothing) to `size`:
+    /// a shrink frees its space at once.
+    pub fn resize(&self, path: &RelPath, size: u64) {
+        let mut ix = self.index.lock();
+        let Some(alloc) = ix.alloc(path) else {
+            return;
+        };
+        ix.set_size(path, size);
+        if size < alloc {
+            ix.set_alloc(path, size);
+            drop(ix);
+            self.freed.notify_all();
+        }
+    }
+
+    /// The data file of `path` changed (`md`: its attributes now): counts
+    /// what it really stores from here on, replacing the reservations of
+    /// the writes that led there.
+    pub fn note_stored(&self, path: &RelPath, md: &std::fs::Metadata) {
+        let stored = allocated(md);
+        let mut ix = self.index.lock();
+        let Some(old) = ix.alloc(path) else {
+            return;
+        };
+        ix.set_alloc(path, stored);
+        ix.set_size(path, md.len());
+        drop(ix);
+        if stored < old {
+            self.freed.notify_all();
         }
     }
 
@@ -546,6 +619,7 @@ impl DataCache {
             self.remove(&new);
             let mut ix = self.index.lock();
             let Some(e) = ix.take(&old) else { continue };
+            let alloc = e.alloc;
             if let Err(err) = self.files.rename(&old, &new) {
                 warn!("cache: moving {old} to {new}: {err}");
                 ix.note_gone(&old);
@@ -557,6 +631,7 @@ impl DataCache {
             if let Err(err) = self.store_locked(&mut ix, &new, e.info, false) {
                 warn!("cache: recording {new}: {err}");
             }
+            ix.set_alloc(&new, alloc);
             ix.note_gone(&old);
             // Open handles follow the file to its new name.
             if let Some(n) = ix.pins.remove(&old) {
@@ -607,7 +682,8 @@ impl DataCache {
             .collect()
     }
 
-    /// Bytes of cached content (clean and dirty).
+    /// Bytes the cached content stores (clean and dirty; a sparse file
+    /// counts its allocation).
     pub fn total_size(&self) -> u64 {
         self.index.lock().bytes()
     }

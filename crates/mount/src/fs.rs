@@ -13,6 +13,7 @@
 //! across network I/O. The one lock held across a `PUT` is the per-file
 //! `FileState::upload`, which serialises uploads of that file alone.
 
+mod allocate;
 mod conflict;
 mod dir;
 mod files;
@@ -346,6 +347,9 @@ impl<R: Remote> RemoteFs<R> {
         let mut meta = Meta {
             kind: FileKind::File,
             size: md.len(),
+            // What the cache file stores: `du` sees the local copy's
+            // holes until the upload gives them to the server.
+            blocks: std::os::unix::fs::MetadataExt::blocks(&md),
             mode,
             mtime,
             version: entry.version.unwrap_or(0),

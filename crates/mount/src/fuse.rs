@@ -128,7 +128,7 @@ pub fn to_file_attr(ino: u64, m: &Meta, ids: &IdMap) -> FileAttr {
     FileAttr {
         ino: INodeNo(ino),
         size: m.size,
-        blocks: m.size.div_ceil(512),
+        blocks: m.blocks,
         atime: or_mtime(m.atime),
         mtime,
         ctime: or_mtime(m.ctime),
@@ -445,6 +445,22 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(reply_error("write", &e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.fallocate(fh.0, offset, length, mode) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_error("fallocate", &e)),
         }
     }
 

@@ -38,6 +38,17 @@ impl Hasher {
         self.0.update(chunk);
     }
 
+    /// Feeds `len` zero bytes: a hole of a sparse transfer, which the
+    /// checksum covers as zeros.
+    pub fn update_zeros(&mut self, mut len: u64) {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        while len > 0 {
+            let n = len.min(ZEROS.len() as u64) as usize;
+            self.0.update(&ZEROS[..n]);
+            len -= n as u64;
+        }
+    }
+
     /// The checksum of everything fed so far.
     pub fn finish(&self) -> Checksum {
         Checksum(*self.0.finalize().as_bytes())

@@ -78,6 +78,6 @@ pub use config::{DEFAULT_TRANSFERS, ServerConfig};
 pub use listener::{Server, ShutdownHandle};
 pub use local::LocalStore;
 pub use pool::default_workers;
-pub use store::{Content, Listing, PendingPut, Store, StoreResult};
+pub use store::{Content, ContentRead, Listing, PendingPut, Store, StoreResult};
 pub use tls::TlsServer;
 pub use traffic::SessionsHandle;

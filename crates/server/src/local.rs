@@ -8,6 +8,7 @@
 
 mod condition;
 mod dirsync;
+mod holes;
 mod layout;
 mod links;
 mod listing;

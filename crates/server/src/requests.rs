@@ -32,7 +32,7 @@ pub(crate) fn execute(conn: &Arc<Conn>, id: u64, op: Op, responder: Responder) {
     let label = Label::of(&op);
     match op {
         Op::List { path } => list(conn, id, &path, responder, label),
-        Op::Get { path, have, .. } => get(conn, id, &path, have, responder, label),
+        Op::Get { path, have, sparse } => get(conn, id, &path, have, sparse, responder, label),
         op @ (Op::Lock { .. } | Op::TestLock { .. }) => lock(conn, id, op, responder, label),
         op => {
             let changes = changes_of(&op);
@@ -317,6 +317,7 @@ fn get(
     id: u64,
     path: &RelPath,
     have: Option<Version>,
+    sparse: bool,
     responder: Responder,
     label: Label,
 ) {
@@ -385,6 +386,7 @@ fn get(
                 &meta,
                 head,
                 content,
+                sparse,
                 responder.cancel_flag(),
                 &label,
             );
@@ -400,6 +402,9 @@ fn shrank(path: &RelPath) -> WireError {
     )
 }
 
+/// Streams the content after its header: `Data` chunks of at most
+/// `CHUNK_SIZE` and, for a `sparse` request, one `DataHole` per hole of the
+/// file, so that a mostly empty file costs on the wire what it stores.
 #[allow(clippy::too_many_arguments)]
 fn stream_get(
     conn: &Conn,
@@ -408,6 +413,7 @@ fn stream_get(
     meta: &Meta,
     head: ServerMsg,
     mut content: Content,
+    sparse: bool,
     cancel: &AtomicBool,
     label: &Label,
 ) -> Option<ServerMsg> {
@@ -417,6 +423,9 @@ fn stream_get(
     }
     let mut hasher = Hasher::new();
     let mut sent = 0u64;
+    // Where the data run being read ends; a non-sparse request reads one
+    // run, the whole file.
+    let mut run_end = if sparse { 0 } else { u64::MAX };
     // Exactly the size announced in the header: the client can trust it,
     // and a file growing while we read does not stream forever.
     let result = loop {
@@ -426,7 +435,30 @@ fn stream_get(
         if cancel.load(Ordering::SeqCst) {
             break Err(cancelled());
         }
-        let want = usize::try_from(meta.size - sent).map_or(CHUNK_SIZE, |n| n.min(CHUNK_SIZE));
+        if sent >= run_end {
+            let (start, end) = match content.data_run(sent) {
+                Ok(run) => run,
+                Err(e) => break Err(WireError::from_io(&e, path)),
+            };
+            let start = start.min(meta.size);
+            if start > sent {
+                let len = start - sent;
+                hasher.update_zeros(len);
+                sent = start;
+                if conn.writer.send(&ServerMsg::DataHole { id, len }).is_err() {
+                    log_request(conn, label, Outcome::Aborted(sent), "");
+                    return None;
+                }
+                continue;
+            }
+            // No data where the size says there is some: the file shrank.
+            if end <= sent {
+                break Err(shrank(path));
+            }
+            run_end = end;
+        }
+        let left = (meta.size - sent).min(run_end - sent);
+        let want = usize::try_from(left).map_or(CHUNK_SIZE, |n| n.min(CHUNK_SIZE));
         let mut buf = vec![0u8; want];
         match read_full(&mut content, &mut buf) {
             Ok(0) => break Err(shrank(path)),

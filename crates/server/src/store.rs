@@ -9,7 +9,7 @@
 //! a store decides which [`rfmount_proto::ErrorCode`] describes a failure,
 //! since only it knows what its backend's failures mean.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use rfmount_proto::{
@@ -25,7 +25,24 @@ pub type StoreResult<T> = Result<T, WireError>;
 pub type Listing = Box<dyn Iterator<Item = StoreResult<DirEntry>> + Send>;
 
 /// A file's content, read sequentially once.
-pub type Content = Box<dyn Read + Send>;
+pub type Content = Box<dyn ContentRead>;
+
+/// What a download reads: the bytes in order and, where the store knows
+/// them, the holes (runs of zeros it does not store), so that a sparse
+/// `GET` sends those as `DataHole` instead of zeros.
+pub trait ContentRead: Read + Send {
+    /// The next run of stored data at or after `pos` (the position the
+    /// caller has read up to): `(start, end)`, with the read position moved
+    /// to `start`. When no data follows, `start == end ==` the content's
+    /// current length. A store that knows no holes reports everything from
+    /// `pos` on as data.
+    ///
+    /// # Errors
+    /// The backend cannot tell.
+    fn data_run(&mut self, pos: u64) -> io::Result<(u64, u64)> {
+        Ok((pos, u64::MAX))
+    }
+}
 
 /// An upload in progress: bytes written to it are invisible to everyone
 /// until [`PendingPut::commit`] puts them in place in one step.

@@ -5,8 +5,9 @@
 //! once, folded into the journal and deleted.)
 //!
 //! The space accounting lives here too: `bytes` is the sum of every entry's
-//! size (clean and dirty) plus the bytes of fetches in flight, so that the
-//! limit check before a write or a fetched chunk is O(1).
+//! allocation on disk (clean and dirty; a sparse file counts what it
+//! stores, not its apparent size) plus the bytes of fetches in flight, so
+//! that the limit check before a write or a fetched chunk is O(1).
 
 use std::collections::HashMap;
 use std::fs;
@@ -61,6 +62,10 @@ pub(super) struct Entry {
     pub key: String,
     pub info: EntryInfo,
     pub last_use: u64,
+    /// Bytes the data file takes on disk (`st_blocks` × 512) as last
+    /// measured, plus what writes since have reserved; what counts toward
+    /// the limit. In memory only: measured again at load.
+    pub alloc: u64,
 }
 
 /// In-memory index of one export's cache.
@@ -72,7 +77,7 @@ pub(super) struct Index {
     /// the limit would be evicted before the handle could open it.
     pub pins: HashMap<RelPath, u32>,
     tick: u64,
-    /// Sum of `info.size` over `entries` plus `fetching`.
+    /// Sum of `alloc` over `entries` plus `fetching`.
     bytes: u64,
     /// Bytes of fetches not yet put in place.
     fetching: u64,
@@ -93,23 +98,38 @@ impl Index {
         self.tick
     }
 
+    /// Puts `info` for `path`. A replaced entry's data file is the same
+    /// file, so its allocation carries over; a new one has none until
+    /// [`Index::set_alloc`].
     pub fn put(&mut self, path: RelPath, key: String, info: EntryInfo) {
         let last_use = self.touch();
-        self.bytes += info.size;
+        let alloc = self.entries.get(&path).map_or(0, |e| e.alloc);
         let e = Entry {
             key,
             info,
             last_use,
+            alloc,
         };
-        if let Some(old) = self.entries.insert(path, e) {
-            self.bytes -= old.info.size;
-        }
+        self.entries.insert(path, e);
     }
 
     pub fn take(&mut self, path: &RelPath) -> Option<Entry> {
         let e = self.entries.remove(path)?;
-        self.bytes -= e.info.size;
+        self.bytes -= e.alloc;
         Some(e)
+    }
+
+    /// The data file of `path` now takes `alloc` bytes on disk.
+    pub fn set_alloc(&mut self, path: &RelPath, alloc: u64) {
+        if let Some(e) = self.entries.get_mut(path) {
+            self.bytes = self.bytes - e.alloc + alloc;
+            e.alloc = alloc;
+        }
+    }
+
+    /// The allocation counted for `path`, if cached.
+    pub fn alloc(&self, path: &RelPath) -> Option<u64> {
+        self.entries.get(path).map(|e| e.alloc)
     }
 
     /// Records in the journal that `path` holds `info`, then puts it.
@@ -162,11 +182,10 @@ impl Index {
         }
     }
 
-    /// Sets the size of an existing entry (in memory only: a dirty entry's
-    /// size is read back from its data file at load).
+    /// Sets the (apparent) size of an existing entry (in memory only: a
+    /// dirty entry's size is read back from its data file at load).
     pub fn set_size(&mut self, path: &RelPath, size: u64) {
         if let Some(e) = self.entries.get_mut(path) {
-            self.bytes = self.bytes - e.info.size + size;
             e.info.size = size;
         }
     }
@@ -348,21 +367,29 @@ mod tests {
     }
 
     #[test]
-    fn accounting_follows_put_take_resize_and_fetches() {
+    fn accounting_counts_allocation_not_apparent_size() {
         let mut ix = Index::default();
         ix.put(p("a"), "ka".into(), info(false, 10));
+        ix.set_alloc(&p("a"), 10);
         ix.put(p("b"), "kb".into(), info(true, 5));
+        ix.set_alloc(&p("b"), 5);
         assert_eq!(ix.bytes(), 15);
+        // The same data file under a new record keeps its allocation.
         ix.put(p("a"), "ka".into(), info(false, 3));
+        assert_eq!(ix.bytes(), 15);
+        ix.set_alloc(&p("a"), 3);
         assert_eq!(ix.bytes(), 8);
-        ix.set_size(&p("b"), 50);
+        // A sparse file: a huge apparent size, a small allocation.
+        ix.set_size(&p("b"), 1 << 40);
+        assert_eq!(ix.bytes(), 8);
+        ix.set_alloc(&p("b"), 50);
         assert_eq!(ix.bytes(), 53);
         ix.add_fetching(7);
         assert_eq!(ix.bytes(), 60);
         ix.sub_fetching(7);
         ix.take(&p("a"));
         assert_eq!(ix.bytes(), 50);
-        ix.set_size(&p("missing"), 99);
+        ix.set_alloc(&p("missing"), 99);
         assert_eq!(ix.bytes(), 50);
     }
 
@@ -397,11 +424,16 @@ mod tests {
     #[test]
     fn eviction_takes_lru_clean_unpinned_only_as_far_as_needed() {
         let mut ix = Index::default();
-        ix.put(p("old"), "k1".into(), info(false, 10));
-        ix.put(p("pinned"), "k2".into(), info(false, 10));
-        ix.put(p("dirty"), "k3".into(), info(true, 10));
-        ix.put(p("mid"), "k4".into(), info(false, 10));
-        ix.put(p("new"), "k5".into(), info(false, 10));
+        for (name, key, dirty) in [
+            ("old", "k1", false),
+            ("pinned", "k2", false),
+            ("dirty", "k3", true),
+            ("mid", "k4", false),
+            ("new", "k5", false),
+        ] {
+            ix.put(p(name), key.into(), info(dirty, 10));
+            ix.set_alloc(&p(name), 10);
+        }
         ix.pins.insert(p("pinned"), 1);
         assert!(ix.evict_for(0, 50).is_empty());
         // Room for 15 more under 50: two clean entries must go, oldest first.

@@ -85,7 +85,8 @@ impl DataCache {
                 continue;
             }
             info.size = md.len();
-            ix.put(path, key, info);
+            ix.put(path.clone(), key, info);
+            ix.set_alloc(&path, super::allocated(&md));
         }
         let keys: HashSet<&str> = ix.entries.values().map(|e| e.key.as_str()).collect();
         for (name, f) in data_files {

@@ -18,7 +18,7 @@ fn fetch(c: &DataCache, path: &RelPath, data: &[u8], version: Version) {
 fn write(c: &DataCache, path: &RelPath, data: &[u8]) -> io::Result<()> {
     c.note_change(path)?;
     let old = fs::metadata(c.data_path(path)).map_or(0, |m| m.len());
-    c.resize(path, old + data.len() as u64, true)?;
+    c.reserve_write(path, old, data.len() as u64)?;
     let mut f = fs::OpenOptions::new()
         .append(true)
         .open(c.data_path(path))?;
@@ -179,7 +179,7 @@ fn writes_past_the_limit_evict_clean_then_fail_with_enospc() {
     write(&c, &p("w"), &[1; 10]).unwrap();
     assert_eq!(c.total_size(), 100);
     // Shrinking frees space at once.
-    c.resize(&p("w"), 40, false).unwrap();
+    c.resize(&p("w"), 40);
     assert_eq!(c.total_size(), 40);
 }
 

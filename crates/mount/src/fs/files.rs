@@ -2,7 +2,7 @@
 //! the uploads that make local changes visible on the server.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::BufReader;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -105,6 +105,15 @@ impl Handle {
         self.writable
     }
 
+    /// The cache file this handle reads and writes.
+    pub(super) fn file(&self) -> parking_lot::RwLockReadGuard<'_, File> {
+        self.file.read()
+    }
+
+    pub(super) fn state(&self) -> &FileState {
+        &self.state
+    }
+
     /// Points the handle at a new cache file of the same content path.
     pub(super) fn replace_file(&self, file: File) {
         *self.file.write() = file;
@@ -163,7 +172,7 @@ impl<R: Remote> RemoteFs<R> {
         self.files.lock().entry(ino).or_default().clone()
     }
 
-    fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
+    pub(super) fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
         self.handles.read().get(&fh).cloned().ok_or_else(ebadf)
     }
 
@@ -461,17 +470,11 @@ impl<R: Remote> RemoteFs<R> {
             .cache
             .begin_fetch(path)
             .map_err(|e| FsError::cache(format!("preparing to fetch {path}"), e))?;
-        let outcome = {
-            let mut sink = BufWriter::with_capacity(256 * 1024, &mut tmp);
-            let r = self.remote.get(path, have, &mut sink);
-            match r {
-                Ok(o) => sink
-                    .flush()
-                    .map(|()| o)
-                    .map_err(|e| FsError::cache(format!("writing {path}"), e)),
-                Err(e) => Err(e.into()),
-            }
-        };
+        // Unbuffered: data arrives in whole chunks, and holes land as holes.
+        let outcome = self
+            .remote
+            .get_sparse(path, have, &mut |_| {}, &mut tmp)
+            .map_err(FsError::from);
         match outcome {
             Ok(GetOutcome::NotModified(meta)) => {
                 let trusted = self.trust.granted(ticket);
@@ -610,16 +613,17 @@ impl<R: Remote> RemoteFs<R> {
                 .note_change(path)
                 .map_err(|e| FsError::cache(format!("recording a write to {path}"), e))?;
             self.cache
-                .resize(path, offset + data.len() as u64, true)
+                .reserve_write(path, offset, data.len() as u64)
                 .map_err(|e| FsError::cache(format!("cache full of unsent data: {path}"), e))?;
         }
-        h.file
-            .read()
-            .write_all_at(data, offset)
+        let file = h.file.read();
+        file.write_all_at(data, offset)
             .map_err(|e| FsError::cache("writing cached file", e))?;
         if let Some(path) = &path {
             self.cache.note_written(path, offset, data.len() as u64);
+            self.note_stored(path, &file);
         }
+        drop(file);
         h.state.write_gen.fetch_add(1, Ordering::SeqCst);
         Ok(data.len() as u32)
     }
@@ -874,12 +878,11 @@ impl<R: Remote> RemoteFs<R> {
         self.cache
             .note_change(path)
             .map_err(|e| FsError::cache(format!("recording a truncate of {path}"), e))?;
-        self.cache
-            .resize(path, size, false)
-            .map_err(|e| FsError::cache(format!("cache full of unsent data: {path}"), e))?;
         f.set_len(size)
             .map_err(|e| FsError::cache(format!("truncating {path}"), e))?;
+        self.cache.resize(path, size);
         self.cache.note_truncated(path, size);
+        self.note_stored(path, &f);
         state.write_gen.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }

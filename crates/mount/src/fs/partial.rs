@@ -79,6 +79,9 @@ impl<R: Remote> RemoteFs<R> {
         entry: &EntryInfo,
         opts: PutOptions,
     ) -> FsResult<Option<Meta>> {
+        let segments = data_segments(file, size)
+            .map_err(|e| FsError::cache(format!("finding the holes of {path}"), e))?;
+        let data: u64 = segments.iter().map(|e| e.len).sum();
         if let (Some(base), Some(changes)) = (entry.version, entry.changes.as_ref()) {
             let layout = PutLayout {
                 base: Some(base),
@@ -87,7 +90,10 @@ impl<R: Remote> RemoteFs<R> {
             let sending: u64 = layout.extents.iter().map(|e| e.len).sum();
             // Everything changed (a file written from scratch): the whole
             // upload sends as much, and shows its progress in the status.
-            if sending < size {
+            // A file that stores no more than the changes (a mostly empty
+            // one) goes as its data alone, its holes as holes: a change
+            // sent on a base travels as bytes, even where it punched one.
+            if sending < size && sending < data {
                 match self.remote.put_layout(path, file, size, layout, opts) {
                     Ok(meta) => {
                         debug!("{path}: partial upload of {sending} of {size} bytes");
@@ -100,9 +106,6 @@ impl<R: Remote> RemoteFs<R> {
                 }
             }
         }
-        let segments = data_segments(file, size)
-            .map_err(|e| FsError::cache(format!("finding the holes of {path}"), e))?;
-        let data: u64 = segments.iter().map(|e| e.len).sum();
         if data == size {
             return Ok(None);
         }

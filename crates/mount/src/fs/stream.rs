@@ -17,7 +17,7 @@ use std::time::Instant;
 use crate::trust::Ticket;
 use log::debug;
 use parking_lot::{Condvar, Mutex};
-use rfmount_client::{GetOutcome, Remote, RemoteError};
+use rfmount_client::{GetOutcome, GetSink, Remote, RemoteError};
 use rfmount_proto::{Meta, RelPath, Version};
 
 use crate::data_cache::DataCache;
@@ -158,7 +158,7 @@ impl Stream {
                     st.phase = Phase::Streaming;
                     self.changed.notify_all();
                 };
-                remote.get_streamed(path, have, &mut started, &mut sink)
+                remote.get_sparse(path, have, &mut started, &mut sink)
             };
             match outcome? {
                 GetOutcome::NotModified(meta) => {
@@ -356,9 +356,9 @@ impl Stream {
         }
     }
 
-    fn landed(&self, n: usize) {
+    fn landed(&self, n: u64) {
         let mut st = self.st.lock();
-        st.received += n as u64;
+        st.received += n;
         self.changed.notify_all();
     }
 
@@ -400,11 +400,27 @@ impl Write for Landing<'_, '_> {
             ));
         }
         self.fetch.write_all(buf)?;
-        self.stream.landed(buf.len());
+        self.stream.landed(buf.len() as u64);
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.fetch.flush()
+    }
+}
+
+/// A hole lands as a hole of the cache file: a reader waiting for a range
+/// inside it reads zeros from there, as from the server's file.
+impl GetSink for Landing<'_, '_> {
+    fn hole(&mut self, len: u64) -> io::Result<()> {
+        if self.stream.abandoned() {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "every reader closed the file",
+            ));
+        }
+        self.fetch.hole(len)?;
+        self.stream.landed(len);
+        Ok(())
     }
 }

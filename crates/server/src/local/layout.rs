@@ -155,7 +155,7 @@ impl LayoutPut {
 }
 
 /// `lseek` for `SEEK_DATA`/`SEEK_HOLE`; `None` past the last data (ENXIO).
-fn seek(fd: BorrowedFd<'_>, pos: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+pub(super) fn seek(fd: BorrowedFd<'_>, pos: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
     let off = libc::off_t::try_from(pos).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
     // SAFETY: lseek on a descriptor borrowed for the call; no memory involved.
     let r = unsafe { libc::lseek(fd.as_raw_fd(), off, whence) };
@@ -260,6 +260,35 @@ fn copy_by_hand(src: &File, dst: &File, mut pos: u64, to: u64) -> io::Result<()>
     Ok(())
 }
 
+/// Writes `data` at `offset` of `file`, or punches a hole there when it is
+/// all zeros: a range the client punched or zeroed arrives as zeros when
+/// the upload has a base, and stays a hole here (a clone of the base may
+/// hold data there, so the range is punched rather than skipped).
+fn place(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    if data.len() >= 4096 && data.iter().all(|&b| b == 0) {
+        let (Ok(off), Ok(len)) = (
+            libc::off_t::try_from(offset),
+            libc::off_t::try_from(data.len()),
+        ) else {
+            return file.write_all_at(data, offset);
+        };
+        // SAFETY: fallocate on a descriptor `file` keeps open; no memory.
+        let r = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                off,
+                len,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        // A filesystem that cannot punch holes stores the zeros.
+    }
+    file.write_all_at(data, offset)
+}
+
 impl Write for LayoutPut {
     /// Places the next bytes of the data stream in the extent they belong
     /// to.
@@ -274,9 +303,11 @@ impl Write for LayoutPut {
             };
             let room = e.len - self.filled;
             let n = (buf.len() - done).min(usize::try_from(room).unwrap_or(usize::MAX));
-            self.inner
-                .file()
-                .write_all_at(&buf[done..done + n], e.offset + self.filled)?;
+            place(
+                self.inner.file(),
+                &buf[done..done + n],
+                e.offset + self.filled,
+            )?;
             done += n;
             self.filled += n as u64;
             if self.filled == e.len {
