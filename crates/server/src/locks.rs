@@ -437,6 +437,11 @@ impl LockTable {
 }
 
 impl State {
+    #[cfg(test)]
+    fn ids_aliases(&self) -> usize {
+        self.ids.aliases()
+    }
+
     fn changed(&mut self) {
         self.generation += 1;
     }
