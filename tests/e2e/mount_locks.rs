@@ -176,8 +176,6 @@ fn locks_are_taken_again_after_the_server_restarts() {
 }
 
 #[test]
-#[ignore = "not passing yet: some transactions fail with sqlite's disk I/O error \
-            (a hot journal found while nobody holds RESERVED, then its unlink gets ENOENT)"]
 fn two_mounts_running_sqlite_transactions_lose_no_increment() {
     skip_without_fuse!();
     if which("sqlite3").is_none() {
