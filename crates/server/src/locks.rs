@@ -287,6 +287,19 @@ impl LockTable {
             if let Some(file) = st.parked.remove(&ticket) {
                 req.file = file;
             }
+            // Asked under the table's mutex, before every attempt: the
+            // connection's end sets the flag before it releases the
+            // session's locks, so a request it cancelled is never granted
+            // to a session already gone (a waiter woken by that very
+            // release would otherwise take a lock nobody ever frees). An
+            // unlock still goes through.
+            if req.kind != LockKind::Unlock && cancelled() {
+                st.waiting.remove(&me);
+                return Err(WireError::new(
+                    ErrorCode::Interrupted,
+                    "lock request cancelled",
+                ));
+            }
             match st.attempt(session, req, wait) {
                 Attempt::Done => {
                     st.waiting.remove(&me);

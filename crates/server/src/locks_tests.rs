@@ -346,3 +346,35 @@ fn unlocking_one_file_leaves_the_owners_locks_on_others() {
     assert!(t.test(b.session(), &other).is_some(), "unlocked another file");
     assert!(t.test(b.session(), &req(1, LockKind::Write, 0, 9)).is_none());
 }
+
+#[test]
+fn a_request_cancelled_by_its_sessions_end_is_never_granted() {
+    let t = LockTable::new(Duration::ZERO);
+    let (a, _) = t.attach(None);
+    let (b, _) = t.attach(None);
+    let w = req(1, LockKind::Write, 0, 0);
+    t.lock(a.session(), &w, false, &never).unwrap();
+    // B's connection ends while its waiting request is on its way to the
+    // table: the flag is set, then the session's locks go.
+    let t2 = Arc::clone(&t);
+    let bs = b.session();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let c2 = Arc::clone(&cancel);
+    let waiter =
+        std::thread::spawn(move || t2.lock(bs, &w, true, &|| c2.load(Ordering::SeqCst)));
+    std::thread::sleep(Duration::from_millis(100));
+    cancel.store(true, Ordering::SeqCst);
+    // The release that frees the lock wakes the waiter, before the table
+    // hears of the cancel.
+    t.lock(a.session(), &req(1, LockKind::Unlock, 0, u64::MAX), false, &never)
+        .unwrap();
+    let e = waiter.join().unwrap().unwrap_err();
+    assert_eq!(e.code, ErrorCode::Interrupted);
+    b.end();
+    assert_eq!(t.count(), 0, "a lock was granted to an ended session");
+    // Also one that never had to wait.
+    let (c, _) = t.attach(None);
+    let e = t.lock(c.session(), &w, true, &|| true).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Interrupted);
+    assert_eq!(t.count(), 0);
+}
