@@ -297,7 +297,13 @@ fn a_request_that_looked_the_file_up_before_the_commit_still_conflicts() {
     let pass = t.resolving();
     replace(&t, NEW);
     let e = t
-        .lock_as(pass, b.session(), &req(1, LockKind::Write, 5, 5), false, &never)
+        .lock_as(
+            pass,
+            b.session(),
+            &req(1, LockKind::Write, 5, 5),
+            false,
+            &never,
+        )
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::WouldBlock);
     // Once no request is on its way, the old id is forgotten: no alias
@@ -343,8 +349,14 @@ fn unlocking_one_file_leaves_the_owners_locks_on_others() {
     t.lock(a.session(), &other, false, &never).unwrap();
     t.lock(a.session(), &req(1, LockKind::Unlock, 0, 9), false, &never)
         .unwrap();
-    assert!(t.test(b.session(), &other).is_some(), "unlocked another file");
-    assert!(t.test(b.session(), &req(1, LockKind::Write, 0, 9)).is_none());
+    assert!(
+        t.test(b.session(), &other).is_some(),
+        "unlocked another file"
+    );
+    assert!(
+        t.test(b.session(), &req(1, LockKind::Write, 0, 9))
+            .is_none()
+    );
 }
 
 #[test]
@@ -360,14 +372,18 @@ fn a_request_cancelled_by_its_sessions_end_is_never_granted() {
     let bs = b.session();
     let cancel = Arc::new(AtomicBool::new(false));
     let c2 = Arc::clone(&cancel);
-    let waiter =
-        std::thread::spawn(move || t2.lock(bs, &w, true, &|| c2.load(Ordering::SeqCst)));
+    let waiter = std::thread::spawn(move || t2.lock(bs, &w, true, &|| c2.load(Ordering::SeqCst)));
     std::thread::sleep(Duration::from_millis(100));
     cancel.store(true, Ordering::SeqCst);
     // The release that frees the lock wakes the waiter, before the table
     // hears of the cancel.
-    t.lock(a.session(), &req(1, LockKind::Unlock, 0, u64::MAX), false, &never)
-        .unwrap();
+    t.lock(
+        a.session(),
+        &req(1, LockKind::Unlock, 0, u64::MAX),
+        false,
+        &never,
+    )
+    .unwrap();
     let e = waiter.join().unwrap().unwrap_err();
     assert_eq!(e.code, ErrorCode::Interrupted);
     b.end();

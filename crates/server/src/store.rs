@@ -13,8 +13,8 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use rfmount_proto::{
-    Checksum, DirEntry, FileId, FileKind, Meta, Owner, PutExt, RelPath, SetAttr, StatFs,
-    Timestamp, WireError,
+    Checksum, DirEntry, FileId, FileKind, Meta, Owner, PutExt, RelPath, SetAttr, StatFs, Timestamp,
+    WireError,
 };
 
 /// The outcome of a store operation.
