@@ -2,6 +2,7 @@
 //! `fcntl(2)` from the test process and the `sqlite3` CLI.
 
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -132,6 +133,41 @@ fn fcntl_byte_ranges_conflict_across_mounts_and_a_waiter_is_woken() {
         setlk(&fa, libc::F_WRLCK, 12, 1, false).ok()
     });
     assert!(freed.is_some(), "B's lock outlived its descriptor");
+}
+
+#[test]
+fn a_lock_stays_on_the_file_when_its_holder_uploads_new_content() {
+    skip_without_fuse!();
+    let root = TestDir::new("root");
+    root.write("db", "0123456789");
+    let srv = Server::start(root.path(), &[]);
+    let a = Mount::start(&srv, &[]);
+    let b = Mount::start(&srv, &[]);
+    let mut fa = open_rw(&a.join("db"));
+    let fb = open_rw(&b.join("db"));
+    setlk(&fa, libc::F_WRLCK, 0, 0, false).expect("A write-locks the file");
+    let ino_before = std::fs::metadata(root.join("db")).unwrap().ino();
+    // sqlite's commit: write and fsync under the lock. The upload gives the
+    // server's file a new inode; the lock must not stay behind on the old.
+    use std::io::{Seek, Write};
+    fa.seek(std::io::SeekFrom::Start(0)).unwrap();
+    fa.write_all(b"ABCDEFGHIJ").unwrap();
+    fa.sync_all().unwrap();
+    assert_eq!(std::fs::read(root.join("db")).unwrap(), b"ABCDEFGHIJ");
+    assert_ne!(
+        std::fs::metadata(root.join("db")).unwrap().ino(),
+        ino_before,
+        "the upload no longer replaces the file: this test tests nothing"
+    );
+    assert_eq!(
+        setlk(&fb, libc::F_WRLCK, 5, 1, false),
+        Err(libc::EAGAIN),
+        "B locked the file A holds after A uploaded it"
+    );
+    let holder = getlk(&fb, libc::F_RDLCK, 0, 0).expect("F_GETLK on B found no holder");
+    assert_eq!(holder.0, libc::F_WRLCK);
+    setlk(&fa, libc::F_UNLCK, 0, 0, false).unwrap();
+    setlk(&fb, libc::F_WRLCK, 5, 1, false).expect("free once A unlocked");
 }
 
 #[test]
