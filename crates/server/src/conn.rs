@@ -55,6 +55,10 @@ pub(crate) struct Conn {
     /// zero before it ends. Parked requests do not count.
     running: Mutex<usize>,
     running_done: Condvar,
+    /// Threads of their own answering requests (waiting locks): counted
+    /// apart from the pool's jobs, since they wait until cancelled.
+    own_threads: Mutex<usize>,
+    own_threads_done: Condvar,
     /// The session's locks.
     pub(crate) lease: Lease,
 }
@@ -84,6 +88,8 @@ impl Conn {
             requests: Mutex::new(HashMap::new()),
             running: Mutex::new(0),
             running_done: Condvar::new(),
+            own_threads: Mutex::new(0),
+            own_threads_done: Condvar::new(),
         }
     }
 
@@ -133,6 +139,22 @@ impl Conn {
         let mut n = self.running.lock();
         while *n > 0 {
             self.running_done.wait(&mut n);
+        }
+    }
+
+    /// Counts a thread of its own that answers a request of this session,
+    /// until the returned guard drops.
+    pub(crate) fn own_thread(self: &Arc<Self>) -> OwnThread {
+        *self.own_threads.lock() += 1;
+        OwnThread(Arc::clone(self))
+    }
+
+    /// Waits until every thread counted by [`Conn::own_thread`] is done;
+    /// call after [`Conn::cancel_all`], which makes them finish.
+    pub(crate) fn wait_own_threads(&self) {
+        let mut n = self.own_threads.lock();
+        while *n > 0 {
+            self.own_threads_done.wait(&mut n);
         }
     }
 
@@ -201,6 +223,17 @@ impl Conn {
         let mut n = self.running.lock();
         *n = n.saturating_sub(1);
         self.running_done.notify_all();
+    }
+}
+
+/// A thread of its own answering a request; see [`Conn::own_thread`].
+pub(crate) struct OwnThread(Arc<Conn>);
+
+impl Drop for OwnThread {
+    fn drop(&mut self) {
+        let mut n = self.0.own_threads.lock();
+        *n = n.saturating_sub(1);
+        self.0.own_threads_done.notify_all();
     }
 }
 

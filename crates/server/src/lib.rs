@@ -59,6 +59,7 @@ mod frames;
 mod handshake;
 mod listener;
 mod local;
+mod lock_ids;
 mod lock_ops;
 mod locks;
 mod peers;

@@ -13,6 +13,9 @@ use crate::locks::LockReq;
 pub(crate) fn run(conn: &Conn, op: Op, cancel: &AtomicBool) -> Result<Reply, WireError> {
     let table = conn.lease.table();
     let session = conn.lease.session();
+    // Before the lookup: an upload replacing the file between the lookup
+    // and the table must not hide its locks from this request.
+    let pass = table.resolving();
     match op {
         Op::Lock {
             path,
@@ -36,7 +39,7 @@ pub(crate) fn run(conn: &Conn, op: Op, cancel: &AtomicBool) -> Result<Reply, Wir
             check_range(start, end)?;
             let wait = wait && kind != LockKind::Unlock;
             table
-                .lock(session, &req, wait, &|| cancel.load(Ordering::SeqCst))
+                .lock_as(pass, session, &req, wait, &|| cancel.load(Ordering::SeqCst))
                 .map(|()| Reply::Done)
         }
         Op::TestLock {
@@ -63,7 +66,7 @@ pub(crate) fn run(conn: &Conn, op: Op, cancel: &AtomicBool) -> Result<Reply, Wir
                 end,
                 pid: 0,
             };
-            Ok(Reply::Lock(table.test(session, &req)))
+            Ok(Reply::Lock(table.test_as(pass, session, &req)))
         }
         _ => Err(WireError::new(
             ErrorCode::Invalid,

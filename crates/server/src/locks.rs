@@ -14,6 +14,9 @@
 //! reconnecting takes them over; otherwise they are released when the grace
 //! expires and waiters are woken.
 //!
+//! An upload that replaces a locked file by a new object moves its locks
+//! along ([`crate::store::Succession`], see [`crate::lock_ids`]).
+//!
 //! Waiting: [`LockTable::try_lock`] is the whole non-blocking decision;
 //! [`LockTable::lock`] is the one place that blocks a thread, on a condition
 //! variable notified by every release, takeover and cancel. A worker pool
@@ -26,6 +29,9 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 use rfmount_proto::{ErrorCode, FileId, LockFlavor, LockHolder, LockKind, WireError};
+
+use crate::lock_ids::Ids;
+use crate::store::Succession;
 
 /// A session's identity in the table; it survives a reconnect of the same
 /// client within the grace period.
@@ -106,6 +112,28 @@ struct State {
     next_session: SessionId,
     /// Bumped whenever a waiter might now be granted.
     generation: u64,
+    /// Old ids of files replaced by uploads, for requests on their way.
+    ids: Ids,
+    /// The file each waiting request (by its ticket) waits for: moved
+    /// with the locks when an upload replaces the file.
+    parked: HashMap<u64, FileId>,
+}
+
+/// A lock request between its path lookup and the table: while it lives,
+/// the id the lookup finds leads to the file's locks even if an upload
+/// replaces the file meanwhile. Take it before the lookup.
+pub(crate) struct Resolving {
+    table: Arc<LockTable>,
+    ticket: u64,
+    done: bool,
+}
+
+impl Drop for Resolving {
+    fn drop(&mut self) {
+        if !self.done {
+            self.table.state.lock().ids.leave(self.ticket);
+        }
+    }
 }
 
 /// Every lock of one server, shared by all sessions.
@@ -203,14 +231,38 @@ impl LockTable {
         attempt
     }
 
+    /// Starts a lock request's path lookup (see [`Resolving`]).
+    pub(crate) fn resolving(self: &Arc<Self>) -> Resolving {
+        let ticket = self.state.lock().ids.enter();
+        Resolving {
+            table: Arc::clone(self),
+            ticket,
+            done: false,
+        }
+    }
+
+    /// [`LockTable::lock_as`] for a request whose file id needs no lookup.
+    #[cfg(test)]
+    pub(crate) fn lock(
+        self: &Arc<Self>,
+        session: SessionId,
+        req: &LockReq,
+        wait: bool,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<(), WireError> {
+        self.lock_as(self.resolving(), session, req, wait, cancelled)
+    }
+
     /// Takes, changes or releases a lock; with `req.wait`-style waiting
     /// (`wait`), blocks the calling thread until granted, a deadlock is
-    /// found, or `cancelled` says so after a [`LockTable::wake`].
+    /// found, or `cancelled` says so after a [`LockTable::wake`]. `req.file`
+    /// is what the lookup that `pass` covered found.
     ///
     /// # Errors
     /// `WouldBlock`, `Deadlock` or `Interrupted`.
-    pub(crate) fn lock(
+    pub(crate) fn lock_as(
         &self,
+        mut pass: Resolving,
         session: SessionId,
         req: &LockReq,
         wait: bool,
@@ -221,8 +273,33 @@ impl LockTable {
             owner: req.owner,
         };
         let mut st = self.state.lock();
+        let mut req = LockReq {
+            file: st.ids.resolve(req.file),
+            ..*req
+        };
+        // From here on an upload replacing the file moves `parked` along.
+        let ticket = pass.ticket;
+        st.ids.leave(ticket);
+        pass.done = true;
+        let req = &mut req;
         let mut first = true;
         loop {
+            if let Some(file) = st.parked.remove(&ticket) {
+                req.file = file;
+            }
+            // Asked under the table's mutex, before every attempt: the
+            // connection's end sets the flag before it releases the
+            // session's locks, so a request it cancelled is never granted
+            // to a session already gone (a waiter woken by that very
+            // release would otherwise take a lock nobody ever frees). An
+            // unlock still goes through.
+            if req.kind != LockKind::Unlock && cancelled() {
+                st.waiting.remove(&me);
+                return Err(WireError::new(
+                    ErrorCode::Interrupted,
+                    "lock request cancelled",
+                ));
+            }
             match st.attempt(session, req, wait) {
                 Attempt::Done => {
                     st.waiting.remove(&me);
@@ -247,7 +324,7 @@ impl LockTable {
             }
             if first && req.flavor == LockFlavor::Flock {
                 // A waiting flock conversion lets go of the old lock first.
-                if st.release_range(me, LockFlavor::Flock, 0, u64::MAX) {
+                if st.release_range(me, req.file, LockFlavor::Flock, 0, u64::MAX) {
                     st.changed();
                     self.changed.notify_all();
                 }
@@ -263,18 +340,37 @@ impl LockTable {
             if req.flavor == LockFlavor::Posix {
                 st.waiting.insert(me, *req);
             }
+            st.parked.insert(ticket, req.file);
             self.changed.wait(&mut st);
         }
     }
 
-    /// The lock that would block `req`, if any.
-    pub(crate) fn test(&self, session: SessionId, req: &LockReq) -> Option<LockHolder> {
-        let st = self.state.lock();
+    /// [`LockTable::test_as`] for a request whose file id needs no lookup.
+    #[cfg(test)]
+    pub(crate) fn test(self: &Arc<Self>, session: SessionId, req: &LockReq) -> Option<LockHolder> {
+        self.test_as(self.resolving(), session, req)
+    }
+
+    /// The lock that would block `req`, if any; `req.file` is what the
+    /// lookup that `pass` covered found.
+    pub(crate) fn test_as(
+        &self,
+        mut pass: Resolving,
+        session: SessionId,
+        req: &LockReq,
+    ) -> Option<LockHolder> {
+        let mut st = self.state.lock();
+        let req = LockReq {
+            file: st.ids.resolve(req.file),
+            ..*req
+        };
+        st.ids.leave(pass.ticket);
+        pass.done = true;
         let me = Owner {
             session,
             owner: req.owner,
         };
-        st.conflicts(me, req).first().map(|h| LockHolder {
+        st.conflicts(me, &req).first().map(|h| LockHolder {
             kind: h.kind,
             start: h.start,
             end: h.end,
@@ -354,6 +450,11 @@ impl LockTable {
 }
 
 impl State {
+    #[cfg(test)]
+    fn ids_aliases(&self) -> usize {
+        self.ids.aliases()
+    }
+
     fn changed(&mut self) {
         self.generation += 1;
     }
@@ -399,7 +500,7 @@ impl State {
         };
         let (start, end) = req.range();
         if req.kind == LockKind::Unlock {
-            self.release_range(me, req.flavor, start, end);
+            self.release_range(me, req.file, req.flavor, start, end);
             return Attempt::Done;
         }
         let blockers = self.conflicts(me, req);
@@ -409,7 +510,7 @@ impl State {
             }
             return Attempt::Blocked;
         }
-        self.release_range(me, req.flavor, start, end);
+        self.release_range(me, req.file, req.flavor, start, end);
         let list = self.files.entry(req.file).or_default();
         list.push(Held {
             owner: me,
@@ -423,11 +524,18 @@ impl State {
         Attempt::Done
     }
 
-    /// Removes `[start, end]` from `owner`'s locks of `flavor`, splitting
-    /// locks that stick out. True when anything was released.
-    fn release_range(&mut self, owner: Owner, flavor: LockFlavor, start: u64, end: u64) -> bool {
+    /// Removes `[start, end]` from `owner`'s locks of `flavor` on `file`,
+    /// splitting locks that stick out. True when anything was released.
+    fn release_range(
+        &mut self,
+        owner: Owner,
+        file: FileId,
+        flavor: LockFlavor,
+        start: u64,
+        end: u64,
+    ) -> bool {
         let mut touched = false;
-        for list in self.files.values_mut() {
+        if let Some(list) = self.files.get_mut(&file) {
             let mut out = Vec::with_capacity(list.len() + 1);
             for h in list.drain(..) {
                 if h.owner != owner || h.flavor != flavor || !h.overlaps(start, end) {
@@ -449,9 +557,36 @@ impl State {
                 }
             }
             *list = out;
+            if list.is_empty() {
+                self.files.remove(&file);
+            }
         }
-        self.files.retain(|_, l| !l.is_empty());
         touched
+    }
+
+    /// An upload replaced the file `old` by the object `new`: its locks,
+    /// and the requests waiting for them, are `new`'s now.
+    fn replaced(&mut self, old: FileId, new: FileId) {
+        let from = self.ids.resolve(old);
+        if from == new {
+            return;
+        }
+        if let Some(list) = self.files.remove(&from) {
+            // `new` is a fresh inode; a list already there belongs to a
+            // removed file whose inode number it reuses, and stays.
+            self.files.entry(new).or_default().extend(list);
+        }
+        for file in self.parked.values_mut() {
+            if *file == from {
+                *file = new;
+            }
+        }
+        for req in self.waiting.values_mut() {
+            if req.file == from {
+                req.file = new;
+            }
+        }
+        self.ids.moved(from, new);
     }
 
     /// True when one of `blockers` waits, directly or through others, for
@@ -493,6 +628,22 @@ fn merge(list: &mut Vec<Held>, owner: Owner, flavor: LockFlavor) {
     }
     *list = rest;
     list.extend(merged);
+}
+
+impl Succession for LockTable {
+    fn replace(
+        &self,
+        new: FileId,
+        rename: &mut dyn FnMut() -> std::io::Result<Option<FileId>>,
+    ) -> std::io::Result<()> {
+        // Held across the rename: no lock request sees the file's new id
+        // before its locks are there.
+        let mut st = self.state.lock();
+        if let Some(old) = rename()? {
+            st.replaced(old, new);
+        }
+        Ok(())
+    }
 }
 
 impl Lease {

@@ -255,3 +255,142 @@ fn an_anonymous_session_loses_its_locks_with_its_connection() {
     drop(a);
     assert_eq!(t.try_lock(b.session(), &w, false), Attempt::Done);
 }
+
+const NEW: FileId = FileId { dev: 1, ino: 8 };
+
+/// What an upload's commit does: the rename, with `FILE` at the name.
+fn replace(t: &LockTable, new: FileId) {
+    t.replace(new, &mut || Ok(Some(FILE))).unwrap();
+}
+
+fn on(file: FileId, r: LockReq) -> LockReq {
+    LockReq { file, ..r }
+}
+
+#[test]
+fn an_upload_replacing_a_locked_file_keeps_its_locks() {
+    let t = LockTable::new(Duration::ZERO);
+    let (a, _) = t.attach(None);
+    let (b, _) = t.attach(None);
+    t.lock(a.session(), &req(1, LockKind::Write, 0, 9), false, &never)
+        .unwrap();
+    replace(&t, NEW);
+    // A lookup after the commit finds the new inode: the lock is there.
+    let on_new = on(NEW, req(1, LockKind::Write, 5, 5));
+    let e = t.lock(b.session(), &on_new, false, &never).unwrap_err();
+    assert_eq!(e.code, ErrorCode::WouldBlock);
+    assert!(t.test(b.session(), &on_new).is_some());
+    // The holder unlocks under the new id.
+    let unlock = on(NEW, req(1, LockKind::Unlock, 0, u64::MAX));
+    t.lock(a.session(), &unlock, false, &never).unwrap();
+    t.lock(b.session(), &on_new, false, &never).unwrap();
+}
+
+#[test]
+fn a_request_that_looked_the_file_up_before_the_commit_still_conflicts() {
+    let t = LockTable::new(Duration::ZERO);
+    let (a, _) = t.attach(None);
+    let (b, _) = t.attach(None);
+    t.lock(a.session(), &req(1, LockKind::Write, 0, 9), false, &never)
+        .unwrap();
+    // B looked the path up (and found the old inode) before the commit.
+    let pass = t.resolving();
+    replace(&t, NEW);
+    let e = t
+        .lock_as(
+            pass,
+            b.session(),
+            &req(1, LockKind::Write, 5, 5),
+            false,
+            &never,
+        )
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::WouldBlock);
+    // Once no request is on its way, the old id is forgotten: no alias
+    // outlives its use.
+    assert_eq!(t.state.lock().ids_aliases(), 0);
+}
+
+#[test]
+fn a_waiter_follows_the_file_to_its_new_inode() {
+    let t = LockTable::new(Duration::ZERO);
+    let (a, _) = t.attach(None);
+    let (b, _) = t.attach(None);
+    let (c, _) = t.attach(None);
+    t.lock(a.session(), &req(1, LockKind::Write, 0, 0), false, &never)
+        .unwrap();
+    let t2 = Arc::clone(&t);
+    let bs = b.session();
+    let waiter =
+        std::thread::spawn(move || t2.lock(bs, &req(1, LockKind::Write, 0, 0), true, &never));
+    std::thread::sleep(Duration::from_millis(100));
+    replace(&t, NEW);
+    assert!(!waiter.is_finished(), "granted while A holds the lock");
+    // A third session, finding the new inode, is blocked by A as well.
+    let on_new = on(NEW, req(3, LockKind::Write, 0, 0));
+    let e = t.lock(c.session(), &on_new, false, &never).unwrap_err();
+    assert_eq!(e.code, ErrorCode::WouldBlock);
+    let unlock = on(NEW, req(1, LockKind::Unlock, 0, u64::MAX));
+    t.lock(a.session(), &unlock, false, &never).unwrap();
+    waiter.join().unwrap().unwrap();
+    // The waiter's lock is on the file under its new id.
+    let e = t.lock(c.session(), &on_new, false, &never).unwrap_err();
+    assert_eq!(e.code, ErrorCode::WouldBlock);
+}
+
+#[test]
+fn unlocking_one_file_leaves_the_owners_locks_on_others() {
+    let t = LockTable::new(Duration::ZERO);
+    let (a, _) = t.attach(None);
+    let (b, _) = t.attach(None);
+    let other = on(NEW, req(1, LockKind::Write, 0, 9));
+    t.lock(a.session(), &req(1, LockKind::Write, 0, 9), false, &never)
+        .unwrap();
+    t.lock(a.session(), &other, false, &never).unwrap();
+    t.lock(a.session(), &req(1, LockKind::Unlock, 0, 9), false, &never)
+        .unwrap();
+    assert!(
+        t.test(b.session(), &other).is_some(),
+        "unlocked another file"
+    );
+    assert!(
+        t.test(b.session(), &req(1, LockKind::Write, 0, 9))
+            .is_none()
+    );
+}
+
+#[test]
+fn a_request_cancelled_by_its_sessions_end_is_never_granted() {
+    let t = LockTable::new(Duration::ZERO);
+    let (a, _) = t.attach(None);
+    let (b, _) = t.attach(None);
+    let w = req(1, LockKind::Write, 0, 0);
+    t.lock(a.session(), &w, false, &never).unwrap();
+    // B's connection ends while its waiting request is on its way to the
+    // table: the flag is set, then the session's locks go.
+    let t2 = Arc::clone(&t);
+    let bs = b.session();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let c2 = Arc::clone(&cancel);
+    let waiter = std::thread::spawn(move || t2.lock(bs, &w, true, &|| c2.load(Ordering::SeqCst)));
+    std::thread::sleep(Duration::from_millis(100));
+    cancel.store(true, Ordering::SeqCst);
+    // The release that frees the lock wakes the waiter, before the table
+    // hears of the cancel.
+    t.lock(
+        a.session(),
+        &req(1, LockKind::Unlock, 0, u64::MAX),
+        false,
+        &never,
+    )
+    .unwrap();
+    let e = waiter.join().unwrap().unwrap_err();
+    assert_eq!(e.code, ErrorCode::Interrupted);
+    b.end();
+    assert_eq!(t.count(), 0, "a lock was granted to an ended session");
+    // Also one that never had to wait.
+    let (c, _) = t.attach(None);
+    let e = t.lock(c.session(), &w, true, &|| true).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Interrupted);
+    assert_eq!(t.count(), 0);
+}

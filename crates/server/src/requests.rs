@@ -191,8 +191,11 @@ fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
 /// A lock request: one that may wait runs on a thread of its own, since
 /// it can wait for minutes and must not hold a pool worker meanwhile (a
 /// `Cancel` or the session's end sets its flag and wakes the lock table).
+/// The session counts that thread and waits for it before it gives up its
+/// locks, so that nothing is granted to a session that has ended.
 fn lock(conn: &Arc<Conn>, id: u64, op: Op, responder: Responder, label: Label) {
     let waits = matches!(op, Op::Lock { wait: true, .. });
+    let counted = waits.then(|| conn.own_thread());
     let conn = Arc::clone(conn);
     let run = move |responder: Responder| {
         let result = crate::lock_ops::run(&conn, op, responder.cancel_flag());
@@ -209,7 +212,10 @@ fn lock(conn: &Arc<Conn>, id: u64, op: Op, responder: Responder, label: Label) {
     // A failed spawn drops the responder, which answers with an error.
     if let Err(e) = std::thread::Builder::new()
         .name("rfserve-lock-wait".into())
-        .spawn(move || run(responder))
+        .spawn(move || {
+            let _counted = counted;
+            run(responder);
+        })
     {
         log::warn!("cannot start a thread for a waiting lock: {e}");
     }

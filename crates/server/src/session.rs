@@ -180,8 +180,10 @@ fn serve(reader: &mut FrameReader<ReadHalf>, conn: &Arc<Conn>, cfg: &ServerConfi
         conn.wait_workers();
     }
     // Requests parked waiting for something else (a lock) would wait for
-    // a connection that is ending: answer them now.
+    // a connection that is ending: answer them now, and wait until their
+    // threads are done with the lock table.
     conn.cancel_all();
+    conn.wait_own_threads();
     ending
 }
 

@@ -13,7 +13,7 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use rfmount_proto::{
-    Checksum, DirEntry, FileKind, Meta, Owner, PutExt, RelPath, SetAttr, StatFs, Timestamp,
+    Checksum, DirEntry, FileId, FileKind, Meta, Owner, PutExt, RelPath, SetAttr, StatFs, Timestamp,
     WireError,
 };
 
@@ -42,6 +42,24 @@ pub trait ContentRead: Read + Send {
     fn data_run(&mut self, pos: u64) -> io::Result<(u64, u64)> {
         Ok((pos, u64::MAX))
     }
+}
+
+/// What the server ties to a file's identity beyond the store (its locks)
+/// and must keep with the file when an upload replaces it by a new object
+/// (a new [`FileId`]): to its holders the new content is the same file.
+pub trait Succession: Send + Sync {
+    /// Runs `rename`, which gives the upload's file (`new`) the name of the
+    /// file it replaces and returns that file's id (`None` when the name was
+    /// free or held no regular file), so that nothing that resolves the name
+    /// to an id can act in between.
+    ///
+    /// # Errors
+    /// Those of `rename`.
+    fn replace(
+        &self,
+        new: FileId,
+        rename: &mut dyn FnMut() -> std::io::Result<Option<FileId>>,
+    ) -> std::io::Result<()>;
 }
 
 /// An upload in progress: bytes written to it are invisible to everyone
@@ -76,6 +94,13 @@ pub trait PendingPut: Write + Send {
     /// # Errors
     /// Any failure leaves the old file in place and discards the upload.
     fn commit(self: Box<Self>, mode: Option<u32>, mtime: Option<Timestamp>) -> StoreResult<Meta>;
+
+    /// Whom to tell when the commit replaces an existing file by a new
+    /// object. A store whose uploads keep the file's identity (they write
+    /// in place) has nothing to tell and may ignore it.
+    fn set_succession(&mut self, succession: Arc<dyn Succession>) {
+        let _ = succession;
+    }
 }
 
 /// An exported tree. Every path is relative to the export's root and a store

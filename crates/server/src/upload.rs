@@ -100,7 +100,9 @@ impl Uploads {
             None => conn.store.begin_put_ext(&path, size, owner, &ext),
         });
         match pending {
-            Ok(pending) => {
+            Ok(mut pending) => {
+                // A replaced file's locks stay with the file.
+                pending.set_succession(Arc::clone(conn.lease.table()) as _);
                 let upload = Upload {
                     label,
                     path,

@@ -352,4 +352,8 @@ impl PendingPut for LayoutPut {
     fn commit(self: Box<Self>, mode: Option<u32>, mtime: Option<Timestamp>) -> StoreResult<Meta> {
         Box::new(self.inner).commit(mode, mtime)
     }
+
+    fn set_succession(&mut self, succession: std::sync::Arc<dyn crate::store::Succession>) {
+        self.inner.set_succession(succession);
+    }
 }

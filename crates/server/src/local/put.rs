@@ -30,7 +30,7 @@
 //! named temporary created with `O_EXCL`, which is removed when the upload
 //! ends without a commit; only such a server killed mid-upload leaves one.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, Seek, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -42,7 +42,7 @@ use rfmount_proto::{
 
 use super::dirsync::DirSyncs;
 use super::{condition, meta, sys};
-use crate::store::{PendingPut, StoreResult};
+use crate::store::{PendingPut, StoreResult, Succession};
 
 /// How often to draw a new random name when one is taken.
 const NAME_TRIES: usize = 8;
@@ -76,6 +76,8 @@ pub(super) struct LocalPut {
     pub(super) atime: Option<Timestamp>,
     committed: bool,
     syncs: Arc<DirSyncs>,
+    /// Told when the commit replaces a file: its locks move to the new one.
+    succession: Option<Arc<dyn Succession>>,
 }
 
 /// A random name for a staging link or a fallback temporary. Never hidden
@@ -162,6 +164,7 @@ impl LocalPut {
             atime: None,
             committed: false,
             syncs,
+            succession: None,
         };
         // Nothing is reserved: only data that has arrived takes space, so
         // an upload that trickles in cannot make other uploads fail with
@@ -220,10 +223,7 @@ impl LocalPut {
         condition::check(self.dir.as_fd(), &self.target, self.expect, path)?;
         match &self.temp {
             Temp::Unnamed => self.name_unnamed().map_err(io_err)?,
-            Temp::Named(name) => {
-                sys::renameat(self.dir.as_fd(), name, self.dir.as_fd(), &self.target)
-                    .map_err(io_err)?;
-            }
+            Temp::Named(name) => self.rename_over_target(name).map_err(io_err)?,
         }
         self.committed = true;
         drop(guard);
@@ -293,11 +293,32 @@ impl LocalPut {
                 Err(e) => return Err(e),
             }
         };
-        sys::renameat(dir, &staging, dir, &self.target).inspect_err(|_| {
+        self.rename_over_target(&staging).inspect_err(|_| {
             if let Err(e) = sys::unlinkat(dir, &staging, 0) {
                 log::warn!("{}: cannot remove staging name {staging:?}: {e}", self.path);
             }
         })
+    }
+}
+
+impl LocalPut {
+    /// Renames `from` (a name of the upload's file) over the target, with
+    /// the replaced file's id told to the succession in the same step.
+    fn rename_over_target(&self, from: &CStr) -> io::Result<()> {
+        let dir = self.dir.as_fd();
+        let mut rename = || {
+            let old = sys::lstatat(dir, &self.target)
+                .ok()
+                .filter(|st| meta::kind_of(st) == FileKind::File)
+                .map(|st| meta::meta_of(&st).file_id);
+            sys::renameat(dir, from, dir, &self.target)?;
+            Ok(old)
+        };
+        let Some(succession) = &self.succession else {
+            return rename().map(|_| ());
+        };
+        let new = meta::meta_of(&sys::fstat(self.file.as_fd())?).file_id;
+        succession.replace(new, &mut rename)
     }
 }
 
@@ -342,6 +363,10 @@ impl PendingPut for LocalPut {
         mtime: Option<Timestamp>,
     ) -> StoreResult<Meta> {
         self.finish(mode, mtime)
+    }
+
+    fn set_succession(&mut self, succession: Arc<dyn Succession>) {
+        self.succession = Some(succession);
     }
 }
 
