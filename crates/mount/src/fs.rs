@@ -13,6 +13,7 @@
 //! across network I/O. The one lock held across a `PUT` is the per-file
 //! `FileState::upload`, which serialises uploads of that file alone.
 
+mod acl;
 mod conflict;
 mod dir;
 mod files;
@@ -45,6 +46,7 @@ use crate::meta_cache::MetaCache;
 use crate::options::MountConfig;
 use crate::trust::Trust;
 
+pub use acl::NewMode;
 pub use dir::DirSink;
 use dir::DirSnapshot;
 use files::{FileState, Handle};
