@@ -200,3 +200,7 @@ mod mount_partial;
 // A new file keeps the mtime it showed before its upload (pjdfstest utime_omit).
 #[path = "e2e/mount_new_file_times.rs"]
 mod mount_new_file_times;
+
+// Permissions against a local directory: default ACLs and the umask, ACL grants, setuid/setgid.
+#[path = "e2e/mount_acl_perms.rs"]
+mod mount_acl_perms;
