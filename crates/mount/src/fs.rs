@@ -197,7 +197,10 @@ impl<R: Remote> RemoteFs<R> {
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         let path = self.child(parent, name)?;
         let meta = self.meta_of(&path)?;
-        let ino = self.inodes.lock().lookup_linked(&path, linked(&meta));
+        let ino = self
+            .inodes
+            .lock()
+            .lookup_linked(&path, linked(&meta), known_id(&meta));
         // A second name of a file known here: the first name's attributes
         // (it may have changes not yet uploaded).
         let primary = self.inodes.lock().path(ino);
@@ -213,12 +216,17 @@ impl<R: Remote> RemoteFs<R> {
     /// The kernel dropped `n` references to `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
         let mut inodes = self.inodes.lock();
-        inodes.forget(ino, n);
+        let remembered = inodes.forget(ino, n);
         if inodes.path(ino).is_none() {
             drop(inodes);
             let mut files = self.files.lock();
             if files.get(&ino).is_some_and(|f| f.open_count() == 0) {
                 files.remove(&ino);
+            } else if files.contains_key(&ino) {
+                drop(files);
+                if let Some(p) = remembered {
+                    self.inodes.lock().never_reuse(&p);
+                }
             }
         }
     }
@@ -236,10 +244,11 @@ impl<R: Remote> RemoteFs<R> {
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
         let path = self.inodes.lock().path(ino);
         match path {
-            Some(path) => Ok(Attr {
-                ino,
-                meta: self.meta_of(&path)?,
-            }),
+            Some(path) => {
+                let meta = self.meta_of(&path)?;
+                self.inodes.lock().set_id(ino, known_id(&meta));
+                Ok(Attr { ino, meta })
+            }
             // Unlinked (or replaced) while open: fstat on its descriptors
             // keeps working, as on a local disk.
             None => Ok(Attr {
@@ -366,7 +375,7 @@ impl<R: Remote> RemoteFs<R> {
         mc.note_entry(&path, meta.clone());
         mc.note_empty_dir(&path);
         drop(mc);
-        let ino = self.inodes.lock().lookup(&path);
+        let ino = self.inodes.lock().lookup_object(&path, known_id(&meta));
         Ok(Attr { ino, meta })
     }
 
@@ -585,6 +594,12 @@ impl<R: Remote> RemoteFs<R> {
 
 /// The server object a name is, when it has several names (hard links
 /// share one inode); directories never join.
+/// The server object `meta` describes, when the server said (placeholders
+/// made locally have none).
+pub(crate) fn known_id(meta: &Meta) -> Option<rfmount_proto::FileId> {
+    (meta.file_id != rfmount_proto::FileId::default()).then_some(meta.file_id)
+}
+
 pub(crate) fn linked(meta: &Meta) -> Option<rfmount_proto::FileId> {
     (meta.kind != FileKind::Dir && meta.nlink > 1).then_some(meta.file_id)
 }
