@@ -96,7 +96,10 @@ fn default_acls_are_inherited_and_the_umask_ignored_under_them() {
     )];
     let (export, mount, local) = against_local(&steps, true);
     // The point of the test: the inherited entries are really there.
-    assert!(has_line(&local, "user:65534:rwx", "#effective:rw-"), "{local}");
+    assert!(
+        has_line(&local, "user:65534:rwx", "#effective:rw-"),
+        "{local}"
+    );
     assert!(local.contains("default:user:65534:rwx"), "{local}");
     assert_eq!(export, local, "on the export");
     assert_eq!(mount, local, "through the mount");

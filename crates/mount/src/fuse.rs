@@ -674,7 +674,9 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             Ok(m) => m,
             Err(e) => return reply.error(reply_error("create", &e)),
         };
-        let created = self.fs.create(parent.0, name, new.mode, 0, self.creator(req));
+        let created = self
+            .fs
+            .create(parent.0, name, new.mode, 0, self.creator(req));
         if let (Ok((a, _)), true) = (&created, new.inherits) {
             self.fs.inherited_acl(a.ino);
         }

@@ -186,12 +186,7 @@ impl InodeTable {
     /// As [`InodeTable::peek`] for a name whose server object is `file`
     /// when it has several names: a name of an object already known joins
     /// that object's inode.
-    pub fn peek_linked(
-        &mut self,
-        path: &RelPath,
-        file: Option<FileId>,
-        id: Option<FileId>,
-    ) -> u64 {
+    pub fn peek_linked(&mut self, path: &RelPath, file: Option<FileId>, id: Option<FileId>) -> u64 {
         if let Some(&ino) = self.by_path.get(path) {
             return ino;
         }

@@ -168,16 +168,11 @@ mod tests {
 
     #[test]
     fn a_value_that_is_no_acl_is_eio() {
-        for bad in [
-            vec![],
-            vec![1, 0, 0, 0],
-            acl(&[(ACL_USER_OBJ, 7, 0)]),
-            {
-                let mut v = acl(&[(ACL_USER_OBJ, 7, 0)]);
-                v.push(0);
-                v
-            },
-        ] {
+        for bad in [vec![], vec![1, 0, 0, 0], acl(&[(ACL_USER_OBJ, 7, 0)]), {
+            let mut v = acl(&[(ACL_USER_OBJ, 7, 0)]);
+            v.push(0);
+            v
+        }] {
             let e = masked_by_default_acl(0o666, &bad).unwrap_err();
             assert_eq!(e.errno(), libc::EIO, "{bad:?}");
         }

@@ -222,7 +222,10 @@ impl<R: Remote> RemoteFs<R> {
     /// reference to it.
     fn noted_new(&self, path: &RelPath, meta: Meta) -> FsResult<Attr> {
         self.meta.lock().note_entry(path, meta.clone());
-        let ino = self.inodes.lock().lookup_object(path, super::known_id(&meta));
+        let ino = self
+            .inodes
+            .lock()
+            .lookup_object(path, super::known_id(&meta));
         Ok(Attr { ino, meta })
     }
 }
