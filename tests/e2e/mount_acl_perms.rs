@@ -136,6 +136,12 @@ fn an_acl_entry_lets_another_user_write_and_its_removal_denies() {
         "{denied:?}"
     );
     sh(&m, &srv, "setfacl -m u:65534:rw f").ok();
+    // The ACL's mask is the group bits, through the mount at once.
+    assert_eq!(
+        tool(&m, &srv, "stat").args(["-c", "%a", "f"]).stdout(),
+        format!("{:o}\n", mode_of(&root.join("f")))
+    );
+    assert_eq!(mode_of(&root.join("f")) & 0o070, 0o060);
     as_user(NOBODY, NOBODY, m.path(), "echo nobody >> f").ok();
     assert_eq!(root.read("f"), b"root's\nnobody\n");
     // A named group's read-only entry (nobody's own group): read, not write.
