@@ -183,7 +183,8 @@ fn setuid_and_setgid_bits_behave_as_on_a_local_directory() {
         (
             true,
             "echo owner >> w1; echo other >> w2; \
-             perl -MFcntl -e 'umask 0; sysopen(F, \"sgroot/x\", O_CREAT|O_WRONLY, 02755) or die $!'; \
+             perl -MFcntl -e 'umask 0; \
+               sysopen(F, \"sgroot/x\", O_CREAT|O_WRONLY, 02755) or die $!'; \
              mkdir -m 2755 sgroot/y; chmod 2755 sgroot/z; touch sg/mine",
         ),
         (

@@ -592,14 +592,14 @@ impl<R: Remote> RemoteFs<R> {
     }
 }
 
-/// The server object a name is, when it has several names (hard links
-/// share one inode); directories never join.
 /// The server object `meta` describes, when the server said (placeholders
 /// made locally have none).
 pub(crate) fn known_id(meta: &Meta) -> Option<rfmount_proto::FileId> {
     (meta.file_id != rfmount_proto::FileId::default()).then_some(meta.file_id)
 }
 
+/// The server object a name is, when it has several names (hard links
+/// share one inode); directories never join.
 pub(crate) fn linked(meta: &Meta) -> Option<rfmount_proto::FileId> {
     (meta.kind != FileKind::Dir && meta.nlink > 1).then_some(meta.file_id)
 }

@@ -2,8 +2,8 @@
 //!
 //! An inode is a path plus a kernel lookup count. Numbers come from a
 //! counter and are never given to another object, so a stale number from
-//! the kernel can never name a different file. Inodes are keyed by path because the protocol is
-//! path-based: a rename rewrites the paths of the moved subtree, and an
+//! the kernel can never name a different file. Inodes are keyed by path
+//! because the protocol is path-based: a rename rewrites the paths of the moved subtree, and an
 //! unlinked or replaced inode is *detached* (it keeps its number until the
 //! kernel forgets it, but no longer names any path, so an open handle on it
 //! can never upload over whatever now lives at its old path).
@@ -18,10 +18,10 @@
 //!
 //! A number the kernel has forgotten is remembered with its last path and
 //! server object: when the kernel looks the same object (same `FileId`) up
-//! again under that path, it gets the same number back. Without that, `st_ino` of a file
-//! would change whenever the kernel dropped its entry (memory pressure, a
-//! pushed invalidation) between two `stat`s, which POSIX tools take for a
-//! different file. The kernel holds no reference to a forgotten number, so
+//! again under that path, it gets the same number back. Without that, the
+//! `st_ino` of a file would change whenever the kernel dropped its entry
+//! (memory pressure, a pushed invalidation) between two `stat`s, which
+//! POSIX tools take for a different file. The kernel holds no reference to a forgotten number, so
 //! giving it back cannot make a stale reference name another file.
 
 use std::collections::HashMap;
