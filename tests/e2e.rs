@@ -207,3 +207,6 @@ mod mount_self_conflicts;
 // Sparse files: sparse downloads (wire bytes, cache allocation), fallocate modes, st_blocks and du, the cache bound.
 #[path = "e2e/mount_sparse.rs"]
 mod mount_sparse;
+// Permissions against a local directory: default ACLs and the umask, ACL grants, setuid/setgid.
+#[path = "e2e/mount_acl_perms.rs"]
+mod mount_acl_perms;

@@ -41,7 +41,7 @@ Mount options (-o, comma-separated; also the options field of fstab):
   ro, rw                     read-only / read-write (a read-only export is always ro)
   allow_other                let other users use the mount (root, or user_allow_other)
   default_permissions        let the kernel check file modes
-  acl, noacl                 carry POSIX ACLs (setfacl/getfacl) to the server (default noacl)
+  acl, noacl                 POSIX ACLs (setfacl/getfacl), enforced and inherited (default noacl)
   attr_timeout=SECS          how long attributes are trusted (default 1)
   dir_timeout=SECS           how long a listing is reused (default 1)
   idmap=none|user            user: the export root's owner shows as you

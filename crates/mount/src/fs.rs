@@ -14,6 +14,7 @@
 //! `FileState::upload`, which serialises uploads of that file alone.
 
 mod allocate;
+mod acl;
 mod conflict;
 mod dir;
 mod files;
@@ -48,6 +49,7 @@ use crate::meta_cache::MetaCache;
 use crate::options::MountConfig;
 use crate::trust::Trust;
 
+pub use acl::NewMode;
 pub use dir::DirSink;
 use dir::DirSnapshot;
 use files::{FileState, Handle};
@@ -198,7 +200,10 @@ impl<R: Remote> RemoteFs<R> {
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         let path = self.child(parent, name)?;
         let meta = self.meta_of(&path)?;
-        let ino = self.inodes.lock().lookup_linked(&path, linked(&meta));
+        let ino = self
+            .inodes
+            .lock()
+            .lookup_linked(&path, linked(&meta), known_id(&meta));
         // A second name of a file known here: the first name's attributes
         // (it may have changes not yet uploaded).
         let primary = self.inodes.lock().path(ino);
@@ -231,12 +236,17 @@ impl<R: Remote> RemoteFs<R> {
             inodes.release_lookups(ino, n);
             return;
         }
-        inodes.forget(ino, n);
+        let remembered = inodes.forget(ino, n);
         if inodes.path(ino).is_none() {
             drop(inodes);
             let mut files = self.files.lock();
             if files.get(&ino).is_some_and(|f| f.open_count() == 0) {
                 files.remove(&ino);
+            } else if files.contains_key(&ino) {
+                drop(files);
+                if let Some(p) = remembered {
+                    self.inodes.lock().never_reuse(&p);
+                }
             }
         }
     }
@@ -254,10 +264,11 @@ impl<R: Remote> RemoteFs<R> {
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
         let path = self.inodes.lock().path(ino);
         match path {
-            Some(path) => Ok(Attr {
-                ino,
-                meta: self.meta_of(&path)?,
-            }),
+            Some(path) => {
+                let meta = self.meta_of(&path)?;
+                self.inodes.lock().set_id(ino, known_id(&meta));
+                Ok(Attr { ino, meta })
+            }
             // Unlinked (or replaced) while open: fstat on its descriptors
             // keeps working, as on a local disk.
             None => Ok(Attr {
@@ -387,7 +398,7 @@ impl<R: Remote> RemoteFs<R> {
         mc.note_entry(&path, meta.clone());
         mc.note_empty_dir(&path);
         drop(mc);
-        let ino = self.inodes.lock().lookup(&path);
+        let ino = self.inodes.lock().lookup_object(&path, known_id(&meta));
         Ok(Attr { ino, meta })
     }
 
@@ -611,6 +622,12 @@ impl<R: Remote> RemoteFs<R> {
             s.stop();
         }
     }
+}
+
+/// The server object `meta` describes, when the server said (placeholders
+/// made locally have none).
+pub(crate) fn known_id(meta: &Meta) -> Option<rfmount_proto::FileId> {
+    (meta.file_id != rfmount_proto::FileId::default()).then_some(meta.file_id)
 }
 
 /// The server object a name is, when it has several names (hard links

@@ -262,6 +262,15 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         if let Err(missing) = config.add_capabilities(wanted) {
             debug!("kernel lacks capabilities {missing:?}");
         }
+        // -o acl: the kernel checks permissions with the ACLs too, and hands
+        // the umask to the mount (DONT_MASK), which applies it or the
+        // parent's default ACL (`create_mode`), as a local create does.
+        if self.fs.config().acl {
+            let acl = InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK;
+            if let Err(missing) = config.add_capabilities(acl) {
+                warn!("-o acl: the kernel lacks {missing:?}; ACLs are stored but not enforced");
+            }
+        }
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
         // Passthrough: backing files may not themselves be on a stacked
@@ -337,11 +346,17 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         reply: ReplyEntry,
     ) {
         let name = name_or_reply!(name, reply);
-        match self
-            .fs
-            .mkdir(parent.0, name, mode & !umask, self.creator(req))
-        {
-            Ok(a) => reply.entry(&self.ttl(), &self.attr(&a), GEN),
+        let new = match self.fs.create_mode(parent.0, mode, umask) {
+            Ok(m) => m,
+            Err(e) => return reply.error(reply_error("mkdir", &e)),
+        };
+        match self.fs.mkdir(parent.0, name, new.mode, self.creator(req)) {
+            Ok(a) => {
+                if new.inherits {
+                    self.fs.inherited_acl(a.ino);
+                }
+                reply.entry(&self.ttl(), &self.attr(&a), GEN);
+            }
             Err(e) => reply.error(reply_error("mkdir", &e)),
         }
     }
@@ -671,10 +686,17 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         reply: ReplyCreate,
     ) {
         let name = name_or_reply!(name, reply);
-        match self
+        let new = match self.fs.create_mode(parent.0, mode, umask) {
+            Ok(m) => m,
+            Err(e) => return reply.error(reply_error("create", &e)),
+        };
+        let created = self
             .fs
-            .create(parent.0, name, mode, umask, self.creator(req))
-        {
+            .create(parent.0, name, new.mode, 0, self.creator(req));
+        if let (Ok((a, _)), true) = (&created, new.inherits) {
+            self.fs.inherited_acl(a.ino);
+        }
+        match created {
             Ok((a, o)) => match &o.io {
                 // The inode is in passthrough for a handle still open.
                 KernelIo::Passthrough(b) => match b.downcast_ref::<BackingId>() {
@@ -797,12 +819,21 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         reply: ReplyEntry,
     ) {
         let name = name_or_reply!(name, reply);
-        let mode = (mode & libc::S_IFMT) | (mode & !umask & 0o7777);
+        let new = match self.fs.create_mode(parent.0, mode, umask) {
+            Ok(m) => m,
+            Err(e) => return reply.error(reply_error("mknod", &e)),
+        };
+        let mode = (mode & libc::S_IFMT) | (new.mode & 0o7777);
         match self
             .fs
             .mknod(parent.0, name, mode, u64::from(rdev), self.creator(req))
         {
-            Ok(a) => reply.entry(&self.ttl(), &self.attr(&a), GEN),
+            Ok(a) => {
+                if new.inherits {
+                    self.fs.inherited_acl(a.ino);
+                }
+                reply.entry(&self.ttl(), &self.attr(&a), GEN);
+            }
             Err(e) => reply.error(reply_error("mknod", &e)),
         }
     }

@@ -1,9 +1,9 @@
 //! The inode table: FUSE inode numbers for paths of the export.
 //!
 //! An inode is a path plus a kernel lookup count. Numbers come from a
-//! counter and are never reused, so a stale number from the kernel can never
-//! name a different file. Inodes are keyed by path because the protocol is
-//! path-based: a rename rewrites the paths of the moved subtree, and an
+//! counter and are never given to another object, so a stale number from
+//! the kernel can never name a different file. Inodes are keyed by path
+//! because the protocol is path-based: a rename rewrites the paths of the moved subtree, and an
 //! unlinked or replaced inode is *detached* (it keeps its number until the
 //! kernel forgets it, but no longer names any path, so an open handle on it
 //! can never upload over whatever now lives at its old path).
@@ -15,6 +15,14 @@
 //! primary promotes another name.
 //!
 //! The root (inode 1) is never forgotten.
+//!
+//! A number the kernel has forgotten is remembered with its last path and
+//! server object: when the kernel looks the same object (same `FileId`) up
+//! again under that path, it gets the same number back. Without that, the
+//! `st_ino` of a file would change whenever the kernel dropped its entry
+//! (memory pressure, a pushed invalidation) between two `stat`s, which
+//! POSIX tools take for a different file. The kernel holds no reference to a forgotten number, so
+//! giving it back cannot make a stale reference name another file.
 
 use std::collections::HashMap;
 
@@ -30,7 +38,13 @@ struct Inode {
     lookups: u64,
     /// The server object, for a file with several names.
     file: Option<FileId>,
+    /// The server object, when a lookup said which.
+    id: Option<FileId>,
 }
+
+/// Forgotten numbers kept for their objects' return; beyond, the record
+/// starts over (numbers are then new, as before).
+const MAX_FORGOTTEN: usize = 16_384;
 
 impl Inode {
     fn named(path: RelPath) -> Inode {
@@ -39,6 +53,7 @@ impl Inode {
             others: Vec::new(),
             lookups: 0,
             file: None,
+            id: None,
         }
     }
 
@@ -58,6 +73,8 @@ pub struct InodeTable {
     by_ino: HashMap<u64, Inode>,
     by_path: HashMap<RelPath, u64>,
     by_file: HashMap<FileId, u64>,
+    /// Last path of a forgotten inode -> its number and server object.
+    forgotten: HashMap<RelPath, (u64, Option<FileId>)>,
     next: u64,
 }
 
@@ -67,6 +84,7 @@ impl Default for InodeTable {
             by_ino: HashMap::new(),
             by_path: HashMap::new(),
             by_file: HashMap::new(),
+            forgotten: HashMap::new(),
             next: ROOT + 1,
         };
         let mut root = Inode::named(RelPath::root());
@@ -110,25 +128,70 @@ impl InodeTable {
     /// The inode for `path`, created if needed, without counting a lookup
     /// (for entries the kernel does not count, like readdir without plus).
     pub fn peek(&mut self, path: &RelPath) -> u64 {
+        self.peek_object(path, None)
+    }
+
+    /// As [`InodeTable::lookup`] for a name known to be server object `id`.
+    pub fn lookup_object(&mut self, path: &RelPath, id: Option<FileId>) -> u64 {
+        let ino = self.peek_object(path, id);
+        if let Some(i) = self.by_ino.get_mut(&ino) {
+            i.lookups += 1;
+        }
+        ino
+    }
+
+    /// Records that `ino` is server object `id` (attributes just read).
+    pub fn set_id(&mut self, ino: u64, id: Option<FileId>) {
+        if let (Some(i), Some(_)) = (self.by_ino.get_mut(&ino), id) {
+            i.id = id;
+        }
+    }
+
+    /// As [`InodeTable::peek`] for a name known to be server object `id`.
+    fn peek_object(&mut self, path: &RelPath, id: Option<FileId>) -> u64 {
         if let Some(&ino) = self.by_path.get(path) {
+            if let (Some(i), Some(_)) = (self.by_ino.get_mut(&ino), id) {
+                i.id = id;
+            }
             return ino;
+        }
+        let ino = self.number_for(path, id);
+        let mut inode = Inode::named(path.clone());
+        inode.id = id;
+        self.by_ino.insert(ino, inode);
+        self.by_path.insert(path.clone(), ino);
+        ino
+    }
+
+    /// The number for a new inode at `path`: the one the kernel forgot for
+    /// this object, else a fresh one.
+    fn number_for(&mut self, path: &RelPath, id: Option<FileId>) -> u64 {
+        if let Some((ino, old)) = self.forgotten.remove(path) {
+            let same = old.is_some() && old == id;
+            if same && !self.by_ino.contains_key(&ino) {
+                return ino;
+            }
         }
         let ino = self.next;
         self.next += 1;
-        self.by_ino.insert(ino, Inode::named(path.clone()));
-        self.by_path.insert(path.clone(), ino);
         ino
+    }
+
+    /// Forgets that `path` held a forgotten number (its state lives on
+    /// elsewhere, so the number must not come back for another object).
+    pub fn never_reuse(&mut self, path: &RelPath) {
+        self.forgotten.remove(path);
     }
 
     /// As [`InodeTable::peek`] for a name whose server object is `file`
     /// when it has several names: a name of an object already known joins
     /// that object's inode.
-    pub fn peek_linked(&mut self, path: &RelPath, file: Option<FileId>) -> u64 {
+    pub fn peek_linked(&mut self, path: &RelPath, file: Option<FileId>, id: Option<FileId>) -> u64 {
         if let Some(&ino) = self.by_path.get(path) {
             return ino;
         }
         let Some(file) = file else {
-            return self.peek(path);
+            return self.peek_object(path, id);
         };
         if let Some(&ino) = self.by_file.get(&file) {
             if let Some(i) = self.by_ino.get_mut(&ino) {
@@ -139,7 +202,7 @@ impl InodeTable {
                 }
             }
         }
-        let ino = self.peek(path);
+        let ino = self.peek_object(path, id);
         self.by_file.insert(file, ino);
         if let Some(i) = self.by_ino.get_mut(&ino) {
             i.file = Some(file);
@@ -149,8 +212,13 @@ impl InodeTable {
 
     /// As [`InodeTable::lookup`], joining hard links (see
     /// [`InodeTable::peek_linked`]).
-    pub fn lookup_linked(&mut self, path: &RelPath, file: Option<FileId>) -> u64 {
-        let ino = self.peek_linked(path, file);
+    pub fn lookup_linked(
+        &mut self,
+        path: &RelPath,
+        file: Option<FileId>,
+        id: Option<FileId>,
+    ) -> u64 {
+        let ino = self.peek_linked(path, file, id);
         if let Some(i) = self.by_ino.get_mut(&ino) {
             i.lookups += 1;
         }
@@ -182,17 +250,23 @@ impl InodeTable {
         }
     }
 
-    /// The kernel dropped `n` references to `ino`; with none left the
-    /// inode and its names are forgotten.
-    pub fn forget(&mut self, ino: u64, n: u64) {
+    /// The kernel dropped `n` references. Returns the path under which the
+    /// number is remembered when the kernel has none left.
+    pub fn forget(&mut self, ino: u64, n: u64) -> Option<RelPath> {
         if ino == ROOT {
-            return;
+            return None;
         }
-        let Some(i) = self.by_ino.get_mut(&ino) else {
-            return;
-        };
+        let i = self.by_ino.get_mut(&ino)?;
         i.lookups = i.lookups.saturating_sub(n);
+        let mut remembered = None;
         if i.lookups == 0 {
+            if let Some(p) = &i.path {
+                if self.forgotten.len() >= MAX_FORGOTTEN {
+                    self.forgotten.clear();
+                }
+                self.forgotten.insert(p.clone(), (ino, i.id));
+                remembered = Some(p.clone());
+            }
             let names: Vec<RelPath> = i
                 .path
                 .take()
@@ -212,6 +286,7 @@ impl InodeTable {
             }
             self.by_ino.remove(&ino);
         }
+        remembered
     }
 
     /// `path` no longer exists: its inode (if any) loses that name, and is
@@ -348,8 +423,8 @@ mod tests {
     fn hard_links_share_an_inode_until_their_last_name_goes() {
         let mut t = InodeTable::default();
         let id = FileId { dev: 1, ino: 9 };
-        let a = t.lookup_linked(&p("a"), Some(id));
-        let b = t.lookup_linked(&p("d/b"), Some(id));
+        let a = t.lookup_linked(&p("a"), Some(id), Some(id));
+        let b = t.lookup_linked(&p("d/b"), Some(id), Some(id));
         assert_eq!(a, b);
         assert_eq!(t.names(a), [p("a"), p("d/b")]);
         t.rename(&p("d/b"), &p("c"));
@@ -359,7 +434,28 @@ mod tests {
         assert_eq!(t.detach(&p("c")), None);
         assert_eq!(t.path(a), None);
         // A new object with that id is a new inode.
-        assert_ne!(t.lookup_linked(&p("a"), Some(id)), a);
+        assert_ne!(t.lookup_linked(&p("a"), Some(id), Some(id)), a);
+    }
+
+    #[test]
+    fn a_forgotten_object_gets_its_number_back_and_no_other_object_does() {
+        let mut t = InodeTable::default();
+        let x = FileId { dev: 1, ino: 5 };
+        let y = FileId { dev: 1, ino: 6 };
+        let a = t.lookup_object(&p("a"), Some(x));
+        assert_eq!(t.forget(a, 1), Some(p("a")));
+        assert_eq!(t.lookup_object(&p("a"), Some(x)), a);
+        // Another object now at that path, or one of unknown identity.
+        t.forget(a, 1);
+        let other = t.lookup_object(&p("a"), Some(y));
+        assert_ne!(other, a);
+        t.forget(other, 1);
+        assert_ne!(t.lookup(&p("a")), other);
+        // A number whose state lives on is not given back.
+        let b = t.lookup_object(&p("b"), Some(x));
+        t.forget(b, 1);
+        t.never_reuse(&p("b"));
+        assert_ne!(t.lookup_object(&p("b"), Some(x)), b);
     }
 
     #[test]

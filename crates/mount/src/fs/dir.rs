@@ -141,10 +141,11 @@ impl<R: Remote> RemoteFs<R> {
                         continue;
                     };
                     let file = super::linked(meta);
+                    let id = super::known_id(meta);
                     let ino = if plus {
-                        self.inodes.lock().lookup_linked(&path, file)
+                        self.inodes.lock().lookup_linked(&path, file, id)
                     } else {
-                        self.inodes.lock().peek_linked(&path, file)
+                        self.inodes.lock().peek_linked(&path, file, id)
                     };
                     // Another name of a file with unsent changes: the
                     // local copy's attributes, as for the name itself.

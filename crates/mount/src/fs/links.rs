@@ -72,7 +72,7 @@ impl<R: Remote> RemoteFs<R> {
         let names = {
             let mut inodes = self.inodes.lock();
             inodes.mark_linked(ino, meta.file_id);
-            let new = inodes.lookup_linked(&to, Some(meta.file_id));
+            let new = inodes.lookup_linked(&to, Some(meta.file_id), Some(meta.file_id));
             debug_assert_eq!(new, ino);
             inodes.names(ino)
         };
@@ -224,7 +224,10 @@ impl<R: Remote> RemoteFs<R> {
     /// reference to it.
     fn noted_new(&self, path: &RelPath, meta: Meta) -> FsResult<Attr> {
         self.meta.lock().note_entry(path, meta.clone());
-        let ino = self.inodes.lock().lookup(path);
+        let ino = self
+            .inodes
+            .lock()
+            .lookup_object(path, super::known_id(&meta));
         Ok(Attr { ino, meta })
     }
 }

@@ -158,6 +158,18 @@ impl<R: Remote> RemoteFs<R> {
         let names = match self.remote.listxattr(path) {
             Ok(n) => Arc::new(n),
             Err(e) if e.code() == Some(ErrorCode::NotSupported) => Arc::new(Vec::new()),
+            // Created here and not uploaded yet: it has none so far. Not
+            // kept, so that once the upload is there (with what it
+            // inherited, a default ACL's entries say) it is asked for.
+            Err(e)
+                if e.code() == Some(ErrorCode::NotFound)
+                    && self
+                        .cache
+                        .entry(path)
+                        .is_some_and(|c| c.dirty && c.version.is_none()) =>
+            {
+                return Ok(Arc::new(Vec::new()));
+            }
             Err(e) => return Err(Self::remote_err(e)),
         };
         self.xattr_names
