@@ -512,37 +512,13 @@ impl Remote for TcpRemote {
             },
         };
         let call = conn.start(op)?;
-        let cancel = |call: &Call<'_>| {
-            let _ = call.conn().send(&ClientMsg::Cancel { id: call.id });
-        };
         let mut hasher = Hasher::new();
-        let mut sent = 0u64;
-        while sent < size {
-            // A refusal (read-only, no space) arrives while we stream: stop
-            // sending data the server is going to discard.
-            if let Some(msg) = call.try_next() {
-                cancel(&call);
-                return match msg {
-                    ServerMsg::Reply { result: Err(e), .. } => Err(RemoteError::Service(e)),
-                    other => Err(unexpected(&other)),
-                };
-            }
-            let want = (size - sent).min(CHUNK_SIZE as u64) as usize;
-            let mut buf = vec![0u8; want];
-            if let Err(e) = read_full(src, &mut buf) {
-                cancel(&call);
-                return Err(RemoteError::local(
-                    format!("reading the source of {path}"),
-                    e,
-                ));
-            }
-            hasher.update(&buf);
-            sent += want as u64;
-            conn.send(&ClientMsg::PutData {
-                id: call.id,
-                data: buf,
-            })?;
-        }
+        send_chunks(&call, size, &mut |buf: &mut [u8]| {
+            read_full(src, buf)
+                .map_err(|e| RemoteError::local(format!("reading the source of {path}"), e))?;
+            hasher.update(buf);
+            Ok(())
+        })?;
         conn.send(&ClientMsg::PutEnd {
             id: call.id,
             checksum: hasher.finish(),
@@ -577,31 +553,13 @@ impl Remote for TcpRemote {
             },
         };
         let call = conn.start(op)?;
-        let cancel = |call: &Call<'_>| {
-            let _ = call.conn().send(&ClientMsg::Cancel { id: call.id });
-        };
         for e in extents {
-            let mut sent = 0u64;
-            while sent < e.len {
-                if let Some(msg) = call.try_next() {
-                    cancel(&call);
-                    return match msg {
-                        ServerMsg::Reply { result: Err(e), .. } => Err(RemoteError::Service(e)),
-                        other => Err(unexpected(&other)),
-                    };
-                }
-                let want = (e.len - sent).min(CHUNK_SIZE as u64) as usize;
-                let mut buf = vec![0u8; want];
-                if let Err(err) = crate::layout::read_exact_at(src, &mut buf, e.offset + sent) {
-                    cancel(&call);
-                    return Err(local(err));
-                }
-                sent += want as u64;
-                conn.send(&ClientMsg::PutData {
-                    id: call.id,
-                    data: buf,
-                })?;
-            }
+            let mut at = e.offset;
+            send_chunks(&call, e.len, &mut |buf: &mut [u8]| {
+                crate::layout::read_exact_at(src, buf, at).map_err(local)?;
+                at += buf.len() as u64;
+                Ok(())
+            })?;
         }
         conn.send(&ClientMsg::PutEnd {
             id: call.id,
@@ -817,6 +775,42 @@ fn done(op: &str, r: Reply) -> Result<(), RemoteError> {
 
 /// The object's attributes from the answer to a change: `Meta` from older
 /// servers, `Changed` from this one.
+/// Sends `len` bytes of the upload `call` as `PutData` chunks, each filled
+/// by `fill`. A refusal (read-only, no space) may arrive while the data
+/// flows: the upload stops there rather than send what the server is going
+/// to discard; a failure of `fill` cancels it.
+fn send_chunks(
+    call: &Call<'_>,
+    len: u64,
+    fill: &mut dyn FnMut(&mut [u8]) -> Result<(), RemoteError>,
+) -> Result<(), RemoteError> {
+    let cancel = || {
+        let _ = call.conn().send(&ClientMsg::Cancel { id: call.id });
+    };
+    let mut sent = 0u64;
+    while sent < len {
+        if let Some(msg) = call.try_next() {
+            cancel();
+            return match msg {
+                ServerMsg::Reply { result: Err(e), .. } => Err(RemoteError::Service(e)),
+                other => Err(unexpected(&other)),
+            };
+        }
+        let want = (len - sent).min(CHUNK_SIZE as u64) as usize;
+        let mut buf = vec![0u8; want];
+        if let Err(e) = fill(&mut buf) {
+            cancel();
+            return Err(e);
+        }
+        sent += want as u64;
+        call.conn().send(&ClientMsg::PutData {
+            id: call.id,
+            data: buf,
+        })?;
+    }
+    Ok(())
+}
+
 fn changed_meta(op: &str, r: Reply) -> Result<Meta, RemoteError> {
     match r {
         Reply::Meta(m)
