@@ -628,6 +628,22 @@ impl<R: Remote> RemoteFs<R> {
     /// The upload's error (`EIO`, `ENOSPC`, `EROFS`, ...); the changes stay
     /// in the cache and are retried.
     pub fn flush(&self, fh: u64) -> FsResult<()> {
+        self.flush_unless_written_on(fh, |_| false)
+    }
+
+    /// [`RemoteFs::flush`], where `still_written(ino)` tells whether the
+    /// closing process still holds the file open for writing through
+    /// another descriptor. An empty file it goes on writing (a shell's
+    /// `> f` closes its first descriptor before the data) is uploaded by
+    /// that descriptor's close, not also empty now.
+    ///
+    /// # Errors
+    /// As [`RemoteFs::flush`].
+    pub fn flush_unless_written_on(
+        &self,
+        fh: u64,
+        still_written: impl FnOnce(u64) -> bool,
+    ) -> FsResult<()> {
         let h = self.handle(fh)?;
         if !h.writable {
             return Ok(());
@@ -644,7 +660,20 @@ impl<R: Remote> RemoteFs<R> {
             // again before it lands.
             return self.close_locally(&path, &h.file.read(), &h.state, true, false);
         }
+        if self.empty_and_dirty(&h) && still_written(h.ino) {
+            return Ok(());
+        }
         self.upload(h.ino, &h.state, Why::Flush)
+    }
+
+    /// The handle's file has unsent changes and is empty.
+    fn empty_and_dirty(&self, h: &Handle) -> bool {
+        let dirty = self
+            .inodes
+            .lock()
+            .path(h.ino)
+            .is_some_and(|p| self.cache.entry(&p).is_some_and(|e| e.dirty));
+        dirty && h.file.read().metadata().is_ok_and(|m| m.len() == 0)
     }
 
     /// `fsync(2)`: uploads as a flush does (also in write-back mode: it
