@@ -200,3 +200,7 @@ mod mount_partial;
 // A new file keeps the mtime it showed before its upload (pjdfstest utime_omit).
 #[path = "e2e/mount_new_file_times.rs"]
 mod mount_new_file_times;
+
+// Uploads that cost one request: tar x in write-back mode, the folded attribute changes.
+#[path = "e2e/mount_upload_requests.rs"]
+mod mount_upload_requests;

@@ -87,3 +87,8 @@ pub use locks::*;
 #[path = "util/traffic.rs"]
 mod traffic;
 pub use traffic::*;
+
+// The requests rfserve logged, as `OP path`, for counting round trips.
+#[path = "util/requests.rs"]
+mod requests;
+pub use requests::*;
