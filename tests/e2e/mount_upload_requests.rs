@@ -93,3 +93,28 @@ fn a_chown_to_another_owner_before_the_close_still_reaches_the_server() {
     assert_eq!((got.uid(), got.gid()), (1234, 2345));
     assert_eq!(text(&root.read("d/f")), "a\n");
 }
+
+#[test]
+fn the_parent_directory_after_an_upload_needs_no_stat() {
+    skip_without_fuse!();
+    let root = TestDir::new("root");
+    root.mkdir("d/e");
+    let srv = Server::start(root.path(), &[]);
+    let m = Mount::start(&srv, &["-o", STEADY]);
+    sh(&m, &srv, "ls d d/e; stat d d/e >/dev/null").ok();
+    // A new name moves the directory's mtime past what was cached.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let mark = log_mark(&srv);
+    let out = sh(&m, &srv, "echo x > d/e/f; stat -c %Y.%y d/e")
+        .ok()
+        .stdout;
+    assert_eq!(requests_after(&srv, mark), ["PUT /d/e/f"]);
+    // What the mount showed is the server's new mtime, not the old one.
+    let server = fs::metadata(root.join("d/e")).unwrap();
+    let shown = text(&out);
+    assert!(
+        shown.starts_with(&format!("{}.", server.mtime())),
+        "mount shows {shown}, server has {}",
+        server.mtime()
+    );
+}

@@ -39,7 +39,7 @@ pub mod tls;
 
 pub use connection::{ConnectConfig, Connection, DEFAULT_TIMEOUT};
 pub use error::RemoteError;
-pub use remote::{ExportInfo, GetOutcome, LockRequest, PutOptions, Remote};
+pub use remote::{ExportInfo, GetOutcome, LockRequest, PutOptions, Remote, Uploaded};
 pub use source::{Source, SourceError};
 pub use stats::{OpStats, RequestStats};
 pub use tcp::{Health, ReconnectHook, TcpRemote};

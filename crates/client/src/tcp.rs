@@ -31,7 +31,7 @@ use rfmount_proto::{
 
 use crate::connection::{Call, ConnectConfig, Connection};
 use crate::error::RemoteError;
-use crate::remote::{ExportInfo, GetOutcome, LockRequest, PutOptions, Remote};
+use crate::remote::{ExportInfo, GetOutcome, LockRequest, PutOptions, Remote, Uploaded};
 use crate::stats::RequestStats;
 
 /// First pause between reconnect attempts; doubled after each failure that
@@ -497,7 +497,7 @@ impl Remote for TcpRemote {
         src: &mut dyn Read,
         size: u64,
         opts: PutOptions,
-    ) -> Result<Meta, RemoteError> {
+    ) -> Result<Uploaded, RemoteError> {
         let conn = self.conn()?;
         let op = Op::Put {
             path: path.clone(),
@@ -523,7 +523,7 @@ impl Remote for TcpRemote {
             id: call.id,
             checksum: hasher.finish(),
         })?;
-        changed_meta("PUT", expect_reply(&call)?)
+        uploaded(expect_reply(&call)?)
     }
 
     fn put_layout(
@@ -533,7 +533,7 @@ impl Remote for TcpRemote {
         size: u64,
         layout: PutLayout,
         opts: PutOptions,
-    ) -> Result<Meta, RemoteError> {
+    ) -> Result<Uploaded, RemoteError> {
         let local =
             |e: std::io::Error| RemoteError::local(format!("reading the source of {path}"), e);
         // Before the request: the server holds the upload's temporary
@@ -565,7 +565,7 @@ impl Remote for TcpRemote {
             id: call.id,
             checksum,
         })?;
-        changed_meta("PUT", expect_reply(&call)?)
+        uploaded(expect_reply(&call)?)
     }
 
     fn remove(&self, path: &RelPath) -> Result<(), RemoteError> {
@@ -809,6 +809,20 @@ fn send_chunks(
         })?;
     }
     Ok(())
+}
+
+/// The answer to a `PUT`: the file's attributes and its parent's.
+fn uploaded(r: Reply) -> Result<Uploaded, RemoteError> {
+    match r {
+        Reply::Changed {
+            meta: Some(meta),
+            parents,
+        } => Ok(Uploaded { meta, parents }),
+        r => changed_meta("PUT", r).map(|meta| Uploaded {
+            meta,
+            parents: Vec::new(),
+        }),
+    }
 }
 
 fn changed_meta(op: &str, r: Reply) -> Result<Meta, RemoteError> {

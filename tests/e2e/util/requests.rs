@@ -8,7 +8,8 @@ pub fn log_mark(srv: &Server) -> usize {
     srv.log().lines().count()
 }
 
-/// The requests rfserve logged after the first `mark` log lines.
+/// The requests rfserve logged after the first `mark` log lines, less
+/// the keep-alive `PING`s (sent whenever the connection has been idle).
 pub fn requests_after(srv: &Server, mark: usize) -> Vec<String> {
     srv.log()
         .lines()
@@ -16,7 +17,7 @@ pub fn requests_after(srv: &Server, mark: usize) -> Vec<String> {
         .filter_map(|l| {
             let rest = &l[l.find("request op=")? + "request op=".len()..];
             let mut it = rest.split_whitespace();
-            let op = it.next()?;
+            let op = it.next().filter(|op| *op != "PING")?;
             let path = it.next()?.trim_start_matches("path=");
             Some(format!("{op} {path}"))
         })

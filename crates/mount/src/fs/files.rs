@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use log::{info, warn};
 use parking_lot::{Mutex, RwLock};
-use rfmount_client::{GetOutcome, PutOptions, Remote};
+use rfmount_client::{GetOutcome, PutOptions, Remote, Uploaded};
 use rfmount_proto::{
     ErrorCode, FileKind, Meta, Owner, RelPath, SetAttr, SetTime, Timestamp, Version,
 };
@@ -794,8 +794,8 @@ impl<R: Remote> RemoteFs<R> {
             }
             r => r,
         };
-        let meta = match sent {
-            Ok(m) => m,
+        let Uploaded { meta, parents } = match sent {
+            Ok(up) => up,
             Err(e) => {
                 // Until the upload succeeds the local copy is the only one
                 // of what the application closed.
@@ -825,7 +825,8 @@ impl<R: Remote> RemoteFs<R> {
         for p in names.iter().filter(|p| **p != path) {
             mc.note_entry(p, meta.clone());
         }
-        mc.note_entry(&path, meta);
+        // The reply carries the parent's new attributes: no STAT for them.
+        mc.note_entry_in(&path, meta, parents.into_iter().next());
         drop(mc);
         // The upload gave the file its name on the server, which changed
         // the directory's mtime; the kernel may hold the old one, cached
@@ -854,7 +855,7 @@ impl<R: Remote> RemoteFs<R> {
         Ok(())
     }
 
-    fn put_cached(&self, path: &RelPath, entry: &EntryInfo) -> FsResult<Meta> {
+    fn put_cached(&self, path: &RelPath, entry: &EntryInfo) -> FsResult<Uploaded> {
         let f = File::open(self.cache.data_path(path))
             .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
         let md = f
@@ -879,10 +880,10 @@ impl<R: Remote> RemoteFs<R> {
         }
         let buffered = BufReader::with_capacity(256 * 1024, f);
         let mut src = self.activity.track(path.to_string(), size, buffered);
-        let meta = self.remote.put(path, &mut src, size, opts)?;
+        let up = self.remote.put(path, &mut src, size, opts)?;
         self.creators.lock().remove(path);
         self.atimes.lock().remove(path);
-        Ok(meta)
+        Ok(up)
     }
 
     fn truncate_local(&self, path: &RelPath, state: &FileState, size: u64) -> FsResult<()> {

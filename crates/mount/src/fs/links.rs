@@ -126,7 +126,7 @@ impl<R: Remote> RemoteFs<R> {
                             what: "file exists",
                         });
                     }
-                    r => r?,
+                    r => r?.meta,
                 };
                 return self.noted_new(&path, meta);
             }
