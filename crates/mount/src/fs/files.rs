@@ -957,9 +957,15 @@ impl<R: Remote> RemoteFs<R> {
             if let Some(t) = atime.map(resolve) {
                 self.atimes.lock().insert(path.clone(), t);
             }
-            self.cache
-                .set_overrides(&path, mode.map(|m| m & 0o7777), mtime)
-                .map_err(|e| FsError::cache(format!("recording attributes of {path}"), e))?;
+            {
+                // An upload in flight sealed the old attributes: this change
+                // must keep the file dirty after it, or it is lost.
+                let _changing = state.seal.read();
+                self.cache
+                    .set_overrides(&path, mode.map(|m| m & 0o7777), mtime)
+                    .map_err(|e| FsError::cache(format!("recording attributes of {path}"), e))?;
+                state.write_gen.fetch_add(1, Ordering::SeqCst);
+            }
             let meta = self.local_meta(&path).ok_or_else(FsError::enoent)?;
             return Ok(Attr { ino, meta });
         }
