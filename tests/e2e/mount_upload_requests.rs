@@ -118,3 +118,29 @@ fn the_parent_directory_after_an_upload_needs_no_stat() {
         server.mtime()
     );
 }
+
+#[test]
+fn times_set_after_a_writeback_close_travel_with_the_upload() {
+    skip_without_fuse!();
+    let root = TestDir::new("root");
+    root.mkdir("d");
+    let srv = Server::start(root.path(), &[]);
+    let m = Mount::start(&srv, &["-o", &format!("writeback,{STEADY}")]);
+    sh(&m, &srv, "ls d").ok();
+    let mark = log_mark(&srv);
+    sh(
+        &m,
+        &srv,
+        "echo x > d/f; touch -m -d '2001-02-03 04:05:06 UTC' d/f; chmod 0600 d/f; sync",
+    )
+    .ok();
+    let reqs = requests_after(&srv, mark);
+    // Queued, or already on the wire and then sent again with the change:
+    // never a SETATTR, never the change lost.
+    assert!(reqs.iter().all(|r| r == "PUT /d/f"), "{reqs:?}");
+    assert!(!reqs.is_empty(), "{reqs:?}");
+    let got = fs::metadata(root.join("d/f")).unwrap();
+    assert_eq!(got.mtime(), 981_173_106);
+    assert_eq!(got.mode() & 0o7777, 0o600);
+    assert_eq!(text(&root.read("d/f")), "x\n");
+}
