@@ -210,3 +210,6 @@ mod mount_sparse;
 // Permissions against a local directory: default ACLs and the umask, ACL grants, setuid/setgid.
 #[path = "e2e/mount_acl_perms.rs"]
 mod mount_acl_perms;
+// Uploads that cost one request: tar x in write-back mode, the folded attribute changes.
+#[path = "e2e/mount_upload_requests.rs"]
+mod mount_upload_requests;

@@ -91,3 +91,8 @@ pub use traffic::*;
 #[path = "util/allocation.rs"]
 mod allocation;
 pub use allocation::*;
+
+// The requests rfserve logged, as `OP path`, for counting round trips.
+#[path = "util/requests.rs"]
+mod requests;
+pub use requests::*;

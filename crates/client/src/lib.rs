@@ -39,7 +39,9 @@ pub mod tls;
 
 pub use connection::{ConnectConfig, Connection, DEFAULT_TIMEOUT};
 pub use error::RemoteError;
-pub use remote::{ExportInfo, GetOutcome, GetSink, LockRequest, PutOptions, Remote, write_zeros};
+pub use remote::{
+    ExportInfo, GetOutcome, GetSink, LockRequest, PutOptions, Remote, Uploaded, write_zeros,
+};
 pub use source::{Source, SourceError};
 pub use stats::{OpStats, RequestStats};
 pub use tcp::{Health, ReconnectHook, TcpRemote};

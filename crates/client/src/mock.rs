@@ -15,7 +15,7 @@ use rfmount_proto::{
 };
 
 use crate::error::RemoteError;
-use crate::remote::{ExportInfo, GetOutcome, PutOptions, Remote};
+use crate::remote::{ExportInfo, GetOutcome, PutOptions, Remote, Uploaded};
 
 struct Node {
     meta: Meta,
@@ -240,7 +240,7 @@ impl Remote for MemRemote {
         src: &mut dyn Read,
         size: u64,
         opts: PutOptions,
-    ) -> Result<Meta, RemoteError> {
+    ) -> Result<Uploaded, RemoteError> {
         self.enter("put")?;
         self.writable(path)?;
         let mut data = Vec::new();
@@ -298,7 +298,12 @@ impl Remote for MemRemote {
                 xattrs,
             },
         );
-        Ok(meta)
+        // No parent attributes: the caller learns them as from a server
+        // that could not stat the directory.
+        Ok(Uploaded {
+            meta,
+            parents: Vec::new(),
+        })
     }
 
     fn remove(&self, path: &RelPath) -> Result<(), RemoteError> {

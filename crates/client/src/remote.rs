@@ -63,6 +63,17 @@ impl GetOutcome {
     }
 }
 
+/// What an upload left: the file's attributes, and those of its parent
+/// directory (its mtime moved), which the server sends along so that
+/// nobody needs a STAT after it (empty when the server could not stat it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uploaded {
+    /// The uploaded file.
+    pub meta: Meta,
+    /// Its parent directory after the upload, when known.
+    pub parents: Vec<Meta>,
+}
+
 /// Optional attributes of an uploaded file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PutOptions {
@@ -187,7 +198,7 @@ pub trait Remote: Send + Sync + 'static {
         src: &mut dyn Read,
         size: u64,
         opts: PutOptions,
-    ) -> Result<Meta, RemoteError>;
+    ) -> Result<Uploaded, RemoteError>;
 
     /// Replaces a whole file with the `size` bytes of `src`, sending only
     /// `layout.extents` of it: the other bytes are the server's current
@@ -205,7 +216,7 @@ pub trait Remote: Send + Sync + 'static {
         size: u64,
         layout: PutLayout,
         opts: PutOptions,
-    ) -> Result<Meta, RemoteError> {
+    ) -> Result<Uploaded, RemoteError> {
         let _ = layout;
         let mut reader = crate::layout::AtReader::new(src);
         self.put(path, &mut reader, size, opts)

@@ -32,7 +32,7 @@ use rfmount_proto::{
 use crate::connection::{Call, ConnectConfig, Connection};
 use crate::error::RemoteError;
 use crate::remote::{
-    ExportInfo, GetOutcome, GetSink, LockRequest, PutOptions, Remote, write_zeros,
+    ExportInfo, GetOutcome, GetSink, LockRequest, PutOptions, Remote, Uploaded, write_zeros,
 };
 use crate::stats::RequestStats;
 
@@ -566,7 +566,7 @@ impl Remote for TcpRemote {
         src: &mut dyn Read,
         size: u64,
         opts: PutOptions,
-    ) -> Result<Meta, RemoteError> {
+    ) -> Result<Uploaded, RemoteError> {
         let conn = self.conn()?;
         let op = Op::Put {
             path: path.clone(),
@@ -581,42 +581,18 @@ impl Remote for TcpRemote {
             },
         };
         let call = conn.start(op)?;
-        let cancel = |call: &Call<'_>| {
-            let _ = call.conn().send(&ClientMsg::Cancel { id: call.id });
-        };
         let mut hasher = Hasher::new();
-        let mut sent = 0u64;
-        while sent < size {
-            // A refusal (read-only, no space) arrives while we stream: stop
-            // sending data the server is going to discard.
-            if let Some(msg) = call.try_next() {
-                cancel(&call);
-                return match msg {
-                    ServerMsg::Reply { result: Err(e), .. } => Err(RemoteError::Service(e)),
-                    other => Err(unexpected(&other)),
-                };
-            }
-            let want = (size - sent).min(CHUNK_SIZE as u64) as usize;
-            let mut buf = vec![0u8; want];
-            if let Err(e) = read_full(src, &mut buf) {
-                cancel(&call);
-                return Err(RemoteError::local(
-                    format!("reading the source of {path}"),
-                    e,
-                ));
-            }
-            hasher.update(&buf);
-            sent += want as u64;
-            conn.send(&ClientMsg::PutData {
-                id: call.id,
-                data: buf,
-            })?;
-        }
+        send_chunks(&call, size, &mut |buf: &mut [u8]| {
+            read_full(src, buf)
+                .map_err(|e| RemoteError::local(format!("reading the source of {path}"), e))?;
+            hasher.update(buf);
+            Ok(())
+        })?;
         conn.send(&ClientMsg::PutEnd {
             id: call.id,
             checksum: hasher.finish(),
         })?;
-        changed_meta("PUT", expect_reply(&call)?)
+        uploaded(expect_reply(&call)?)
     }
 
     fn put_layout(
@@ -626,7 +602,7 @@ impl Remote for TcpRemote {
         size: u64,
         layout: PutLayout,
         opts: PutOptions,
-    ) -> Result<Meta, RemoteError> {
+    ) -> Result<Uploaded, RemoteError> {
         let local =
             |e: std::io::Error| RemoteError::local(format!("reading the source of {path}"), e);
         // Before the request: the server holds the upload's temporary
@@ -646,37 +622,19 @@ impl Remote for TcpRemote {
             },
         };
         let call = conn.start(op)?;
-        let cancel = |call: &Call<'_>| {
-            let _ = call.conn().send(&ClientMsg::Cancel { id: call.id });
-        };
         for e in extents {
-            let mut sent = 0u64;
-            while sent < e.len {
-                if let Some(msg) = call.try_next() {
-                    cancel(&call);
-                    return match msg {
-                        ServerMsg::Reply { result: Err(e), .. } => Err(RemoteError::Service(e)),
-                        other => Err(unexpected(&other)),
-                    };
-                }
-                let want = (e.len - sent).min(CHUNK_SIZE as u64) as usize;
-                let mut buf = vec![0u8; want];
-                if let Err(err) = crate::layout::read_exact_at(src, &mut buf, e.offset + sent) {
-                    cancel(&call);
-                    return Err(local(err));
-                }
-                sent += want as u64;
-                conn.send(&ClientMsg::PutData {
-                    id: call.id,
-                    data: buf,
-                })?;
-            }
+            let mut at = e.offset;
+            send_chunks(&call, e.len, &mut |buf: &mut [u8]| {
+                crate::layout::read_exact_at(src, buf, at).map_err(local)?;
+                at += buf.len() as u64;
+                Ok(())
+            })?;
         }
         conn.send(&ClientMsg::PutEnd {
             id: call.id,
             checksum,
         })?;
-        changed_meta("PUT", expect_reply(&call)?)
+        uploaded(expect_reply(&call)?)
     }
 
     fn remove(&self, path: &RelPath) -> Result<(), RemoteError> {
@@ -908,6 +866,56 @@ fn done(op: &str, r: Reply) -> Result<(), RemoteError> {
 
 /// The object's attributes from the answer to a change: `Meta` from older
 /// servers, `Changed` from this one.
+/// Sends `len` bytes of the upload `call` as `PutData` chunks, each filled
+/// by `fill`. A refusal (read-only, no space) may arrive while the data
+/// flows: the upload stops there rather than send what the server is going
+/// to discard; a failure of `fill` cancels it.
+fn send_chunks(
+    call: &Call<'_>,
+    len: u64,
+    fill: &mut dyn FnMut(&mut [u8]) -> Result<(), RemoteError>,
+) -> Result<(), RemoteError> {
+    let cancel = || {
+        let _ = call.conn().send(&ClientMsg::Cancel { id: call.id });
+    };
+    let mut sent = 0u64;
+    while sent < len {
+        if let Some(msg) = call.try_next() {
+            cancel();
+            return match msg {
+                ServerMsg::Reply { result: Err(e), .. } => Err(RemoteError::Service(e)),
+                other => Err(unexpected(&other)),
+            };
+        }
+        let want = (len - sent).min(CHUNK_SIZE as u64) as usize;
+        let mut buf = vec![0u8; want];
+        if let Err(e) = fill(&mut buf) {
+            cancel();
+            return Err(e);
+        }
+        sent += want as u64;
+        call.conn().send(&ClientMsg::PutData {
+            id: call.id,
+            data: buf,
+        })?;
+    }
+    Ok(())
+}
+
+/// The answer to a `PUT`: the file's attributes and its parent's.
+fn uploaded(r: Reply) -> Result<Uploaded, RemoteError> {
+    match r {
+        Reply::Changed {
+            meta: Some(meta),
+            parents,
+        } => Ok(Uploaded { meta, parents }),
+        r => changed_meta("PUT", r).map(|meta| Uploaded {
+            meta,
+            parents: Vec::new(),
+        }),
+    }
+}
+
 fn changed_meta(op: &str, r: Reply) -> Result<Meta, RemoteError> {
     match r {
         Reply::Meta(m)

@@ -437,9 +437,14 @@ fn mount(args: &Args, plan: &Plan) -> Result<Mounted> {
     fuse_cfg.n_threads = Some(plan.threads);
     let fs = Arc::new(RemoteFs::new(remote.clone(), cfg, Arc::new(cache)));
     let fds_before = own_mount::fuse_fds();
-    let session = Prepared::mount(FuseFs::new(fs.clone()), &spec, fuse_cfg)
+    let fuse = FuseFs::new(fs.clone());
+    let mount_id = fuse.mount_id();
+    let session = Prepared::mount(fuse, &spec, fuse_cfg)
         .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
     let own = OwnMount::record(&mountpoint, &fds_before).context("after mounting")?;
+    if let Some(id) = own.mount_id() {
+        let _ = mount_id.set(id);
+    }
     let notifier = session.notifier();
     fs.set_invalidator(Box::new(move |ino| {
         if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {

@@ -3,8 +3,8 @@
 //! the right level and replies with its errno.
 
 use std::ffi::OsStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -33,6 +33,8 @@ pub struct FuseFs<R: Remote> {
     /// The kernel agreed to FUSE passthrough, the mount wants it, and no
     /// registration has failed yet.
     passthrough: AtomicBool,
+    /// This mount's ID, once mounted (see [`FuseFs::mount_id`]).
+    mount_id: Arc<OnceLock<u64>>,
 }
 
 impl<R: Remote> FuseFs<R> {
@@ -63,7 +65,15 @@ impl<R: Remote> FuseFs<R> {
             ttl,
             ids,
             passthrough: AtomicBool::new(false),
+            mount_id: Arc::default(),
         }
+    }
+
+    /// Where to record this mount's ID once the kernel has mounted it: a
+    /// close can then tell whether its caller still writes the file
+    /// through another descriptor (`caller_fds`).
+    pub fn mount_id(&self) -> Arc<OnceLock<u64>> {
+        self.mount_id.clone()
     }
 
     /// How long the kernel may keep what it is told: the configured
@@ -481,13 +491,18 @@ impl<R: Remote> Filesystem for FuseFs<R> {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let uploaded = self.fs.flush(fh.0);
+        let pid = req.pid();
+        let uploaded = self.fs.flush_unless_written_on(fh.0, |ino| {
+            self.mount_id
+                .get()
+                .is_some_and(|&m| crate::caller_fds::holds_writer(pid, m, ino))
+        });
         // close(2) drops the POSIX locks of the closing process.
         self.fs.release_locks(ino.0, lock_owner.0);
         match uploaded {

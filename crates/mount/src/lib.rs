@@ -22,6 +22,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod activity;
+mod caller_fds;
 pub mod cli;
 mod cli_options;
 mod daemon;

@@ -250,6 +250,34 @@ impl MetaCache {
         }
     }
 
+    /// [`MetaCache::note_entry`], where `parent` holds the parent
+    /// directory's attributes after the change, as the server answered
+    /// them: they replace the stale ones (here and in the grandparent's
+    /// listing) instead of being forgotten.
+    pub fn note_entry_in(&mut self, path: &RelPath, meta: Meta, parent: Option<Meta>) {
+        let (Some(parent_meta), Some(dir), Some(name)) = (parent, path.parent(), path.file_name())
+        else {
+            self.note_entry(path, meta);
+            return;
+        };
+        self.absent.remove(path);
+        let parent_trusted = self.dirs.get(&dir).is_some_and(|(_, _, t)| *t);
+        let trusted = parent_trusted || self.attrs.get(path).is_some_and(|(_, _, t)| *t);
+        self.attrs
+            .insert(path.clone(), (meta.clone(), Instant::now(), trusted));
+        if let Some((l, _, _)) = self.dirs.get_mut(&dir) {
+            Arc::make_mut(l).upsert(name, meta);
+        }
+        if let (Some(grand), Some(dir_name)) = (dir.parent(), dir.file_name())
+            && let Some((l, _, _)) = self.dirs.get_mut(&grand)
+        {
+            Arc::make_mut(l).upsert(dir_name, parent_meta.clone());
+        }
+        // Fresh, but not under a callback: this mount's own change may have
+        // ended the server's promise for the directory.
+        self.attrs.insert(dir, (parent_meta, Instant::now(), false));
+    }
+
     /// Records that this mount created the directory `dir`: it is empty.
     pub fn note_empty_dir(&mut self, dir: &RelPath) {
         self.dirs.insert(

@@ -28,6 +28,8 @@ pub(crate) struct OwnMount {
     mountpoint: PathBuf,
     /// `major:minor` of the mount as mountinfo shows it.
     dev: String,
+    /// Its mount ID (mountinfo's first field, fdinfo's `mnt_id`).
+    id: Option<u64>,
     /// Our duplicate of fuser's `/dev/fuse` descriptor.
     device: Option<OwnedFd>,
 }
@@ -64,12 +66,12 @@ impl OwnMount {
     pub(crate) fn record(mountpoint: &Path, fds_before: &HashSet<i32>) -> io::Result<OwnMount> {
         let table = fs::read_to_string("/proc/self/mountinfo")?;
         let want = mountpoint.as_os_str().as_bytes();
-        let dev = table
+        let (dev, id) = table
             .lines()
             .rev()
             .filter_map(MountInfo::parse)
             .find(|m| m.mountpoint == want && m.fstype.starts_with("fuse"))
-            .map(|m| m.dev)
+            .map(|m| (m.dev, m.id.parse().ok()))
             .ok_or_else(|| {
                 io::Error::other(format!(
                     "{} is not in the mount table after mounting",
@@ -94,8 +96,14 @@ impl OwnMount {
         Ok(OwnMount {
             mountpoint: mountpoint.to_owned(),
             dev,
+            id,
             device,
         })
+    }
+
+    /// Its mount ID, as `/proc/PID/fdinfo` names the mount of a descriptor.
+    pub(crate) fn mount_id(&self) -> Option<u64> {
+        self.id
     }
 
     /// Where it was mounted.

@@ -102,8 +102,8 @@ impl<R: Remote> RemoteFs<R> {
             let buffered = BufReader::with_capacity(256 * 1024, f);
             let mut src = self.activity.track(aside.to_string(), size, buffered);
             match self.remote.put(&aside, &mut src, size, opts) {
-                Ok(meta) => {
-                    self.note_aside(&aside, meta);
+                Ok(up) => {
+                    self.note_aside(&aside, up.meta);
                     return Ok(aside);
                 }
                 Err(e) if e.code() == Some(ErrorCode::Conflict) => {}

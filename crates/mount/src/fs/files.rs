@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use log::{info, warn};
 use parking_lot::{Mutex, RwLock};
-use rfmount_client::{GetOutcome, PutOptions, Remote};
+use rfmount_client::{GetOutcome, PutOptions, Remote, Uploaded};
 use rfmount_proto::{
     ErrorCode, FileKind, Meta, Owner, RelPath, SetAttr, SetTime, Timestamp, Version,
 };
@@ -635,6 +635,22 @@ impl<R: Remote> RemoteFs<R> {
     /// The upload's error (`EIO`, `ENOSPC`, `EROFS`, ...); the changes stay
     /// in the cache and are retried.
     pub fn flush(&self, fh: u64) -> FsResult<()> {
+        self.flush_unless_written_on(fh, |_| false)
+    }
+
+    /// [`RemoteFs::flush`], where `still_written(ino)` tells whether the
+    /// closing process still holds the file open for writing through
+    /// another descriptor. An empty file it goes on writing (a shell's
+    /// `> f` closes its first descriptor before the data) is uploaded by
+    /// that descriptor's close, not also empty now.
+    ///
+    /// # Errors
+    /// As [`RemoteFs::flush`].
+    pub fn flush_unless_written_on(
+        &self,
+        fh: u64,
+        still_written: impl FnOnce(u64) -> bool,
+    ) -> FsResult<()> {
         let h = self.handle(fh)?;
         if !h.writable {
             return Ok(());
@@ -651,7 +667,20 @@ impl<R: Remote> RemoteFs<R> {
             // again before it lands.
             return self.close_locally(&path, &h.file.read(), &h.state, true, false);
         }
+        if self.empty_and_dirty(&h) && still_written(h.ino) {
+            return Ok(());
+        }
         self.upload(h.ino, &h.state, Why::Flush)
+    }
+
+    /// The handle's file has unsent changes and is empty.
+    fn empty_and_dirty(&self, h: &Handle) -> bool {
+        let dirty = self
+            .inodes
+            .lock()
+            .path(h.ino)
+            .is_some_and(|p| self.cache.entry(&p).is_some_and(|e| e.dirty));
+        dirty && h.file.read().metadata().is_ok_and(|m| m.len() == 0)
     }
 
     /// `fsync(2)`: uploads as a flush does (also in write-back mode: it
@@ -766,7 +795,10 @@ impl<R: Remote> RemoteFs<R> {
         let sent = match self.put_cached(&path, &entry) {
             Err(e) if conflict::is_conflict(&e) => match self.server_has_it(&path) {
                 // Nothing to keep aside: the server's file is this content.
-                Some(meta) => Ok(meta),
+                Some(meta) => Ok(Uploaded {
+                    meta,
+                    parents: Vec::new(),
+                }),
                 None => match self.on_conflict(ino, state, &path, &entry, e) {
                     Ok(()) => return Ok(()),
                     Err(e) => Err(e),
@@ -774,8 +806,8 @@ impl<R: Remote> RemoteFs<R> {
             },
             r => r,
         };
-        let meta = match sent {
-            Ok(m) => m,
+        let Uploaded { meta, parents } = match sent {
+            Ok(up) => up,
             Err(e) => {
                 // Until the upload succeeds the local copy is the only one
                 // of what the application closed.
@@ -811,7 +843,8 @@ impl<R: Remote> RemoteFs<R> {
         for p in names.iter().filter(|p| **p != path) {
             mc.note_entry(p, meta.clone());
         }
-        mc.note_entry(&path, meta);
+        // The reply carries the parent's new attributes: no STAT for them.
+        mc.note_entry_in(&path, meta, parents.into_iter().next());
         drop(mc);
         // The upload gave the file its name on the server, which changed
         // the directory's mtime; the kernel may hold the old one, cached
@@ -840,7 +873,7 @@ impl<R: Remote> RemoteFs<R> {
         Ok(())
     }
 
-    fn put_cached(&self, path: &RelPath, entry: &EntryInfo) -> FsResult<Meta> {
+    fn put_cached(&self, path: &RelPath, entry: &EntryInfo) -> FsResult<Uploaded> {
         let f = File::open(self.cache.data_path(path))
             .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
         let md = f
@@ -865,10 +898,10 @@ impl<R: Remote> RemoteFs<R> {
         }
         let buffered = BufReader::with_capacity(256 * 1024, f);
         let mut src = self.activity.track(path.to_string(), size, buffered);
-        let meta = self.remote.put(path, &mut src, size, opts)?;
+        let up = self.remote.put(path, &mut src, size, opts)?;
         self.creators.lock().remove(path);
         self.atimes.lock().remove(path);
-        Ok(meta)
+        Ok(up)
     }
 
     fn truncate_local(&self, path: &RelPath, state: &FileState, size: u64) -> FsResult<()> {
@@ -941,9 +974,15 @@ impl<R: Remote> RemoteFs<R> {
             if let Some(t) = atime.map(resolve) {
                 self.atimes.lock().insert(path.clone(), t);
             }
-            self.cache
-                .set_overrides(&path, mode.map(|m| m & 0o7777), mtime)
-                .map_err(|e| FsError::cache(format!("recording attributes of {path}"), e))?;
+            {
+                // An upload in flight sealed the old attributes: this change
+                // must keep the file dirty after it, or it is lost.
+                let _changing = state.seal.read();
+                self.cache
+                    .set_overrides(&path, mode.map(|m| m & 0o7777), mtime)
+                    .map_err(|e| FsError::cache(format!("recording attributes of {path}"), e))?;
+                state.write_gen.fetch_add(1, Ordering::SeqCst);
+            }
             let meta = self.local_meta(&path).ok_or_else(FsError::enoent)?;
             return Ok(Attr { ino, meta });
         }

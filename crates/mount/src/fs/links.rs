@@ -128,7 +128,7 @@ impl<R: Remote> RemoteFs<R> {
                             what: "file exists",
                         });
                     }
-                    r => r?,
+                    r => r?.meta,
                 };
                 return self.noted_new(&path, meta);
             }
@@ -201,6 +201,10 @@ impl<R: Remote> RemoteFs<R> {
         uid: Option<u32>,
         gid: Option<u32>,
     ) -> FsResult<Attr> {
+        if self.chown_is_noop_before_upload(path, uid, gid) {
+            let meta = self.local_meta(path).ok_or_else(FsError::enoent)?;
+            return Ok(Attr { ino, meta });
+        }
         if self.cache.entry(path).is_some_and(|e| e.dirty) {
             let state = self.file_state(ino);
             self.upload(ino, &state, Why::Flush)?;
@@ -218,6 +222,27 @@ impl<R: Remote> RemoteFs<R> {
         self.same_content_new_version(path, &meta);
         self.meta.lock().put_attr(path, meta.clone());
         Ok(Attr { ino, meta })
+    }
+
+    /// A file created here and not uploaded yet already has its creator as
+    /// owner (its upload gives it that owner): a chown to that owner (tar
+    /// and `cp -p` as root give each file its owner before the close) changes
+    /// nothing, and costs neither the upload it would force now nor a
+    /// SETATTR.
+    fn chown_is_noop_before_upload(
+        &self,
+        path: &RelPath,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> bool {
+        let Some(o) = self.creators.lock().get(path).copied() else {
+            return false;
+        };
+        let never_uploaded = self
+            .cache
+            .entry(path)
+            .is_some_and(|e| e.dirty && e.version.is_none());
+        never_uploaded && uid.is_none_or(|u| u == o.uid) && gid.is_none_or(|g| g == o.gid)
     }
 
     /// Records a just-created object at `path` and counts the kernel's

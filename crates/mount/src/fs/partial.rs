@@ -18,8 +18,8 @@ use std::io;
 use std::os::fd::AsRawFd;
 
 use log::debug;
-use rfmount_client::{PutOptions, Remote};
-use rfmount_proto::{ErrorCode, Extent, Meta, PutLayout, RelPath};
+use rfmount_client::{PutOptions, Remote, Uploaded};
+use rfmount_proto::{ErrorCode, Extent, PutLayout, RelPath};
 
 use super::RemoteFs;
 use crate::data_cache::EntryInfo;
@@ -78,7 +78,7 @@ impl<R: Remote> RemoteFs<R> {
         size: u64,
         entry: &EntryInfo,
         opts: PutOptions,
-    ) -> FsResult<Option<Meta>> {
+    ) -> FsResult<Option<Uploaded>> {
         let segments = data_segments(file, size)
             .map_err(|e| FsError::cache(format!("finding the holes of {path}"), e))?;
         let data: u64 = segments.iter().map(|e| e.len).sum();
