@@ -200,3 +200,6 @@ mod mount_partial;
 // A new file keeps the mtime it showed before its upload (pjdfstest utime_omit).
 #[path = "e2e/mount_new_file_times.rs"]
 mod mount_new_file_times;
+// inotify watchers of a mount told of names removed through another mount or in the export.
+#[path = "e2e/mount_callbacks_inotify.rs"]
+mod mount_callbacks_inotify;

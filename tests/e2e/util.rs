@@ -87,3 +87,7 @@ pub use locks::*;
 #[path = "util/traffic.rs"]
 mod traffic;
 pub use traffic::*;
+// inotifywait on a mount, for the tests of what its watchers are told.
+#[path = "util/inotify.rs"]
+mod inotify;
+pub use inotify::*;

@@ -31,6 +31,7 @@ use crate::known_exports;
 use crate::logging::{self, LogTarget};
 use crate::options::{MountConfig, parse_size};
 use crate::own_mount::{self, OwnMount, Unmount};
+use crate::through_mount::MountRoot;
 
 const AFTER_HELP: &str = "\
 SERVER is HOST[:PORT][:/SUBDIR] as with sshfs: the port is 9500 when omitted,
@@ -452,7 +453,15 @@ fn mount(args: &Args, plan: &Plan) -> Result<Mounted> {
             fs.config().upload_workers
         );
     }
-    fs.set_kernel_notes(crate::fuse::kernel_notes(session.notifier())?);
+    // Echoes of pushed removals need the mount's device to be sure they
+    // remove through this mount and nothing beneath it.
+    let echo = own
+        .dev_numbers()
+        .map(|dev| (MountRoot::new(&mountpoint, dev), fs.echoes().clone()));
+    if echo.is_none() {
+        info!("removals elsewhere are not reported to inotify watchers here");
+    }
+    fs.set_kernel_notes(crate::fuse::kernel_notes(session.notifier(), echo)?);
     hub.subscribe(Arc::new(PushSink(Arc::downgrade(&fs))));
     let weak = Arc::downgrade(&fs);
     remote.on_reconnect(Arc::new(move |resumed| {
@@ -521,6 +530,8 @@ fn serve(m: Mounted) -> Result<()> {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(()) => {
                 info!("signal received, unmounting");
+                // An echo after this could remove beneath the mount point.
+                fs.echoes().stop();
                 match own.unmount() {
                     Ok(Unmount::Done) => {}
                     Ok(Unmount::NotOurs) => warn!(
@@ -537,6 +548,7 @@ fn serve(m: Mounted) -> Result<()> {
             }
             Err(RecvTimeoutError::Timeout) if ended() => {
                 info!("unmounted");
+                fs.echoes().stop();
                 // After an abort the dead mount stays in the table
                 // ("Transport endpoint is not connected"): take it away if
                 // it is still ours.
