@@ -571,6 +571,7 @@ fn serve(m: Mounted) -> Result<()> {
     // A last try, bounded so that the process still exits promptly: what
     // is not uploaded stays in the cache for the next mount (an upload cut
     // short by the exit never replaces the server's file).
+    let mut settled = true;
     if remote.is_online() && !fs.cache().dirty_paths().is_empty() {
         let (done_tx, done_rx) = channel();
         let fs = fs.clone();
@@ -580,9 +581,15 @@ fn serve(m: Mounted) -> Result<()> {
                 fs.retry_dirty();
                 let _ = done_tx.send(());
             });
-        let _ = done_rx.recv_timeout(LAST_RETRY);
+        settled = done_rx.recv_timeout(LAST_RETRY).is_ok();
     }
     fs.stop_fetches();
+    // Remounting right after the unmount finds the cache free, unless
+    // something may still write to it: an upload still running, or a
+    // lazily detached mount still in use.
+    if settled && fs.queued_uploads() == 0 && ended() {
+        fs.cache().release();
+    }
     let left = fs.cache().dirty_paths().len();
     if left > 0 {
         warn!(
