@@ -238,3 +238,7 @@ fn stale(what: &'static str) -> FsError {
         what,
     }
 }
+
+#[cfg(test)]
+#[path = "echo_tests.rs"]
+mod tests;

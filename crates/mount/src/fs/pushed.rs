@@ -68,7 +68,7 @@ impl<R: Remote> RemoteFs<R> {
         // Deepest first: a removed tree's files are echoed before their
         // directory, whose removal would take their names away unseen.
         let mut items: Vec<&Invalidation> = items.iter().collect();
-        items.sort_by(|a, b| depth(&b.path).cmp(&depth(&a.path)));
+        items.sort_by_key(|i| std::cmp::Reverse(depth(&i.path)));
         // What was known of the removed objects, before any item of the
         // batch (another change of the same name, say) drops it.
         let known: Vec<Option<Meta>> = items
