@@ -4,8 +4,11 @@
 //! Every removal opens the mount point afresh and checks that it resolves
 //! to this mount (its device number) before removing anything relative to
 //! that descriptor: after an unmount the path names the directory beneath,
-//! whose files must never be touched. The descriptor is held only for the
-//! call, so that it keeps no `umount` from succeeding.
+//! whose files must never be touched. The path's directories are then
+//! resolved beneath that root with no symlink followed and no other mount
+//! entered (`openat2`), since whoever changed the export may have put a
+//! symlink where a directory was. The descriptors are held only for the
+//! call, so that they keep no `umount` from succeeding.
 
 use std::ffi::CString;
 use std::io;
@@ -39,10 +42,17 @@ impl MountRoot {
     /// error (permissions, a read-only mount, the name gone).
     pub fn remove(&self, rel: &RelPath, dir: bool) -> io::Result<()> {
         let root = self.open()?;
-        let name = CString::new(rel.as_str())?;
+        let name = CString::new(
+            rel.file_name()
+                .ok_or_else(|| io::Error::other("the mount's root cannot be removed"))?,
+        )?;
+        let parent = match rel.parent() {
+            Some(p) if !p.is_root() => beneath(&root, &p)?,
+            _ => root,
+        };
         let flags = if dir { libc::AT_REMOVEDIR } else { 0 };
-        // SAFETY: root is an open descriptor, name a valid C string.
-        if unsafe { libc::unlinkat(root.as_raw_fd(), name.as_ptr(), flags) } != 0 {
+        // SAFETY: parent is an open descriptor, name a valid C string.
+        if unsafe { libc::unlinkat(parent.as_raw_fd(), name.as_ptr(), flags) } != 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
@@ -92,6 +102,34 @@ impl MountRoot {
     }
 }
 
+/// The directory `dir` beneath `root`, reached without following any
+/// symlink or leaving the mount: a directory replaced meanwhile by a
+/// symlink (to `/etc`, say) must not lead the removal out of the mount.
+fn beneath(root: &OwnedFd, dir: &RelPath) -> io::Result<OwnedFd> {
+    let path = CString::new(dir.as_str())?;
+    // SAFETY: open_how is plain old data; all zeroes is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_XDEV;
+    // SAFETY: root is open, path a valid C string, how a valid open_how of
+    // the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("openat2 returned no descriptor"))?;
+    // SAFETY: openat2 just returned this descriptor to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +150,26 @@ mod tests {
         root.remove(&RelPath::new("d").unwrap(), true).unwrap();
         assert!(!dir.join("f").exists() && !dir.join("d").exists());
         std::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn never_follows_a_symlink_out_of_the_mount() {
+        let base = std::env::temp_dir().join(format!("rfmount-beneath-{}", std::process::id()));
+        let (dir, outside) = (base.join("mnt"), base.join("outside"));
+        std::fs::create_dir_all(dir.join("d")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("keep"), "x").unwrap();
+        std::fs::write(dir.join("d/f"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
+        let root = MountRoot::new(&dir, dev_of(&dir));
+        let err = root
+            .remove(&RelPath::new("link/keep").unwrap(), false)
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
+        assert!(outside.join("keep").exists(), "removed through a symlink");
+        root.remove(&RelPath::new("d/f").unwrap(), false).unwrap();
+        assert!(!dir.join("d/f").exists());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
