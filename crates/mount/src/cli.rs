@@ -586,8 +586,10 @@ fn serve(m: Mounted) -> Result<()> {
     fs.stop_fetches();
     // Remounting right after the unmount finds the cache free, unless
     // something may still write to it: an upload still running, or a
-    // lazily detached mount still in use.
-    if settled && fs.queued_uploads() == 0 && ended() {
+    // request handler (a lazily detached mount still in use); the
+    // session ends once every handler thread has (no wait for it here:
+    // a signalled rfmount exits promptly).
+    if settled && fs.queued_uploads() == 0 && session.is_finished() {
         fs.cache().release();
     }
     let left = fs.cache().dirty_paths().len();
