@@ -401,6 +401,9 @@ fn connect(server: &str, conn: ConnectConfig, cache_dir: &Path) -> Result<TcpRem
 }
 
 fn mount(args: &Args, plan: &Plan) -> Result<Mounted> {
+    // Already while mounting: the mount is visible (and a terminal's
+    // SIGHUP or a SIGUSR1 may come) before `serve` installs its handlers.
+    ignore_hup_and_usr1();
     let mut cfg = plan.cfg.clone();
     let server = plan.source.addr();
     let mut conn = plan.source.connect_config().with_timeout(cfg.timeout);
