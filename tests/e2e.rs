@@ -213,3 +213,6 @@ mod mount_acl_perms;
 // Uploads that cost one request: tar x in write-back mode, the folded attribute changes.
 #[path = "e2e/mount_upload_requests.rs"]
 mod mount_upload_requests;
+// inotify watchers of a mount told of names removed through another mount or in the export.
+#[path = "e2e/mount_callbacks_inotify.rs"]
+mod mount_callbacks_inotify;

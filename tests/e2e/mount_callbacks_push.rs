@@ -177,13 +177,10 @@ fn changes_made_directly_in_the_export_are_seen_on_b_within_a_second() {
     );
 }
 
-// The mount sends FUSE_NOTIFY_DELETE (fuser's `Notifier::delete`) for a
-// pushed removal and the kernel accepts it, but on the kernels tried
-// (6.18) no IN_DELETE reaches watchers of the directory: the kernel's
-// fuse_reverse_inval_entry calls d_delete(), which no longer notifies since
-// fsnotify moved out of it. Kept so the gap stays visible; see README.
+// The kernel's own FUSE_NOTIFY_DELETE tells no inotify watcher (its
+// d_delete() stopped notifying in Linux 5.3): B echoes the removal through
+// its own mount point instead (see mount_callbacks_inotify.rs for more).
 #[test]
-#[ignore = "kernel's FUSE_NOTIFY_DELETE produces no IN_DELETE on this kernel"]
 fn inotifywait_on_b_reports_a_removal_through_a() {
     skip_without_fuse!();
     if which("inotifywait").is_none() {

@@ -96,3 +96,7 @@ pub use allocation::*;
 #[path = "util/requests.rs"]
 mod requests;
 pub use requests::*;
+// inotifywait on a mount, for the tests of what its watchers are told.
+#[path = "util/inotify.rs"]
+mod inotify;
+pub use inotify::*;

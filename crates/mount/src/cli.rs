@@ -31,6 +31,7 @@ use crate::known_exports;
 use crate::logging::{self, LogTarget};
 use crate::options::{MountConfig, parse_size};
 use crate::own_mount::{self, OwnMount, Unmount};
+use crate::through_mount::MountRoot;
 
 const AFTER_HELP: &str = "\
 SERVER is HOST[:PORT][:/SUBDIR] as with sshfs: the port is 9500 when omitted,
@@ -401,6 +402,9 @@ fn connect(server: &str, conn: ConnectConfig, cache_dir: &Path) -> Result<TcpRem
 }
 
 fn mount(args: &Args, plan: &Plan) -> Result<Mounted> {
+    // Already while mounting: the mount is visible (and a terminal's
+    // SIGHUP or a SIGUSR1 may come) before `serve` installs its handlers.
+    ignore_hup_and_usr1();
     let mut cfg = plan.cfg.clone();
     let server = plan.source.addr();
     let mut conn = plan.source.connect_config().with_timeout(cfg.timeout);
@@ -458,7 +462,15 @@ fn mount(args: &Args, plan: &Plan) -> Result<Mounted> {
             fs.config().upload_workers
         );
     }
-    fs.set_kernel_notes(crate::fuse::kernel_notes(session.notifier())?);
+    // Echoes of pushed removals need the mount's device to be sure they
+    // remove through this mount and nothing beneath it.
+    let echo = own
+        .dev_numbers()
+        .map(|dev| (MountRoot::new(&mountpoint, dev), fs.echoes().clone()));
+    if echo.is_none() {
+        info!("removals elsewhere are not reported to inotify watchers here");
+    }
+    fs.set_kernel_notes(crate::fuse::kernel_notes(session.notifier(), echo)?);
     hub.subscribe(Arc::new(PushSink(Arc::downgrade(&fs))));
     let weak = Arc::downgrade(&fs);
     remote.on_reconnect(Arc::new(move |resumed| {
@@ -527,6 +539,8 @@ fn serve(m: Mounted) -> Result<()> {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(()) => {
                 info!("signal received, unmounting");
+                // An echo after this could remove beneath the mount point.
+                fs.echoes().stop();
                 match own.unmount() {
                     Ok(Unmount::Done) => {}
                     Ok(Unmount::NotOurs) => warn!(
@@ -543,6 +557,7 @@ fn serve(m: Mounted) -> Result<()> {
             }
             Err(RecvTimeoutError::Timeout) if ended() => {
                 info!("unmounted");
+                fs.echoes().stop();
                 // After an abort the dead mount stays in the table
                 // ("Transport endpoint is not connected"): take it away if
                 // it is still ours.
@@ -565,6 +580,7 @@ fn serve(m: Mounted) -> Result<()> {
     // A last try, bounded so that the process still exits promptly: what
     // is not uploaded stays in the cache for the next mount (an upload cut
     // short by the exit never replaces the server's file).
+    let mut settled = true;
     if remote.is_online() && !fs.cache().dirty_paths().is_empty() {
         let (done_tx, done_rx) = channel();
         let fs = fs.clone();
@@ -574,9 +590,17 @@ fn serve(m: Mounted) -> Result<()> {
                 fs.retry_dirty();
                 let _ = done_tx.send(());
             });
-        let _ = done_rx.recv_timeout(LAST_RETRY);
+        settled = done_rx.recv_timeout(LAST_RETRY).is_ok();
     }
     fs.stop_fetches();
+    // Remounting right after the unmount finds the cache free, unless
+    // something may still write to it: an upload still running, or a
+    // request handler (a lazily detached mount still in use); the
+    // session ends once every handler thread has (no wait for it here:
+    // a signalled rfmount exits promptly).
+    if settled && fs.queued_uploads() == 0 && session.is_finished() {
+        fs.cache().release();
+    }
     let left = fs.cache().dirty_paths().len();
     if left > 0 {
         warn!(

@@ -171,6 +171,14 @@ fn enospc() -> io::Error {
 }
 
 impl DataCache {
+    /// This process is done with the cache: another rfmount may open it
+    /// from now on, before this one has finished exiting (its threads'
+    /// exit, slow under load, would otherwise hold the lock a while after
+    /// the unmount). Only once nothing here writes to the cache any more.
+    pub fn release(&self) {
+        self.files.unlock();
+    }
+
     /// Opens (creating if needed) the cache of `export_id` under `dir`,
     /// loads the entries a previous mount left, and moves content that was
     /// still being written when that mount died to `NAME.recovered-…`

@@ -17,6 +17,7 @@ mod allocate;
 mod acl;
 mod conflict;
 mod dir;
+mod echo;
 mod files;
 mod landed;
 mod links;
@@ -52,6 +53,7 @@ use crate::trust::Trust;
 pub use acl::NewMode;
 pub use dir::DirSink;
 use dir::DirSnapshot;
+pub use echo::{Echoes, Removal};
 use files::{FileState, Handle};
 pub use locks::KernelLock;
 pub(crate) use locks::signal_pending;
@@ -102,6 +104,8 @@ pub struct RemoteFs<R: Remote> {
     trust: Trust,
     /// Where pushed changes are told to the kernel.
     kernel_notes: OnceLock<KernelNotes>,
+    /// Pushed removals being echoed to this mount's watchers.
+    echoes: Arc<echo::Echoes>,
     /// Owners of files created here and not yet uploaded: their first PUT
     /// creates them on the server with the creator's ids.
     creators: Mutex<HashMap<RelPath, Owner>>,
@@ -138,6 +142,7 @@ impl<R: Remote> RemoteFs<R> {
             invalidator: OnceLock::new(),
             trust: Trust::default(),
             kernel_notes: OnceLock::new(),
+            echoes: Arc::default(),
             creators: Mutex::new(HashMap::new()),
             xattr_names: Mutex::default(),
             atimes: Mutex::new(HashMap::new()),
@@ -423,17 +428,29 @@ impl<R: Remote> RemoteFs<R> {
             Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
-        let ino = self.inodes.lock().ino(&path);
+        self.unlink_done(&path, true);
+        Ok(())
+    }
+
+    /// What this mount forgets once `path` (not a directory) is removed on
+    /// the server: by this mount (`here`), or elsewhere, when a listing
+    /// read since may already show a new file of that name.
+    fn unlink_done(&self, path: &RelPath, here: bool) {
+        let ino = self.inodes.lock().ino(path);
         let others = ino.map(|i| self.inodes.lock().names(i)).unwrap_or_default();
         if others.len() <= 1 {
-            self.remember_if_open(&path);
+            self.remember_if_open(path);
         }
-        self.meta.lock().note_removed(&path);
-        match self.inodes.lock().detach(&path) {
+        if here {
+            self.meta.lock().note_removed(path);
+        } else {
+            self.meta.lock().pushed(path, false);
+        }
+        match self.inodes.lock().detach(path) {
             // Another name of the same file now carries its inode: its
             // cached copy (and open descriptors' writes) go with it.
-            Some(heir) => self.cache.rename(&path, &heir),
-            None => self.cache.remove(&path),
+            Some(heir) => self.cache.rename(path, &heir),
+            None => self.cache.remove(path),
         }
         // One link fewer moved the file's ctime, so its version: the name
         // its cached copy is kept under needs the new one.
@@ -442,13 +459,12 @@ impl<R: Remote> RemoteFs<R> {
         }
         // The remaining names' link count dropped.
         let mut mc = self.meta.lock();
-        for p in others.iter().filter(|p| **p != path) {
+        for p in others.iter().filter(|p| **p != *path) {
             mc.invalidate(p);
         }
         drop(mc);
-        self.creators.lock().remove(&path);
-        self.atimes.lock().remove(&path);
-        Ok(())
+        self.creators.lock().remove(path);
+        self.atimes.lock().remove(path);
     }
 
     /// Removes an empty directory.
@@ -462,9 +478,26 @@ impl<R: Remote> RemoteFs<R> {
             return Err(not_empty());
         }
         self.remote.rmdir(&path)?;
-        self.meta.lock().note_removed(&path);
-        self.inodes.lock().detach(&path);
+        self.rmdir_done(&path, true);
         Ok(())
+    }
+
+    /// As [`RemoteFs::unlink_done`] for a directory. Removed elsewhere, it
+    /// may have held names this mount knows: they are gone with it.
+    fn rmdir_done(&self, path: &RelPath, here: bool) {
+        if here {
+            self.meta.lock().note_removed(path);
+            self.inodes.lock().detach(path);
+            return;
+        }
+        self.meta.lock().pushed(path, true);
+        let mut inodes = self.inodes.lock();
+        let mut beneath = inodes.known_beneath(path);
+        // Deepest first, the directory itself last.
+        beneath.sort_by(|a, b| b.1.cmp(&a.1));
+        for (_, p) in beneath {
+            inodes.detach(&p);
+        }
     }
 
     /// Renames; flags other than 0 are refused with `EINVAL` so that tools

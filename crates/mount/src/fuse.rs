@@ -20,10 +20,12 @@ use rfmount_proto::{FileKind, Meta, Owner, SetTime, Timestamp};
 use crate::error::FsError;
 use crate::fs::signal_pending;
 use crate::fs::{
-    Attr, Backer, Backing, DirSink, KernelIo, KernelLock, KernelNote, KernelNotes, Opened, RemoteFs,
+    Attr, Backer, Backing, DirSink, Echoes, KernelIo, KernelLock, KernelNote, KernelNotes, Opened,
+    RemoteFs, Removal,
 };
 use crate::idmap::{IdMap, IdMapMode};
 use crate::inodes::ROOT;
+use crate::through_mount::MountRoot;
 
 /// `fuser::Filesystem` over the core.
 pub struct FuseFs<R: Remote> {
@@ -296,8 +298,16 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn destroy(&mut self) {
+        self.fs.echoes().stop();
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name_or_reply!(name, reply);
+        if let Some(a) = self.fs.echo_lookup(req.pid(), parent.0, name) {
+            // Only for the removal about to follow: never kept.
+            return reply.entry(&Duration::ZERO, &self.attr(&a), GEN);
+        }
         match self.fs.lookup(parent.0, name) {
             Ok(a) => reply.entry(&self.ttl(), &self.attr(&a), GEN),
             Err(e) => reply.error(reply_error("lookup", &e)),
@@ -371,16 +381,28 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         }
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_or_reply!(name, reply);
+        if let Some(r) = self.fs.echo_remove(req.pid(), parent.0, name, false) {
+            return match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(reply_error("unlink (echo)", &e)),
+            };
+        }
         match self.fs.unlink(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(reply_error("unlink", &e)),
         }
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_or_reply!(name, reply);
+        if let Some(r) = self.fs.echo_remove(req.pid(), parent.0, name, true) {
+            return match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(reply_error("rmdir (echo)", &e)),
+            };
+        }
         match self.fs.rmdir(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(reply_error("rmdir", &e)),
@@ -856,15 +878,24 @@ impl<R: Remote> Filesystem for FuseFs<R> {
 
 /// A sender of [`KernelNote`]s to the kernel on a thread of its own: a
 /// notification may wait on the kernel, which may be waiting on a request
-/// that needs the connection's reader, where the notes come from.
+/// that needs the connection's reader, where the notes come from. The same
+/// thread makes the echoes of removals through `root` (see `fs/echo.rs`):
+/// it is no FUSE request thread, so the requests its removals cause are
+/// served meanwhile.
 ///
 /// # Errors
 /// When the thread cannot be started.
-pub fn kernel_notes(notifier: fuser::Notifier) -> std::io::Result<KernelNotes> {
+pub fn kernel_notes(
+    notifier: fuser::Notifier,
+    echo: Option<(MountRoot, Arc<Echoes>)>,
+) -> std::io::Result<KernelNotes> {
     let (tx, rx) = std::sync::mpsc::channel::<KernelNote>();
     std::thread::Builder::new()
         .name("rfmount-notes".into())
         .spawn(move || {
+            if let Some((_, echoes)) = &echo {
+                echoes.serve_from_this_thread();
+            }
             for note in rx {
                 log::debug!("telling the kernel {note:?}");
                 let r = match &note {
@@ -875,6 +906,14 @@ pub fn kernel_notes(notifier: fuser::Notifier) -> std::io::Result<KernelNotes> {
                     KernelNote::Delete(parent, child, name) => {
                         notifier.delete(INodeNo(*parent), INodeNo(*child), OsStr::new(name))
                     }
+                    KernelNote::Echo(r) => match &echo {
+                        Some((root, echoes)) => echo_removal(&notifier, root, echoes, r),
+                        None => notifier.delete(
+                            INodeNo(r.parent),
+                            INodeNo(r.child),
+                            OsStr::new(&r.name),
+                        ),
+                    },
                 };
                 // ENOENT: the kernel did not hold it; nothing to drop.
                 if let Err(e) = r {
@@ -886,4 +925,30 @@ pub fn kernel_notes(notifier: fuser::Notifier) -> std::io::Result<KernelNotes> {
     Ok(Box::new(move |n| {
         let _ = tx.lock().send(n);
     }))
+}
+
+/// Removes `r` through the mount point, so that watchers are told; when
+/// that cannot be done, only drops the kernel's entry.
+fn echo_removal(
+    notifier: &fuser::Notifier,
+    root: &MountRoot,
+    echoes: &Echoes,
+    r: &Removal,
+) -> std::io::Result<()> {
+    let echoed = if echoes.running() {
+        root.remove(&r.path, r.dir)
+    } else {
+        Err(std::io::Error::other("the mount is going away"))
+    };
+    echoes.finished(r);
+    match echoed {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            debug!(
+                "{}: removal not echoed ({e}); dropping the kernel's entry",
+                r.path
+            );
+            notifier.delete(INodeNo(r.parent), INodeNo(r.child), OsStr::new(&r.name))
+        }
+    }
 }

@@ -115,6 +115,11 @@ impl InodeTable {
         self.by_path.get(path).copied()
     }
 
+    /// How many references the kernel holds to `ino` (0 when unknown).
+    pub fn lookups(&self, ino: u64) -> u64 {
+        self.by_ino.get(&ino).map_or(0, |i| i.lookups)
+    }
+
     /// The inode for `path`, created if needed, with one more kernel lookup
     /// counted (call exactly once per entry handed to the kernel).
     pub fn lookup(&mut self, path: &RelPath) -> u64 {

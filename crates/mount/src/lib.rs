@@ -17,7 +17,9 @@
 //!   `cli_options` (sorting `-o` as mount(8) and fstab pass them),
 //!   `kernel_mount` (the mount as type `fuse.rfmount`), `logging`, and
 //!   `status` (`rfmount status` over a private Unix socket) with
-//!   [`activity`] (uploads in progress, retries, failures).
+//!   [`activity`] (uploads in progress, retries, failures), and
+//!   [`through_mount`] (removals through the mount point, which the kernel
+//!   reports to inotify watchers).
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -40,6 +42,7 @@ pub mod options;
 mod own_mount;
 mod status;
 mod sync;
+pub mod through_mount;
 pub mod trust;
 
 pub use error::{FsError, FsResult};

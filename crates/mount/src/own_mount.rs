@@ -116,6 +116,12 @@ impl OwnMount {
         self.dev.split_once(':').map_or("", |(_, minor)| minor)
     }
 
+    /// The mount's device number, `(major, minor)`.
+    pub(crate) fn dev_numbers(&self) -> Option<(u32, u32)> {
+        let (major, minor) = self.dev.split_once(':')?;
+        Some((major.parse().ok()?, minor.parse().ok()?))
+    }
+
     /// True once the kernel has ended our connection (unmounted, aborted).
     pub(crate) fn ended(&self) -> bool {
         let Some(fd) = &self.device else {

@@ -139,7 +139,9 @@ impl Drop for SystemMount {
 
 /// rfmount processes that are exiting: they have released their memory,
 /// and with it their command line, but not yet closed their files (a cache
-/// lock among them). Which mount they served cannot be told any more.
+/// lock among them). Which mount they served cannot be told any more. A
+/// process whose first thread is a zombie already while others are still
+/// exiting counts too: the others hold its files.
 fn exiting_rfmounts() -> Vec<u32> {
     fs::read_dir("/proc")
         .into_iter()
@@ -148,12 +150,24 @@ fn exiting_rfmounts() -> Vec<u32> {
         .filter(|e| {
             fs::read(e.path().join("cmdline")).is_ok_and(|c| c.is_empty())
                 && fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "rfmount")
-                && fs::read_to_string(e.path().join("stat")).is_ok_and(|st| {
-                    st.rsplit_once(')')
-                        .and_then(|(_, rest)| rest.split_whitespace().next())
-                        .is_some_and(|state| state != "Z" && state != "X")
-                })
+                && has_live_thread(&e.path())
         })
         .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
         .collect()
+}
+
+/// True when a thread of the process at `/proc/PID` is neither a zombie
+/// nor dead.
+fn has_live_thread(proc_dir: &Path) -> bool {
+    fs::read_dir(proc_dir.join("task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|t| {
+            fs::read_to_string(t.path().join("stat")).is_ok_and(|st| {
+                st.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .is_some_and(|state| state != "Z" && state != "X")
+            })
+        })
 }

@@ -16,7 +16,7 @@ pub(super) struct Layout {
     pub root: PathBuf,
     /// `<root>/lock`, held (`flock`) while this process uses the cache: two
     /// processes appending to one index would lose each other's records.
-    _lock: File,
+    lock: File,
 }
 
 pub(super) fn key_of(path: &RelPath) -> String {
@@ -66,7 +66,13 @@ impl Layout {
             }
             return Err(e);
         }
-        Ok(Layout { root, _lock: lock })
+        Ok(Layout { root, lock })
+    }
+
+    /// Lets another process take the cache (see `DataCache::release`).
+    pub fn unlock(&self) {
+        // SAFETY: flock on a descriptor this struct owns; no memory involved.
+        unsafe { libc::flock(self.lock.as_raw_fd(), libc::LOCK_UN) };
     }
 
     pub fn data_of_key(&self, key: &str) -> PathBuf {

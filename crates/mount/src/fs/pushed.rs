@@ -17,6 +17,7 @@ use rfmount_client::callbacks::CallbackSink;
 use rfmount_proto::{Change, Invalidation, Meta, RelPath};
 
 use super::RemoteFs;
+use super::echo::Removal;
 use super::files::{FileState, Handle};
 use crate::error::{FsError, FsResult};
 
@@ -29,6 +30,9 @@ pub enum KernelNote {
     Entry(u64, String),
     /// Name `name` of `child` in `parent` is gone (inotify's delete).
     Delete(u64, u64, String),
+    /// As `Delete`, echoed through the mount point first, so that the VFS
+    /// tells inotify watchers (see `echo.rs`); `Delete` if that fails.
+    Echo(Removal),
 }
 
 /// Sends kernel notes (installed by the FUSE adapter).
@@ -68,9 +72,24 @@ impl<R: Remote> RemoteFs<R> {
     fn on_invalidated(&self, items: &[Invalidation]) {
         self.trust.invalidated();
         let mut notes = Vec::new();
-        for inv in items {
+        // Deepest first: a removed tree's files are echoed before their
+        // directory, whose removal would take their names away unseen.
+        let mut items: Vec<&Invalidation> = items.iter().collect();
+        items.sort_by_key(|i| std::cmp::Reverse(depth(&i.path)));
+        // What was known of the removed objects, before any item of the
+        // batch (another change of the same name, say) drops it.
+        let known: Vec<Option<Meta>> = items
+            .iter()
+            .map(|inv| {
+                (inv.change == Change::Removed)
+                    .then(|| self.known_meta(&inv.path))
+                    .flatten()
+            })
+            .collect();
+        for (inv, before) in items.into_iter().zip(known) {
             let path = &inv.path;
             let tree = matches!(inv.change, Change::Removed | Change::All);
+            log::debug!("pushed: {path} {:?}", inv.change);
             self.meta.lock().pushed(path, tree);
             self.forget_xattrs(path);
             if inv.change == Change::All {
@@ -100,7 +119,10 @@ impl<R: Remote> RemoteFs<R> {
             if let Some(pino) = parent {
                 match (inv.change, ino) {
                     (Change::Removed, Some(ino)) => {
-                        notes.push(KernelNote::Delete(pino, ino, name.to_owned()));
+                        notes.push(match self.echo_of(path, pino, ino, before) {
+                            Some(r) => KernelNote::Echo(r),
+                            None => KernelNote::Delete(pino, ino, name.to_owned()),
+                        });
                     }
                     (Change::Removed | Change::Created, _) => {
                         notes.push(KernelNote::Entry(pino, name.to_owned()));
@@ -116,6 +138,16 @@ impl<R: Remote> RemoteFs<R> {
         for n in notes {
             self.note(n);
         }
+    }
+
+    /// The attributes last known of `path`, however old.
+    fn known_meta(&self, path: &RelPath) -> Option<Meta> {
+        let mc = self.meta.lock();
+        if let Some(m) = mc.attr_any(path) {
+            return Some(m);
+        }
+        let listing = mc.listing_any(&path.parent()?)?;
+        listing.get(path.file_name()?).map(|e| e.meta.clone())
     }
 
     fn bump_pushed(&self, ino: u64) {
@@ -185,6 +217,10 @@ impl<R: Remote> RemoteFs<R> {
         *h.fresh.lock() = Some(Arc::clone(&file));
         Ok(Some(file))
     }
+}
+
+fn depth(p: &RelPath) -> usize {
+    p.as_str().split('/').count()
 }
 
 /// The mount's [`CallbackSink`].
