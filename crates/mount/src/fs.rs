@@ -13,8 +13,8 @@
 //! across network I/O. The one lock held across a `PUT` is the per-file
 //! `FileState::upload`, which serialises uploads of that file alone.
 
-mod allocate;
 mod acl;
+mod allocate;
 mod conflict;
 mod dir;
 mod echo;
@@ -454,7 +454,7 @@ impl<R: Remote> RemoteFs<R> {
         }
         // One link fewer moved the file's ctime, so its version: the name
         // its cached copy is kept under needs the new one.
-        for p in others.iter().filter(|p| **p != path) {
+        for p in others.iter().filter(|p| **p != *path) {
             self.refresh_own_version(p);
         }
         // The remaining names' link count dropped.
