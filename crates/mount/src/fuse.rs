@@ -906,6 +906,10 @@ pub fn kernel_notes(
                     KernelNote::Delete(parent, child, name) => {
                         notifier.delete(INodeNo(*parent), INodeNo(*child), OsStr::new(name))
                     }
+                    KernelNote::Barrier(b) => {
+                        b.reached();
+                        Ok(())
+                    }
                     KernelNote::Echo(r) => match &echo {
                         Some((root, echoes)) => echo_removal(&notifier, root, echoes, r),
                         None => notifier.delete(

@@ -181,11 +181,19 @@ fn read_events(fd: &OwnedFd, dirs: &Mutex<Dirs>, table: &Weak<Callbacks>) {
                 continue;
             };
             if ev.mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) != 0 {
-                // Its parent's watch (if any) reports the name's change; the
-                // callbacks beneath it are stale either way.
+                // The name is gone (its parent's watch, if any, says so
+                // too): `Removed` first, so that a mount that knew the
+                // directory still knows it when told (to echo the removal
+                // to its inotify watchers), then `All` for the callbacks
+                // beneath it.
                 d.by_wd.remove(&ev.wd);
                 d.by_path.remove(&dir);
                 drop(d);
+                changes.push(Changed {
+                    path: dir.clone(),
+                    file_id: FileId::default(),
+                    change: Change::Removed,
+                });
                 changes.push(Changed {
                     path: dir,
                     file_id: FileId::default(),

@@ -118,9 +118,12 @@ fn a_file_with_unsent_changes_or_a_name_looked_up_again_is_not_echoed() {
     let again = f.fs.lookup(ROOT, "again.txt").unwrap();
     removed(&f, "again.txt");
     assert_eq!(echoes(&f).len(), 1);
-    // The name now leads to another inode (forgotten and looked up anew).
+    // The name now leads to another inode: made anew on the server, then
+    // forgotten and looked up again (the same server object would get its
+    // old number back).
+    f.remote.write_file("again.txt", b"made anew");
     f.fs.forget(again.ino, 1);
-    f.fs.lookup(ROOT, "again.txt").unwrap();
+    assert_ne!(f.fs.lookup(ROOT, "again.txt").unwrap().ino, again.ino);
     assert!(matches!(
         f.fs.echo_remove(me(), ROOT, "again.txt", false),
         Some(Err(_))

@@ -28,6 +28,10 @@ use rfmount_proto::{LockFlavor, LockHolder, LockKind, RelPath};
 
 use super::RemoteFs;
 use super::files::Why;
+
+/// How long a lock grant waits for the kernel to be told of changes pushed
+/// before it (see `RemoteFs::kernel_told`).
+const NOTES_BEFORE_GRANT: std::time::Duration = std::time::Duration::from_millis(500);
 use crate::data_cache::open_data;
 use crate::error::{FsError, FsResult};
 
@@ -242,6 +246,7 @@ impl<R: Remote> RemoteFs<R> {
         );
         if kind != LockKind::Unlock {
             self.revalidate(ino, &path);
+            self.kernel_told(NOTES_BEFORE_GRANT);
         }
         Ok(())
     }

@@ -33,6 +33,46 @@ pub enum KernelNote {
     /// As `Delete`, echoed through the mount point first, so that the VFS
     /// tells inotify watchers (see `echo.rs`); `Delete` if that fails.
     Echo(Removal),
+    /// Every note queued before this one has been sent: signal it.
+    Barrier(NoteBarrier),
+}
+
+/// Signalled by the notes thread when it reaches it (see
+/// [`RemoteFs::kernel_told`]).
+#[derive(Clone, Default)]
+pub struct NoteBarrier(Arc<(parking_lot::Mutex<bool>, parking_lot::Condvar)>);
+
+impl NoteBarrier {
+    /// The notes before it are sent.
+    pub fn reached(&self) {
+        *self.0.0.lock() = true;
+        self.0.1.notify_all();
+    }
+
+    fn wait(&self, within: std::time::Duration) -> bool {
+        let mut done = self.0.0.lock();
+        let deadline = std::time::Instant::now() + within;
+        while !*done {
+            if self.0.1.wait_until(&mut done, deadline).timed_out() {
+                return *done;
+            }
+        }
+        true
+    }
+}
+
+impl PartialEq for NoteBarrier {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for NoteBarrier {}
+
+impl std::fmt::Debug for NoteBarrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NoteBarrier")
+    }
 }
 
 /// Sends kernel notes (installed by the FUSE adapter).
@@ -47,6 +87,22 @@ impl<R: Remote> RemoteFs<R> {
     /// True while the server pushes invalidations on a live connection.
     pub fn callbacks_live(&self) -> bool {
         self.trust.live()
+    }
+
+    /// Waits, at most `within`, until the kernel has been told everything
+    /// queued so far. A lock grant does, before it returns: the holder that
+    /// just unlocked may have removed a name this kernel still caches (a
+    /// sqlite journal), and the new holder must not find it there. Bounded,
+    /// because a note can wait on the kernel, which can wait on a request.
+    pub(super) fn kernel_told(&self, within: std::time::Duration) {
+        if self.kernel_notes.get().is_none() {
+            return;
+        }
+        let b = NoteBarrier::default();
+        self.note(KernelNote::Barrier(b.clone()));
+        if !b.wait(within) {
+            log::debug!("the kernel's notes took longer than {within:?}; going on");
+        }
     }
 
     fn note(&self, n: KernelNote) {
