@@ -67,10 +67,10 @@ impl Watcher {
         // SAFETY: `raw` is a fresh descriptor we own.
         let fd = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
         let dirs = Arc::new(Mutex::new(Dirs::default()));
-        let (rfd, rdirs) = (Arc::clone(&fd), Arc::clone(&dirs));
+        let (rfd, rdirs, rroot) = (Arc::clone(&fd), Arc::clone(&dirs), root.clone());
         let spawned = std::thread::Builder::new()
             .name("rfserve-watch".into())
-            .spawn(move || read_events(&rfd, &rdirs, &table));
+            .spawn(move || read_events(&rfd, &rdirs, &table, &rroot));
         if let Err(e) = spawned {
             log::warn!("cannot start the export watch: {e}");
             return None;
@@ -128,11 +128,25 @@ impl Watcher {
 
 /// Names the store itself uses while an upload is in progress: not the
 /// user's changes.
+/// The kernel names an `O_TMPFILE` file `#INODE` in the events of its
+/// directory: an upload being written, not a name anyone can see. A real
+/// file of that name exists; the temporary one does not.
+fn is_unnamed_tmpfile(root: &std::path::Path, dir: &RelPath, name: &str) -> bool {
+    let Some(digits) = name.strip_prefix('#') else {
+        return false;
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let path = root.join(dir.as_str()).join(name);
+    std::fs::symlink_metadata(path).is_err()
+}
+
 fn is_upload_temp(name: &str) -> bool {
     name.starts_with(".rfserve-upload-") && name.ends_with(".tmp")
 }
 
-fn read_events(fd: &OwnedFd, dirs: &Mutex<Dirs>, table: &Weak<Callbacks>) {
+fn read_events(fd: &OwnedFd, dirs: &Mutex<Dirs>, table: &Weak<Callbacks>, root: &std::path::Path) {
     let mut buf = vec![0u8; 64 * 1024];
     let header = std::mem::size_of::<libc::inotify_event>();
     loop {
@@ -204,7 +218,7 @@ fn read_events(fd: &OwnedFd, dirs: &Mutex<Dirs>, table: &Weak<Callbacks>) {
             drop(d);
             let path = if name.is_empty() {
                 dir
-            } else if is_upload_temp(&name) {
+            } else if is_upload_temp(&name) || is_unnamed_tmpfile(root, &dir, &name) {
                 continue;
             } else {
                 match dir.join(&name) {
