@@ -631,8 +631,13 @@ git_commit() {
 dd_in() { dd if="$W/src/big" of="$1" bs=1M status=none; }
 append_byte() { printf x >>"$1"; }
 # Writes made with -o writeback may still be uploading when close returns:
-# wait for them (syncfs) before checking the server's copy.
-settle() { [[ ${KIND[$1]} == rfmount && ${MOPTS[$1]} == *writeback* ]] && sync -f "${DIR[$1]}"; return 0; }
+# wait for them before checking the server's copy. `rfmount sync` waits;
+# sync/syncfs(2) do not (the kernel does not pass them to a FUSE daemon),
+# which made the RTT write-back rows check a copy still arriving.
+settle() {
+	[[ ${KIND[$1]} == rfmount && ${MOPTS[$1]} == *writeback* ]] || return 0
+	"$RF_BIN/rfmount" sync "${DIR[$1]}" >/dev/null || rf_die "rfmount sync ${DIR[$1]} failed"
+}
 check() { "${@:2}" || rf_die "wrong result: $1"; }
 
 VAL= EXTRA=
