@@ -84,6 +84,11 @@ impl Server {
             starts: 0,
             run_as: Some((uid, gid)),
         };
+        // The user must reach the binary: a checkout under a private
+        // directory (mktemp -d makes them 0700) would refuse its exec.
+        if let Some(dir) = rfserve_bin().parent() {
+            super::identity::let_others_in(dir);
+        }
         if let Err(e) = s.spawn("127.0.0.1:0") {
             panic!("{e}");
         }
