@@ -8,6 +8,17 @@ use super::Server;
 /// Asks `srv` for its live sessions' counts (SIGUSR1) and returns the sum of
 /// their "bytes in": frame bytes the server has read from its clients.
 pub fn bytes_in(srv: &Server) -> u64 {
+    session_bytes(srv, " bytes in")
+}
+
+/// As [`bytes_in`], for "bytes out": frame bytes the server has written to
+/// its clients.
+pub fn bytes_out(srv: &Server) -> u64 {
+    session_bytes(srv, " bytes out")
+}
+
+/// The sum of the count before `what` over every live session's summary.
+fn session_bytes(srv: &Server, what: &str) -> u64 {
     let before = srv.count("live session(s)");
     // SAFETY: plain syscall with a PID this test started.
     let r = unsafe { libc::kill(srv.pid() as libc::pid_t, libc::SIGUSR1) };
@@ -25,7 +36,7 @@ pub fn bytes_in(srv: &Server) -> u64 {
             .ok()?;
         let lines: Vec<String> = rest
             .lines()
-            .filter(|l| l.contains("session from ") && l.contains(" bytes in"))
+            .filter(|l| l.contains("session from ") && l.contains(what))
             .map(str::to_owned)
             .collect();
         (lines.len() >= n).then_some(lines)
@@ -33,7 +44,7 @@ pub fn bytes_in(srv: &Server) -> u64 {
     .unwrap_or_else(|| panic!("incomplete session summary in {}", srv.log()));
     log.iter()
         .map(|l| {
-            let before = l.split(" bytes in").next().unwrap_or("");
+            let before = l.split(what).next().unwrap_or("");
             before
                 .rsplit(' ')
                 .next()
