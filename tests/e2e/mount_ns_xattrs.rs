@@ -103,3 +103,54 @@ fn cp_preserve_all_and_rsync_ax_keep_attributes() {
     sh(&m, &srv, &format!("rsync -aX {}/ r/", q(&src))).ok();
     assert_eq!(server_value(&root.join("r/a"), "user.tag"), "blue");
 }
+
+/// Names the mount does not carry answer "not supported" (as a local
+/// filesystem mounted `noacl` does), not "none here": `ls -l` and
+/// `file_has_acl` stop asking for the rest of the directory only then.
+#[test]
+fn names_not_carried_are_not_supported_and_missing_ones_no_data() {
+    skip_without_fuse!();
+    if !have_attr_tools() {
+        return;
+    }
+    let root = TestDir::new("root");
+    root.write("f", b"one\n");
+    let srv = Server::start(root.path(), &[]);
+    let m = Mount::start(&srv, &[]);
+    for name in [
+        "system.posix_acl_access",
+        "system.posix_acl_default",
+        "security.selinux",
+    ] {
+        let out = tool(&m, &srv, "getfattr").args(["-n", name, "f"]).fails();
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Operation not supported"),
+            "{name}: {out:?}"
+        );
+        // The kernel itself answers 0 for removing a default ACL from a
+        // file, on any filesystem.
+        if name != "system.posix_acl_default" {
+            let out = tool(&m, &srv, "setfattr").args(["-x", name, "f"]).fails();
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("Operation not supported"),
+                "{name}: {out:?}"
+            );
+        }
+    }
+    let out = tool(&m, &srv, "getfattr")
+        .args(["-n", "user.none", "f"])
+        .fails();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No such attribute"),
+        "{out:?}"
+    );
+    // With -o acl the ACL names are carried: none set is "no data".
+    let acl = Mount::start(&srv, &["-o", "acl"]);
+    let out = tool(&acl, &srv, "getfattr")
+        .args(["-n", "system.posix_acl_access", "f"])
+        .fails();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No such attribute"),
+        "{out:?}"
+    );
+}
