@@ -999,7 +999,7 @@ impl<R: Remote> RemoteFs<R> {
         } else {
             self.truncated_on_server(ino, &path, &meta);
         }
-        self.meta.lock().put_attr(&path, meta.clone());
+        self.meta.lock().note_attr(&path, meta.clone());
         Ok(Attr { ino, meta })
     }
 
