@@ -11,9 +11,12 @@
 //! kernel's own clearing on paths that never reach rfmount as writes; so
 //! rfmount keeps the kernel's part and adds this case, judging the caller
 //! as the kernel does: its effective capabilities and its groups, read
-//! from `/proc/PID/status`.
+//! from `/proc/PID/status`. The rule came with Linux 6.2; on an older
+//! kernel local filesystems apply the group-exec rule only, as FUSE does,
+//! and so does rfmount.
 
 use std::fs;
+use std::sync::OnceLock;
 
 /// `CAP_FSETID`: keeps setuid/setgid across writes and lets a process set
 /// setgid on a file whose group it is not in.
@@ -55,7 +58,29 @@ impl Caller {
 /// True when `mode` is one [`Caller::clears_setgid`] may act on: checked
 /// before `/proc` is read, so that ordinary files cost nothing.
 pub(crate) fn may_clear(mode: u32) -> bool {
-    mode & libc::S_IFMT == libc::S_IFREG && mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID
+    mode & libc::S_IFMT == libc::S_IFREG
+        && mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID
+        && kernel_has_rule()
+}
+
+/// True when this machine's kernel (6.2 and later) clears setgid without
+/// group-exec for callers outside the file's group on its own filesystems.
+fn kernel_has_rule() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .and_then(|r| release_at_least(&r, (6, 2)))
+            .unwrap_or(true)
+    })
+}
+
+/// Whether a kernel release string (`6.18.44-fc`) is at least `want`.
+fn release_at_least(release: &str, want: (u32, u32)) -> Option<bool> {
+    let mut parts = release.trim().split(['.', '-']);
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    Some((major, minor) >= want)
 }
 
 /// The `CapEff`, `Gid` (its fourth field: the filesystem gid) and `Groups`
@@ -123,6 +148,14 @@ mod tests {
             groups: vec![65534],
         };
         assert!(!privileged.clears_setgid(file | 0o2767, 0));
-        assert!(may_clear(file | 0o2767) && !may_clear(file | 0o2777));
+        assert!(!may_clear(file | 0o2777));
+    }
+
+    #[test]
+    fn reads_kernel_releases() {
+        assert_eq!(release_at_least("6.18.44-fc-v973", (6, 2)), Some(true));
+        assert_eq!(release_at_least("6.1.0-18-amd64", (6, 2)), Some(false));
+        assert_eq!(release_at_least("10.0", (6, 2)), Some(true));
+        assert_eq!(release_at_least("weird", (6, 2)), None);
     }
 }
