@@ -219,3 +219,6 @@ mod mount_callbacks_inotify;
 // setuid/setgid cleared on write, truncate and chown exactly as in a local directory.
 #[path = "e2e/mount_ns_killpriv.rs"]
 mod mount_ns_killpriv;
+// Which of atime, mtime and ctime a write, chmod, chown, link, rename and touch -a move, as locally.
+#[path = "e2e/mount_ns_ctimes.rs"]
+mod mount_ns_ctimes;
