@@ -122,8 +122,9 @@ fn pjdfstest_passes_on_a_mount() {
     if !failed.is_empty() {
         eprintln!("note: known limits seen (docs/CONFORMANCE.md): {failed:?}");
     }
-    // 13 erofs_* tests need allow_remount and link_count_max a LINK_MAX the
-    // kernel can report (docs/CONFORMANCE.md); the rest must have run.
+    // 13 erofs_* tests need allow_remount (the next test runs them) and
+    // link_count_max a LINK_MAX the kernel can report (docs/CONFORMANCE.md);
+    // the rest must have run.
     let skipped = count(" skipped");
     assert!(skipped <= 14, "{skipped} skipped: {summary}");
     // It really ran: the count of passed tests, not only the absence of
