@@ -222,3 +222,6 @@ mod mount_ns_killpriv;
 // Which of atime, mtime and ctime a write, chmod, chown, link, rename and touch -a move, as locally.
 #[path = "e2e/mount_ns_ctimes.rs"]
 mod mount_ns_ctimes;
+// rsync -aH of a tree with symlinks and hard links into a mount, twice.
+#[path = "e2e/mount_ns_trees.rs"]
+mod mount_ns_trees;
