@@ -216,3 +216,12 @@ mod mount_upload_requests;
 // inotify watchers of a mount told of names removed through another mount or in the export.
 #[path = "e2e/mount_callbacks_inotify.rs"]
 mod mount_callbacks_inotify;
+// setuid/setgid cleared on write, truncate and chown exactly as in a local directory.
+#[path = "e2e/mount_ns_killpriv.rs"]
+mod mount_ns_killpriv;
+// Which of atime, mtime and ctime a write, chmod, chown, link, rename and touch -a move, as locally.
+#[path = "e2e/mount_ns_ctimes.rs"]
+mod mount_ns_ctimes;
+// rsync -aH of a tree with symlinks and hard links into a mount, twice.
+#[path = "e2e/mount_ns_trees.rs"]
+mod mount_ns_trees;

@@ -618,6 +618,7 @@ impl Remote for TcpRemote {
             owner: opts.owner,
             ext: PutExt {
                 layout: Some(layout),
+                atime: opts.atime,
                 ..PutExt::default()
             },
         };

@@ -283,6 +283,17 @@ impl<R: Remote> RemoteFs<R> {
         }
     }
 
+    /// Attributes of `ino` as this mount last knew them, with no request
+    /// (cached ones of any age): enough to tell whether a write may have to
+    /// clear setgid (`setgid_rule`). `None` for a detached or unknown inode.
+    pub fn known_attr(&self, ino: u64) -> Option<Attr> {
+        let path = self.inodes.lock().path(ino)?;
+        let meta = self
+            .local_meta(&path)
+            .or_else(|| self.meta.lock().attr_any(&path))?;
+        Some(Attr { ino, meta })
+    }
+
     /// Attributes of `path`: the local copy while it has unsent changes,
     /// else cached attributes, else the parent's cached listing, else `STAT`.
     fn meta_of(&self, path: &RelPath) -> FsResult<Meta> {

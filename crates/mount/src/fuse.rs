@@ -25,6 +25,7 @@ use crate::fs::{
 };
 use crate::idmap::{IdMap, IdMapMode};
 use crate::inodes::ROOT;
+use crate::setgid_rule::{self, Caller};
 use crate::through_mount::MountRoot;
 
 /// `fuser::Filesystem` over the core.
@@ -98,6 +99,39 @@ impl<R: Remote> FuseFs<R> {
             fa.nlink = 0;
         }
         fa
+    }
+
+    /// The mode `ino` must get when the caller of `req` writes, truncates
+    /// or chowns it (`mode`: the one the kernel sends along): setgid
+    /// cleared where a local filesystem clears it and FUSE's kernel side
+    /// did not (`setgid_rule`). `None` when there is nothing to clear.
+    fn setgid_cleared(&self, req: &Request, ino: u64, mode: Option<u32>) -> Option<u32> {
+        let a = self.fs.known_attr(ino)?;
+        if a.meta.kind != FileKind::File {
+            return None;
+        }
+        let now = libc::S_IFREG | (mode.unwrap_or(a.meta.mode) & 0o7777);
+        if !setgid_rule::may_clear(now) {
+            return None;
+        }
+        let caller = Caller::of(req.pid(), req.uid(), req.gid());
+        caller
+            .clears_setgid(now, self.attr(&a).gid)
+            .then_some(now & 0o7777 & !libc::S_ISGID)
+    }
+
+    /// After a write, `fallocate` or truncating open by the caller of
+    /// `req`: clears setgid as [`FuseFs::setgid_cleared`] says. The change
+    /// itself has happened, so a failure here is logged, not returned.
+    fn clear_setgid_after(&self, req: &Request, ino: u64) {
+        if let Some(mode) = self.setgid_cleared(req, ino, None) {
+            if let Err(e) = self
+                .fs
+                .setattr(ino, Some(mode), None, None, None, (None, None))
+            {
+                warn!("clearing setgid of inode {ino}: {e}");
+            }
+        }
     }
 
     /// The server owner for an object the caller of `req` creates.
@@ -327,7 +361,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -347,6 +381,13 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             uid.map(|u| self.ids.uid_to_remote(u)),
             gid.map(|g| self.ids.gid_to_remote(g)),
         );
+        // truncate and chown clear setgid like a write (chown: after the
+        // owner changes, as the server applies the two).
+        let changes_privs = size.is_some() || uid.is_some() || gid.is_some();
+        let mode = match changes_privs {
+            true => self.setgid_cleared(req, ino.0, mode).or(mode),
+            false => mode,
+        };
         match self
             .fs
             .setattr(ino.0, mode, size, set_time(atime), set_time(mtime), owner)
@@ -432,7 +473,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let register = |f: &std::fs::File| -> std::io::Result<Backing> {
             match reply.open_backing(f) {
                 Ok(id) => Ok(Arc::new(id)),
@@ -447,6 +488,9 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         let backer: Option<Backer<'_>> =
             self.passthrough.load(Ordering::SeqCst).then_some(&register);
         let opened = self.fs.open_with(ino.0, flags.0, backer);
+        if opened.is_ok() && flags.0 & libc::O_TRUNC != 0 {
+            self.clear_setgid_after(req, ino.0);
+        }
         match opened {
             Ok(o) => match &o.io {
                 KernelIo::Passthrough(b) => match b.downcast_ref::<BackingId>() {
@@ -479,8 +523,8 @@ impl<R: Remote> Filesystem for FuseFs<R> {
 
     fn write(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -490,15 +534,18 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         reply: ReplyWrite,
     ) {
         match self.fs.write(fh.0, offset, data) {
-            Ok(n) => reply.written(n),
+            Ok(n) => {
+                self.clear_setgid_after(req, ino.0);
+                reply.written(n);
+            }
             Err(e) => reply.error(reply_error("write", &e)),
         }
     }
 
     fn fallocate(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
@@ -506,7 +553,10 @@ impl<R: Remote> Filesystem for FuseFs<R> {
         reply: ReplyEmpty,
     ) {
         match self.fs.fallocate(fh.0, offset, length, mode) {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                self.clear_setgid_after(req, ino.0);
+                reply.ok();
+            }
             Err(e) => reply.error(reply_error("fallocate", &e)),
         }
     }

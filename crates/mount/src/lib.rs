@@ -40,6 +40,7 @@ mod logging;
 pub mod meta_cache;
 pub mod options;
 mod own_mount;
+mod setgid_rule;
 mod status;
 mod sync;
 pub mod through_mount;

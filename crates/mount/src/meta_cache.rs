@@ -187,6 +187,21 @@ impl MetaCache {
             .insert(path.clone(), (meta, Instant::now(), trusted));
     }
 
+    /// Records the attributes this mount's own change of `path` (chmod,
+    /// chown, utimes, truncate) got from the server, in the parent's cached
+    /// listing too: once the attribute entry expires, lookups fall back to
+    /// that listing, which must not bring back the attributes from before
+    /// the change. The directory itself did not change.
+    pub fn note_attr(&mut self, path: &RelPath, meta: Meta) {
+        if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
+            && let Some((l, _, _)) = self.dirs.get_mut(&parent)
+            && l.get(name).is_some()
+        {
+            Arc::make_mut(l).upsert(name, meta.clone());
+        }
+        self.put_attr(path, meta);
+    }
+
     /// A fresh listing of `dir`, if cached.
     pub fn listing(&self, dir: &RelPath) -> Option<Arc<Listing>> {
         self.dirs
@@ -407,5 +422,25 @@ mod tests {
         let sub = d.join("sub").unwrap();
         mc.note_empty_dir(&sub);
         assert!(mc.listing(&sub).unwrap().entries.is_empty());
+    }
+
+    #[test]
+    fn an_attribute_change_reaches_the_listing_not_the_directory() {
+        let mut mc = MetaCache::new(Duration::from_secs(60), Duration::from_secs(60));
+        let d = RelPath::new("d").unwrap();
+        let entry = DirEntry {
+            name: "f".into(),
+            meta: meta(1),
+        };
+        mc.put_listing(&d, Arc::new(Listing::new(vec![entry])));
+        mc.put_attr(&d, meta(0));
+        let mut chowned = meta(1);
+        chowned.uid = 1000;
+        mc.note_attr(&d.join("f").unwrap(), chowned);
+        mc.note_attr(&d.join("gone").unwrap(), meta(3));
+        let l = mc.listing(&d).unwrap();
+        assert_eq!(l.get("f").unwrap().meta.uid, 1000);
+        assert!(l.get("gone").is_none(), "no entry made up");
+        assert!(mc.attr(&d).is_some(), "the directory itself is unchanged");
     }
 }

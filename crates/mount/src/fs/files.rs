@@ -890,7 +890,12 @@ impl<R: Remote> RemoteFs<R> {
             mtime: entry.mtime.or(shown),
             owner: self.creators.lock().get(path).copied(),
             expect: self.put_expectation(entry),
-            atime: self.atimes.lock().get(path).copied(),
+            // A write moves mtime and ctime, not atime: a new version of an
+            // existing file keeps the access time it had.
+            atime: self.atimes.lock().get(path).copied().or_else(|| {
+                entry.version?;
+                self.meta.lock().attr_any(path).map(|m| m.atime)
+            }),
         };
         if let Some(meta) = self.put_by_layout(path, &f, size, entry, opts)? {
             self.creators.lock().remove(path);
@@ -999,7 +1004,7 @@ impl<R: Remote> RemoteFs<R> {
         } else {
             self.truncated_on_server(ino, &path, &meta);
         }
-        self.meta.lock().put_attr(&path, meta.clone());
+        self.meta.lock().note_attr(&path, meta.clone());
         Ok(Attr { ino, meta })
     }
 

@@ -220,7 +220,7 @@ impl<R: Remote> RemoteFs<R> {
             Err(e) => return Err(e.into()),
         };
         self.same_content_new_version(path, &meta);
-        self.meta.lock().put_attr(path, meta.clone());
+        self.meta.lock().note_attr(path, meta.clone());
         Ok(Attr { ino, meta })
     }
 
