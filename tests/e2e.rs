@@ -216,3 +216,6 @@ mod mount_upload_requests;
 // inotify watchers of a mount told of names removed through another mount or in the export.
 #[path = "e2e/mount_callbacks_inotify.rs"]
 mod mount_callbacks_inotify;
+// A directory created through the mount: its empty listing held under a callback (requests counted).
+#[path = "e2e/mount_mkdir_listing.rs"]
+mod mount_mkdir_listing;
