@@ -206,6 +206,16 @@ impl MetaCache {
     /// Records attributes just received, `trusted` when under a callback.
     pub fn put_attr_as(&mut self, path: &RelPath, meta: Meta, trusted: bool) {
         self.absent.remove(path);
+        // The parent's listing says the same (readdirplus hands its
+        // entries to the kernel, and a trusted listing outlives `attrs`):
+        // a chmod or utimes of a directory `tar x` made must show in
+        // `ls -l` of its parent.
+        if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
+            && let Some((l, _, _)) = self.dirs.get_mut(&parent)
+            && (l.is_stale(name) || l.get(name).is_some_and(|e| e.meta != meta))
+        {
+            Arc::make_mut(l).upsert(name, meta.clone());
+        }
         self.attrs
             .insert(path.clone(), (meta, Instant::now(), trusted));
     }
