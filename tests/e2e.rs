@@ -216,3 +216,6 @@ mod mount_upload_requests;
 // inotify watchers of a mount told of names removed through another mount or in the export.
 #[path = "e2e/mount_callbacks_inotify.rs"]
 mod mount_callbacks_inotify;
+// Uploads streamed while a big file is written in order: before the close, cancelled by a seek back, a dead server, a conflict.
+#[path = "e2e/mount_streamed_uploads.rs"]
+mod mount_streamed_uploads;
