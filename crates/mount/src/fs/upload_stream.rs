@@ -13,7 +13,7 @@
 //! conflict is also replaced by that upload, so a dead server gives the
 //! close the error it gave before streaming existed. Write-back mounts do
 //! not stream: their uploads run after the close anyway, from a finished
-//! file.
+//! file. `-o nostream` turns streaming off.
 
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -171,6 +171,7 @@ impl<R: Remote> RemoteFs<R> {
         // Only content that is all new: a whole upload is due anyway.
         let fresh = offset == 0
             && only_writer
+            && self.cfg.stream_uploads
             && !self.cfg.writeback
             && h.mode() != Mode::Passthrough
             && h.file().metadata().is_ok_and(|m| m.len() == len);
