@@ -132,7 +132,9 @@ fn a_seek_back_cancels_the_stream_and_the_right_bytes_land() {
     assert_same_file(&expected, &root.join("big.bin"));
     let cancelled = wait_for(Duration::from_secs(10), || {
         let puts = put_lines(&srv, mark, "/big.bin");
-        puts.iter().any(|l| l.contains("result=err")).then_some(puts)
+        puts.iter()
+            .any(|l| l.contains("result=err"))
+            .then_some(puts)
     });
     let puts = cancelled.unwrap_or_else(|| {
         panic!(
@@ -164,7 +166,10 @@ fn a_server_killed_mid_stream_leaves_no_partial_file_and_the_close_fails_with_ei
     copy_part(&mut src, &mut f, 8 * MIB);
     let err = close(f).expect_err("the close must fail: nothing landed");
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
-    assert!(!root.join("big.bin").exists(), "a partial file got the name");
+    assert!(
+        !root.join("big.bin").exists(),
+        "a partial file got the name"
+    );
     assert!(names_with_prefix(root.path(), UPLOAD_TEMP_PREFIX).is_empty());
     // Kept in the cache, and delivered whole once the server is back.
     assert_same_file(&src_path, &m.join("big.bin"));
@@ -215,8 +220,30 @@ fn a_writeback_mount_uploads_a_big_file_once_after_the_close() {
         .args(["of=big.bin", "bs=1M", "status=none"])
         .ok();
     if let Err(e) = wait_same_file(&src, &root.join("big.bin"), Duration::from_secs(60)) {
-        panic!("not uploaded: {e}\n---- rfmount log ----\n{}", tail(&m.log(), 30));
+        panic!(
+            "not uploaded: {e}\n---- rfmount log ----\n{}",
+            tail(&m.log(), 30)
+        );
     }
+    let puts = put_lines(&srv, mark, "/big.bin");
+    assert_eq!(puts.len(), 1, "one PUT expected: {puts:#?}");
+    assert!(!puts[0].contains("open_ended"), "{puts:#?}");
+}
+
+#[test]
+fn with_nostream_a_big_file_is_uploaded_at_close() {
+    skip_without_fuse!();
+    let root = TestDir::new("root");
+    let local = TestDir::new("local");
+    let src = local.write_random("src.bin", 16 * MIB, 87);
+    let srv = Server::start(root.path(), &[]);
+    let m = Mount::start(&srv, &["-o", "nostream"]);
+    let mark = log_mark(&srv);
+    tool(&m, &srv, "dd")
+        .arg(format!("if={}", src.display()))
+        .args(["of=big.bin", "bs=1M", "status=none"])
+        .ok();
+    assert_same_file(&src, &root.join("big.bin"));
     let puts = put_lines(&srv, mark, "/big.bin");
     assert_eq!(puts.len(), 1, "one PUT expected: {puts:#?}");
     assert!(!puts[0].contains("open_ended"), "{puts:#?}");

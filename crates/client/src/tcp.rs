@@ -630,7 +630,7 @@ impl Remote for TcpRemote {
                     other => Err(unexpected(&other)),
                 };
             }
-            let mut buf = vec![0u8; CHUNK_SIZE as usize];
+            let mut buf = vec![0u8; CHUNK_SIZE];
             let n = match src.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,

@@ -222,7 +222,12 @@ impl Uploads {
             match &result {
                 Ok(_) => {
                     let how = if up.open_ended { " open_ended" } else { "" };
-                    log_request(conn, &up.label, Outcome::Ok, &format!(" bytes={bytes}{how}"))
+                    log_request(
+                        conn,
+                        &up.label,
+                        Outcome::Ok,
+                        &format!(" bytes={bytes}{how}"),
+                    )
                 }
                 Err(e) => log_request(conn, &up.label, Outcome::Err(e), ""),
             }
