@@ -17,7 +17,7 @@
 
 use std::io::{self, Read};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use log::{debug, info};
 use parking_lot::{Condvar, Mutex};
@@ -34,6 +34,15 @@ use crate::error::{FsError, FsResult};
 /// A file written in order starts streaming once it is this big: smaller
 /// ones are uploaded at close as quickly as a stream would end.
 pub(crate) const STREAM_AFTER: u64 = 8 << 20;
+
+/// Streams running at once. Each is a request in flight on the one
+/// connection until its close, and the server answers `Busy` beyond
+/// `max_in_flight` (64): the rest of the files written meanwhile are
+/// uploaded at close.
+const MAX_STREAMS: usize = 8;
+
+/// Streams running in this process (one mount per process).
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
 
 /// A file being written in order from offset 0 by its only writer, and
 /// its stream once started. Kept in [`FileState::in_order`].
@@ -185,7 +194,14 @@ impl<R: Remote> RemoteFs<R> {
     }
 
     fn start_stream(&self, h: &Arc<Handle>, path: &RelPath, avail: u64) -> Option<Arc<Sender>> {
-        let entry = self.cache.entry(path)?;
+        if RUNNING.fetch_add(1, Ordering::SeqCst) >= MAX_STREAMS {
+            RUNNING.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        let Some(entry) = self.cache.entry(path) else {
+            RUNNING.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        };
         // Times are not known before the close: they follow the stream
         // when the application set them (see `land_stream`).
         let opts = PutOptions {
@@ -219,6 +235,7 @@ impl<R: Remote> RemoteFs<R> {
                 let r = remote.put_open_ended(&s.path, &mut src, s.opts);
                 // The handle goes with the thread: nothing waits on it.
                 drop(src);
+                RUNNING.fetch_sub(1, Ordering::SeqCst);
                 s.progress.lock().result = Some(r);
                 s.changed.notify_all();
             });
@@ -228,6 +245,7 @@ impl<R: Remote> RemoteFs<R> {
                 Some(sender)
             }
             Err(e) => {
+                RUNNING.fetch_sub(1, Ordering::SeqCst);
                 info!("{path}: no thread to stream the upload: {e}");
                 None
             }
