@@ -100,3 +100,8 @@ pub use requests::*;
 #[path = "util/inotify.rs"]
 mod inotify;
 pub use inotify::*;
+
+// Streamed uploads seen from the server: the size of its upload temporary.
+#[path = "util/streaming.rs"]
+mod streaming;
+pub use streaming::*;

@@ -200,6 +200,30 @@ pub trait Remote: Send + Sync + 'static {
         opts: PutOptions,
     ) -> Result<Uploaded, RemoteError>;
 
+    /// Replaces a whole file with whatever `src` yields until it reports
+    /// the end (`Ok(0)`), sent while it is still being produced: an
+    /// open-ended `Put` (`PutExt.open_ended`). `src` may block until more
+    /// bytes exist; an error from it cancels the upload, and the server's
+    /// file stays as it was. The answer is the server's durable reply, as
+    /// for [`Remote::put`]. A remote that cannot stream answers
+    /// `Service(NotSupported)` before reading anything; the caller then
+    /// uploads the finished file as usual.
+    ///
+    /// # Errors
+    /// As [`Remote::put`].
+    fn put_open_ended(
+        &self,
+        path: &RelPath,
+        src: &mut dyn Read,
+        opts: PutOptions,
+    ) -> Result<Uploaded, RemoteError> {
+        let _ = (src, opts);
+        Err(RemoteError::Service(WireError::new(
+            ErrorCode::NotSupported,
+            format!("{path}: this remote takes uploads of a known size only"),
+        )))
+    }
+
     /// Replaces a whole file with the `size` bytes of `src`, sending only
     /// `layout.extents` of it: the other bytes are the server's current
     /// file's (which must be version `layout.base`, else the service error

@@ -595,6 +595,68 @@ impl Remote for TcpRemote {
         uploaded(expect_reply(&call)?)
     }
 
+    fn put_open_ended(
+        &self,
+        path: &RelPath,
+        src: &mut dyn Read,
+        opts: PutOptions,
+    ) -> Result<Uploaded, RemoteError> {
+        let conn = self.conn()?;
+        let op = Op::Put {
+            path: path.clone(),
+            size: 0,
+            mode: opts.mode,
+            mtime: opts.mtime,
+            owner: opts.owner,
+            ext: PutExt {
+                atime: opts.atime,
+                expect: opts.expect,
+                open_ended: true,
+                ..PutExt::default()
+            },
+        };
+        let call = conn.start(op)?;
+        let mut hasher = Hasher::new();
+        let cancel = || {
+            let _ = conn.send(&ClientMsg::Cancel { id: call.id });
+        };
+        loop {
+            // A refusal (conflict, no space) may arrive while the data
+            // flows: stop sending what the server is going to discard.
+            if let Some(msg) = call.try_next() {
+                cancel();
+                return match msg {
+                    ServerMsg::Reply { result: Err(e), .. } => Err(RemoteError::Service(e)),
+                    other => Err(unexpected(&other)),
+                };
+            }
+            let mut buf = vec![0u8; CHUNK_SIZE];
+            let n = match src.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    cancel();
+                    return Err(RemoteError::local(
+                        format!("reading the source of {path}"),
+                        e,
+                    ));
+                }
+            };
+            buf.truncate(n);
+            hasher.update(&buf);
+            conn.send(&ClientMsg::PutData {
+                id: call.id,
+                data: buf,
+            })?;
+        }
+        conn.send(&ClientMsg::PutEnd {
+            id: call.id,
+            checksum: hasher.finish(),
+        })?;
+        uploaded(expect_reply(&call)?)
+    }
+
     fn put_layout(
         &self,
         path: &RelPath,

@@ -29,6 +29,7 @@ mod passthrough;
 mod prefetch;
 mod pushed;
 mod stream;
+mod upload_stream;
 mod writeback;
 mod xattr;
 

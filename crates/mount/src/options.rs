@@ -31,6 +31,9 @@ pub struct MountConfig {
     /// `-o writeback`: `close` returns once the file is durable in the
     /// cache, and uploads run in the background (see `fs::writeback`).
     pub writeback: bool,
+    /// `-o stream` (default) / `-o nostream`: a big file written in order
+    /// streams its upload while it is written (see `fs::upload_stream`).
+    pub stream_uploads: bool,
     /// `-o uploads=N`: uploads a write-back mount runs at once.
     pub upload_workers: usize,
     /// `-o idmap=none|user` (see [`crate::idmap`]).
@@ -85,6 +88,7 @@ impl MountConfig {
             cache_size: 1 << 30,
             retry_interval: Duration::from_secs(5),
             writeback: false,
+            stream_uploads: true,
             upload_workers: 4,
             idmap: IdMapMode::None,
             uid: None,
@@ -117,6 +121,8 @@ impl MountConfig {
                 ("default_permissions", None) => self.default_permissions = true,
                 ("writeback", None) => self.writeback = true,
                 ("nowriteback", None) => self.writeback = false,
+                ("stream", None) => self.stream_uploads = true,
+                ("nostream", None) => self.stream_uploads = false,
                 ("acl", None) => self.acl = true,
                 ("noacl", None) => self.acl = false,
                 ("attr_timeout", Some(v)) => self.attr_timeout = seconds(key, v)?,
@@ -233,6 +239,11 @@ mod tests {
         c.apply_options("nowriteback").unwrap();
         assert!(!c.writeback);
         assert!(c.apply_options("writeback=1").is_err());
+        assert!(c.stream_uploads);
+        c.apply_options("nostream").unwrap();
+        assert!(!c.stream_uploads);
+        c.apply_options("stream").unwrap();
+        assert!(c.stream_uploads);
         c.apply_options("uploads=2").unwrap();
         assert_eq!(c.upload_workers, 2);
         for bad in ["uploads=0", "uploads=65", "uploads=x", "uploads"] {

@@ -27,8 +27,12 @@ use crate::store::PendingPut;
 struct Upload {
     label: Label,
     path: RelPath,
-    /// Bytes of data that follow: `size`, or the sum of a layout's extents.
+    /// Bytes of data that follow: `size`, or the sum of a layout's extents;
+    /// unbounded for an open-ended upload.
     data_len: u64,
+    /// The size was not known when the upload began (`PutExt.open_ended`):
+    /// whatever arrives before `PutEnd` is the content.
+    open_ended: bool,
     received: u64,
     hasher: Hasher,
     /// Dropping this deletes the temporary file.
@@ -91,12 +95,21 @@ impl Uploads {
             owner,
             ext: Default::default(),
         });
-        let data_len = ext
-            .layout
-            .as_ref()
-            .map_or(size, |l| l.extents.iter().map(|e| e.len).sum());
+        let open_ended = ext.open_ended;
+        let data_len = match &ext.layout {
+            _ if open_ended => u64::MAX,
+            Some(l) => l.extents.iter().map(|e| e.len).sum(),
+            None => size,
+        };
         let pending = writable(conn).and_then(|()| match &ext.layout {
+            Some(_) if open_ended => Err(WireError::new(
+                ErrorCode::Invalid,
+                format!("{path}: an open-ended upload cannot have a layout"),
+            )),
             Some(_) => conn.store.begin_layout_put(&path, size, owner, &ext),
+            // Nothing is known to check against the space free: what
+            // arrives takes space as it is written, as for any upload.
+            None if open_ended => conn.store.begin_put_ext(&path, 0, owner, &ext),
             None => conn.store.begin_put_ext(&path, size, owner, &ext),
         });
         match pending {
@@ -107,6 +120,7 @@ impl Uploads {
                     label,
                     path,
                     data_len,
+                    open_ended,
                     received: 0,
                     hasher: Hasher::new(),
                     pending,
@@ -155,7 +169,7 @@ impl Uploads {
         let Some(mut up) = self.map.remove(&id) else {
             return;
         };
-        let check = if up.received != up.data_len {
+        let check = if !up.open_ended && up.received != up.data_len {
             Err(WireError::new(
                 ErrorCode::Invalid,
                 format!(
@@ -206,7 +220,15 @@ impl Uploads {
                     .changed(&[(up.path.clone(), change, meta.file_id)]);
             }
             match &result {
-                Ok(_) => log_request(conn, &up.label, Outcome::Ok, &format!(" bytes={bytes}")),
+                Ok(_) => {
+                    let how = if up.open_ended { " open_ended" } else { "" };
+                    log_request(
+                        conn,
+                        &up.label,
+                        Outcome::Ok,
+                        &format!(" bytes={bytes}{how}"),
+                    )
+                }
                 Err(e) => log_request(conn, &up.label, Outcome::Err(e), ""),
             }
             Some(ServerMsg::Reply {

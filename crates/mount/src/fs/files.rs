@@ -18,6 +18,7 @@ use rfmount_proto::{
 
 use super::passthrough::{Backer, InodeIo, Mode};
 use super::stream::{Answer, Stream};
+use super::upload_stream::{self, InOrder};
 use super::{Attr, Opened, RemoteFs, conflict};
 use crate::data_cache::{EntryInfo, open_data};
 use crate::error::{FsError, FsResult};
@@ -53,6 +54,9 @@ pub(crate) struct FileState {
     io: InodeIo,
     /// Bumped by every pushed change of the file (see `pushed.rs`).
     pub(super) pushed: AtomicU64,
+    /// The file is being written in order, and its upload may be
+    /// streaming (see `upload_stream.rs`).
+    pub(super) in_order: Mutex<Option<InOrder>>,
 }
 
 impl FileState {
@@ -112,6 +116,10 @@ impl Handle {
 
     pub(super) fn state(&self) -> &FileState {
         &self.state
+    }
+
+    pub(super) fn mode(&self) -> Mode {
+        self.mode
     }
 
     /// Points the handle at a new cache file of the same content path.
@@ -627,7 +635,10 @@ impl<R: Remote> RemoteFs<R> {
             self.note_stored(path, &file);
         }
         drop(file);
-        h.state.write_gen.fetch_add(1, Ordering::SeqCst);
+        let generation = h.state.write_gen.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(path) = &path {
+            self.note_in_order(&h, path, offset, data.len() as u64, generation);
+        }
         Ok(data.len() as u32)
     }
 
@@ -745,7 +756,9 @@ impl<R: Remote> RemoteFs<R> {
                 crate::activity::note_failure("upload at close", &e);
                 warn!("upload at close failed, kept for retry: {e}");
             }
-            h.state.writers.fetch_sub(1, Ordering::SeqCst);
+            if h.state.writers.fetch_sub(1, Ordering::SeqCst) == 1 {
+                upload_stream::abandon(&h.state);
+            }
         }
         if let Some(s) = &h.stream {
             s.detach();
@@ -795,7 +808,7 @@ impl<R: Remote> RemoteFs<R> {
         if why == Why::Retry {
             self.activity.note_retry();
         }
-        let sent = match self.put_cached(&path, &entry) {
+        let sent = match self.put_cached(&path, &entry, state) {
             Err(e) if conflict::is_conflict(&e) => match self.server_has_it(&path) {
                 // Nothing to keep aside: the server's file is this content.
                 Some(meta) => Ok(Uploaded {
@@ -876,7 +889,12 @@ impl<R: Remote> RemoteFs<R> {
         Ok(())
     }
 
-    fn put_cached(&self, path: &RelPath, entry: &EntryInfo) -> FsResult<Uploaded> {
+    fn put_cached(
+        &self,
+        path: &RelPath,
+        entry: &EntryInfo,
+        state: &FileState,
+    ) -> FsResult<Uploaded> {
         let f = File::open(self.cache.data_path(path))
             .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
         let md = f
@@ -900,6 +918,11 @@ impl<R: Remote> RemoteFs<R> {
                 self.meta.lock().attr_any(path).map(|m| m.atime)
             }),
         };
+        if let Some(up) = self.land_stream(path, state, size, entry, &opts)? {
+            self.creators.lock().remove(path);
+            self.atimes.lock().remove(path);
+            return Ok(up);
+        }
         if let Some(meta) = self.put_by_layout(path, &f, size, entry, opts)? {
             self.creators.lock().remove(path);
             return Ok(meta);
