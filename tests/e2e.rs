@@ -216,3 +216,6 @@ mod mount_upload_requests;
 // inotify watchers of a mount told of names removed through another mount or in the export.
 #[path = "e2e/mount_callbacks_inotify.rs"]
 mod mount_callbacks_inotify;
+// Prefetch during a tree walk: tar c finds the first file of each directory fetched ahead, never stale.
+#[path = "e2e/mount_prefetch_walk.rs"]
+mod mount_prefetch_walk;

@@ -100,3 +100,7 @@ pub use requests::*;
 #[path = "util/inotify.rs"]
 mod inotify;
 pub use inotify::*;
+// `rfmount status --json` and its counters.
+#[path = "util/status.rs"]
+mod status;
+pub use status::*;
