@@ -6,7 +6,6 @@
 
 use std::process::Command;
 
-use crate::mount_common::*;
 use crate::util::*;
 
 /// `dirs` directories, each with `files` small files and a subdirectory
