@@ -231,3 +231,6 @@ mod mount_mkdir_listing;
 // Uploads streamed while a big file is written in order: before the close, cancelled by a seek back, a dead server, a conflict.
 #[path = "e2e/mount_streamed_uploads.rs"]
 mod mount_streamed_uploads;
+// Prefetch during a tree walk: tar c finds the first file of each directory fetched ahead, never stale.
+#[path = "e2e/mount_prefetch_walk.rs"]
+mod mount_prefetch_walk;

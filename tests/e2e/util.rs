@@ -105,3 +105,7 @@ pub use inotify::*;
 #[path = "util/streaming.rs"]
 mod streaming;
 pub use streaming::*;
+// `rfmount status --json` and its counters.
+#[path = "util/status.rs"]
+mod status;
+pub use status::*;

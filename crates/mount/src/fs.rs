@@ -102,7 +102,7 @@ pub struct RemoteFs<R: Remote> {
     next_fh: AtomicU64,
     invalidator: OnceLock<Invalidator>,
     /// What may be served without asking (callbacks).
-    trust: Trust,
+    trust: Arc<Trust>,
     /// Where pushed changes are told to the kernel.
     kernel_notes: OnceLock<KernelNotes>,
     /// Pushed removals being echoed to this mount's watchers.
@@ -141,7 +141,7 @@ impl<R: Remote> RemoteFs<R> {
             dirs: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             invalidator: OnceLock::new(),
-            trust: Trust::default(),
+            trust: Arc::default(),
             kernel_notes: OnceLock::new(),
             echoes: Arc::default(),
             creators: Mutex::new(HashMap::new()),

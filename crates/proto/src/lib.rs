@@ -19,6 +19,7 @@
 mod auth;
 mod checksum;
 mod codec;
+mod data_frame;
 mod error;
 mod frame;
 mod messages;
@@ -28,6 +29,7 @@ mod version;
 pub use auth::{AuthKey, Nonce, new_nonce};
 pub use checksum::{Checksum, Hasher};
 pub use codec::{DecodeError, EncodeError};
+pub use data_frame::{DATA_HEADER, data_frame_buffer, read_server_msg, seal_data_frame};
 pub use error::{ErrorCode, WireError};
 pub use frame::{FrameError, MAX_FRAME, decode_payload, read_frame, read_payload, write_frame};
 pub use messages::{

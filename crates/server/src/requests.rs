@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rfmount_proto::{
-    CHUNK_SIZE, Change, DirEntry, ErrorCode, FileId, Hasher, Meta, Op, RENAME_EXCHANGE, RelPath,
-    Reply, ServerMsg, Version, WireError,
+    CHUNK_SIZE, Change, DATA_HEADER, DirEntry, ErrorCode, FileId, Hasher, Meta, Op,
+    RENAME_EXCHANGE, RelPath, Reply, ServerMsg, Version, WireError, data_frame_buffer,
+    seal_data_frame,
 };
 
 use crate::callbacks::Held;
@@ -18,6 +19,7 @@ use crate::conn::{Conn, Responder};
 use crate::pool::Lane;
 use crate::replies::{Label, Outcome, cancelled, log_request, writable};
 use crate::store::{Content, Listing};
+use crate::writer::Broken;
 
 /// A listing part is cut once its entries' estimated encoded size passes
 /// this, keeping every part far below `MAX_FRAME`.
@@ -435,6 +437,8 @@ fn stream_get(
     }
     let mut hasher = Hasher::new();
     let mut sent = 0u64;
+    // The chunk queued last, maybe still being written.
+    let mut in_flight = None;
     // Where the data run being read ends; a non-sparse request reads one
     // run, the whole file.
     let mut run_end = if sparse { 0 } else { u64::MAX };
@@ -471,18 +475,34 @@ fn stream_get(
         }
         let left = (meta.size - sent).min(run_end - sent);
         let want = usize::try_from(left).map_or(CHUNK_SIZE, |n| n.min(CHUNK_SIZE));
-        let mut buf = vec![0u8; want];
-        match read_full(&mut content, &mut buf) {
+        // Read straight into the frame: no copy between the file and the
+        // socket but the kernel's.
+        let mut frame = data_frame_buffer(want);
+        match (&mut content as &mut dyn Read)
+            .take(want as u64)
+            .read_to_end(&mut frame)
+        {
             Ok(0) => break Err(shrank(path)),
             Ok(n) => {
-                buf.truncate(n);
-                hasher.update(&buf);
+                hasher.update(&frame[DATA_HEADER..]);
                 sent += n as u64;
-                if conn
-                    .writer
-                    .send(&ServerMsg::Data { id, data: buf })
-                    .is_err()
-                {
+                // One chunk is written while the next is read; waiting for
+                // the one before keeps two per download in memory at most.
+                let queued = seal_data_frame(&mut frame, id)
+                    .map_err(|_| Broken)
+                    .and_then(|()| conn.writer.queue_raw(frame));
+                let written = match (queued, in_flight) {
+                    (Ok(mine), Some(prev)) => {
+                        in_flight = Some(mine);
+                        conn.writer.wait_written(prev)
+                    }
+                    (Ok(mine), None) => {
+                        in_flight = Some(mine);
+                        Ok(())
+                    }
+                    (Err(e), _) => Err(e),
+                };
+                if written.is_err() {
                     log_request(conn, label, Outcome::Aborted(sent), "");
                     return None;
                 }

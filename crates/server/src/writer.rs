@@ -3,8 +3,10 @@
 //! but never mix.
 //!
 //! Two ways in. [`FrameWriter::send`] waits until its frame is written:
-//! streaming senders (GET chunks, LIST parts) use it, which bounds their
-//! memory to one frame each and paces them to the peer. [`FrameWriter::post`]
+//! streaming senders (LIST parts) use it, which bounds their memory to one
+//! frame each and paces them to the peer; GET chunks use
+//! [`FrameWriter::queue_raw`] and [`FrameWriter::wait_written`], one chunk
+//! being written while the next is read (two frames each). [`FrameWriter::post`]
 //! only queues: a request's last frame goes this way, so that a worker of
 //! the shared pool never waits for a peer that reads slowly. Posted frames
 //! are bounded by the connection's requests in flight (one last frame
@@ -112,7 +114,21 @@ impl FrameWriter {
 
     /// Sends bytes that are already a whole frame; waits until written.
     pub(crate) fn send_raw(&self, frame: Vec<u8>) -> Result<(), Broken> {
-        let mine = self.shared.push(frame)?;
+        let mine = self.queue_raw(frame)?;
+        self.wait_written(mine)
+    }
+
+    /// Queues bytes that are already a whole frame and returns at once with
+    /// its number, for [`FrameWriter::wait_written`]: a download reads its
+    /// next chunk while this one is being written, and waits for this one
+    /// before queueing the one after (two chunks per download at most).
+    pub(crate) fn queue_raw(&self, frame: Vec<u8>) -> Result<u64, Broken> {
+        self.shared.push(frame)
+    }
+
+    /// Waits until the frame numbered `mine` by [`FrameWriter::queue_raw`]
+    /// is written.
+    pub(crate) fn wait_written(&self, mine: u64) -> Result<(), Broken> {
         let mut q = self.shared.queue.lock();
         while q.written < mine {
             self.shared.changed.wait(&mut q);

@@ -55,6 +55,8 @@ impl<R: Remote> RemoteFs<R> {
             .lock()
             .listing_trusted(&dir)
             .filter(|l| !l.has_stale());
+        // A walk's fetch of it ahead is on its way: the same answer.
+        let trusted = trusted.or_else(|| self.listed_ahead(&dir));
         let ticket = self.trust.ticket();
         let fetched = match trusted {
             Some(l) => Ok(l),
@@ -167,6 +169,12 @@ impl<R: Remote> RemoteFs<R> {
             if full {
                 break;
             }
+        }
+        if plus {
+            // Only now does the kernel know these names (prefetch needs
+            // their inodes).
+            let from = usize::try_from(offset.saturating_sub(2)).unwrap_or(usize::MAX);
+            self.prefetch_listed(&snap.dir, from);
         }
         Ok(())
     }

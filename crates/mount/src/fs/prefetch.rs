@@ -4,22 +4,37 @@
 //! fetched ahead, concurrently (pipelined on the one connection), so their
 //! opens find them fetched or on their way.
 //!
+//! A program that has just been served by a prefetch is walking a tree
+//! (`tar c`, `cp -r`, `grep -r`): while it is ([`WALK_WINDOW`]), listing a
+//! directory (readdir) fetches that directory's first small files ahead
+//! too, so the first open in each directory finds its file on its way
+//! instead of costing a round trip of its own. A program that only lists
+//! (`ls -lR`, `find`) never gets a prefetch used, so it fetches nothing.
+//! Under server callbacks the walk's readdir also lists the directory's
+//! first subdirectories ahead ([`MAX_LISTS`] at a time): a listing
+//! answered under a callback is current until the server says otherwise,
+//! so the walker's `opendir` of each of them needs no round trip. One that
+//! an invalidation may have overtaken is dropped, never stored.
+//!
 //! Bounded: at most [`MAX_FILES`] fetches and [`MAX_BYTES`] in flight, only
 //! files of at most [`MAX_FILE_SIZE`], only from a listing still fresh. A
 //! prefetched copy is an ordinary clean cache entry: unused, it is evicted
 //! like any other; it is served without a round trip only while
 //! `RemoteFs::content_trusted` says so, else the open revalidates it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use log::debug;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use rfmount_client::Remote;
 use rfmount_proto::{FileKind, RelPath};
 
 use super::RemoteFs;
 use super::stream::Stream;
+use crate::meta_cache::Listing;
 
 /// Prefetches in flight at most.
 pub const MAX_FILES: usize = 16;
@@ -27,6 +42,12 @@ pub const MAX_FILES: usize = 16;
 pub const MAX_BYTES: u64 = 8 << 20;
 /// Larger files are not prefetched: a single open streams them anyway.
 pub const MAX_FILE_SIZE: u64 = 1 << 20;
+/// Listings fetched ahead in flight at most.
+pub const MAX_LISTS: usize = 4;
+/// How long after an open served by a prefetch a readdir counts as part
+/// of the same walk: the time a walker takes to finish the directory it
+/// is in and enter the next one, even through a slow link.
+pub const WALK_WINDOW: Duration = Duration::from_secs(2);
 
 /// What prefetches are in flight, and counts for `rfmount status`.
 #[derive(Default)]
@@ -34,6 +55,34 @@ pub struct Prefetcher {
     flight: Mutex<(usize, u64)>,
     started: AtomicU64,
     used: AtomicU64,
+    /// When an open was last served by a prefetch.
+    last_used: Mutex<Option<Instant>>,
+    /// Listings being fetched ahead, by directory: an `opendir` of one
+    /// waits for it rather than asking again.
+    lists: Arc<Mutex<HashMap<RelPath, Arc<ListAhead>>>>,
+}
+
+/// One listing being fetched ahead: done once its answer is stored (or
+/// dropped).
+#[derive(Default)]
+struct ListAhead {
+    done: Mutex<bool>,
+    ended: Condvar,
+}
+
+/// Marks a listing fetched ahead as ended when dropped.
+struct AheadEnded {
+    lists: Arc<Mutex<HashMap<RelPath, Arc<ListAhead>>>>,
+    dir: RelPath,
+    ahead: Arc<ListAhead>,
+}
+
+impl Drop for AheadEnded {
+    fn drop(&mut self) {
+        self.lists.lock().remove(&self.dir);
+        *self.ahead.done.lock() = true;
+        self.ahead.ended.notify_all();
+    }
 }
 
 impl Prefetcher {
@@ -49,6 +98,15 @@ impl Prefetcher {
 
     pub(super) fn note_used(&self) {
         self.used.fetch_add(1, Ordering::Relaxed);
+        *self.last_used.lock() = Some(Instant::now());
+    }
+
+    /// A program is walking a tree: an open was served by a prefetch
+    /// within [`WALK_WINDOW`].
+    fn walking(&self) -> bool {
+        self.last_used
+            .lock()
+            .is_some_and(|at| at.elapsed() < WALK_WINDOW)
     }
 
     fn reserve(&self, size: u64) -> bool {
@@ -86,7 +144,108 @@ impl<R: Remote> RemoteFs<R> {
         let Some(at) = listing.index_of(name) else {
             return;
         };
-        let next = listing.entries.iter().skip(at + 1).take(MAX_FILES);
+        self.prefetch_from(&dir, &listing, at + 1);
+    }
+
+    /// The kernel has just read the entries of `dir` from index `from` of
+    /// its listing (readdirplus: it knows their names now): while a
+    /// program walks a tree, fetch the small files among them ahead.
+    pub(super) fn prefetch_listed(&self, dir: &RelPath, from: usize) {
+        if !self.cfg.prefetch || !self.prefetcher.walking() {
+            return;
+        }
+        let Some(listing) = self.meta.lock().listing_any(dir) else {
+            return;
+        };
+        self.prefetch_from(dir, &listing, from);
+        self.prefetch_lists(dir, &listing, from);
+    }
+
+    /// Under callbacks, lists the subdirectories among the [`MAX_FILES`]
+    /// entries of `listing` from `from` on ahead, while [`MAX_LISTS`] let.
+    fn prefetch_lists(&self, dir: &RelPath, listing: &Listing, from: usize) {
+        if !self.trust.live() {
+            // Without a callback opendir lists afresh anyway.
+            return;
+        }
+        let subdirs = listing.entries.iter().skip(from).take(MAX_FILES);
+        for e in subdirs.filter(|e| e.meta.kind == FileKind::Dir) {
+            let Ok(sub) = dir.join(&e.name) else { continue };
+            if self.meta.lock().listing_trusted(&sub).is_some() {
+                continue;
+            }
+            let ahead = Arc::new(ListAhead::default());
+            {
+                let mut lists = self.prefetcher.lists.lock();
+                if lists.contains_key(&sub) {
+                    continue;
+                }
+                if lists.len() >= MAX_LISTS {
+                    break;
+                }
+                lists.insert(sub.clone(), Arc::clone(&ahead));
+            }
+            let lists = Arc::clone(&self.prefetcher.lists);
+            let (remote, meta, trust) = (
+                Arc::clone(&self.remote),
+                Arc::clone(&self.meta),
+                Arc::clone(&self.trust),
+            );
+            let ticket = trust.ticket();
+            let name = sub.clone();
+            // Ends the wait of an opendir that joined it however the fetch
+            // ends: a panic, or no thread to run it at all.
+            let ended = AheadEnded {
+                lists,
+                dir: sub.clone(),
+                ahead,
+            };
+            let spawned = std::thread::Builder::new()
+                .name("rf-list-ahead".into())
+                .spawn(move || {
+                    let _ended = ended;
+                    match remote.list(&sub) {
+                        // Stored only if no invalidation came since the
+                        // request went out: then it is current.
+                        Ok(entries) if trust.granted(ticket) => {
+                            let listing = Arc::new(Listing::new(entries));
+                            let mut mc = meta.lock();
+                            if trust.granted(ticket) {
+                                mc.put_listing_as(&sub, listing, true);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(err) => debug!("listing {sub} ahead: {err}"),
+                    }
+                });
+            if let Err(err) = spawned {
+                debug!("listing ahead: {err}");
+                self.prefetcher.lists.lock().remove(&name);
+                break;
+            }
+        }
+    }
+
+    /// `dir`'s listing held under a callback, once a fetch of it ahead
+    /// that is on its way has ended (`None`: there is none, or it was not
+    /// kept).
+    pub(super) fn listed_ahead(&self, dir: &RelPath) -> Option<Arc<Listing>> {
+        let ahead = self.prefetcher.lists.lock().get(dir).cloned()?;
+        let mut done = ahead.done.lock();
+        while !*done {
+            ahead.ended.wait(&mut done);
+        }
+        drop(done);
+        self.meta
+            .lock()
+            .listing_trusted(dir)
+            .filter(|l| !l.has_stale())
+    }
+
+    /// Starts fetches of the small files among the [`MAX_FILES`] entries
+    /// of `listing` (of `dir`) from index `from` on, while the bounds let.
+    fn prefetch_from(&self, dir: &RelPath, listing: &Listing, from: usize) {
+        let next = listing.entries.iter().skip(from).take(MAX_FILES);
         for e in next.filter(|e| e.meta.kind == FileKind::File && e.meta.size <= MAX_FILE_SIZE) {
             let Ok(p) = dir.join(&e.name) else { continue };
             // Only names the kernel knows (readdirplus looked them up), and
