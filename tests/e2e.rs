@@ -216,3 +216,6 @@ mod mount_upload_requests;
 // inotify watchers of a mount told of names removed through another mount or in the export.
 #[path = "e2e/mount_callbacks_inotify.rs"]
 mod mount_callbacks_inotify;
+// user. xattrs set before a file's first upload travel in its PUT (request counts).
+#[path = "e2e/mount_xattr_uploads.rs"]
+mod mount_xattr_uploads;

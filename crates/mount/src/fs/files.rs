@@ -874,6 +874,20 @@ impl<R: Remote> RemoteFs<R> {
     }
 
     fn put_cached(&self, path: &RelPath, entry: &EntryInfo) -> FsResult<Uploaded> {
+        let up = self.put_carrying(path, entry.xattrs.clone(), &|xattrs| {
+            self.put_cached_with(path, entry, xattrs)
+        })?;
+        self.creators.lock().remove(path);
+        self.atimes.lock().remove(path);
+        Ok(up)
+    }
+
+    fn put_cached_with(
+        &self,
+        path: &RelPath,
+        entry: &EntryInfo,
+        xattrs: Vec<rfmount_proto::XattrValue>,
+    ) -> FsResult<Uploaded> {
         let f = File::open(self.cache.data_path(path))
             .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
         let md = f
@@ -891,17 +905,14 @@ impl<R: Remote> RemoteFs<R> {
             owner: self.creators.lock().get(path).copied(),
             expect: self.put_expectation(entry),
             atime: self.atimes.lock().get(path).copied(),
+            xattrs,
         };
-        if let Some(meta) = self.put_by_layout(path, &f, size, entry, opts)? {
-            self.creators.lock().remove(path);
+        if let Some(meta) = self.put_by_layout(path, &f, size, entry, opts.clone())? {
             return Ok(meta);
         }
         let buffered = BufReader::with_capacity(256 * 1024, f);
         let mut src = self.activity.track(path.to_string(), size, buffered);
-        let up = self.remote.put(path, &mut src, size, opts)?;
-        self.creators.lock().remove(path);
-        self.atimes.lock().remove(path);
-        Ok(up)
+        Ok(self.remote.put(path, &mut src, size, opts)?)
     }
 
     fn truncate_local(&self, path: &RelPath, state: &FileState, size: u64) -> FsResult<()> {
