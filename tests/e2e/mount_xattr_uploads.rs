@@ -28,6 +28,16 @@ fn server_dump(path: &std::path::Path) -> String {
         .stdout()
 }
 
+/// Waits until every file closed on the write-back mount `m` is on the
+/// server (`sync(1)` does not reach a FUSE daemon).
+fn settle(m: &Mount) {
+    TestCommand::new(rfmount_bin())
+        .arg("sync")
+        .arg(m.path())
+        .with_log("rfmount log", m.log_path())
+        .ok();
+}
+
 /// How many logged requests are `op` of `path`.
 fn count(reqs: &[String], op: &str, path: &str) -> usize {
     reqs.iter()
@@ -180,15 +190,16 @@ fn in_writeback_mode_attributes_set_after_the_close_ride_the_queued_put() {
     let mark = log_mark(&srv);
     // The second descriptor holds the upload queued (a file open for
     // writing is uploaded by its close) until the attribute is set after
-    // the first close; `sync` waits for the upload.
+    // the first close.
     sh(
         &m,
         &srv,
         "exec 3>>d/f; echo x > d/f
          setfattr -n user.after -v close d/f
-         exec 3>&-; sync",
+         exec 3>&-",
     )
     .ok();
+    settle(&m);
     let reqs = requests_after(&srv, mark);
     assert_eq!(count(&reqs, "PUT", "/d/f"), 1, "{reqs:?}");
     assert_eq!(count(&reqs, "SETXATTR", "/d/f"), 0, "{reqs:?}");
@@ -197,7 +208,8 @@ fn in_writeback_mode_attributes_set_after_the_close_ride_the_queued_put() {
     // Set after a close with nothing holding the upload back: whether or
     // not the upload ran first, the attribute reaches the server.
     let mark = log_mark(&srv);
-    sh(&m, &srv, "echo y > d/g; setfattr -n user.k -v g d/g; sync").ok();
+    sh(&m, &srv, "echo y > d/g; setfattr -n user.k -v g d/g").ok();
+    settle(&m);
     let reqs = requests_after(&srv, mark);
     assert_eq!(count(&reqs, "SETXATTR", "/d/g"), 0, "{reqs:?}");
     assert!(server_dump(&root.join("d/g")).contains("user.k=\"g\""));
@@ -217,14 +229,42 @@ fn in_writeback_mode_attributes_set_after_the_close_ride_the_queued_put() {
         return;
     }
     let mark = log_mark(&srv);
-    sh(
-        &m,
-        &srv,
-        &format!("rsync -aX {}/ d/t/; sync", s(&src.join("t"))),
-    )
-    .ok();
+    sh(&m, &srv, &format!("rsync -aX {}/ d/t/", s(&src.join("t")))).ok();
+    settle(&m);
     let reqs = requests_after(&srv, mark);
     assert!(!reqs.iter().any(|r| r.starts_with("SETXATTR ")), "{reqs:?}");
     assert!(server_dump(&root.join("d/t/r")).contains("user.r=\"rv\""));
     assert_eq!(fs::read(root.join("d/t/r")).unwrap(), b"r");
+}
+
+/// A file with holes goes up as its data alone (`put_layout`); that PUT
+/// carries what a whole one does: here the access time set before the
+/// upload, with no SETATTR after it.
+#[test]
+fn a_sparse_upload_carries_the_access_time_set_before_it() {
+    skip_without_fuse!();
+    let root = TestDir::new("root");
+    root.mkdir("d");
+    let srv = Server::start(root.path(), &[]);
+    let m = Mount::start(&srv, &["-o", &format!("writeback,{STEADY}")]);
+    sh(&m, &srv, "ls d").ok();
+    let mark = log_mark(&srv);
+    // The open descriptor holds the upload back until the time is set.
+    sh(
+        &m,
+        &srv,
+        "exec 3>>d/s; truncate -s 1M d/s; echo end >> d/s
+         touch -a -d '2001-02-03 04:05:06 UTC' d/s
+         exec 3>&-",
+    )
+    .ok();
+    settle(&m);
+    let reqs = requests_after(&srv, mark);
+    assert_eq!(count(&reqs, "PUT", "/d/s"), 1, "{reqs:?}");
+    assert_eq!(count(&reqs, "SETATTR", "/d/s"), 0, "{reqs:?}");
+    let md = fs::metadata(root.join("d/s")).unwrap();
+    assert_eq!(md.len(), 1024 * 1024 + 4);
+    assert_eq!(md.atime(), 981_173_106, "atime on the server");
+    // Sent as its data: far less than the megabyte of its size.
+    assert!(md.blocks() * 512 < 256 * 1024, "{} blocks", md.blocks());
 }
