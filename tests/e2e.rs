@@ -234,3 +234,6 @@ mod mount_streamed_uploads;
 // Prefetch during a tree walk: tar c finds the first file of each directory fetched ahead, never stale.
 #[path = "e2e/mount_prefetch_walk.rs"]
 mod mount_prefetch_walk;
+// user. xattrs set before a file's first upload travel in its PUT (request counts).
+#[path = "e2e/mount_xattr_uploads.rs"]
+mod mount_xattr_uploads;

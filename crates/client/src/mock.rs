@@ -264,12 +264,15 @@ impl Remote for MemRemote {
         if !holds {
             return Err(err(ErrorCode::Conflict, path));
         }
-        let (old, xattrs) = match nodes.get(path) {
+        let (old, mut xattrs) = match nodes.get(path) {
             Some(n) if n.meta.kind == FileKind::Dir => return Err(err(ErrorCode::IsDir, path)),
             // A replaced file keeps its extended attributes, as on rfserve.
             Some(n) if n.meta.kind == FileKind::File => (Some(n.meta.clone()), n.xattrs.clone()),
             _ => (None, BTreeMap::new()),
         };
+        for x in opts.xattrs {
+            xattrs.insert(x.name, x.value);
+        }
         let owner = old
             .as_ref()
             .map(|m| Owner {

@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 
 use rfmount_proto::{
     DirEntry, ErrorCode, FileKind, LockFlavor, LockHolder, LockKind, Meta, Owner, PutExpect,
-    PutLayout, RelPath, SetAttr, StatFs, Timestamp, Version, WireError,
+    PutLayout, RelPath, SetAttr, StatFs, Timestamp, Version, WireError, XattrValue,
 };
 
 use crate::error::RemoteError;
@@ -75,7 +75,7 @@ pub struct Uploaded {
 }
 
 /// Optional attributes of an uploaded file.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PutOptions {
     /// Permission bits (default: keep the old file's, or 0644).
     pub mode: Option<u32>,
@@ -90,6 +90,9 @@ pub struct PutOptions {
     /// (default: anything, last upload wins); otherwise the answer is
     /// `Service(Conflict)` and nothing changes.
     pub expect: PutExpect,
+    /// Extended attributes the new file has before it appears under its
+    /// name (on top of those a replaced file keeps).
+    pub xattrs: Vec<XattrValue>,
 }
 
 /// A lock to take, change or release ([`Remote::lock`]), or to test

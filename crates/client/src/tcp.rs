@@ -568,19 +568,7 @@ impl Remote for TcpRemote {
         opts: PutOptions,
     ) -> Result<Uploaded, RemoteError> {
         let conn = self.conn()?;
-        let op = Op::Put {
-            path: path.clone(),
-            size,
-            mode: opts.mode,
-            mtime: opts.mtime,
-            owner: opts.owner,
-            ext: PutExt {
-                atime: opts.atime,
-                expect: opts.expect,
-                ..PutExt::default()
-            },
-        };
-        let call = conn.start(op)?;
+        let call = conn.start(put_op(path, size, opts, None, false))?;
         let mut hasher = Hasher::new();
         send_chunks(&call, size, &mut |buf: &mut [u8]| {
             read_full(src, buf)
@@ -602,20 +590,7 @@ impl Remote for TcpRemote {
         opts: PutOptions,
     ) -> Result<Uploaded, RemoteError> {
         let conn = self.conn()?;
-        let op = Op::Put {
-            path: path.clone(),
-            size: 0,
-            mode: opts.mode,
-            mtime: opts.mtime,
-            owner: opts.owner,
-            ext: PutExt {
-                atime: opts.atime,
-                expect: opts.expect,
-                open_ended: true,
-                ..PutExt::default()
-            },
-        };
-        let call = conn.start(op)?;
+        let call = conn.start(put_op(path, 0, opts, None, true))?;
         let mut hasher = Hasher::new();
         let cancel = || {
             let _ = conn.send(&ClientMsg::Cancel { id: call.id });
@@ -672,19 +647,7 @@ impl Remote for TcpRemote {
         let checksum = crate::layout::checksum_of(src, size).map_err(local)?;
         let extents = layout.extents.clone();
         let conn = self.conn()?;
-        let op = Op::Put {
-            path: path.clone(),
-            size,
-            mode: opts.mode,
-            mtime: opts.mtime,
-            owner: opts.owner,
-            ext: PutExt {
-                layout: Some(layout),
-                atime: opts.atime,
-                ..PutExt::default()
-            },
-        };
-        let call = conn.start(op)?;
+        let call = conn.start(put_op(path, size, opts, Some(layout), false))?;
         for e in extents {
             let mut at = e.offset;
             send_chunks(&call, e.len, &mut |buf: &mut [u8]| {
@@ -949,8 +912,32 @@ fn done(op: &str, r: Reply) -> Result<(), RemoteError> {
     }
 }
 
-/// The object's attributes from the answer to a change: `Meta` from older
-/// servers, `Changed` from this one.
+/// The `Put` request of an upload: every path (whole, partial, sparse)
+/// sends the same attributes and condition, so none loses the conflict
+/// check or the times the others keep.
+fn put_op(
+    path: &RelPath,
+    size: u64,
+    opts: PutOptions,
+    layout: Option<PutLayout>,
+    open_ended: bool,
+) -> Op {
+    Op::Put {
+        path: path.clone(),
+        size,
+        mode: opts.mode,
+        mtime: opts.mtime,
+        owner: opts.owner,
+        ext: PutExt {
+            atime: opts.atime,
+            expect: opts.expect,
+            layout,
+            open_ended,
+            xattrs: opts.xattrs,
+        },
+    }
+}
+
 /// Sends `len` bytes of the upload `call` as `PutData` chunks, each filled
 /// by `fill`. A refusal (read-only, no space) may arrive while the data
 /// flows: the upload stops there rather than send what the server is going
@@ -1001,6 +988,8 @@ fn uploaded(r: Reply) -> Result<Uploaded, RemoteError> {
     }
 }
 
+/// The object's attributes from the answer to a change: `Meta` from older
+/// servers, `Changed` from this one.
 fn changed_meta(op: &str, r: Reply) -> Result<Meta, RemoteError> {
     match r {
         Reply::Meta(m)

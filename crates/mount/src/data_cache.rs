@@ -46,7 +46,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
-use rfmount_proto::{RelPath, Timestamp, Version};
+use rfmount_proto::{RelPath, Timestamp, Version, XattrValue};
 use tempfile::NamedTempFile;
 
 pub use changes::Changes;
@@ -289,6 +289,7 @@ impl DataCache {
             mode: None,
             mtime: None,
             changes: Some(Changes::clean(size)),
+            xattrs: Vec::new(),
         };
         let key = key_of(path);
         let mut ix = self.index.lock();
@@ -341,6 +342,8 @@ impl DataCache {
             mtime: None,
             // Emptied: whatever follows is uploaded whole.
             changes: None,
+            // The file's attributes, not its content's.
+            xattrs: old.map(|o| o.xattrs).unwrap_or_default(),
         };
         // Recorded first: a crash between the two must not leave a clean or
         // a closed record over emptied content.
@@ -374,6 +377,7 @@ impl DataCache {
                 mode: None,
                 mtime: None,
                 changes: None,
+                xattrs: Vec::new(),
             },
         };
         self.store_locked(&mut ix, path, info, false)
@@ -554,6 +558,46 @@ impl DataCache {
         self.store_locked(&mut ix, path, info, false)
     }
 
+    /// Sets (`Some`) or removes (`None`) the extended attribute `name` that
+    /// the next upload of the dirty `path` carries; false when `path` is
+    /// not cached.
+    ///
+    /// # Errors
+    /// The record write failed.
+    pub fn set_carried_xattr(
+        &self,
+        path: &RelPath,
+        name: &str,
+        value: Option<Vec<u8>>,
+    ) -> io::Result<bool> {
+        let mut ix = self.index.lock();
+        let Some(e) = ix.entries.get(path) else {
+            return Ok(false);
+        };
+        let mut xattrs = e.info.xattrs.clone();
+        let at = xattrs.binary_search_by(|x| x.name.as_str().cmp(name));
+        match (at, value) {
+            (Ok(i), Some(v)) => xattrs[i].value = v,
+            (Err(i), Some(v)) => xattrs.insert(
+                i,
+                XattrValue {
+                    name: name.to_owned(),
+                    value: v,
+                },
+            ),
+            (Ok(i), None) => {
+                xattrs.remove(i);
+            }
+            (Err(_), None) => return Ok(true),
+        }
+        let info = EntryInfo {
+            xattrs,
+            ..e.info.clone()
+        };
+        self.store_locked(&mut ix, path, info, false)?;
+        Ok(true)
+    }
+
     /// The content now on the server is `version`: the entry is clean.
     ///
     /// # Errors
@@ -567,6 +611,7 @@ impl DataCache {
             mode: None,
             mtime: None,
             changes: Some(Changes::clean(size)),
+            xattrs: Vec::new(),
         };
         self.store(path, info, false)?;
         self.freed.notify_all();

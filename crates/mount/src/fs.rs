@@ -15,6 +15,7 @@
 
 mod acl;
 mod allocate;
+mod carried_xattrs;
 mod conflict;
 mod dir;
 mod echo;

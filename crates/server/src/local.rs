@@ -146,6 +146,7 @@ impl Store for LocalStore {
         owner: Option<Owner>,
         ext: &PutExt,
     ) -> StoreResult<Box<dyn PendingPut>> {
+        xattr::check_carried(path, &ext.xattrs)?;
         // Read access to the parent is what lets the commit fsync it.
         let (dir, name) = self.root.parent(path, libc::O_RDONLY)?;
         let owner = links::new_owner(dir.as_fd(), owner).map_err(io_err(path))?;
@@ -159,6 +160,7 @@ impl Store for LocalStore {
             ext.expect,
         )?;
         put.atime = ext.atime;
+        put.xattrs.clone_from(&ext.xattrs);
         Ok(Box::new(put))
     }
 
@@ -172,6 +174,7 @@ impl Store for LocalStore {
         let Some(layout) = &ext.layout else {
             return self.begin_put_ext(path, size, owner, ext);
         };
+        xattr::check_carried(path, &ext.xattrs)?;
         let (dir, name) = self.root.parent(path, libc::O_RDONLY)?;
         // Opened before the temporary exists, so the base checked is the
         // file the copy is made from.
@@ -202,6 +205,7 @@ impl Store for LocalStore {
             expect,
         )?;
         inner.atime = ext.atime;
+        inner.xattrs.clone_from(&ext.xattrs);
         Ok(Box::new(layout::LayoutPut::new(
             inner, path, size, layout, old,
         )?))

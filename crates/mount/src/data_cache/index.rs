@@ -15,7 +15,7 @@ use std::io;
 use std::path::Path;
 
 use log::debug;
-use rfmount_proto::{RelPath, Timestamp, Version};
+use rfmount_proto::{RelPath, Timestamp, Version, XattrValue};
 
 use super::changes::Changes;
 use super::journal::{Journal, Record};
@@ -45,6 +45,9 @@ pub struct EntryInfo {
     /// What changed since `version`, when known: the upload then sends
     /// only that.
     pub changes: Option<Changes>,
+    /// Extended attributes set here that the next upload carries
+    /// (`PutExt::xattrs`), sorted by name.
+    pub xattrs: Vec<XattrValue>,
 }
 
 impl EntryInfo {
@@ -245,7 +248,44 @@ pub(super) fn format_meta(path: &RelPath, info: &EntryInfo) -> String {
     if let Some(c) = &info.changes {
         text.push_str(&format!("changes {}\n", c.format()));
     }
+    for x in &info.xattrs {
+        text.push_str(&format!(
+            "xattr {} {}\n",
+            hex(x.name.as_bytes()),
+            hex(&x.value)
+        ));
+    }
     text
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(2 * bytes.len() + 1);
+    // A leading mark, so that an empty value is a field too.
+    s.push('x');
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    let digits = s.strip_prefix('x')?.as_bytes();
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    digits
+        .chunks(2)
+        .map(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 16).ok())
+        .collect()
+}
+
+fn parse_xattr(line: &str) -> Option<XattrValue> {
+    let (name, value) = line.split_once(' ')?;
+    Some(XattrValue {
+        name: String::from_utf8(unhex(name)?).ok()?,
+        value: unhex(value)?,
+    })
 }
 
 pub(super) fn read_meta(meta_path: &Path) -> Option<(RelPath, EntryInfo)> {
@@ -288,10 +328,17 @@ pub(super) fn parse_meta(text: &str) -> Option<(RelPath, EntryInfo)> {
         None => None,
     };
     let path = RelPath::try_from(field("path")?).ok()?;
-    let changes = match lines.next() {
-        Some(l) => Some(Changes::parse(l.strip_prefix("changes ")?)?),
-        None => None,
-    };
+    let mut changes = None;
+    let mut xattrs = Vec::new();
+    for l in lines {
+        if let Some(x) = l.strip_prefix("xattr ") {
+            xattrs.push(parse_xattr(x)?);
+        } else if changes.is_none() && xattrs.is_empty() {
+            changes = Some(Changes::parse(l.strip_prefix("changes ")?)?);
+        } else {
+            return None;
+        }
+    }
     Some((
         path,
         EntryInfo {
@@ -302,6 +349,7 @@ pub(super) fn parse_meta(text: &str) -> Option<(RelPath, EntryInfo)> {
             mode,
             mtime,
             changes,
+            xattrs,
         },
     ))
 }
@@ -331,6 +379,7 @@ mod tests {
             mode: None,
             mtime: None,
             changes: None,
+            xattrs: Vec::new(),
         }
     }
 
@@ -344,6 +393,7 @@ mod tests {
             mode: Some(0o640),
             mtime: Some(Timestamp { secs: 3, nanos: 4 }),
             changes: None,
+            xattrs: Vec::new(),
         };
         let text = format_meta(&p("a b/c"), &i);
         assert_eq!(parse_meta(&text), Some((p("a b/c"), i.clone())));
@@ -354,7 +404,30 @@ mod tests {
             ..i.clone()
         };
         let text2 = format_meta(&p("a b/c"), &with);
-        assert_eq!(parse_meta(&text2), Some((p("a b/c"), with)));
+        assert_eq!(parse_meta(&text2), Some((p("a b/c"), with.clone())));
+        let carried = EntryInfo {
+            xattrs: vec![
+                XattrValue {
+                    name: "user.a b".into(),
+                    value: b"\0\n\xff".to_vec(),
+                },
+                XattrValue {
+                    name: "user.empty".into(),
+                    value: Vec::new(),
+                },
+            ],
+            ..with
+        };
+        let text3 = format_meta(&p("x"), &carried);
+        assert_eq!(parse_meta(&text3), Some((p("x"), carried.clone())));
+        let no_changes = EntryInfo {
+            changes: None,
+            ..carried
+        };
+        let text4 = format_meta(&p("x"), &no_changes);
+        assert_eq!(parse_meta(&text4), Some((p("x"), no_changes)));
+        assert_eq!(parse_meta(&format!("{text3}changes 0\n")), None);
+        assert_eq!(parse_meta(&text3.replace("xattr x", "xattr y")), None);
         assert_eq!(parse_meta(&format!("{text}junk\n")), None);
         let v1 = "rfmount-cache 1\nversion -\ndirty 1\nsize 5\nmode -\nmtime -\npath f\n";
         let (path, old) = parse_meta(v1).unwrap();

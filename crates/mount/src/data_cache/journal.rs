@@ -212,6 +212,7 @@ mod tests {
             mode: None,
             mtime: None,
             changes: None,
+            xattrs: Vec::new(),
         }
     }
 

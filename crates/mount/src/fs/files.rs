@@ -895,6 +895,21 @@ impl<R: Remote> RemoteFs<R> {
         entry: &EntryInfo,
         state: &FileState,
     ) -> FsResult<Uploaded> {
+        let up = self.put_carrying(path, entry.xattrs.clone(), &|xattrs| {
+            self.put_cached_with(path, entry, state, xattrs)
+        })?;
+        self.creators.lock().remove(path);
+        self.atimes.lock().remove(path);
+        Ok(up)
+    }
+
+    fn put_cached_with(
+        &self,
+        path: &RelPath,
+        entry: &EntryInfo,
+        state: &FileState,
+        xattrs: Vec<rfmount_proto::XattrValue>,
+    ) -> FsResult<Uploaded> {
         let f = File::open(self.cache.data_path(path))
             .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
         let md = f
@@ -917,22 +932,17 @@ impl<R: Remote> RemoteFs<R> {
                 entry.version?;
                 self.meta.lock().attr_any(path).map(|m| m.atime)
             }),
+            xattrs,
         };
         if let Some(up) = self.land_stream(path, state, size, entry, &opts)? {
-            self.creators.lock().remove(path);
-            self.atimes.lock().remove(path);
             return Ok(up);
         }
-        if let Some(meta) = self.put_by_layout(path, &f, size, entry, opts)? {
-            self.creators.lock().remove(path);
+        if let Some(meta) = self.put_by_layout(path, &f, size, entry, opts.clone())? {
             return Ok(meta);
         }
         let buffered = BufReader::with_capacity(256 * 1024, f);
         let mut src = self.activity.track(path.to_string(), size, buffered);
-        let up = self.remote.put(path, &mut src, size, opts)?;
-        self.creators.lock().remove(path);
-        self.atimes.lock().remove(path);
-        Ok(up)
+        Ok(self.remote.put(path, &mut src, size, opts)?)
     }
 
     fn truncate_local(&self, path: &RelPath, state: &FileState, size: u64) -> FsResult<()> {

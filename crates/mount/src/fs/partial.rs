@@ -94,7 +94,10 @@ impl<R: Remote> RemoteFs<R> {
             // one) goes as its data alone, its holes as holes: a change
             // sent on a base travels as bytes, even where it punched one.
             if sending < size && sending < data {
-                match self.remote.put_layout(path, file, size, layout, opts) {
+                match self
+                    .remote
+                    .put_layout(path, file, size, layout, opts.clone())
+                {
                     Ok(meta) => {
                         debug!("{path}: partial upload of {sending} of {size} bytes");
                         return Ok(Some(meta));

@@ -210,6 +210,7 @@ impl<R: Remote> RemoteFs<R> {
             owner: self.creators.lock().get(path).copied(),
             expect: self.put_expectation(&entry),
             atime: None,
+            xattrs: entry.xattrs.clone(),
         };
         let sender = Arc::new(Sender {
             path: path.clone(),
@@ -232,7 +233,7 @@ impl<R: Remote> RemoteFs<R> {
             .name("rf-upstream".into())
             .spawn(move || {
                 let s = Arc::clone(&src.sender);
-                let r = remote.put_open_ended(&s.path, &mut src, s.opts);
+                let r = remote.put_open_ended(&s.path, &mut src, s.opts.clone());
                 // The handle goes with the thread: nothing waits on it.
                 drop(src);
                 RUNNING.fetch_sub(1, Ordering::SeqCst);
@@ -279,7 +280,9 @@ impl<R: Remote> RemoteFs<R> {
             && sender.path == *path
             && sender.opts.mode == opts.mode
             && sender.opts.owner == opts.owner
-            && sender.opts.expect == opts.expect;
+            && sender.opts.expect == opts.expect
+            // Attributes set while it streamed ride only a whole upload.
+            && sender.opts.xattrs == opts.xattrs;
         if !matches {
             debug!("{path}: changed since its stream started, uploading it whole");
             io.cancel();

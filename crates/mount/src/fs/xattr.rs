@@ -124,6 +124,9 @@ impl<R: Remote> RemoteFs<R> {
             return Err(not_supported());
         }
         let path = self.xattr_path(ino)?;
+        if let Some(held) = self.carried_value(&path, name) {
+            return held;
+        }
         if name == CAPABILITY
             && self.cache.entry(&path).is_some_and(|e| e.dirty)
             && self
@@ -195,9 +198,19 @@ impl<R: Remote> RemoteFs<R> {
         let path = self.xattr_path(ino)?;
         // Always fresh: this is what a program listing attributes sees.
         self.xattr_names.lock().forget(&path);
-        let names = self.names_of(&path)?;
+        let held = self.carried_names(&path);
+        let names = match &held {
+            Some((_, false)) => Arc::new(Vec::new()),
+            _ => self.names_of(&path)?,
+        };
+        let held = held.map(|(h, _)| h).unwrap_or_default();
+        let extra = held.iter().filter(|h| !names.contains(h));
         let mut out = Vec::new();
-        for n in names.iter().filter(|n| carried(n, self.cfg.acl)) {
+        for n in names
+            .iter()
+            .chain(extra)
+            .filter(|n| carried(n, self.cfg.acl))
+        {
             out.extend_from_slice(n.as_bytes());
             out.push(0);
         }
@@ -216,6 +229,9 @@ impl<R: Remote> RemoteFs<R> {
         }
         self.check_writable()?;
         let path = self.xattr_path(ino)?;
+        if self.set_carried(ino, &path, name, value, flags)? {
+            return Ok(());
+        }
         if self.cache.entry(&path).is_some_and(|e| e.dirty) {
             let state = self.file_state(ino);
             self.upload(ino, &state, Why::Flush)?;
@@ -243,10 +259,14 @@ impl<R: Remote> RemoteFs<R> {
         }
         self.check_writable()?;
         let path = self.xattr_path(ino)?;
-        let result = self
-            .remote
-            .removexattr(&path, name)
-            .map_err(Self::remote_err);
+        let held = self.remove_carried(ino, &path, name)?;
+        if held == Some(true) {
+            return Ok(());
+        }
+        let result = match self.remote.removexattr(&path, name) {
+            Err(e) if held.is_some() && e.code() == Some(ErrorCode::NoData) => Ok(()),
+            r => r.map_err(Self::remote_err),
+        };
         self.xattr_names.lock().forget(&path);
         result?;
         self.meta.lock().invalidate(&path);

@@ -37,7 +37,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use rfmount_proto::{
-    ErrorCode, FileKind, Meta, Owner, PutExpect, RelPath, SetTime, Timestamp, WireError,
+    ErrorCode, FileKind, Meta, Owner, PutExpect, RelPath, SetTime, Timestamp, WireError, XattrValue,
 };
 
 use super::dirsync::DirSyncs;
@@ -74,6 +74,8 @@ pub(super) struct LocalPut {
     expect: PutExpect,
     /// Access time to give the new file (default: the commit's now).
     pub(super) atime: Option<Timestamp>,
+    /// Extended attributes the upload carries (`PutExt::xattrs`).
+    pub(super) xattrs: Vec<XattrValue>,
     committed: bool,
     syncs: Arc<DirSyncs>,
     /// Told when the commit replaces a file: its locks move to the new one.
@@ -162,6 +164,7 @@ impl LocalPut {
             owner,
             expect,
             atime: None,
+            xattrs: Vec::new(),
             committed: false,
             syncs,
             succession: None,
@@ -214,6 +217,8 @@ impl LocalPut {
                 super::xattr::copy_all(old.as_fd(), self.file.as_fd()).map_err(io_err)?;
             }
         }
+        // Before the name is given: the file appears with them.
+        super::xattr::set_carried(self.file.as_fd(), path, &self.xattrs)?;
         sys::fchmod(self.file.as_fd(), mode).map_err(io_err)?;
         set_times(&self.file, self.atime, mtime).map_err(io_err)?;
         self.file.sync_all().map_err(io_err)?;
@@ -266,6 +271,7 @@ impl LocalPut {
         // never all in memory.
         let size = io::copy(&mut self.file, &mut out).map_err(io_err)?;
         out.set_len(size).map_err(io_err)?;
+        super::xattr::set_carried(out.as_fd(), path, &self.xattrs)?;
         sys::fchmod(out.as_fd(), mode).map_err(io_err)?;
         set_times(&out, self.atime, mtime).map_err(io_err)?;
         out.sync_all().map_err(io_err)?;

@@ -607,6 +607,64 @@ fn xattrs_are_set_read_listed_removed_and_survive_put_and_rename() {
     );
 }
 
+/// The attributes a PUT carries are on the file when it appears under its
+/// name, on top of those a replaced file keeps; one that cannot be set
+/// fails the upload and leaves the old file as it was.
+#[test]
+fn a_put_carries_xattrs_onto_the_new_file() {
+    use rfmount_proto::{PutExt, XattrValue};
+    let f = fixture();
+    let s = &f.store;
+    if let Err(e) = s.setxattr(&p("f.txt"), "user.old", b"1", 0) {
+        assert_eq!(e.code, ErrorCode::NotSupported, "{e}");
+        return;
+    }
+    let carried = |pairs: &[(&str, &[u8])]| PutExt {
+        xattrs: pairs
+            .iter()
+            .map(|(n, v)| XattrValue {
+                name: (*n).to_owned(),
+                value: v.to_vec(),
+            })
+            .collect(),
+        ..PutExt::default()
+    };
+    let put_with = |path: &str, data: &[u8], ext: &PutExt| {
+        let mut w = s.begin_put_ext(&p(path), data.len() as u64, None, ext)?;
+        w.write_all(data).unwrap();
+        w.commit(None, None)
+    };
+    // A new file.
+    put_with("new", b"n", &carried(&[("user.a", b"x"), ("user.b", b"")])).unwrap();
+    let mut names = s.listxattr(&p("new")).unwrap();
+    names.sort();
+    assert_eq!(names, ["user.a", "user.b"]);
+    assert_eq!(s.getxattr(&p("new"), "user.a").unwrap(), b"x");
+    // A replaced file keeps its own and takes the carried ones over them.
+    put_with(
+        "f.txt",
+        b"r",
+        &carried(&[("user.old", b"2"), ("user.c", b"3")]),
+    )
+    .unwrap();
+    assert_eq!(s.getxattr(&p("f.txt"), "user.old").unwrap(), b"2");
+    assert_eq!(s.getxattr(&p("f.txt"), "user.c").unwrap(), b"3");
+    assert_eq!(fs::read(f.root.join("f.txt")).unwrap(), b"r");
+    // Refused before any data: a NUL in a name.
+    assert_eq!(
+        code(
+            s.begin_put_ext(&p("bad"), 1, None, &carried(&[("user.\0x", b"")]))
+                .map(|_| ())
+        ),
+        ErrorCode::Invalid
+    );
+    // Refused at the commit: a namespace the filesystem does not have.
+    let e = put_with("f.txt", b"lost", &carried(&[("nosuch.k", b"v")])).unwrap_err();
+    assert!(e.message.contains("nosuch.k"), "{e}");
+    assert_eq!(fs::read(f.root.join("f.txt")).unwrap(), b"r");
+    assert!(!f.root.join("bad").exists());
+}
+
 /// The operations of version 2 on a store confined to `d`: they act inside
 /// it, and neither a symlink nor a hard link reaches out of it.
 #[test]

@@ -10,7 +10,9 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use rfmount_proto::{ErrorCode, FileKind, RelPath, WireError, XATTR_CREATE, XATTR_REPLACE};
+use rfmount_proto::{
+    ErrorCode, FileKind, RelPath, WireError, XATTR_CREATE, XATTR_REPLACE, XattrValue,
+};
 
 use super::{LocalStore, links, meta, sys};
 use crate::store::StoreResult;
@@ -88,6 +90,46 @@ pub(super) fn copy_all(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<(
             Ok(()) => {}
             Err(e) => log::debug!("not copying xattr {c:?}: {e}"),
         }
+    }
+    Ok(())
+}
+
+/// Checks the attributes an upload carries before any data flows, so that
+/// a name no filesystem accepts is refused at once, not after the copy.
+pub(super) fn check_carried(path: &RelPath, xattrs: &[XattrValue]) -> StoreResult<()> {
+    for x in xattrs {
+        LocalStore::xattr_name(path, &x.name)?;
+        if x.value.len() > XATTR_MAX {
+            return Err(WireError::new(
+                ErrorCode::Range,
+                format!(
+                    "{path}: {}: a value of {} bytes is over the {XATTR_MAX} bytes allowed",
+                    x.name,
+                    x.value.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Gives the file `to` (a real descriptor) the attributes an upload
+/// carries, replacing values of the same name. Not best effort, unlike
+/// [`copy_all`]: the client was told these are set, so one that cannot be
+/// fails the upload, naming it.
+pub(super) fn set_carried(
+    to: BorrowedFd<'_>,
+    path: &RelPath,
+    xattrs: &[XattrValue],
+) -> StoreResult<()> {
+    if xattrs.is_empty() {
+        return Ok(());
+    }
+    let pt = proc_path(to).map_err(|e| WireError::from_io(&e, path))?;
+    for x in xattrs {
+        let c = LocalStore::xattr_name(path, &x.name)?;
+        set(&pt, &c, &x.value, 0)
+            .map_err(|e| WireError::from_io(&e, format!("{path}: {}", x.name)))?;
     }
     Ok(())
 }
