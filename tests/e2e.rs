@@ -216,3 +216,6 @@ mod mount_upload_requests;
 // inotify watchers of a mount told of names removed through another mount or in the export.
 #[path = "e2e/mount_callbacks_inotify.rs"]
 mod mount_callbacks_inotify;
+// Locks across a cut connection: kept through a resumed session, released after the grace.
+#[path = "e2e/mount_locks_resume.rs"]
+mod mount_locks_resume;

@@ -100,3 +100,12 @@ pub use requests::*;
 #[path = "util/inotify.rs"]
 mod inotify;
 pub use inotify::*;
+
+// Two mounts of one export with one file open on each, for the lock tests.
+#[path = "util/lock_pair.rs"]
+mod lock_pair;
+pub use lock_pair::*;
+// Write-back tests: a tree to copy in, status --json, sync, the wait for delivery.
+#[path = "util/writeback.rs"]
+mod writeback;
+pub use writeback::*;
