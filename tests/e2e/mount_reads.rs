@@ -47,15 +47,6 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn status_json(m: &Mount) -> String {
-    let out = TestCommand::new(rfmount_bin())
-        .args(["status", "--json"])
-        .arg(m.path())
-        .with_log("rfmount log", m.log_path())
-        .ok();
-    text(&out.stdout)
-}
-
 /// The number after `"key":`.
 fn num(j: &str, key: &str) -> u64 {
     let pat = format!("\"{key}\":");
