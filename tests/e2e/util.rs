@@ -105,7 +105,11 @@ pub use inotify::*;
 #[path = "util/lock_pair.rs"]
 mod lock_pair;
 pub use lock_pair::*;
-// Write-back tests: a tree to copy in, status --json, sync, the wait for delivery.
+// Write-back tests: a tree to copy in, sync, the wait for delivery.
 #[path = "util/writeback.rs"]
 mod writeback;
 pub use writeback::*;
+// rfmount status --json of a mount, and the wait for it to be online again.
+#[path = "util/status.rs"]
+mod status;
+pub use status::*;

@@ -1,6 +1,5 @@
 //! The setup of the write-back tests: a tree of local files to copy into a
-//! mount, the mount's `rfmount status --json` and `rfmount sync`, and the
-//! wait for every file to reach the server.
+//! mount, `rfmount sync`, and the wait for every file to reach the server.
 
 use std::path::Path;
 use std::process::Output;
@@ -8,16 +7,6 @@ use std::time::Duration;
 
 use super::*;
 use crate::mount_common::{KIB, wait_same_file};
-
-/// `rfmount status --json` of `m`.
-pub fn status_json(m: &Mount) -> String {
-    let out = TestCommand::new(rfmount_bin())
-        .args(["status", "--json"])
-        .arg(m.path())
-        .with_log("rfmount log", m.log_path())
-        .ok();
-    text(&out.stdout)
-}
 
 /// `rfmount sync` of `m`, which must succeed.
 pub fn rfmount_sync(m: &Mount) -> Output {

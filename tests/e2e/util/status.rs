@@ -1,0 +1,32 @@
+//! What `rfmount status --json` says about a mount, and waiting for its
+//! connection to be back.
+
+use std::time::Duration;
+
+use super::*;
+
+/// `rfmount status --json` of `m`.
+pub fn status_json(m: &Mount) -> String {
+    let out = TestCommand::new(rfmount_bin())
+        .args(["status", "--json"])
+        .arg(m.path())
+        .with_log("rfmount log", m.log_path())
+        .ok();
+    text(&out.stdout)
+}
+
+/// Waits up to `timeout` for `m` to be connected to its server again (a
+/// mount that lost its connection fails requests at once until then);
+/// panics with the last status otherwise.
+pub fn wait_online(m: &Mount, timeout: Duration) {
+    let online = wait_for(timeout, || {
+        status_json(m)
+            .contains("\"connection\":{\"state\":\"online\"")
+            .then_some(())
+    });
+    assert!(
+        online.is_some(),
+        "the mount never reconnected: {}",
+        status_json(m)
+    );
+}
