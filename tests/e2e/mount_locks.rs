@@ -146,11 +146,7 @@ fn a_lock_stays_on_the_file_when_its_holder_uploads_new_content() {
 #[test]
 fn a_lock_without_a_server_fails_with_enolck_quickly() {
     skip_without_fuse!();
-    let root = TestDir::new("root");
-    root.write("f", "x");
-    let mut srv = Server::start(root.path(), &[]);
-    let a = Mount::start(&srv, &[]);
-    let fa = open_rw(&a.join("f"));
+    let (_root, mut srv, _a, fa) = lock_one("f");
     setlk(&fa, libc::F_WRLCK, 0, 1, false).unwrap();
     setlk(&fa, libc::F_UNLCK, 0, 1, false).unwrap();
     srv.kill();
@@ -165,11 +161,7 @@ fn a_lock_without_a_server_fails_with_enolck_quickly() {
 #[test]
 fn locks_are_taken_again_after_the_server_restarts() {
     skip_without_fuse!();
-    let root = TestDir::new("root");
-    root.write("f", "x");
-    let mut srv = Server::start(root.path(), &[]);
-    let a = Mount::start(&srv, &[]);
-    let fa = open_rw(&a.join("f"));
+    let (_root, mut srv, a, fa) = lock_one("f");
     setlk(&fa, libc::F_WRLCK, 0, 0, false).unwrap();
     srv.restart();
     // A reconnects and takes its lock again before anyone else asks.

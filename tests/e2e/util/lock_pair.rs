@@ -41,6 +41,18 @@ impl LockPair {
     }
 }
 
+/// One mount of an export holding `name` (one byte), with the file open
+/// read-write: `(root, server, mount, file)`, in the order to bind them so
+/// that they drop file first.
+pub fn lock_one(name: &str) -> (TestDir, Server, Mount, File) {
+    let root = TestDir::new("root");
+    root.write(name, "x");
+    let srv = Server::start(root.path(), &[]);
+    let a = Mount::start(&srv, &[]);
+    let fa = open_rw(&a.join(name));
+    (root, srv, a, fa)
+}
+
 /// `path` opened for reading and writing; panics with the path otherwise.
 pub fn open_rw(path: &Path) -> File {
     OpenOptions::new()
