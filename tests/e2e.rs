@@ -237,3 +237,6 @@ mod mount_prefetch_walk;
 // user. xattrs set before a file's first upload travel in its PUT (request counts).
 #[path = "e2e/mount_xattr_uploads.rs"]
 mod mount_xattr_uploads;
+// Locks across a cut connection: kept through a resumed session, released after the grace.
+#[path = "e2e/mount_locks_resume.rs"]
+mod mount_locks_resume;

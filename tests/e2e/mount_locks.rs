@@ -1,41 +1,26 @@
 //! Locks across mounts: two real mounts of one export, real `flock(1)`,
 //! `fcntl(2)` from the test process and the `sqlite3` CLI.
 
-use std::fs::{File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::mount_common::*;
 use crate::util::*;
 
-fn open_rw(path: &Path) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
-}
-
 #[test]
 fn flock_on_one_mount_excludes_the_other_until_the_holder_exits() {
     skip_without_fuse!();
-    let root = TestDir::new("root");
-    root.write("lockfile", "");
-    let srv = Server::start(root.path(), &[]);
-    let a = Mount::start(&srv, &[]);
-    let b = Mount::start(&srv, &[]);
+    let p = LockPair::start("lockfile", "", &[], &[]);
+    let (a, b, srv) = (&p.a, &p.b, &p.srv);
     let dir = TestDir::new("logs");
     // A holds the lock until its command sees the file `go` appear.
     let go = dir.join("go");
     let wait_go = format!("while [ ! -e '{}' ]; do sleep 0.05; done", go.display());
-    let mut holder = tool(&a, &srv, "flock")
+    let mut holder = tool(a, srv, "flock")
         .args(["lockfile", "sh", "-c", wait_go.as_str()])
         .spawn_logged(dir.path(), "holder");
     let held = wait_for(Duration::from_secs(10), || {
-        let out = tool(&b, &srv, "flock")
-            .args(["-n", "lockfile", "true"])
-            .run();
+        let out = tool(b, srv, "flock").args(["-n", "lockfile", "true"]).run();
         (!out.status.success()).then_some(())
     });
     assert!(
@@ -43,14 +28,14 @@ fn flock_on_one_mount_excludes_the_other_until_the_holder_exits() {
         "flock -n on B kept succeeding while A holds the lock"
     );
     // A second try on B fails the same way, at once.
-    tool(&b, &srv, "flock")
+    tool(b, srv, "flock")
         .args(["-n", "lockfile", "true"])
         .code(1);
     dir.write("go", "");
     assert!(holder.wait(Duration::from_secs(10)).success());
     // The holder's descriptor closed when it exited: the lock is free.
     let got = wait_for(Duration::from_secs(10), || {
-        tool(&b, &srv, "flock")
+        tool(b, srv, "flock")
             .args(["-n", "lockfile", "true"])
             .run()
             .status
@@ -63,13 +48,11 @@ fn flock_on_one_mount_excludes_the_other_until_the_holder_exits() {
     );
     // And now B holds it against A.
     std::fs::remove_file(&go).unwrap();
-    let mut holder_b = tool(&b, &srv, "flock")
+    let mut holder_b = tool(b, srv, "flock")
         .args(["lockfile", "sh", "-c", wait_go.as_str()])
         .spawn_logged(dir.path(), "holder_b");
     let held = wait_for(Duration::from_secs(10), || {
-        let out = tool(&a, &srv, "flock")
-            .args(["-n", "lockfile", "true"])
-            .run();
+        let out = tool(a, srv, "flock").args(["-n", "lockfile", "true"]).run();
         (!out.status.success()).then_some(())
     });
     assert!(held.is_some(), "A could take the lock B holds");
@@ -80,15 +63,10 @@ fn flock_on_one_mount_excludes_the_other_until_the_holder_exits() {
 #[test]
 fn fcntl_byte_ranges_conflict_across_mounts_and_a_waiter_is_woken() {
     skip_without_fuse!();
-    let root = TestDir::new("root");
-    root.write("db", "0123456789");
-    let srv = Server::start(root.path(), &[]);
-    let a = Mount::start(&srv, &[]);
-    let b = Mount::start(&srv, &[]);
-    let fa = open_rw(&a.join("db"));
-    let fb = open_rw(&b.join("db"));
+    let p = LockPair::start("db", "0123456789", &[], &[]);
+    let (fa, fb) = (&p.fa, p.fb);
 
-    setlk(&fa, libc::F_WRLCK, 10, 10, false).expect("A write-locks bytes 10-19");
+    setlk(fa, libc::F_WRLCK, 10, 10, false).expect("A write-locks bytes 10-19");
     assert_eq!(
         setlk(&fb, libc::F_WRLCK, 15, 1, false),
         Err(libc::EAGAIN),
@@ -106,7 +84,7 @@ fn fcntl_byte_ranges_conflict_across_mounts_and_a_waiter_is_woken() {
     assert_eq!(getlk(&fb, libc::F_WRLCK, 0, 10), None);
 
     // Shared locks share.
-    setlk(&fa, libc::F_RDLCK, 100, 0, false).unwrap();
+    setlk(fa, libc::F_RDLCK, 100, 0, false).unwrap();
     setlk(&fb, libc::F_RDLCK, 200, 1, false).expect("a read lock beside A's read lock");
     setlk(&fb, libc::F_UNLCK, 200, 1, false).unwrap();
 
@@ -121,16 +99,16 @@ fn fcntl_byte_ranges_conflict_across_mounts_and_a_waiter_is_woken() {
         !waiter.is_finished(),
         "F_SETLKW returned while A holds the range"
     );
-    setlk(&fa, libc::F_UNLCK, 0, 0, false).unwrap();
+    setlk(fa, libc::F_UNLCK, 0, 0, false).unwrap();
     let (r, waited, fb) = waiter.join().unwrap();
     assert_eq!(r, Ok(()));
     assert!(waited >= Duration::from_millis(400), "{waited:?}");
     // Now A is the one refused.
-    assert_eq!(setlk(&fa, libc::F_WRLCK, 12, 1, false), Err(libc::EAGAIN));
+    assert_eq!(setlk(fa, libc::F_WRLCK, 12, 1, false), Err(libc::EAGAIN));
     // Closing B's descriptor releases B's locks.
     drop(fb);
     let freed = wait_for(Duration::from_secs(5), || {
-        setlk(&fa, libc::F_WRLCK, 12, 1, false).ok()
+        setlk(fa, libc::F_WRLCK, 12, 1, false).ok()
     });
     assert!(freed.is_some(), "B's lock outlived its descriptor");
 }
@@ -138,14 +116,9 @@ fn fcntl_byte_ranges_conflict_across_mounts_and_a_waiter_is_woken() {
 #[test]
 fn a_lock_stays_on_the_file_when_its_holder_uploads_new_content() {
     skip_without_fuse!();
-    let root = TestDir::new("root");
-    root.write("db", "0123456789");
-    let srv = Server::start(root.path(), &[]);
-    let a = Mount::start(&srv, &[]);
-    let b = Mount::start(&srv, &[]);
-    let mut fa = open_rw(&a.join("db"));
-    let fb = open_rw(&b.join("db"));
-    setlk(&fa, libc::F_WRLCK, 0, 0, false).expect("A write-locks the file");
+    let p = LockPair::start("db", "0123456789", &[], &[]);
+    let (mut fa, fb, root) = (&p.fa, &p.fb, &p.root);
+    setlk(fa, libc::F_WRLCK, 0, 0, false).expect("A write-locks the file");
     let ino_before = std::fs::metadata(root.join("db")).unwrap().ino();
     // sqlite's commit: write and fsync under the lock. The upload gives the
     // server's file a new inode; the lock must not stay behind on the old.
@@ -160,24 +133,20 @@ fn a_lock_stays_on_the_file_when_its_holder_uploads_new_content() {
         "the upload no longer replaces the file: this test tests nothing"
     );
     assert_eq!(
-        setlk(&fb, libc::F_WRLCK, 5, 1, false),
+        setlk(fb, libc::F_WRLCK, 5, 1, false),
         Err(libc::EAGAIN),
         "B locked the file A holds after A uploaded it"
     );
-    let holder = getlk(&fb, libc::F_RDLCK, 0, 0).expect("F_GETLK on B found no holder");
+    let holder = getlk(fb, libc::F_RDLCK, 0, 0).expect("F_GETLK on B found no holder");
     assert_eq!(holder.0, libc::F_WRLCK);
-    setlk(&fa, libc::F_UNLCK, 0, 0, false).unwrap();
-    setlk(&fb, libc::F_WRLCK, 5, 1, false).expect("free once A unlocked");
+    setlk(fa, libc::F_UNLCK, 0, 0, false).unwrap();
+    setlk(fb, libc::F_WRLCK, 5, 1, false).expect("free once A unlocked");
 }
 
 #[test]
 fn a_lock_without_a_server_fails_with_enolck_quickly() {
     skip_without_fuse!();
-    let root = TestDir::new("root");
-    root.write("f", "x");
-    let mut srv = Server::start(root.path(), &[]);
-    let a = Mount::start(&srv, &[]);
-    let fa = open_rw(&a.join("f"));
+    let (_root, mut srv, _a, fa) = lock_one("f");
     setlk(&fa, libc::F_WRLCK, 0, 1, false).unwrap();
     setlk(&fa, libc::F_UNLCK, 0, 1, false).unwrap();
     srv.kill();
@@ -192,11 +161,7 @@ fn a_lock_without_a_server_fails_with_enolck_quickly() {
 #[test]
 fn locks_are_taken_again_after_the_server_restarts() {
     skip_without_fuse!();
-    let root = TestDir::new("root");
-    root.write("f", "x");
-    let mut srv = Server::start(root.path(), &[]);
-    let a = Mount::start(&srv, &[]);
-    let fa = open_rw(&a.join("f"));
+    let (_root, mut srv, a, fa) = lock_one("f");
     setlk(&fa, libc::F_WRLCK, 0, 0, false).unwrap();
     srv.restart();
     // A reconnects and takes its lock again before anyone else asks.

@@ -69,7 +69,7 @@ fn tar_c_of_a_tree_finds_the_first_file_of_each_directory_prefetched_and_never_s
     let mark = log_mark(&srv);
     let out = tar_through(&m);
     same_tree(&out.join("t"), &root.join("t"));
-    let j = mount_status_json(&m);
+    let j = status_json(&m);
     let used = status_num(&j, "prefetch_used");
     // Only the first opens of the walk find nothing prefetched; every
     // later one, the first of each directory included, does (without the

@@ -8,15 +8,6 @@ use std::time::Duration;
 use crate::mount_common::*;
 use crate::util::*;
 
-fn status_json(m: &Mount) -> String {
-    let out = TestCommand::new(rfmount_bin())
-        .args(["status", "--json"])
-        .arg(m.path())
-        .with_log("rfmount log", m.log_path())
-        .ok();
-    text(&out.stdout)
-}
-
 /// The number after `"key":` (the first occurrence).
 fn num(j: &str, key: &str) -> Option<f64> {
     let pat = format!("\"{key}\":");

@@ -8,59 +8,25 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
 use crate::mount_common::*;
 use crate::util::*;
 
-fn status_json(m: &Mount) -> String {
-    let out = TestCommand::new(rfmount_bin())
-        .args(["status", "--json"])
-        .arg(m.path())
-        .with_log("rfmount log", m.log_path())
-        .ok();
-    text(&out.stdout)
-}
-
-/// Writes `n` files of assorted sizes (4 KiB mostly) under `dir`.
-fn make_tree(dir: &TestDir, n: u64) -> Vec<String> {
-    dir.mkdir("tree");
-    (0..n)
-        .map(|i| {
-            let name = format!("tree/f{i:04}");
-            let size = if i % 50 == 7 { 300 * KIB + i } else { 4 * KIB };
-            dir.write_random(&name, size, 1000 + i);
-            name
-        })
-        .collect()
-}
-
-fn assert_delivered(local: &TestDir, root: &Path, names: &[String], timeout: Duration) {
-    for n in names {
-        if let Err(e) = wait_same_file(&local.join(n), &root.join(n), timeout) {
-            panic!("{n} never arrived on the server: {e}");
-        }
-    }
-}
-
 #[test]
 fn kill_9_with_uploads_pending_and_a_remount_delivers_every_closed_file() {
     skip_without_fuse!();
-    let root = TestDir::new("root");
-    let local = TestDir::new("local");
-    let names = make_tree(&local, 120);
-    let mut srv = Server::start(root.path(), &[]);
-    let mut m = Mount::start(&srv, &["-o", "writeback"]);
-    tool(&m, &srv, "mkdir").arg("tree").ok();
+    let TreeToCopy {
+        root,
+        local,
+        names,
+        mut srv,
+        mut m,
+    } = TreeToCopy::start(120, &["-o", "writeback"]);
     let mut frozen = Frozen::new(srv.pid());
     // Every close returns while the server answers nothing.
-    tool(&m, &srv, "cp")
-        .arg("-r")
-        .arg(local.join("tree"))
-        .arg(".")
-        .ok();
+    copy_tree_in(&m, &srv, &local);
     for n in &names {
         assert_same_file(&local.join(n), &m.join(n));
     }
@@ -146,69 +112,54 @@ fn close_returns_at_once_and_fsync_waits_for_the_upload() {
 #[test]
 fn unmount_waits_for_pending_uploads() {
     skip_without_fuse!();
-    let root = TestDir::new("root");
-    let local = TestDir::new("local");
-    let names = make_tree(&local, 60);
-    let srv = Server::start(root.path(), &[]);
-    let mut m = Mount::start(&srv, &["--writeback"]);
-    tool(&m, &srv, "mkdir").arg("tree").ok();
-    let mut frozen = Frozen::new(srv.pid());
-    tool(&m, &srv, "cp")
-        .arg("-r")
-        .arg(local.join("tree"))
-        .arg(".")
+    let mut t = TreeToCopy::start(60, &["--writeback"]);
+    let mut frozen = Frozen::new(t.srv.pid());
+    t.copy_in();
+    let out = TestCommand::new("fusermount3")
+        .arg("-u")
+        .arg(t.m.path())
         .ok();
-    let out = TestCommand::new("fusermount3").arg("-u").arg(m.path()).ok();
     assert!(out.status.success());
     assert!(
-        m.wait_exited(Duration::from_millis(1500)).is_none(),
+        t.m.wait_exited(Duration::from_millis(1500)).is_none(),
         "rfmount exited with uploads pending and the server only frozen"
     );
-    assert!(!root.join("tree/f0000").exists());
+    assert!(!t.root.join("tree/f0000").exists());
     frozen.thaw();
-    let st = m
-        .wait_exited(Duration::from_secs(30))
-        .expect("rfmount exits once the uploads are done");
+    let st =
+        t.m.wait_exited(Duration::from_secs(30))
+            .expect("rfmount exits once the uploads are done");
     assert!(st.success(), "{st}");
     // Exited: everything is there already.
-    assert_delivered(&local, root.path(), &names, Duration::ZERO);
+    t.assert_delivered(Duration::ZERO);
     assert!(
-        m.log().contains("all uploads done"),
+        t.m.log().contains("all uploads done"),
         "{}",
-        tail(&m.log(), 20)
+        tail(&t.m.log(), 20)
     );
 }
 
 #[test]
 fn unmount_with_the_server_gone_keeps_the_uploads_for_the_next_mount() {
     skip_without_fuse!();
-    let root = TestDir::new("root");
-    let local = TestDir::new("local");
-    let names = make_tree(&local, 20);
-    let mut srv = Server::start(root.path(), &[]);
-    let mut m = Mount::start(&srv, &["-o", "writeback,uploads=2"]);
-    tool(&m, &srv, "mkdir").arg("tree").ok();
-    srv.kill();
-    tool(&m, &srv, "cp")
-        .arg("-r")
-        .arg(local.join("tree"))
-        .arg(".")
-        .ok();
-    let st = m.unmount_and_wait();
+    let mut t = TreeToCopy::start(20, &["-o", "writeback,uploads=2"]);
+    t.srv.kill();
+    t.copy_in();
+    let st = t.m.unmount_and_wait();
     assert!(st.success(), "{st}");
-    let log = m.log();
+    let log = t.m.log();
     assert!(
         log.contains(&format!(
             "exiting: the server has been unreachable for 10 s; {} file(s) not uploaded yet",
-            names.len()
+            t.names.len()
         )),
         "{}",
         tail(&log, 20)
     );
-    assert!(!root.join("tree/f0000").exists());
-    srv.restart();
-    m.remount(&srv.addr());
-    assert_delivered(&local, root.path(), &names, Duration::from_secs(60));
+    assert!(!t.root.join("tree/f0000").exists());
+    t.srv.restart();
+    t.m.remount(&t.srv.addr());
+    t.assert_delivered(Duration::from_secs(60));
 }
 
 #[test]
@@ -237,12 +188,7 @@ fn renames_and_unlinks_of_files_with_pending_uploads_end_up_right_on_the_server(
     // An existing file changed, then renamed while its upload waits.
     fs::write(m.join("old.txt"), b"changed here").unwrap();
     fs::rename(m.join("old.txt"), m.join("moved.txt")).unwrap();
-    let out = TestCommand::new(rfmount_bin())
-        .arg("sync")
-        .arg(m.path())
-        .with_log("rfmount log", m.log_path())
-        .ok();
-    assert!(out.status.success());
+    rfmount_sync(&m);
     // Anything a late upload would bring back would show by now.
     thread::sleep(Duration::from_millis(500));
     assert_eq!(fs::read(root.join("big.bin")).unwrap(), big);
@@ -277,12 +223,7 @@ fn a_later_close_supersedes_a_queued_upload_and_sync_waits_for_all() {
     for v in 0..30 {
         fs::write(m.join("v.txt"), format!("version {v}\n").repeat(v + 1)).unwrap();
     }
-    let out = TestCommand::new(rfmount_bin())
-        .arg("sync")
-        .arg(m.path())
-        .with_log("rfmount log", m.log_path())
-        .ok();
-    assert!(out.status.success());
+    rfmount_sync(&m);
     let last = "version 29\n".repeat(30);
     assert_eq!(fs::read_to_string(root.join("v.txt")).unwrap(), last);
     thread::sleep(Duration::from_millis(500));

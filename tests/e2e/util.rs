@@ -106,6 +106,15 @@ pub use inotify::*;
 mod streaming;
 pub use streaming::*;
 // `rfmount status --json` and its counters.
+// Two mounts of one export with one file open on each, for the lock tests.
+#[path = "util/lock_pair.rs"]
+mod lock_pair;
+pub use lock_pair::*;
+// Write-back tests: a tree to copy in, sync, the wait for delivery.
+#[path = "util/writeback.rs"]
+mod writeback;
+pub use writeback::*;
+// rfmount status --json of a mount, and the wait for it to be online again.
 #[path = "util/status.rs"]
 mod status;
 pub use status::*;

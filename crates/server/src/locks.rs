@@ -12,16 +12,16 @@
 //! A session's locks outlive its connection for the grace period when the
 //! client named itself (`ClientHello.client_id`): the same client
 //! reconnecting takes them over; otherwise they are released when the grace
-//! expires and waiters are woken.
+//! expires and waiters are woken. The grace starts only when the client's
+//! last connection ends: one it gave up before its handshake was answered
+//! (to a server that was stopped) may be served and end after the
+//! connection that took the session over, and must not start it.
 //!
 //! An upload that replaces a locked file by a new object moves its locks
 //! along ([`crate::store::Succession`], see [`crate::lock_ids`]).
 //!
-//! Waiting: [`LockTable::try_lock`] is the whole non-blocking decision;
-//! [`LockTable::lock`] is the one place that blocks a thread, on a condition
-//! variable notified by every release, takeover and cancel. A worker pool
-//! can replace it by parking the request and retrying `try_lock` when
-//! [`LockTable::generation`] moves.
+//! Waiting: [`LockTable::lock_as`] is the one place that blocks a thread,
+//! on a condition variable notified by every release, takeover and cancel.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -96,10 +96,12 @@ pub(crate) enum Attempt {
 
 struct Client {
     session: SessionId,
-    /// Bumped by every connection that takes the session over, so that the
-    /// end of an older connection leaves the session alone.
+    /// Bumped by every connection that takes the session over, so that a
+    /// grace timer started before it leaves the session alone.
     generation: u64,
-    /// The connection is gone and the grace period is running.
+    /// Connections of the client that have not ended yet.
+    live: u32,
+    /// Every connection is gone and the grace period is running.
     orphaned: bool,
 }
 
@@ -110,8 +112,6 @@ struct State {
     waiting: HashMap<Owner, LockReq>,
     clients: HashMap<[u8; 16], Client>,
     next_session: SessionId,
-    /// Bumped whenever a waiter might now be granted.
-    generation: u64,
     /// Old ids of files replaced by uploads, for requests on their way.
     ids: Ids,
     /// The file each waiting request (by its ticket) waits for: moved
@@ -149,7 +149,6 @@ pub(crate) struct Lease {
     table: Arc<LockTable>,
     session: SessionId,
     client: Option<[u8; 16]>,
-    generation: u64,
     ended: std::sync::atomic::AtomicBool,
 }
 
@@ -171,12 +170,13 @@ impl LockTable {
     pub(crate) fn attach(self: &Arc<Self>, client: Option<[u8; 16]>) -> (Lease, bool) {
         let mut st = self.state.lock();
         let mut resumed = false;
-        let (session, generation) = match client.and_then(|c| st.clients.get_mut(&c)) {
+        let session = match client.and_then(|c| st.clients.get_mut(&c)) {
             Some(c) => {
                 c.generation += 1;
+                c.live += 1;
                 c.orphaned = false;
                 resumed = true;
-                (c.session, c.generation)
+                c.session
             }
             None => {
                 let session = st.next_session;
@@ -187,11 +187,12 @@ impl LockTable {
                         Client {
                             session,
                             generation: 0,
+                            live: 1,
                             orphaned: false,
                         },
                     );
                 }
-                (session, 0)
+                session
             }
         };
         drop(st);
@@ -199,7 +200,6 @@ impl LockTable {
             table: Arc::clone(self),
             session,
             client,
-            generation,
             ended: std::sync::atomic::AtomicBool::new(false),
         };
         (lease, resumed)
@@ -207,25 +207,20 @@ impl LockTable {
 
     /// Wakes every waiter so that it looks at its cancel flag again.
     pub(crate) fn wake(&self) {
-        let mut st = self.state.lock();
-        st.generation += 1;
+        // Under the mutex: a waiter between its flag check and its wait
+        // would miss a notification sent without it.
+        let _st = self.state.lock();
         self.changed.notify_all();
     }
 
-    /// Moves whenever a blocked request might now be granted.
-    #[allow(dead_code)]
-    pub(crate) fn generation(&self) -> u64 {
-        self.state.lock().generation
-    }
-
-    /// One non-blocking attempt; a waiting caller passes `waiting` so that
-    /// its request takes part in deadlock detection.
-    #[allow(dead_code)]
+    /// One non-blocking attempt, as [`LockTable::lock_as`] makes them (for
+    /// the tests of the table's decisions); a waiting caller passes
+    /// `waiting` so that its request takes part in deadlock detection.
+    #[cfg(test)]
     pub(crate) fn try_lock(&self, session: SessionId, req: &LockReq, waiting: bool) -> Attempt {
         let mut st = self.state.lock();
         let attempt = st.attempt(session, req, waiting);
         if attempt == Attempt::Done {
-            st.changed();
             self.changed.notify_all();
         }
         attempt
@@ -303,7 +298,6 @@ impl LockTable {
             match st.attempt(session, req, wait) {
                 Attempt::Done => {
                     st.waiting.remove(&me);
-                    st.changed();
                     self.changed.notify_all();
                     return Ok(());
                 }
@@ -325,7 +319,6 @@ impl LockTable {
             if first && req.flavor == LockFlavor::Flock {
                 // A waiting flock conversion lets go of the old lock first.
                 if st.release_range(me, req.file, LockFlavor::Flock, 0, u64::MAX) {
-                    st.changed();
                     self.changed.notify_all();
                 }
             }
@@ -394,8 +387,9 @@ impl LockTable {
         let Some(c) = st.clients.get_mut(&id) else {
             return;
         };
-        if c.generation != lease.generation {
-            // A newer connection of the same client owns the session now.
+        c.live = c.live.saturating_sub(1);
+        if c.live > 0 {
+            // Another connection of the same client holds the session.
             return;
         }
         if self.grace.is_zero() {
@@ -405,6 +399,7 @@ impl LockTable {
             return;
         }
         c.orphaned = true;
+        let generation = c.generation;
         let held = st.held_by(lease.session);
         drop(st);
         if held > 0 {
@@ -414,7 +409,6 @@ impl LockTable {
             );
         }
         let table = Arc::clone(self);
-        let generation = lease.generation;
         let session = lease.session;
         let spawned = std::thread::Builder::new()
             .name("rfserve-lock-grace".into())
@@ -455,10 +449,6 @@ impl State {
         self.ids.aliases()
     }
 
-    fn changed(&mut self) {
-        self.generation += 1;
-    }
-
     fn held_by(&self, session: SessionId) -> usize {
         self.files
             .values()
@@ -473,7 +463,6 @@ impl State {
         }
         self.files.retain(|_, l| !l.is_empty());
         self.waiting.retain(|o, _| o.session != session);
-        self.changed();
     }
 
     /// Other owners' locks of the same flavor that `req` collides with.

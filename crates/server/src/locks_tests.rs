@@ -246,6 +246,36 @@ fn a_named_client_takes_its_locks_over_within_the_grace_period() {
 }
 
 #[test]
+fn the_grace_starts_only_when_the_last_connection_of_a_client_ends() {
+    let t = LockTable::new(Duration::from_millis(100));
+    let id = [9u8; 16];
+    let (live, _) = t.attach(Some(id));
+    let (b, _) = t.attach(None);
+    let w = req(1, LockKind::Write, 0, 0);
+    t.lock(live.session(), &w, false, &never).unwrap();
+    // A connection the client gave up during its handshake (to a stopped
+    // server) is served after the one that took the session over, and
+    // ends at once: the live connection's locks stay.
+    let (stale, resumed) = t.attach(Some(id));
+    assert!(resumed);
+    stale.end();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        t.try_lock(b.session(), &w, false),
+        Attempt::Blocked,
+        "a stale connection's end released the live connection's locks"
+    );
+    // The live one ends too: now the grace runs, and then they are free.
+    live.end();
+    assert_eq!(t.try_lock(b.session(), &w, false), Attempt::Blocked);
+    let (t2, s) = (Arc::clone(&t), b.session());
+    std::thread::spawn(move || t2.lock(s, &w, true, &never))
+        .join()
+        .unwrap()
+        .unwrap();
+}
+
+#[test]
 fn an_anonymous_session_loses_its_locks_with_its_connection() {
     let t = LockTable::new(Duration::from_secs(60));
     let (a, _) = t.attach(None);

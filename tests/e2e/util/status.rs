@@ -1,9 +1,12 @@
-//! `rfmount status --json` of a mount, and the counters in it.
+//! What `rfmount status --json` says about a mount: the counters in it,
+//! and waiting for its connection to be back.
 
-use super::{Mount, TestCommand, rfmount_bin, text};
+use std::time::Duration;
 
-/// The mount's status as JSON text.
-pub fn mount_status_json(m: &Mount) -> String {
+use super::*;
+
+/// `rfmount status --json` of `m`.
+pub fn status_json(m: &Mount) -> String {
     let out = TestCommand::new(rfmount_bin())
         .args(["status", "--json"])
         .arg(m.path())
@@ -24,4 +27,20 @@ pub fn status_num(json: &str, key: &str) -> u64 {
         .take_while(char::is_ascii_digit)
         .collect();
     digits.parse().unwrap_or_else(|_| panic!("{key} in {json}"))
+}
+
+/// Waits up to `timeout` for `m` to be connected to its server again (a
+/// mount that lost its connection fails requests at once until then);
+/// panics with the last status otherwise.
+pub fn wait_online(m: &Mount, timeout: Duration) {
+    let online = wait_for(timeout, || {
+        status_json(m)
+            .contains("\"connection\":{\"state\":\"online\"")
+            .then_some(())
+    });
+    assert!(
+        online.is_some(),
+        "the mount never reconnected: {}",
+        status_json(m)
+    );
 }

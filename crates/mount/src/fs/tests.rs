@@ -45,6 +45,16 @@ fn read_all(f: &Fixture, name: &str) -> Vec<u8> {
     data
 }
 
+/// Waits until every fetch has ended and recorded what it brought, for a
+/// test that then changes the cache directly, as no caller of the
+/// filesystem can.
+fn wait_for_fetches(f: &Fixture) {
+    let states: Vec<_> = f.fs.files.lock().values().cloned().collect();
+    for s in states.iter().filter_map(|st| st.stream.lock().clone()) {
+        s.wait_end();
+    }
+}
+
 struct Collect(Vec<(String, u64)>, usize);
 
 impl DirSink for Collect {
@@ -420,6 +430,10 @@ fn the_retry_loop_never_sends_content_that_was_not_sealed() {
     let f = fixture();
     f.remote.write_file("f", b"server");
     assert_eq!(read_all(&f, "f"), b"server");
+    // The read returned once the bytes landed; the fetch's thread may still
+    // be about to record them as the clean entry, over the change made
+    // below behind the filesystem's back (a writer's open waits for it).
+    wait_for_fetches(&f);
     // A change no close or fsync ever declared (as when recording a seal
     // failed): dirty, but never sent unasked.
     let path = RelPath::new("f").unwrap();
