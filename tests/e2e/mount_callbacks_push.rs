@@ -259,3 +259,36 @@ fn after_a_server_restart_b_reads_what_changed_while_it_was_disconnected() {
         "stale attributes survived the reconnect"
     );
 }
+
+/// The server attributes what its watch reports right after a mount's own
+/// change to that mount (so it is not invalidated by itself), but only
+/// while the file is still as that change left it: a process on the
+/// server that rewrites or removes the file at once is news to the writer.
+#[test]
+fn a_change_in_the_export_right_after_the_mounts_own_is_seen_by_that_mount() {
+    skip_without_fuse!();
+    let root = TestDir::new("root");
+    let srv = Server::start(root.path(), &[]);
+    let a = Mount::start(&srv, LONG_TIMEOUTS);
+    for round in 0..3 {
+        let mine = format!("written through the mount {round}\n");
+        fs::write(a.join("f.txt"), &mine).unwrap();
+        assert_eq!(cat(&a, &srv, "f.txt").as_deref(), Some(mine.as_str()));
+        let theirs = format!("rewritten on the server at once, round {round}\n");
+        fs::write(root.join("f.txt"), &theirs).unwrap();
+        assert!(
+            seen_within(WITHIN, || cat(&a, &srv, "f.txt").as_deref()
+                == Some(theirs.as_str())),
+            "round {round}: the writer keeps its own copy over a change made on the server: {:?}",
+            cat(&a, &srv, "f.txt")
+        );
+    }
+    fs::write(a.join("g.txt"), "mine\n").unwrap();
+    assert!(ls(&a, &srv).contains("g.txt"));
+    fs::remove_file(root.join("g.txt")).unwrap();
+    assert!(
+        seen_within(WITHIN, || !ls(&a, &srv).contains("g.txt")),
+        "the writer still lists a file removed on the server: {}",
+        ls(&a, &srv)
+    );
+}

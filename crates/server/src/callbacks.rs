@@ -37,7 +37,10 @@ pub(crate) const MAX_PER_SESSION: usize = 50_000;
 const BATCH: usize = 1024;
 /// How long a change made through a session is attributed to it when the
 /// export's watch reports it again, so the writer is not invalidated by its
-/// own change. Other sessions still get the watch's report.
+/// own change. Other sessions still get the watch's report. Within it the
+/// object must also still be what the session's change left (see
+/// [`Stamp`]): a change by another process on the server right after is
+/// news to the writer too.
 const OWN_CHANGE_WINDOW: Duration = Duration::from_secs(2);
 /// How long a change's writer waits for its invalidations to be written to
 /// the sessions holding callbacks. Far above a healthy write (microseconds
@@ -59,6 +62,9 @@ pub(crate) enum Held {
 pub(crate) struct Callbacks {
     inner: Mutex<Inner>,
     watcher: Option<Watcher>,
+    /// The export, where the watch's reports are checked against what a
+    /// session's change left (`None`: no watch, nothing to check).
+    root: Option<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -67,8 +73,59 @@ struct Inner {
     sessions: HashMap<u64, SessionState>,
     /// Export path -> sessions holding a callback on it.
     holders: HashMap<RelPath, HashSet<u64>>,
-    /// Export path -> the session that changed it lately, and when.
-    own: HashMap<RelPath, (u64, Instant)>,
+    /// Export path -> the session that changed it lately, when, and what
+    /// it left there.
+    own: HashMap<RelPath, Own>,
+}
+
+/// A session's recent change of one path.
+struct Own {
+    session: u64,
+    at: Instant,
+    /// `None` while the change is being made: the watch may report it
+    /// before the request ends.
+    left: Option<Stamp>,
+}
+
+/// What a path is on the export, as far as telling one change from the
+/// next goes: ctime moves with every change to a file (content, mode,
+/// owner, links, a rename) and cannot be set by a program; device, inode
+/// and size catch a replacement within one tick of the clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stamp {
+    Absent,
+    Present {
+        dev: u64,
+        ino: u64,
+        ctime: (i64, i64),
+        size: u64,
+    },
+    /// Not looked at (no export root known): trusted as the session's.
+    Unknown,
+}
+
+impl Stamp {
+    fn of(root: Option<&std::path::Path>, path: &RelPath) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        let Some(root) = root else {
+            return Stamp::Unknown;
+        };
+        match std::fs::symlink_metadata(root.join(path.as_str())) {
+            Ok(m) => Stamp::Present {
+                dev: m.dev(),
+                ino: m.ino(),
+                ctime: (m.ctime(), m.ctime_nsec()),
+                size: m.size(),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stamp::Absent,
+            Err(_) => Stamp::Unknown,
+        }
+    }
+
+    /// Whether a path found as `now` is still what a change left as `self`.
+    fn still(self, now: Stamp) -> bool {
+        self == Stamp::Unknown || now == Stamp::Unknown || self == now
+    }
 }
 
 struct SessionState {
@@ -171,9 +228,15 @@ impl Callbacks {
     /// A table; with `watch_root`, changes made there by other processes
     /// are reported too.
     pub(crate) fn new(watch_root: Option<std::path::PathBuf>) -> Arc<Callbacks> {
-        Arc::new_cyclic(|weak| Callbacks {
-            inner: Mutex::default(),
-            watcher: watch_root.and_then(|root| Watcher::start(root, weak.clone())),
+        Arc::new_cyclic(|weak| {
+            let watcher = watch_root
+                .clone()
+                .and_then(|root| Watcher::start(root, weak.clone()));
+            Callbacks {
+                inner: Mutex::default(),
+                root: watcher.is_some().then_some(watch_root).flatten(),
+                watcher,
+            }
         })
     }
 
@@ -270,7 +333,14 @@ impl Callbacks {
         let mut inner = self.inner.lock();
         let now = Instant::now();
         for p in paths {
-            inner.own.insert(p.clone(), (origin, now));
+            inner.own.insert(
+                p.clone(),
+                Own {
+                    session: origin,
+                    at: now,
+                    left: None,
+                },
+            );
         }
     }
 
@@ -294,28 +364,42 @@ impl Callbacks {
     /// each with the number of its last one.
     fn queue_changes(&self, origin: Option<u64>, changes: &[Changed]) -> Vec<(Arc<Outbox>, u64)> {
         let mut waits: Vec<(Arc<Outbox>, u64)> = Vec::new();
+        // Looked at before the lock: a stat per changed path.
+        let stamps: Vec<Stamp> = changes
+            .iter()
+            .map(|c| Stamp::of(self.root.as_deref(), &c.path))
+            .collect();
         let mut inner = self.inner.lock();
         let now = Instant::now();
         if let Some(o) = origin {
             if inner.own.len() > 10_000 {
                 inner
                     .own
-                    .retain(|_, (_, t)| t.elapsed() < OWN_CHANGE_WINDOW);
+                    .retain(|_, own| own.at.elapsed() < OWN_CHANGE_WINDOW);
             }
-            for c in changes {
-                inner.own.insert(c.path.clone(), (o, now));
+            for (c, stamp) in changes.iter().zip(&stamps) {
+                inner.own.insert(
+                    c.path.clone(),
+                    Own {
+                        session: o,
+                        at: now,
+                        left: Some(*stamp),
+                    },
+                );
             }
         }
-        for c in changes {
+        for (c, stamp) in changes.iter().zip(&stamps) {
             // A change the watch reports that a session made itself moments
-            // ago: not news to that session.
+            // ago, to an object still as that change left it: not news to
+            // that session.
             let skip = match origin {
                 Some(o) => Some(o),
                 None => inner
                     .own
                     .get(&c.path)
-                    .filter(|(_, t)| t.elapsed() < OWN_CHANGE_WINDOW)
-                    .map(|(s, _)| *s),
+                    .filter(|own| own.at.elapsed() < OWN_CHANGE_WINDOW)
+                    .filter(|own| own.left.is_none_or(|left| left.still(*stamp)))
+                    .map(|own| own.session),
             };
             if c.change == Change::All {
                 all_beneath(&mut inner, &c.path, skip, &mut waits);
@@ -645,6 +729,56 @@ mod tests {
         );
         assert!(pending(&t, 1).is_empty());
         assert_eq!(pending(&t, 2).len(), 1);
+    }
+
+    #[test]
+    fn a_change_on_the_server_right_after_a_sessions_own_is_news_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "mine\n").unwrap();
+        let mut t = table_with(&[1, 2], &["", ""]);
+        Arc::get_mut(&mut t).expect("no other reference").root = Some(dir.path().to_owned());
+        let report = |t: &Callbacks| {
+            t.changed(
+                None,
+                &[Changed {
+                    path: p("f"),
+                    file_id: FileId::default(),
+                    change: Change::Content,
+                }],
+            );
+        };
+        t.hold(1, p("f"), Held::Object);
+        t.changed(
+            Some(1),
+            &[Changed {
+                path: p("f"),
+                file_id: FileId::default(),
+                change: Change::Content,
+            }],
+        );
+        // The watch's late report of session 1's own write: the file is as
+        // that write left it.
+        report(&t);
+        assert!(pending(&t, 1).is_empty());
+        // Another process on the server writes it within the window.
+        std::fs::write(dir.path().join("f"), "someone else's\n").unwrap();
+        report(&t);
+        let got = pending(&t, 1);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].path, p("f"));
+        // And its removal, too.
+        t.hold(1, p("f"), Held::Object);
+        t.changed(
+            Some(1),
+            &[Changed {
+                path: p("f"),
+                file_id: FileId::default(),
+                change: Change::Content,
+            }],
+        );
+        std::fs::remove_file(dir.path().join("f")).unwrap();
+        report(&t);
+        assert_eq!(pending(&t, 1).len(), 2);
     }
 
     #[test]
