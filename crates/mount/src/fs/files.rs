@@ -407,10 +407,7 @@ impl<R: Remote> RemoteFs<R> {
         let mc = self.meta.lock();
         let fresh = mc.attr(path).or_else(|| {
             let listing = mc.listing(&path.parent()?)?;
-            let name = path.file_name()?;
-            (!listing.is_stale(name))
-                .then(|| listing.get(name).map(|e| e.meta.clone()))
-                .flatten()
+            listing.get(path.file_name()?).map(|e| e.meta.clone())
         });
         fresh.is_none_or(|m| m.version == v && m.kind == FileKind::File)
     }

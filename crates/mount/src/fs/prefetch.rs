@@ -236,10 +236,7 @@ impl<R: Remote> RemoteFs<R> {
             ahead.ended.wait(&mut done);
         }
         drop(done);
-        self.meta
-            .lock()
-            .listing_trusted(dir)
-            .filter(|l| !l.has_stale())
+        self.meta.lock().listing_trusted(dir)
     }
 
     /// Starts fetches of the small files among the [`MAX_FILES`] entries
