@@ -5,7 +5,7 @@
 //! codec's (checked by the tests): length `u32`, variant index `u32`
 //! (`Data` is 3), request id `u64`, content length `u64`, the content.
 
-use std::io::{self, Read};
+use std::io::Read;
 
 use crate::frame::{FrameError, MAX_FRAME, decode_payload};
 use crate::messages::ServerMsg;
@@ -52,21 +52,7 @@ pub fn seal_data_frame(frame: &mut [u8], id: u64) -> Result<(), FrameError> {
 /// # Errors
 /// As [`crate::read_frame`].
 pub fn read_server_msg<R: Read + ?Sized>(r: &mut R) -> Result<ServerMsg, FrameError> {
-    let mut len = [0u8; 4];
-    let mut got = 0;
-    while got < 4 {
-        match r.read(&mut len[got..]) {
-            Ok(0) if got == 0 => return Err(FrameError::Closed),
-            Ok(0) => return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into())),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len as u64));
-    }
+    let len = crate::frame::read_frame_len(r)?;
     let mut head = [0u8; PAYLOAD_HEADER];
     let first = len.min(PAYLOAD_HEADER);
     r.read_exact(&mut head[..first])?;

@@ -77,8 +77,9 @@ pub fn read_frame<R: Read + ?Sized, T: DeserializeOwned>(r: &mut R) -> Result<T,
 /// (the server reads a hello's frozen version prefix this way).
 ///
 /// # Errors
-/// As [`read_frame`], except decoding.
-pub fn read_payload<R: Read + ?Sized>(r: &mut R) -> Result<Vec<u8>, FrameError> {
+/// Reads a frame's length prefix: `Closed` at a clean end before it,
+/// `TooLarge` beyond [`MAX_FRAME`].
+pub(crate) fn read_frame_len<R: Read + ?Sized>(r: &mut R) -> Result<usize, FrameError> {
     let mut len = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -94,6 +95,12 @@ pub fn read_payload<R: Read + ?Sized>(r: &mut R) -> Result<Vec<u8>, FrameError> 
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len as u64));
     }
+    Ok(len)
+}
+
+/// As [`read_frame`], except decoding.
+pub fn read_payload<R: Read + ?Sized>(r: &mut R) -> Result<Vec<u8>, FrameError> {
+    let len = read_frame_len(r)?;
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload)?;
     Ok(payload)
