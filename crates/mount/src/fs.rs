@@ -29,6 +29,7 @@ mod partial;
 mod passthrough;
 mod prefetch;
 mod pushed;
+mod shown_ctime;
 mod stream;
 mod upload_stream;
 mod writeback;
@@ -111,6 +112,8 @@ pub struct RemoteFs<R: Remote> {
     /// Owners of files created here and not yet uploaded: their first PUT
     /// creates them on the server with the creator's ids.
     creators: Mutex<HashMap<RelPath, Owner>>,
+    /// The ctime shown for files this mount uploaded (see `shown_ctime`).
+    shown_ctimes: shown_ctime::ShownCtimes,
     /// Attribute names of recently asked files (see `xattr`).
     xattr_names: Mutex<xattr::XattrNames>,
     /// Access times set on files with unsent changes, carried by their
@@ -146,6 +149,7 @@ impl<R: Remote> RemoteFs<R> {
             kernel_notes: OnceLock::new(),
             echoes: Arc::default(),
             creators: Mutex::new(HashMap::new()),
+            shown_ctimes: shown_ctime::ShownCtimes::default(),
             xattr_names: Mutex::default(),
             atimes: Mutex::new(HashMap::new()),
             started: offline::now(),
@@ -383,6 +387,8 @@ impl<R: Remote> RemoteFs<R> {
             mtime,
             version: entry.version.unwrap_or(0),
             nlink: 1,
+            // Every local write and truncate moved the cache file's.
+            ctime: shown_ctime::ctime_of(&md),
             ..server.unwrap_or_default()
         };
         // Created here and not uploaded yet: it belongs to its creator, so
@@ -392,6 +398,12 @@ impl<R: Remote> RemoteFs<R> {
             meta.gid = o.gid;
         }
         Some(meta)
+    }
+
+    /// The ctime the kernel is to be shown for `ino` with attributes
+    /// `meta`.
+    pub fn shown_ctime(&self, ino: u64, meta: &Meta) -> Timestamp {
+        self.shown_ctimes.ctime(ino, meta)
     }
 
     fn next_fh(&self) -> u64 {

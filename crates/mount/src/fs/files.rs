@@ -805,6 +805,10 @@ impl<R: Remote> RemoteFs<R> {
         if why == Why::Retry {
             self.activity.note_retry();
         }
+        // What the kernel has been shown: kept once the upload lands.
+        let shown_ctime = std::fs::metadata(self.cache.data_path(&path))
+            .ok()
+            .map(|md| super::shown_ctime::ctime_of(&md));
         let sent = match self.put_cached(&path, &entry, state) {
             Err(e) if conflict::is_conflict(&e) => match self.server_has_it(&path) {
                 // Nothing to keep aside: the server's file is this content.
@@ -850,6 +854,9 @@ impl<R: Remote> RemoteFs<R> {
             }
         }
         *state.kernel_version.lock() = Some(meta.version);
+        if let Some(shown) = shown_ctime {
+            self.shown_ctimes.landed(ino, meta.ctime, shown);
+        }
         // Every name of a hard-linked file now has these attributes.
         let names = self.inodes.lock().names(ino);
         let mut mc = self.meta.lock();
