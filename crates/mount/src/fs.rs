@@ -387,8 +387,7 @@ impl<R: Remote> RemoteFs<R> {
             mtime,
             version: entry.version.unwrap_or(0),
             nlink: 1,
-            // Every local write and truncate moved the cache file's.
-            ctime: shown_ctime::ctime_of(&md),
+            ctime: local_ctime(&md, server.as_ref()),
             ..server.unwrap_or_default()
         };
         // Created here and not uploaded yet: it belongs to its creator, so
@@ -398,6 +397,12 @@ impl<R: Remote> RemoteFs<R> {
             meta.gid = o.gid;
         }
         Some(meta)
+    }
+
+    /// The ctime of the dirty `path` as it is now (see [`local_ctime`]).
+    fn dirty_ctime(&self, path: &RelPath) -> Option<Timestamp> {
+        let md = std::fs::metadata(self.cache.data_path(path)).ok()?;
+        Some(local_ctime(&md, self.meta.lock().attr_any(path).as_ref()))
     }
 
     /// The ctime the kernel is to be shown for `ino` with attributes
@@ -704,3 +709,13 @@ fn not_empty() -> FsError {
 #[cfg(test)]
 #[path = "fs/tests.rs"]
 mod tests;
+
+/// The ctime of a file with unsent changes, from its cache file `md`: every
+/// local write, truncate and recorded attribute change moves that one. Its
+/// server attributes `server` (when known) count when later: a chown, link
+/// or rename of it is made on the server and moves only the server's.
+fn local_ctime(md: &std::fs::Metadata, server: Option<&Meta>) -> Timestamp {
+    let local = shown_ctime::ctime_of(md);
+    server.map_or(local, |m| local.max(m.ctime))
+}
+
