@@ -104,10 +104,7 @@ fn pjdfstest_passes_on_a_mount() {
     // It really ran: the count of passed tests, not only the absence of
     // failures.
     let passed = count(" passed");
-    assert!(
-        passed >= 384,
-        "only {passed} passed: {summary}"
-    );
+    assert!(passed >= 384, "only {passed} passed: {summary}");
     assert!(
         out.status.success(),
         "exit status {:?} for {summary}",

@@ -134,6 +134,7 @@ impl<R: Remote> RemoteFs<R> {
     /// A filesystem over `remote`, caching data in `cache`.
     pub fn new(remote: Arc<R>, cfg: MountConfig, cache: Arc<DataCache>) -> Self {
         let meta = MetaCache::new(cfg.attr_timeout, cfg.dir_timeout);
+        let shown_ctimes = shown_ctime::ShownCtimes::open(cache.root().join("shown-ctimes"));
         RemoteFs {
             remote,
             cfg,
@@ -149,7 +150,7 @@ impl<R: Remote> RemoteFs<R> {
             kernel_notes: OnceLock::new(),
             echoes: Arc::default(),
             creators: Mutex::new(HashMap::new()),
-            shown_ctimes: shown_ctime::ShownCtimes::default(),
+            shown_ctimes,
             xattr_names: Mutex::default(),
             atimes: Mutex::new(HashMap::new()),
             started: offline::now(),
@@ -718,4 +719,3 @@ fn local_ctime(md: &std::fs::Metadata, server: Option<&Meta>) -> Timestamp {
     let local = shown_ctime::ctime_of(md);
     server.map_or(local, |m| local.max(m.ctime))
 }
-

@@ -837,7 +837,7 @@ impl<R: Remote> RemoteFs<R> {
         // Before the entry turns clean: a stat in between shows the
         // server's attributes, with the ctime already decided.
         if let Some(local) = local_ctime {
-            self.shown_ctimes.landed(ino, meta.ctime, local);
+            self.shown_ctimes.landed(ino, &meta, local);
         }
         {
             let _sealing = state.seal.write();

@@ -21,17 +21,23 @@
 //!   server's times exactly.
 //!
 //! The server's next change of the file (a chmod, a link, another upload,
-//! anyone's) shows as it is.
+//! anyone's) moves its ctime there, and that shows as it is. The kept
+//! ctimes are also written to a file in the cache directory, keyed by the
+//! server's file id and ctime, so that a remount (or a mount that lost the
+//! file's inode number) shows the same; a file changed since has another
+//! server ctime and no longer matches.
 
 use std::collections::HashMap;
-use std::io;
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 
+use log::warn;
 use parking_lot::Mutex;
-use rfmount_proto::{Meta, Timestamp};
+use rfmount_proto::{FileId, Meta, Timestamp};
 
-/// Files remembered; beyond it a map starts over (a forgotten file shows
-/// the server's ctime: a few milliseconds later).
+/// Files remembered; beyond it a map (and the saved file) starts over (a
+/// forgotten file shows the server's ctime: a few milliseconds later).
 const MAX_FILES: usize = 65_536;
 
 #[derive(Default)]
@@ -41,29 +47,97 @@ struct Shown {
     /// Inode -> (the server's ctime after this mount's upload, the ctime
     /// the kernel was shown before it).
     kept: HashMap<u64, (Timestamp, Timestamp)>,
+    /// (server file, its ctime after the upload) -> the ctime kept for it,
+    /// as saved: what a new inode of that file shows.
+    saved: HashMap<(FileId, Timestamp), Timestamp>,
+    /// Where `saved` is appended to, once opened.
+    file: Option<File>,
 }
 
 #[derive(Default)]
-pub(crate) struct ShownCtimes(Mutex<Shown>);
+pub(crate) struct ShownCtimes {
+    shown: Mutex<Shown>,
+    /// The saved file (`None`: kept in memory only).
+    path: Option<PathBuf>,
+}
 
 impl ShownCtimes {
-    /// `ino`'s upload left the server's file with ctime `server`; the local
-    /// copy it sent had ctime `local`.
-    pub(crate) fn landed(&self, ino: u64, server: Timestamp, local: Timestamp) {
-        let mut s = self.0.lock();
-        if s.told.get(&ino) == Some(&local) {
-            if s.kept.len() >= MAX_FILES {
-                s.kept.clear();
+    /// Kept ctimes saved in (and read back from) `path`. An unreadable
+    /// file is started over: its files then show the server's ctimes.
+    pub(crate) fn open(path: PathBuf) -> Self {
+        let saved = match File::open(&path) {
+            Ok(f) => read_saved(BufReader::new(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => {
+                warn!("reading {}: {e}; starting it over", path.display());
+                HashMap::new()
             }
-            s.kept.insert(ino, (server, local));
-        } else {
+        };
+        ShownCtimes {
+            shown: Mutex::new(Shown {
+                saved,
+                ..Shown::default()
+            }),
+            path: Some(path),
+        }
+    }
+
+    /// `ino`'s upload left the server's file `meta` (its ctime that of the
+    /// upload); the local copy it sent had ctime `local`.
+    pub(crate) fn landed(&self, ino: u64, meta: &Meta, local: Timestamp) {
+        let server = meta.ctime;
+        let mut s = self.shown.lock();
+        if s.told.get(&ino) != Some(&local) {
             s.kept.remove(&ino);
+            return;
+        }
+        if s.kept.len() >= MAX_FILES {
+            s.kept.clear();
+        }
+        s.kept.insert(ino, (server, local));
+        if meta.file_id != FileId::default() {
+            self.save(&mut s, meta.file_id, server, local);
+        }
+    }
+
+    fn save(&self, s: &mut Shown, id: FileId, server: Timestamp, kept: Timestamp) {
+        let Some(path) = &self.path else {
+            s.saved.insert((id, server), kept);
+            return;
+        };
+        let restart = s.saved.len() >= MAX_FILES;
+        if restart {
+            s.saved.clear();
+            s.file = None;
+        }
+        if s.file.is_none() {
+            let opened = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .truncate(false)
+                .open(path)
+                .and_then(|f| {
+                    if restart {
+                        f.set_len(0)?;
+                    }
+                    Ok(f)
+                });
+            match opened {
+                Ok(f) => s.file = Some(f),
+                Err(e) => warn!("saving shown ctimes in {}: {e}", path.display()),
+            }
+        }
+        s.saved.insert((id, server), kept);
+        if let Some(f) = &mut s.file
+            && let Err(e) = f.write_all(line(id, server, kept).as_bytes())
+        {
+            warn!("saving shown ctimes in {}: {e}", path.display());
         }
     }
 
     /// The ctime to give the kernel for `ino` with attributes `meta`.
     pub(crate) fn ctime(&self, ino: u64, meta: &Meta) -> Timestamp {
-        let mut s = self.0.lock();
+        let mut s = self.shown.lock();
         let shown = match s.kept.get(&ino) {
             // The server's file as the upload left it, or the local copy
             // whose upload that was (attributes read just before the
@@ -75,7 +149,13 @@ impl ShownCtimes {
                 s.kept.remove(&ino);
                 meta.ctime
             }
-            None => meta.ctime,
+            None => match s.saved.get(&(meta.file_id, meta.ctime)).copied() {
+                Some(kept) if meta.file_id != FileId::default() => {
+                    s.kept.insert(ino, (meta.ctime, kept));
+                    kept
+                }
+                _ => meta.ctime,
+            },
         };
         if s.told.len() >= MAX_FILES {
             s.told.clear();
@@ -83,6 +163,47 @@ impl ShownCtimes {
         s.told.insert(ino, shown);
         shown
     }
+}
+
+/// One saved entry: `DEV INO SERVER_SECS SERVER_NANOS KEPT_SECS KEPT_NANOS`.
+fn line(id: FileId, server: Timestamp, kept: Timestamp) -> String {
+    format!(
+        "{} {} {} {} {} {}\n",
+        id.dev, id.ino, server.secs, server.nanos, kept.secs, kept.nanos
+    )
+}
+
+/// The saved entries of `r`; lines that do not parse (a write cut short)
+/// are skipped, and at most the last `MAX_FILES` are kept.
+fn read_saved(r: impl BufRead) -> HashMap<(FileId, Timestamp), Timestamp> {
+    let mut saved = HashMap::new();
+    for l in r.lines() {
+        let Ok(l) = l else { break };
+        let f: Vec<&str> = l.split(' ').collect();
+        let parsed = (|| {
+            let [dev, ino, ss, sn, ks, kn] = f.as_slice() else {
+                return None;
+            };
+            let id = FileId {
+                dev: dev.parse().ok()?,
+                ino: ino.parse().ok()?,
+            };
+            let ts = |s: &str, n: &str| -> Option<Timestamp> {
+                Some(Timestamp {
+                    secs: s.parse().ok()?,
+                    nanos: n.parse().ok()?,
+                })
+            };
+            Some(((id, ts(ss, sn)?), ts(ks, kn)?))
+        })();
+        if let Some((k, v)) = parsed {
+            if saved.len() >= MAX_FILES {
+                saved.clear();
+            }
+            saved.insert(k, v);
+        }
+    }
+    saved
 }
 
 /// The ctime of a cache file's metadata, as a protocol timestamp.
@@ -119,6 +240,7 @@ mod tests {
         Meta {
             ctime: t(ctime),
             version: 5,
+            file_id: FileId { dev: 1, ino: 7 },
             ..Meta::default()
         }
     }
@@ -128,12 +250,12 @@ mod tests {
         let s = ShownCtimes::default();
         // The local copy's, given to the kernel; its upload made 20.
         assert_eq!(s.ctime(1, &meta(19)), t(19));
-        s.landed(1, t(20), t(19));
+        s.landed(1, &meta(20), t(19));
         assert_eq!(s.ctime(1, &meta(20)), t(19));
         assert_eq!(s.ctime(1, &meta(19)), t(19));
-        assert_eq!(s.ctime(2, &meta(20)), t(20));
         assert_eq!(s.ctime(1, &meta(30)), t(30));
-        // Forgotten: the old ctime coming back is the server's again.
+        // Forgotten by this inode: the old ctime coming back is the
+        // server's again.
         assert_eq!(s.ctime(1, &meta(20)), t(20));
     }
 
@@ -142,10 +264,10 @@ mod tests {
         let s = ShownCtimes::default();
         // Shown before the last write (local ctime 19), not after it.
         assert_eq!(s.ctime(1, &meta(18)), t(18));
-        s.landed(1, t(20), t(19));
+        s.landed(1, &meta(20), t(19));
         assert_eq!(s.ctime(1, &meta(20)), t(20));
         // Never shown at all.
-        s.landed(3, t(20), t(19));
+        s.landed(3, &meta(20), t(19));
         assert_eq!(s.ctime(3, &meta(20)), t(20));
     }
 
@@ -153,10 +275,37 @@ mod tests {
     fn a_later_upload_of_a_file_seen_before_it_shows_the_servers_ctime() {
         let s = ShownCtimes::default();
         assert_eq!(s.ctime(1, &meta(19)), t(19));
-        s.landed(1, t(20), t(19));
+        s.landed(1, &meta(20), t(19));
         assert_eq!(s.ctime(1, &meta(20)), t(19));
         // Written again (local 25) with no stat in between: 26 from then.
-        s.landed(1, t(26), t(25));
+        s.landed(1, &meta(26), t(25));
         assert_eq!(s.ctime(1, &meta(26)), t(26));
+    }
+
+    #[test]
+    fn a_kept_ctime_outlives_the_mount_until_the_file_changes() {
+        let dir = std::env::temp_dir().join(format!("shown-ctime-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("shown-ctimes");
+        let _ = std::fs::remove_file(&path);
+        let s = ShownCtimes::open(path.clone());
+        assert_eq!(s.ctime(1, &meta(19)), t(19));
+        s.landed(1, &meta(20), t(19));
+        drop(s);
+        // A cut-short line is skipped.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"1 7 3").unwrap();
+        drop(f);
+        let again = ShownCtimes::open(path.clone());
+        // Another inode number for the same server file.
+        assert_eq!(again.ctime(9, &meta(20)), t(19));
+        assert_eq!(again.ctime(9, &meta(21)), t(21));
+        // Another server file with the same ctime.
+        let other = Meta {
+            file_id: FileId { dev: 1, ino: 8 },
+            ..meta(20)
+        };
+        assert_eq!(again.ctime(10, &other), t(20));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
