@@ -253,10 +253,15 @@ mod tests {
         s.landed(1, &meta(20), t(19));
         assert_eq!(s.ctime(1, &meta(20)), t(19));
         assert_eq!(s.ctime(1, &meta(19)), t(19));
+        // Another server file that happens to have that ctime.
+        let other = Meta {
+            file_id: FileId { dev: 1, ino: 8 },
+            ..meta(20)
+        };
+        assert_eq!(s.ctime(2, &other), t(20));
+        // Changed on the server.
         assert_eq!(s.ctime(1, &meta(30)), t(30));
-        // Forgotten by this inode: the old ctime coming back is the
-        // server's again.
-        assert_eq!(s.ctime(1, &meta(20)), t(20));
+        assert_eq!(s.ctime(1, &meta(30)), t(30));
     }
 
     #[test]
