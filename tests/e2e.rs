@@ -237,3 +237,6 @@ mod mount_xattr_uploads;
 // Locks across a cut connection: kept through a resumed session, released after the grace.
 #[path = "e2e/mount_locks_resume.rs"]
 mod mount_locks_resume;
+// A written file's ctime: kept across its upload and a remount, moved by every change.
+#[path = "e2e/mount_ns_ctime_kept.rs"]
+mod mount_ns_ctime_kept;

@@ -230,6 +230,12 @@ impl DataCache {
         self.limit
     }
 
+    /// The directory this cache keeps its files in (for records beside
+    /// them, like the mount's shown ctimes).
+    pub fn root(&self) -> &Path {
+        &self.files.root
+    }
+
     /// Where the content of `path` lives (whether or not it is cached).
     pub fn data_path(&self, path: &RelPath) -> PathBuf {
         self.files.data(path)

@@ -29,6 +29,7 @@ mod partial;
 mod passthrough;
 mod prefetch;
 mod pushed;
+mod shown_ctime;
 mod stream;
 mod upload_stream;
 mod writeback;
@@ -111,6 +112,8 @@ pub struct RemoteFs<R: Remote> {
     /// Owners of files created here and not yet uploaded: their first PUT
     /// creates them on the server with the creator's ids.
     creators: Mutex<HashMap<RelPath, Owner>>,
+    /// The ctime shown for files this mount uploaded (see `shown_ctime`).
+    shown_ctimes: shown_ctime::ShownCtimes,
     /// Attribute names of recently asked files (see `xattr`).
     xattr_names: Mutex<xattr::XattrNames>,
     /// Access times set on files with unsent changes, carried by their
@@ -131,6 +134,7 @@ impl<R: Remote> RemoteFs<R> {
     /// A filesystem over `remote`, caching data in `cache`.
     pub fn new(remote: Arc<R>, cfg: MountConfig, cache: Arc<DataCache>) -> Self {
         let meta = MetaCache::new(cfg.attr_timeout, cfg.dir_timeout);
+        let shown_ctimes = shown_ctime::ShownCtimes::open(cache.root().join("shown-ctimes"));
         RemoteFs {
             remote,
             cfg,
@@ -146,6 +150,7 @@ impl<R: Remote> RemoteFs<R> {
             kernel_notes: OnceLock::new(),
             echoes: Arc::default(),
             creators: Mutex::new(HashMap::new()),
+            shown_ctimes,
             xattr_names: Mutex::default(),
             atimes: Mutex::new(HashMap::new()),
             started: offline::now(),
@@ -383,6 +388,7 @@ impl<R: Remote> RemoteFs<R> {
             mtime,
             version: entry.version.unwrap_or(0),
             nlink: 1,
+            ctime: local_ctime(&md, server.as_ref()),
             ..server.unwrap_or_default()
         };
         // Created here and not uploaded yet: it belongs to its creator, so
@@ -392,6 +398,18 @@ impl<R: Remote> RemoteFs<R> {
             meta.gid = o.gid;
         }
         Some(meta)
+    }
+
+    /// The ctime of the dirty `path` as it is now (see [`local_ctime`]).
+    fn dirty_ctime(&self, path: &RelPath) -> Option<Timestamp> {
+        let md = std::fs::metadata(self.cache.data_path(path)).ok()?;
+        Some(local_ctime(&md, self.meta.lock().attr_any(path).as_ref()))
+    }
+
+    /// The ctime the kernel is to be shown for `ino` with attributes
+    /// `meta`.
+    pub fn shown_ctime(&self, ino: u64, meta: &Meta) -> Timestamp {
+        self.shown_ctimes.ctime(ino, meta)
     }
 
     fn next_fh(&self) -> u64 {
@@ -692,3 +710,12 @@ fn not_empty() -> FsError {
 #[cfg(test)]
 #[path = "fs/tests.rs"]
 mod tests;
+
+/// The ctime of a file with unsent changes, from its cache file `md`: every
+/// local write, truncate and recorded attribute change moves that one. Its
+/// server attributes `server` (when known) count when later: a chown, link
+/// or rename of it is made on the server and moves only the server's.
+fn local_ctime(md: &std::fs::Metadata, server: Option<&Meta>) -> Timestamp {
+    let local = shown_ctime::ctime_of(md);
+    server.map_or(local, |m| local.max(m.ctime))
+}

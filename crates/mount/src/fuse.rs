@@ -92,6 +92,7 @@ impl<R: Remote> FuseFs<R> {
 
     fn attr(&self, a: &Attr) -> FileAttr {
         let mut fa = to_file_attr(a.ino, &a.meta, &self.ids);
+        fa.ctime = shown_ctime(&self.fs, a.ino, &a.meta, fa.ctime);
         // 0 links usually marks a placeholder, shown as 1; but a file
         // unlinked while open really has none left, and fstat must say so
         // (the kernel's own count is replaced by this reply).
@@ -280,15 +281,31 @@ impl DirSink for PlainSink<'_> {
     }
 }
 
-struct PlusSink<'a> {
+/// The ctime of `ino` as the kernel is to see it (`converted`: from its
+/// attributes as they are).
+fn shown_ctime<R: Remote>(
+    fs: &RemoteFs<R>,
+    ino: u64,
+    meta: &Meta,
+    converted: SystemTime,
+) -> SystemTime {
+    if meta.ctime == Timestamp::default() {
+        return converted;
+    }
+    fs.shown_ctime(ino, meta).to_system()
+}
+
+struct PlusSink<'a, R: Remote> {
     reply: &'a mut ReplyDirectoryPlus,
     ttl: Duration,
     ids: IdMap,
+    fs: &'a RemoteFs<R>,
 }
 
-impl DirSink for PlusSink<'_> {
+impl<R: Remote> DirSink for PlusSink<'_, R> {
     fn add(&mut self, ino: u64, offset: u64, name: &str, meta: &Meta) -> bool {
-        let attr = to_file_attr(ino, meta, &self.ids);
+        let mut attr = to_file_attr(ino, meta, &self.ids);
+        attr.ctime = shown_ctime(self.fs, ino, meta, attr.ctime);
         self.reply
             .add(INodeNo(ino), offset, name, &self.ttl, &attr, GEN)
     }
@@ -716,6 +733,7 @@ impl<R: Remote> Filesystem for FuseFs<R> {
             reply: &mut reply,
             ttl: self.ttl(),
             ids: self.ids,
+            fs: &self.fs,
         };
         match self.fs.readdir(fh.0, offset, true, &mut sink) {
             Ok(()) => reply.ok(),

@@ -126,6 +126,8 @@ impl<R: Remote> RemoteFs<R> {
             self.cache
                 .set_carried_xattr(path, name, Some(value.to_vec()))
                 .map_err(|e| FsError::cache(format!("recording an attribute of {path}"), e))?;
+            super::shown_ctime::touch(&self.cache.data_path(path))
+                .map_err(|e| FsError::cache(format!("changing the ctime of {path}"), e))?;
             state.write_gen.fetch_add(1, Ordering::SeqCst);
         }
         self.queue_carried(path);
@@ -196,6 +198,8 @@ impl<R: Remote> RemoteFs<R> {
             self.cache
                 .set_carried_xattr(path, name, None)
                 .map_err(|e| FsError::cache(format!("recording an attribute of {path}"), e))?;
+            super::shown_ctime::touch(&self.cache.data_path(path))
+                .map_err(|e| FsError::cache(format!("changing the ctime of {path}"), e))?;
             state.write_gen.fetch_add(1, Ordering::SeqCst);
         }
         Ok(Some(only_here(self.cache.entry(path)).is_some()))

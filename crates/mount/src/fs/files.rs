@@ -805,6 +805,8 @@ impl<R: Remote> RemoteFs<R> {
         if why == Why::Retry {
             self.activity.note_retry();
         }
+        // The ctime of what is sent (see `shown_ctime`).
+        let local_ctime = self.dirty_ctime(&path);
         let sent = match self.put_cached(&path, &entry, state) {
             Err(e) if conflict::is_conflict(&e) => match self.server_has_it(&path) {
                 // Nothing to keep aside: the server's file is this content.
@@ -832,6 +834,11 @@ impl<R: Remote> RemoteFs<R> {
                 return Err(e);
             }
         };
+        // Before the entry turns clean: a stat in between shows the
+        // server's attributes, with the ctime already decided.
+        if let Some(local) = local_ctime {
+            self.shown_ctimes.landed(ino, &meta, local);
+        }
         {
             let _sealing = state.seal.write();
             // A writer in passthrough may be writing right now, unseen.
@@ -1019,6 +1026,10 @@ impl<R: Remote> RemoteFs<R> {
                 self.cache
                     .set_overrides(&path, mode.map(|m| m & 0o7777), mtime)
                     .map_err(|e| FsError::cache(format!("recording attributes of {path}"), e))?;
+                if mode.is_some() || mtime.is_some() || atime.is_some() {
+                    super::shown_ctime::touch(&self.cache.data_path(&path))
+                        .map_err(|e| FsError::cache(format!("changing the ctime of {path}"), e))?;
+                }
                 state.write_gen.fetch_add(1, Ordering::SeqCst);
             }
             let meta = self.local_meta(&path).ok_or_else(FsError::enoent)?;
