@@ -593,6 +593,11 @@ fn serve(m: Mounted) -> Result<()> {
         settled = done_rx.recv_timeout(LAST_RETRY).is_ok();
     }
     fs.stop_fetches();
+    // Write-back closes not flushed to the cache disk yet (uploads that
+    // failed, or were cut short by the exit).
+    if let Err(e) = fs.cache().flush_unsynced() {
+        warn!("cache: flushing closed files to the cache disk: {e}");
+    }
     // Remounting right after the unmount finds the cache free, unless
     // something may still write to it: an upload still running, or a
     // request handler (a lazily detached mount still in use); the
