@@ -237,3 +237,6 @@ mod mount_xattr_uploads;
 // Locks across a cut connection: kept through a resumed session, released after the grace.
 #[path = "e2e/mount_locks_resume.rs"]
 mod mount_locks_resume;
+// Write-back closes and the cache disk: safe against kill -9 unflushed; a machine restart recovers unflushed ones aside.
+#[path = "e2e/mount_writeback_flush.rs"]
+mod mount_writeback_flush;

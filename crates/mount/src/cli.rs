@@ -63,6 +63,7 @@ Mount options (-o, comma-separated; also the options field of fstab):
   writeback, nowriteback     as --writeback: close returns once the file is safe in
                              the local cache; uploads run in the background
   uploads=N                  uploads a write-back mount runs at once (default 4)
+  flush=SECS                 a write-back close is on the cache disk within SECS (default 1)
   cache_dir=DIR, cache_size=SIZE, token_file=FILE, threads=N, log_file=FILE
                              as the --options of the same name
   loglevel=LEVEL             error, warn, info (default), debug or trace

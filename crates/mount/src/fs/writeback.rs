@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
 use rfmount_client::Remote;
 use rfmount_proto::RelPath;
@@ -218,9 +218,11 @@ impl<R: Remote + 'static> RemoteFs<R> {
             .name("rf-flush".into())
             .spawn(move || {
                 loop {
-                    std::thread::sleep(crate::data_cache::FLUSH_INTERVAL);
-                    if let Err(e) = fs.cache.flush_unsynced() {
-                        warn!("cache: flushing closed files to the cache disk: {e}");
+                    std::thread::sleep(fs.cfg.flush_interval);
+                    match fs.cache.flush_unsynced() {
+                        Ok(0) => {}
+                        Ok(n) => debug!("flushed {n} closed file(s) to the cache disk"),
+                        Err(e) => warn!("cache: flushing closed files to the cache disk: {e}"),
                     }
                 }
             })?;
