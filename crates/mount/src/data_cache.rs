@@ -18,6 +18,10 @@
 //! - a record is appended before the change it announces, and a removal
 //!   record before the data is deleted, so a crash leaves at worst an
 //!   orphan data file, never a record vouching for other content;
+//! - a write-back close seals with a record not flushed to disk, marked
+//!   with the boot it was written in, until the flusher has flushed the
+//!   data ([`flush`]); after a restart of the machine such an entry is
+//!   recovered aside like one still being written;
 //! - dirty entries are never evicted, and survive restarts: they are found
 //!   again at startup and uploaded;
 //! - the limit counts what the data files store, not their apparent size:
