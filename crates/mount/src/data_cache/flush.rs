@@ -144,7 +144,7 @@ impl DataCache {
                 ix.put(path, key, info);
             }
             match ix.journal.as_mut() {
-                Some(j) => j.to_flush()?,
+                Some(j) => j.take_for_flush()?,
                 None => None,
             }
         };

@@ -136,7 +136,7 @@ impl Journal {
     /// (a rewrite meanwhile makes its own file durable); they count as
     /// flushed from now on, so a failed flush must call
     /// [`Journal::flush_failed`].
-    pub fn to_flush(&mut self) -> io::Result<Option<File>> {
+    pub fn take_for_flush(&mut self) -> io::Result<Option<File>> {
         if !self.unflushed {
             return Ok(None);
         }
@@ -145,7 +145,7 @@ impl Journal {
         Ok(Some(f))
     }
 
-    /// A flush of [`Journal::to_flush`]'s descriptor failed.
+    /// A flush of [`Journal::take_for_flush`]'s descriptor failed.
     pub fn flush_failed(&mut self) {
         self.unflushed = true;
     }
