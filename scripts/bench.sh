@@ -715,6 +715,9 @@ run_row() {
 		mount_side "$s" 0 "$opts"
 		mkdir "$d/$out"
 		tar -xf "$W/src/tree.tar" -C "$d/$out"
+		# The tree is this row's input: with -o writeback its uploads
+		# would otherwise run during (and be charged to) the timed git.
+		settle "$s"
 		measure "$s" git_commit "$d/$out"
 		settle "$s"
 		n=$(git -c safe.directory='*' -C "$srv/$out" ls-tree -r HEAD | wc -l)

@@ -240,3 +240,6 @@ mod mount_locks_resume;
 // A written file's ctime: kept across its upload and a remount, moved by every change.
 #[path = "e2e/mount_ns_ctime_kept.rs"]
 mod mount_ns_ctime_kept;
+// Write-back closes and the cache disk: safe against kill -9 unflushed; a machine restart recovers unflushed ones aside.
+#[path = "e2e/mount_writeback_flush.rs"]
+mod mount_writeback_flush;

@@ -63,6 +63,7 @@ Mount options (-o, comma-separated; also the options field of fstab):
   writeback, nowriteback     as --writeback: close returns once the file is safe in
                              the local cache; uploads run in the background
   uploads=N                  uploads a write-back mount runs at once (default 4)
+  flush=SECS                 a write-back close is on the cache disk within SECS (default 1)
   cache_dir=DIR, cache_size=SIZE, token_file=FILE, threads=N, log_file=FILE
                              as the --options of the same name
   loglevel=LEVEL             error, warn, info (default), debug or trace
@@ -593,6 +594,11 @@ fn serve(m: Mounted) -> Result<()> {
         settled = done_rx.recv_timeout(LAST_RETRY).is_ok();
     }
     fs.stop_fetches();
+    // Write-back closes not flushed to the cache disk yet (uploads that
+    // failed, or were cut short by the exit).
+    if let Err(e) = fs.cache().flush_unsynced() {
+        warn!("cache: flushing closed files to the cache disk: {e}");
+    }
     // Remounting right after the unmount finds the cache free, unless
     // something may still write to it: an upload still running, or a
     // request handler (a lazily detached mount still in use); the

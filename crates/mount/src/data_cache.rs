@@ -18,6 +18,10 @@
 //! - a record is appended before the change it announces, and a removal
 //!   record before the data is deleted, so a crash leaves at worst an
 //!   orphan data file, never a record vouching for other content;
+//! - a write-back close seals with a record not flushed to disk, marked
+//!   with the boot it was written in, until the flusher has flushed the
+//!   data ([`flush`]); after a restart of the machine such an entry is
+//!   recovered aside like one still being written;
 //! - dirty entries are never evicted, and survive restarts: they are found
 //!   again at startup and uploaded;
 //! - the limit counts what the data files store, not their apparent size:
@@ -35,6 +39,7 @@
 
 mod changes;
 mod files;
+mod flush;
 mod index;
 mod journal;
 pub(crate) mod recovery;
@@ -52,6 +57,7 @@ use tempfile::NamedTempFile;
 pub use changes::Changes;
 pub(crate) use files::open_data;
 use files::{Layout, key_of};
+pub use flush::FLUSH_INTERVAL;
 pub use index::EntryInfo;
 use index::Index;
 
@@ -72,6 +78,11 @@ pub struct DataCache {
     freed: Condvar,
     /// Where content recovered at this start went (`NAME.recovered-…`).
     recovered: Vec<RelPath>,
+    /// This boot of the machine (`None` when it cannot be told: then a
+    /// write-back close flushes its file itself).
+    boot: Option<index::BootId>,
+    /// Set when an entry may be sealed but not yet flushed to disk.
+    unsynced: std::sync::atomic::AtomicBool,
 }
 
 /// Content being fetched into the cache: a temporary file whose bytes count
@@ -187,6 +198,16 @@ impl DataCache {
     /// # Errors
     /// The cache directory cannot be created or read.
     pub fn open(dir: &Path, export_id: &str, limit: u64) -> io::Result<Self> {
+        Self::open_in_boot(dir, export_id, limit, flush::boot_id())
+    }
+
+    /// [`DataCache::open`], as if the machine's boot were `boot`.
+    fn open_in_boot(
+        dir: &Path,
+        export_id: &str,
+        limit: u64,
+        boot: Option<index::BootId>,
+    ) -> io::Result<Self> {
         let safe_id: String = export_id
             .chars()
             .map(|c| {
@@ -204,6 +225,8 @@ impl DataCache {
             index: Mutex::new(Index::default()),
             freed: Condvar::new(),
             recovered: Vec::new(),
+            boot,
+            unsynced: std::sync::atomic::AtomicBool::new(false),
         };
         cache.load()?;
         cache.recovered = cache
@@ -296,6 +319,7 @@ impl DataCache {
             mtime: None,
             changes: Some(Changes::clean(size)),
             xattrs: Vec::new(),
+            unsynced: None,
         };
         let key = key_of(path);
         let mut ix = self.index.lock();
@@ -350,6 +374,7 @@ impl DataCache {
             changes: None,
             // The file's attributes, not its content's.
             xattrs: old.map(|o| o.xattrs).unwrap_or_default(),
+            unsynced: None,
         };
         // Recorded first: a crash between the two must not leave a clean or
         // a closed record over emptied content.
@@ -384,6 +409,7 @@ impl DataCache {
                 mtime: None,
                 changes: None,
                 xattrs: Vec::new(),
+                unsynced: None,
             },
         };
         self.store_locked(&mut ix, path, info, false)
@@ -534,10 +560,17 @@ impl DataCache {
     /// # Errors
     /// An fsync failed.
     pub fn keep_durably(&self, path: &RelPath) -> io::Result<()> {
+        let stamp = self.index.lock().entries.get(path).map(|e| e.stamp);
         self.files.sync_data(path)?;
         let mut ix = self.index.lock();
-        let Some(info) = ix.entries.get(path).map(|e| e.info.clone()) else {
+        let Some(e) = ix.entries.get(path) else {
             return Ok(());
+        };
+        // Sealed again meanwhile: that content is the flusher's to flush.
+        let unsynced = e.info.unsynced.filter(|_| Some(e.stamp) != stamp);
+        let info = EntryInfo {
+            unsynced,
+            ..e.info.clone()
         };
         self.store_locked(&mut ix, path, info, true)
     }
@@ -618,6 +651,7 @@ impl DataCache {
             mtime: None,
             changes: Some(Changes::clean(size)),
             xattrs: Vec::new(),
+            unsynced: None,
         };
         self.store(path, info, false)?;
         self.freed.notify_all();

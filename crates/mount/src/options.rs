@@ -36,6 +36,9 @@ pub struct MountConfig {
     pub stream_uploads: bool,
     /// `-o uploads=N`: uploads a write-back mount runs at once.
     pub upload_workers: usize,
+    /// `-o flush=SECS`: how long a write-back close waits at most for its
+    /// file to be flushed to the cache disk (see `data_cache::flush`).
+    pub flush_interval: Duration,
     /// `-o idmap=none|user` (see [`crate::idmap`]).
     pub idmap: IdMapMode,
     /// `-o uid=N`: every file appears owned by user N.
@@ -90,6 +93,7 @@ impl MountConfig {
             writeback: false,
             stream_uploads: true,
             upload_workers: 4,
+            flush_interval: crate::data_cache::FLUSH_INTERVAL,
             idmap: IdMapMode::None,
             uid: None,
             gid: None,
@@ -141,6 +145,13 @@ impl MountConfig {
                         _ => return Err(format!("{key}={v}: must be a number from 1 to 64")),
                     }
                 }
+                ("flush", Some(v)) => {
+                    let t = seconds(key, v)?;
+                    if t < Duration::from_millis(10) {
+                        return Err(format!("{key}={v}: must be at least 0.01 seconds"));
+                    }
+                    self.flush_interval = t;
+                }
                 ("conflict", Some("keep")) => self.conflict = ConflictMode::Keep,
                 ("conflict", Some("error")) => self.conflict = ConflictMode::Error,
                 ("conflict", Some("overwrite")) => self.conflict = ConflictMode::Overwrite,
@@ -159,7 +170,11 @@ impl MountConfig {
                     }
                     self.timeout = t;
                 }
-                ("attr_timeout" | "dir_timeout" | "timeout" | "uid" | "gid" | "uploads", None) => {
+                (
+                    "attr_timeout" | "dir_timeout" | "timeout" | "uid" | "gid" | "uploads"
+                    | "flush",
+                    None,
+                ) => {
                     return Err(format!("option {key} needs a value, e.g. {key}=1"));
                 }
                 _ => return Err(format!("unknown mount option {opt:?}")),
@@ -246,6 +261,12 @@ mod tests {
         assert!(c.stream_uploads);
         c.apply_options("uploads=2").unwrap();
         assert_eq!(c.upload_workers, 2);
+        assert_eq!(c.flush_interval, Duration::from_secs(1));
+        c.apply_options("flush=30").unwrap();
+        assert_eq!(c.flush_interval, Duration::from_secs(30));
+        for bad in ["flush=0", "flush=x", "flush"] {
+            assert!(c.apply_options(bad).is_err(), "{bad}");
+        }
         for bad in ["uploads=0", "uploads=65", "uploads=x", "uploads"] {
             assert!(c.apply_options(bad).is_err(), "{bad}");
         }

@@ -131,6 +131,7 @@ pub struct Mount {
     child: Option<Child>,
     addr: String,
     extra: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
     dir: TestDir,
     mountpoint: PathBuf,
     cache_dir: PathBuf,
@@ -163,6 +164,7 @@ impl Mount {
             child: None,
             addr: addr.to_owned(),
             extra: extra.iter().map(OsString::from).collect(),
+            env: Vec::new(),
             dir,
             mountpoint,
             cache_dir,
@@ -201,6 +203,7 @@ impl Mount {
             .arg("--cache-dir")
             .arg(&self.cache_dir)
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("RF_TOKEN_FILE")
             .env(
                 "RUST_LOG",
@@ -325,6 +328,16 @@ impl Mount {
     pub fn remount(&mut self, addr: &str) {
         self.addr = addr.to_owned();
         self.spawn();
+    }
+
+    /// The arguments and extra environment of the starts from the next
+    /// [`Mount::remount`] on.
+    pub fn set_next_start(&mut self, extra: &[&str], env: &[(&str, &str)]) {
+        self.extra = extra.iter().map(OsString::from).collect();
+        self.env = env
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect();
     }
 
     /// SIGKILLs rfmount (a crash) and lazily detaches the dead mount so the

@@ -48,7 +48,15 @@ pub struct EntryInfo {
     /// Extended attributes set here that the next upload carries
     /// (`PutExt::xattrs`), sorted by name.
     pub xattrs: Vec<XattrValue>,
+    /// Sealed by a write-back close in the boot named here, before its
+    /// content was flushed to the cache disk: safe against a crash of
+    /// rfmount (the kernel still holds the pages), not against one of the
+    /// machine. `None` once the flusher (or an fsync) made it durable.
+    pub unsynced: Option<BootId>,
 }
+
+/// Identifies one boot of the machine (`/proc/sys/kernel/random/boot_id`).
+pub type BootId = u128;
 
 impl EntryInfo {
     /// A local change is about to land: dirty, being written.
@@ -65,6 +73,10 @@ pub(super) struct Entry {
     pub key: String,
     pub info: EntryInfo,
     pub last_use: u64,
+    /// Changes with every record of the entry (in memory only), so that
+    /// the flusher can tell whether what it flushed is still what the
+    /// entry holds.
+    pub stamp: u64,
     /// Bytes the data file takes on disk (`st_blocks` × 512) as last
     /// measured, plus what writes since have reserved; what counts toward
     /// the limit. In memory only: measured again at load.
@@ -111,6 +123,7 @@ impl Index {
             key,
             info,
             last_use,
+            stamp: last_use,
             alloc,
         };
         self.entries.insert(path, e);
@@ -255,6 +268,9 @@ pub(super) fn format_meta(path: &RelPath, info: &EntryInfo) -> String {
             hex(&x.value)
         ));
     }
+    if let Some(boot) = info.unsynced {
+        text.push_str(&format!("unsynced {boot:032x}\n"));
+    }
     text
 }
 
@@ -330,8 +346,14 @@ pub(super) fn parse_meta(text: &str) -> Option<(RelPath, EntryInfo)> {
     let path = RelPath::try_from(field("path")?).ok()?;
     let mut changes = None;
     let mut xattrs = Vec::new();
+    let mut unsynced = None;
     for l in lines {
-        if let Some(x) = l.strip_prefix("xattr ") {
+        if unsynced.is_some() {
+            return None;
+        }
+        if let Some(b) = l.strip_prefix("unsynced ") {
+            unsynced = Some(BootId::from_str_radix(b, 16).ok()?);
+        } else if let Some(x) = l.strip_prefix("xattr ") {
             xattrs.push(parse_xattr(x)?);
         } else if changes.is_none() && xattrs.is_empty() {
             changes = Some(Changes::parse(l.strip_prefix("changes ")?)?);
@@ -350,6 +372,7 @@ pub(super) fn parse_meta(text: &str) -> Option<(RelPath, EntryInfo)> {
             mtime,
             changes,
             xattrs,
+            unsynced,
         },
     ))
 }
@@ -380,6 +403,7 @@ mod tests {
             mtime: None,
             changes: None,
             xattrs: Vec::new(),
+            unsynced: None,
         }
     }
 
@@ -394,6 +418,7 @@ mod tests {
             mtime: Some(Timestamp { secs: 3, nanos: 4 }),
             changes: None,
             xattrs: Vec::new(),
+            unsynced: None,
         };
         let text = format_meta(&p("a b/c"), &i);
         assert_eq!(parse_meta(&text), Some((p("a b/c"), i.clone())));
@@ -425,6 +450,13 @@ mod tests {
             ..carried
         };
         let text4 = format_meta(&p("x"), &no_changes);
+        let unsynced = EntryInfo {
+            unsynced: Some(0x0123_4567_89ab_cdef_0011_2233_4455_6677),
+            ..no_changes.clone()
+        };
+        let text5 = format_meta(&p("x"), &unsynced);
+        assert_eq!(parse_meta(&text5), Some((p("x"), unsynced)));
+        assert_eq!(parse_meta(&format!("{text5}xattr x x\n")), None);
         assert_eq!(parse_meta(&text4), Some((p("x"), no_changes)));
         assert_eq!(parse_meta(&format!("{text3}changes 0\n")), None);
         assert_eq!(parse_meta(&text3.replace("xattr x", "xattr y")), None);

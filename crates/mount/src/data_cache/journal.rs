@@ -60,6 +60,8 @@ pub(super) struct Journal {
     file: File,
     /// Records in the file, live or dead.
     records: u64,
+    /// Records were appended since the file was last flushed to disk.
+    unflushed: bool,
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -101,6 +103,7 @@ impl Journal {
             root: root.to_owned(),
             file: open_append(&path)?,
             records: records.len() as u64,
+            unflushed: false,
         };
         Ok((journal, records))
     }
@@ -111,10 +114,40 @@ impl Journal {
         // One write, so a crash of the process leaves it whole or absent.
         self.file.write_all(&rec.encode())?;
         self.records += 1;
+        self.unflushed = true;
         if durable {
             self.file.sync_data()?;
+            self.unflushed = false;
         }
         Ok(())
+    }
+
+    /// Appends `recs` in one write (not flushed to disk).
+    pub fn append_all(&mut self, recs: &[Record]) -> io::Result<()> {
+        let bytes: Vec<u8> = recs.iter().flat_map(Record::encode).collect();
+        self.file.write_all(&bytes)?;
+        self.records += recs.len() as u64;
+        self.unflushed = true;
+        Ok(())
+    }
+
+    /// A second descriptor of the journal when records were appended since
+    /// it was last flushed, for flushing them without holding the index
+    /// (a rewrite meanwhile makes its own file durable); they count as
+    /// flushed from now on, so a failed flush must call
+    /// [`Journal::flush_failed`].
+    pub fn take_for_flush(&mut self) -> io::Result<Option<File>> {
+        if !self.unflushed {
+            return Ok(None);
+        }
+        let f = self.file.try_clone()?;
+        self.unflushed = false;
+        Ok(Some(f))
+    }
+
+    /// A flush of [`Journal::take_for_flush`]'s descriptor failed.
+    pub fn flush_failed(&mut self) {
+        self.unflushed = true;
     }
 
     /// Records in the file, live or dead.
@@ -146,6 +179,7 @@ impl Journal {
         File::open(&self.root)?.sync_all()?;
         self.file = open_append(&path)?;
         self.records = n;
+        self.unflushed = false;
         Ok(())
     }
 }
@@ -213,6 +247,7 @@ mod tests {
             mtime: None,
             changes: None,
             xattrs: Vec::new(),
+            unsynced: None,
         }
     }
 

@@ -85,6 +85,7 @@ impl DataCache {
                 continue;
             }
             info.size = md.len();
+            self.trust_unsynced(&path, &mut info);
             ix.put(path.clone(), key, info);
             ix.set_alloc(&path, super::allocated(&md));
         }
@@ -108,6 +109,32 @@ impl DataCache {
             ix.bytes()
         );
         Ok(())
+    }
+
+    /// An entry sealed by a write-back close before its content reached
+    /// the disk: in this boot the kernel still holds that content (rfmount
+    /// crashed, not the machine) and the flusher takes it; after a restart
+    /// of the machine it may be torn, so it is treated as still being
+    /// written ([`DataCache::recover`] moves it aside).
+    fn trust_unsynced(&self, path: &RelPath, info: &mut EntryInfo) {
+        let Some(boot) = info.unsynced else {
+            return;
+        };
+        if !info.dirty || info.writing {
+            // Clean: on the server. Being written: recovered anyway.
+            info.unsynced = None;
+        } else if Some(boot) == self.boot {
+            self.unsynced
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        } else {
+            warn!(
+                "{path} was closed shortly before the machine restarted, before its content \
+                 reached the cache disk: it may be incomplete, so it is recovered aside and \
+                 not uploaded under its name"
+            );
+            info.writing = true;
+            info.unsynced = None;
+        }
     }
 
     /// Entries still marked *writing* were open when the previous mount
@@ -156,6 +183,7 @@ impl DataCache {
                 writing: false,
                 // A new file now: uploaded whole.
                 changes: None,
+                unsynced: None,
                 ..info
             };
             if let Err(e) = self.store(&target, sealed, true) {

@@ -337,3 +337,76 @@ fn a_second_process_cannot_open_a_cache_in_use() {
     drop(c);
     DataCache::open(dir.path(), "exp", 1 << 20).unwrap();
 }
+
+/// A write-back close of `path` with `data`, as the filesystem does it.
+fn close_locally(c: &DataCache, path: &RelPath, data: &[u8]) {
+    c.create_empty(path, Some(0o644)).unwrap();
+    write(c, path, data).unwrap();
+    let f = fs::File::open(c.data_path(path)).unwrap();
+    c.seal_locally(path, &f).unwrap();
+}
+
+#[test]
+fn a_local_close_survives_a_crash_of_rfmount_and_its_flush_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (boot, rebooted) = (Some(1), Some(2));
+    {
+        let c = DataCache::open_in_boot(dir.path(), "exp", 1 << 20, boot).unwrap();
+        close_locally(&c, &p("flushed"), b"on disk");
+        assert_eq!(c.flush_unsynced().unwrap(), 1);
+        assert_eq!(c.flush_unsynced().unwrap(), 0, "nothing new to flush");
+        close_locally(&c, &p("closed"), b"in the page cache");
+        let e = c.entry(&p("closed")).unwrap();
+        assert!(e.dirty && !e.writing && e.unsynced == boot);
+        // Dropped without a flush: rfmount killed.
+    }
+    {
+        // Same boot: the kernel kept the pages, both are uploaded as they are.
+        let c = DataCache::open_in_boot(dir.path(), "exp", 1 << 20, boot).unwrap();
+        assert!(c.recovered().is_empty(), "{:?}", c.recovered());
+        let mut dirty = c.dirty_paths();
+        dirty.sort();
+        assert_eq!(dirty, vec![p("closed"), p("flushed")]);
+        assert_eq!(
+            fs::read(c.data_path(&p("closed"))).unwrap(),
+            b"in the page cache"
+        );
+        close_locally(&c, &p("late"), b"never flushed");
+    }
+    // After a restart of the machine only what was flushed is trusted:
+    // the rest is recovered aside, never uploaded over its name.
+    let c = DataCache::open_in_boot(dir.path(), "exp", 1 << 20, rebooted).unwrap();
+    let e = c.entry(&p("flushed")).unwrap();
+    assert!(e.dirty && !e.writing && e.unsynced.is_none());
+    let mut recovered: Vec<String> = c.recovered().iter().map(|r| r.to_string()).collect();
+    recovered.sort();
+    assert_eq!(recovered.len(), 2, "{recovered:?}");
+    assert!(
+        recovered[0].starts_with("/closed.recovered-"),
+        "{recovered:?}"
+    );
+    assert!(
+        recovered[1].starts_with("/late.recovered-"),
+        "{recovered:?}"
+    );
+    assert!(c.entry(&p("closed")).is_none() && c.entry(&p("late")).is_none());
+}
+
+#[test]
+fn a_file_sealed_again_while_it_is_flushed_stays_unsynced() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = DataCache::open_in_boot(dir.path(), "exp", 1 << 20, Some(7)).unwrap();
+    close_locally(&c, &p("f"), b"one");
+    // A rename keeps the mark: the flusher finds the file under its new name.
+    c.rename(&p("f"), &p("g"));
+    assert_eq!(c.entry(&p("g")).unwrap().unsynced, Some(7));
+    assert_eq!(c.flush_unsynced().unwrap(), 1);
+    assert_eq!(c.entry(&p("g")).unwrap().unsynced, None);
+    write(&c, &p("g"), b" two").unwrap();
+    let f = fs::File::open(c.data_path(&p("g"))).unwrap();
+    c.seal_locally(&p("g"), &f).unwrap();
+    assert_eq!(c.entry(&p("g")).unwrap().unsynced, Some(7));
+    // Uploaded before the flusher came: nothing left to flush.
+    c.mark_clean(&p("g"), 3, 7).unwrap();
+    assert_eq!(c.flush_unsynced().unwrap(), 0);
+}

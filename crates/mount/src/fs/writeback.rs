@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
 use rfmount_client::Remote;
 use rfmount_proto::RelPath;
@@ -195,8 +195,9 @@ impl UploadQueue {
 }
 
 impl<R: Remote + 'static> RemoteFs<R> {
-    /// Starts the uploaders of a write-back mount and queues what the
-    /// cache holds dirty (a previous mount's unsent files, in path order).
+    /// Starts the uploaders of a write-back mount and the flusher that puts
+    /// its closed files on the cache disk, and queues what the cache holds
+    /// dirty (a previous mount's unsent files, in path order).
     ///
     /// # Errors
     /// A thread cannot be started.
@@ -212,6 +213,19 @@ impl<R: Remote + 'static> RemoteFs<R> {
         for p in dirty {
             self.uploads.push(p);
         }
+        let fs = self.clone();
+        std::thread::Builder::new()
+            .name("rf-flush".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(fs.cfg.flush_interval);
+                    match fs.cache.flush_unsynced() {
+                        Ok(0) => {}
+                        Ok(n) => debug!("flushed {n} closed file(s) to the cache disk"),
+                        Err(e) => warn!("cache: flushing closed files to the cache disk: {e}"),
+                    }
+                }
+            })?;
         for i in 0..self.cfg.upload_workers.max(1) {
             let fs = self.clone();
             std::thread::Builder::new()
@@ -268,11 +282,7 @@ impl<R: Remote + 'static> RemoteFs<R> {
         };
         if entry.writing && seal {
             let _sealing = state.seal.write();
-            // The data before the record that vouches for it.
-            file.sync_data().map_err(|e| {
-                crate::error::FsError::cache(format!("flushing {path} to the cache disk"), e)
-            })?;
-            self.cache.seal_durably(path).map_err(|e| {
+            self.cache.seal_locally(path, file).map_err(|e| {
                 crate::error::FsError::cache(format!("recording the close of {path}"), e)
             })?;
         }
