@@ -237,3 +237,6 @@ mod mount_xattr_uploads;
 // Locks across a cut connection: kept through a resumed session, released after the grace.
 #[path = "e2e/mount_locks_resume.rs"]
 mod mount_locks_resume;
+// FUSE passthrough under callbacks: kernel reads with rfmount stopped, pushed changes, writes joining it.
+#[path = "e2e/mount_passthrough.rs"]
+mod mount_passthrough;

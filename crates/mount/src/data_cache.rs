@@ -35,6 +35,7 @@
 
 mod changes;
 mod files;
+mod in_place;
 mod index;
 mod journal;
 pub(crate) mod recovery;
