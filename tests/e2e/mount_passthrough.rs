@@ -22,6 +22,21 @@ fn head(f: &File) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// Files with changes not yet on the server (`rfmount status --json`).
+fn pending_files(m: &Mount) -> u64 {
+    let j = status_json(m);
+    let at = j
+        .find("\"pending_files\":")
+        .expect("pending_files in the status")
+        + 16;
+    j[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .expect("a count")
+}
+
 fn cat(m: &Mount, srv: &Server, name: &str) -> String {
     tool(m, srv, "cat").arg(name).stdout()
 }
@@ -145,6 +160,13 @@ fn writes_through_an_inode_in_passthrough_reach_the_server_and_other_mounts() {
         .expect("open for writing");
     w.write_all_at(b"HE", 0).unwrap();
     drop(w);
+    // A writer in passthrough uploads at each close, its release included,
+    // which the kernel sends on its own: B writes only once that landed
+    // (else B's upload meets A's later one as a conflict).
+    assert!(
+        seen_within(SOON, || pending_files(&a) == 0),
+        "A's close never finished uploading"
+    );
     assert_eq!(fs::read_to_string(root.join("f")).unwrap(), "HEllo\n");
     assert_eq!(head(&r), "HEllo\n");
     assert_eq!(cat(&b, &srv, "f"), "HEllo\n");
