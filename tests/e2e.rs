@@ -243,3 +243,6 @@ mod mount_ns_ctime_kept;
 // Write-back closes and the cache disk: safe against kill -9 unflushed; a machine restart recovers unflushed ones aside.
 #[path = "e2e/mount_writeback_flush.rs"]
 mod mount_writeback_flush;
+// FUSE passthrough under callbacks: kernel reads with rfmount stopped, pushed changes, writes joining it.
+#[path = "e2e/mount_passthrough.rs"]
+mod mount_passthrough;

@@ -118,3 +118,7 @@ pub use writeback::*;
 #[path = "util/status.rs"]
 mod status;
 pub use status::*;
+// A process held stopped (SIGSTOP) while a guard lives; a call bounded on its own thread.
+#[path = "util/stopped.rs"]
+mod stopped;
+pub use stopped::*;

@@ -48,9 +48,8 @@ Mount options (-o, comma-separated; also the options field of fstab):
   idmap=none|user            user: the export root's owner shows as you
   noprefetch                 do not fetch a directory's next small files ahead
   passthrough, nopassthrough let the kernel read clean cached files directly
-                             (default off; used only while the server grants no
-                             callbacks: an open passthrough file sees remote changes
-                             only when reopened)
+                             (FUSE passthrough; default on where the kernel allows
+                             it; pushed changes are copied into the cache file)
   uid=N, gid=N               show every file as owned by N
   conflict=keep|error|overwrite
                              when another writer changed a file since this mount's

@@ -40,6 +40,7 @@
 mod changes;
 mod files;
 mod flush;
+mod in_place;
 mod index;
 mod journal;
 pub(crate) mod recovery;

@@ -15,6 +15,7 @@
 
 mod acl;
 mod allocate;
+mod backing_refresh;
 mod carried_xattrs;
 mod conflict;
 mod dir;

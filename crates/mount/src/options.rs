@@ -51,12 +51,10 @@ pub struct MountConfig {
     /// Fetch the next small files of a directory ahead while a program
     /// reads them in order (`-o noprefetch` turns it off).
     pub prefetch: bool,
-    /// `-o passthrough`: let the kernel read clean, fully cached files
-    /// straight from the cache file (FUSE passthrough) where it can. Off by
-    /// default: a handle in passthrough sees the server's changes only at
-    /// its next open (close-to-open), not a pushed change or a lock's new
-    /// version while it stays open, so it is only used while the server
-    /// grants no callbacks.
+    /// `-o passthrough` (default) / `-o nopassthrough`: let the kernel read
+    /// clean, fully cached files straight from the cache file (FUSE
+    /// passthrough) where it can; a pushed change or a lock's new version
+    /// is copied into that file (see `fs::backing_refresh`).
     pub passthrough: bool,
     /// `-o conflict=keep|error|overwrite`: what a close does when another
     /// writer changed the server's file since this mount's version.
@@ -99,7 +97,7 @@ impl MountConfig {
             gid: None,
             timeout: rfmount_client::DEFAULT_TIMEOUT,
             prefetch: true,
-            passthrough: false,
+            passthrough: true,
             conflict: ConflictMode::Keep,
         }
     }

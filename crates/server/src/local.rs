@@ -16,6 +16,7 @@ mod meta;
 mod put;
 mod resolve;
 mod sys;
+mod write_behind;
 mod xattr;
 
 #[cfg(test)]

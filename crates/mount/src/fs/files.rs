@@ -51,7 +51,7 @@ pub(crate) struct FileState {
     /// share while it runs.
     pub(super) stream: Mutex<Option<Arc<Stream>>>,
     /// How the kernel does the I/O of the open handles (passthrough).
-    io: InodeIo,
+    pub(super) io: InodeIo,
     /// Bumped by every pushed change of the file (see `pushed.rs`).
     pub(super) pushed: AtomicU64,
     /// The file is being written in order, and its upload may be
@@ -208,6 +208,9 @@ impl<R: Remote> RemoteFs<R> {
             self.check_writable()?;
         }
         let state = self.file_state(ino);
+        // Before the content is looked at: a change pushed meanwhile makes
+        // it stale, never one it does not have.
+        let pushed = state.pushed.load(Ordering::SeqCst);
         // Pinned before the fetch: content larger than the cache limit must
         // survive until the handle has it open.
         self.cache.pin(&path);
@@ -223,16 +226,14 @@ impl<R: Remote> RemoteFs<R> {
             self.prefetch_after(&path);
         }
         // Complete and clean, and nobody writes it: the kernel may read the
-        // cache file itself.
-        // Not under server callbacks: they promise that an open handle sees
-        // a pushed change, and the kernel reading the cache file itself
-        // would not (nor a lock's new version, see `locks::revalidate`).
+        // cache file itself. A pushed change or a lock's new version is
+        // then copied into that file (`backing_refresh.rs`).
         let eligible = !writable
             && stream.is_none()
-            && !self.trust.live()
             && state.writers.load(Ordering::SeqCst) == 0
             && self.cache.entry(&path).is_some_and(|e| !e.dirty);
-        let (mode, io) = state.io.choose(&file, eligible, backer);
+        let (mode, io) = state.io.choose(&file, eligible, backer, pushed);
+        log::debug!("open {path}: kernel I/O {io:?}");
         if writable && mode == Mode::Passthrough {
             if let Err(e) = self.cache.note_change(&path) {
                 state.io.release(mode);
@@ -293,6 +294,9 @@ impl<R: Remote> RemoteFs<R> {
         let mut _guard = None;
         if !entry.as_ref().is_some_and(|e| e.dirty) {
             _guard = Some(state.upload.lock());
+            // The kernel reads this inode's cache file itself: what the
+            // server pushed since goes into that very file.
+            self.refresh_backing(ino, path, state, false)?;
             entry = self.cache.entry(path);
         }
         let running = state.stream.lock().clone();
@@ -414,7 +418,7 @@ impl<R: Remote> RemoteFs<R> {
 
     /// The kernel is about to see version `v` of `ino`; true when its
     /// cached pages are of that version already.
-    fn settle_version(&self, ino: u64, state: &FileState, v: Version) -> bool {
+    pub(super) fn settle_version(&self, ino: u64, state: &FileState, v: Version) -> bool {
         let mut kv = state.kernel_version.lock();
         let same = *kv == Some(v);
         if kv.is_some() && !same {
@@ -508,7 +512,12 @@ impl<R: Remote> RemoteFs<R> {
     /// What a failed fetch of `path` (`have`: the cached version) leaves
     /// the opener: `ENOENT` for a file gone from the server, the cached
     /// copy while the server is unreachable, else the error.
-    fn fetch_failed(&self, path: &RelPath, have: Option<Version>, e: FsError) -> FsResult<Meta> {
+    pub(super) fn fetch_failed(
+        &self,
+        path: &RelPath,
+        have: Option<Version>,
+        e: FsError,
+    ) -> FsResult<Meta> {
         match e {
             FsError::Remote(e) if e.code() == Some(ErrorCode::NotFound) => {
                 self.meta.lock().invalidate(path);
@@ -567,7 +576,7 @@ impl<R: Remote> RemoteFs<R> {
         // no LISTXATTR (a pushed change of the name forgets this).
         self.note_no_xattrs(&path);
         self.cache.pin(&path);
-        let (mode, io) = state.io.choose(&file, false, None);
+        let (mode, io) = state.io.choose(&file, false, None, 0);
         if mode == Mode::Passthrough {
             // Recorded as being written by `create_empty` above.
             state.kernel_writers.fetch_add(1, Ordering::SeqCst);

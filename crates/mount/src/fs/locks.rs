@@ -368,6 +368,14 @@ impl<R: Remote> RemoteFs<R> {
         if entry.dirty {
             return;
         }
+        if state.io.backing_file().is_some() {
+            // The kernel reads the cache file itself: no new file can take
+            // its place, the new version goes into it.
+            if let Err(e) = self.refresh_backing(ino, path, &state, true) {
+                warn!("{path}: cannot revalidate after locking: {e}");
+            }
+            return;
+        }
         let meta = match self.fetch(path, Some(&entry)) {
             Ok(m) => m,
             Err(e) => {

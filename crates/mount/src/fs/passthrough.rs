@@ -19,7 +19,12 @@
 //! - everything else uses the page cache, as before.
 //!
 //! The backing file is registered with the kernel once per inode and kept
-//! until its last passthrough handle closes.
+//! until its last passthrough handle closes. While it is, the kernel lets
+//! no other file back the inode, so a new version the server pushes cannot
+//! be put beside it (as a fetch does, by rename): it is copied into the
+//! backing file itself (`backing_refresh.rs`), which is also the cache
+//! file. The server's pushed-change count at registration tells whether it
+//! is stale.
 
 use std::any::Any;
 use std::fs::File;
@@ -64,6 +69,10 @@ struct Modes {
     passthrough: u32,
     cached: u32,
     backing: Option<Backing>,
+    /// The file behind `backing`, for a refresh in place.
+    file: Option<Arc<File>>,
+    /// The file's pushed-change count the backing's content reflects.
+    pushed: u64,
 }
 
 /// What a handle was opened with, to undo at release.
@@ -77,11 +86,13 @@ impl InodeIo {
     /// Chooses the mode of a new handle of `file`; `eligible`: the content
     /// is complete and clean and no writer has it open. `backer` is `None`
     /// where the kernel or the mount has no passthrough.
+    /// `pushed`: the file's pushed-change count its content reflects.
     pub(crate) fn choose(
         &self,
         file: &File,
         eligible: bool,
         backer: Option<Backer<'_>>,
+        pushed: u64,
     ) -> (Mode, KernelIo) {
         let mut st = self.st.lock();
         if let Some(b) = st.backing.clone() {
@@ -89,9 +100,12 @@ impl InodeIo {
             return (Mode::Passthrough, KernelIo::Passthrough(b));
         }
         if let Some(backer) = backer.filter(|_| eligible && st.cached == 0) {
-            match backer(file) {
-                Ok(b) => {
+            let registered = file.try_clone().and_then(|own| Ok((backer(file)?, own)));
+            match registered {
+                Ok((b, own)) => {
                     st.backing = Some(b.clone());
+                    st.file = Some(Arc::new(own));
+                    st.pushed = pushed;
                     st.passthrough += 1;
                     return (Mode::Passthrough, KernelIo::Passthrough(b));
                 }
@@ -111,8 +125,29 @@ impl InodeIo {
                 st.passthrough = st.passthrough.saturating_sub(1);
                 if st.passthrough == 0 {
                     st.backing = None;
+                    st.file = None;
                 }
             }
+        }
+    }
+
+    /// The backing file, when the inode is in passthrough and its content
+    /// predates the file's pushed change `pushed`.
+    pub(crate) fn stale(&self, pushed: u64) -> Option<Arc<File>> {
+        let st = self.st.lock();
+        st.file.clone().filter(|_| st.pushed != pushed)
+    }
+
+    /// The backing file, when the inode is in passthrough.
+    pub(crate) fn backing_file(&self) -> Option<Arc<File>> {
+        self.st.lock().file.clone()
+    }
+
+    /// The backing file now holds the content of pushed change `pushed`.
+    pub(crate) fn refreshed(&self, pushed: u64) {
+        let mut st = self.st.lock();
+        if st.file.is_some() {
+            st.pushed = pushed;
         }
     }
 }

@@ -125,9 +125,12 @@ impl<R: Remote> RemoteFs<R> {
         (again.version == m.version && self.trust.live()).then_some(m)
     }
 
-    fn on_invalidated(&self, items: &[Invalidation]) {
+    /// Applies pushed invalidations; returns the inodes whose content may
+    /// have changed.
+    fn on_invalidated(&self, items: &[Invalidation]) -> Vec<u64> {
         self.trust.invalidated();
         let mut notes = Vec::new();
+        let mut changed = Vec::new();
         // Deepest first: a removed tree's files are echoed before their
         // directory, whose removal would take their names away unseen.
         let mut items: Vec<&Invalidation> = items.iter().collect();
@@ -153,6 +156,7 @@ impl<R: Remote> RemoteFs<R> {
                 let known = self.inodes.lock().known_beneath(path);
                 for (ino, _) in known {
                     self.bump_pushed(ino);
+                    changed.push(ino);
                     notes.push(KernelNote::Inode(ino));
                 }
                 continue;
@@ -163,6 +167,7 @@ impl<R: Remote> RemoteFs<R> {
             };
             if let Some(ino) = ino {
                 self.bump_pushed(ino);
+                changed.push(ino);
             }
             // The delete first: it finds the kernel's entry still linked to
             // the inode, which it needs to tell inotify watchers.
@@ -194,6 +199,7 @@ impl<R: Remote> RemoteFs<R> {
         for n in notes {
             self.note(n);
         }
+        changed
     }
 
     /// The attributes last known of `path`, however old.
@@ -286,7 +292,9 @@ impl<R: Remote> CallbackSink for PushSink<R> {
     fn invalidated(&self, items: &[Invalidation]) {
         if let Some(fs) = self.0.upgrade() {
             log::debug!("server invalidated {} object(s)", items.len());
-            fs.on_invalidated(items);
+            for ino in fs.on_invalidated(items) {
+                fs.refresh_backing_soon(ino);
+            }
         }
     }
 

@@ -41,6 +41,7 @@ use rfmount_proto::{
 };
 
 use super::dirsync::DirSyncs;
+use super::write_behind::WriteBehind;
 use super::{condition, meta, sys};
 use crate::store::{PendingPut, StoreResult, Succession};
 
@@ -80,6 +81,8 @@ pub(super) struct LocalPut {
     syncs: Arc<DirSyncs>,
     /// Told when the commit replaces a file: its locks move to the new one.
     succession: Option<Arc<dyn Succession>>,
+    /// Writeback started while the data arrives (see `write_behind.rs`).
+    behind: WriteBehind,
 }
 
 /// A random name for a staging link or a fallback temporary. Never hidden
@@ -168,6 +171,7 @@ impl LocalPut {
             committed: false,
             syncs,
             succession: None,
+            behind: WriteBehind::default(),
         };
         // Nothing is reserved: only data that has arrived takes space, so
         // an upload that trickles in cannot make other uploads fail with
@@ -354,7 +358,12 @@ fn create_named(dir: &OwnedFd) -> io::Result<(CString, OwnedFd)> {
 
 impl Write for LocalPut {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.write(buf)
+        let n = self.file.write(buf)?;
+        // Data arrives in order; the position is where it has reached.
+        if let Ok(end) = (&self.file).stream_position() {
+            self.behind.wrote_to(self.file.as_fd(), end);
+        }
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
