@@ -237,3 +237,6 @@ mod mount_xattr_uploads;
 // Locks across a cut connection: kept through a resumed session, released after the grace.
 #[path = "e2e/mount_locks_resume.rs"]
 mod mount_locks_resume;
+// Write-back directory attributes: shown at once, one SETATTR, after the uploads into the directory.
+#[path = "e2e/mount_rtt_dir_attrs.rs"]
+mod mount_rtt_dir_attrs;

@@ -1031,6 +1031,9 @@ impl<R: Remote> RemoteFs<R> {
             mtime,
             ..SetAttr::default()
         };
+        if let Some(a) = self.defer_dir_attrs(ino, &path, &attr)? {
+            return Ok(a);
+        }
         let meta = self.remote.setattr(&path, attr)?;
         if size.is_none() {
             self.same_content_new_version(&path, &meta);
