@@ -455,6 +455,8 @@ fn mount(args: &Args, plan: &Plan) -> Result<Mounted> {
             log::debug!("invalidating inode {ino}: {e}");
         }
     }));
+    fs.start_dir_attrs()
+        .context("starting the sender of directory attributes")?;
     if fs.config().writeback {
         fs.start_uploaders().context("starting the uploaders")?;
         info!(

@@ -1,24 +1,31 @@
-//! Directory attribute changes of a write-back mount (`chmod`, `chown`,
-//! and `utimensat` with explicit times, on a directory): shown by the mount
-//! at once and sent to the server in the background, once every upload
-//! into the directory queued before the change has landed.
+//! Directory attribute changes (`chmod` and `utimensat` with explicit
+//! times on a directory, and in write-back mode `chown` too): shown by the
+//! mount at once and sent to the server in the background, so that
+//! nothing waits for their round trip.
 //!
 //! Why: `tar x` gives each directory its owner, mode and times after it
-//! extracted the directory's entries. Sent at once, ahead of the queued
-//! uploads of those entries, the server's renames that commit the uploads
-//! would move the directory's mtime again; sent synchronously, they are
-//! three round trips per directory that the extraction waits for.
+//! extracted the directory's entries: at a 20 ms round trip, three
+//! synchronous SETATTRs per directory. In write-back mode the change also
+//! waits for every upload into the directory queued before it: sent
+//! ahead of them, the server's renames that commit those uploads would
+//! move the directory's mtime again. In the default mode a later change of
+//! the directory's entries (an upload, mkdir, unlink, rename beneath it)
+//! first waits for the change to land, so the server applies the two in
+//! the order they were made.
 //!
 //! The changes to one directory that wait together are merged into one
 //! SETATTR (a later field wins). A change the server cannot be reached for
 //! is tried again with back-off (listed with the failed uploads, and waited
-//! for by `rfmount sync` and unmount); one the server refuses is logged,
-//! counted among the mount's errors, and the server's attributes are shown
-//! again. The queue is kept in memory: a crash of rfmount loses the changes
-//! still waiting (the files themselves are in the cache's dirty set).
+//! for by `rfmount sync` and unmount); one the server refuses is logged as
+//! a warning, counted among the mount's errors (`rfmount status`), and the
+//! server's attributes are shown again. The queue is kept in memory: a
+//! crash of rfmount loses the changes still waiting. `chown` in the default
+//! mode stays synchronous: a server not running as root refuses it, and
+//! that refusal is the caller's to see.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, warn};
@@ -71,6 +78,8 @@ pub(crate) struct DirAttrs {
     /// or removes a directory with changes waiting, so that a change never
     /// goes to a path that no longer names its directory.
     sending: Mutex<()>,
+    /// The sender runs (a filesystem without one sends every change now).
+    started: AtomicBool,
 }
 
 /// `b`'s fields over `a`'s.
@@ -125,6 +134,30 @@ impl DirAttrs {
             .filter(|(d, _)| d.parent().as_ref() == Some(parent))
             .filter_map(|(d, p)| Some((d.file_name()?.to_owned(), p.shown.clone())))
             .collect()
+    }
+
+    /// True while a change of a directory above `path` waits or is on its
+    /// way (and has not failed to reach the server: then what follows
+    /// fails the same way, and waiting would only hang it).
+    fn above(&self, path: &RelPath) -> bool {
+        let st = self.state.lock();
+        st.pending
+            .iter()
+            .any(|(d, p)| d != path && path.starts_with(d) && p.failed.is_none())
+    }
+
+    /// A change of `dir` was made on the server directly (the server
+    /// answering `server`): while other changes of it wait, what the mount
+    /// shows takes it too. Returns what to show.
+    pub(crate) fn also_applied(&self, dir: &RelPath, change: &SetAttr, server: Meta) -> Meta {
+        let mut st = self.state.lock();
+        match st.pending.get_mut(dir) {
+            Some(p) => {
+                p.shown = applied(p.shown.clone(), change);
+                p.shown.clone()
+            }
+            None => server,
+        }
     }
 
     /// Directories with changes waiting or on their way.
@@ -208,6 +241,7 @@ impl DirAttrs {
     /// whether nothing more waits for `dir`.
     fn landed(&self, dir: &RelPath) -> bool {
         let mut st = self.state.lock();
+        self.changed.notify_all();
         let Some(p) = st.pending.get_mut(dir) else {
             return true;
         };
@@ -224,6 +258,7 @@ impl DirAttrs {
     /// (under any change recorded meanwhile).
     fn unreached(&self, dir: &RelPath, sent: &SetAttr, error: String) {
         let mut st = self.state.lock();
+        self.changed.notify_all();
         let Some(p) = st.pending.get_mut(dir) else {
             return;
         };
@@ -276,8 +311,8 @@ impl DirAttrs {
 }
 
 impl<R: Remote + 'static> RemoteFs<R> {
-    /// In write-back mode, a change of a directory's mode, owner or times
-    /// (explicit ones: "now" is the server's clock) is queued here and
+    /// A change of a directory's mode or times (explicit ones: "now" is the
+    /// server's clock), or in write-back mode its owner, is queued here and
     /// answered at once; `None` when it is to be sent now.
     ///
     /// # Errors
@@ -289,7 +324,12 @@ impl<R: Remote + 'static> RemoteFs<R> {
         change: &SetAttr,
     ) -> FsResult<Option<Attr>> {
         let now = |t: &Option<SetTime>| matches!(t, Some(SetTime::Now));
-        if !self.cfg.writeback || change.size.is_some() || now(&change.atime) || now(&change.mtime)
+        let chown = change.uid.is_some() || change.gid.is_some();
+        if !self.dir_attrs.started.load(Ordering::SeqCst)
+            || (chown && !self.cfg.writeback)
+            || change.size.is_some()
+            || now(&change.atime)
+            || now(&change.mtime)
         {
             return Ok(None);
         }
@@ -304,13 +344,13 @@ impl<R: Remote + 'static> RemoteFs<R> {
             }
         };
         let meta = self.dir_attrs.push(path, base, change, self.uploads.mark());
-        debug!("{path}: attribute change queued behind its uploads");
+        debug!("{path}: attribute change queued");
         Ok(Some(Attr { ino, meta }))
     }
 
     /// Sends the waiting directory attribute changes, each once the
     /// uploads queued before it have landed.
-    pub(super) fn dir_attr_worker(self: Arc<Self>) {
+    fn dir_attr_worker(self: Arc<Self>) {
         let busy = |d: &RelPath, mark: u64| self.uploads.busy_beneath(d, mark);
         loop {
             let sending = self.dir_attrs.sending.lock();
@@ -349,6 +389,31 @@ impl<R: Remote + 'static> RemoteFs<R> {
         }
     }
 
+    /// In the default mode, before `path` is created, changed or removed
+    /// on the server: waits for the changes of the directories above it to
+    /// land first. (In write-back mode those wait for the uploads instead.)
+    pub(super) fn settle_dir_attrs(&self, path: &RelPath) {
+        if self.cfg.writeback {
+            return;
+        }
+        while self.dir_attrs.above(path) {
+            self.dir_attrs.wait(Some(POLL));
+        }
+    }
+
+    /// Starts the sender of directory attribute changes.
+    ///
+    /// # Errors
+    /// The thread cannot be started.
+    pub fn start_dir_attrs(self: &Arc<Self>) -> std::io::Result<()> {
+        let fs = self.clone();
+        std::thread::Builder::new()
+            .name("rf-dir-attrs".into())
+            .spawn(move || fs.dir_attr_worker())?;
+        self.dir_attrs.started.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
     /// Before `from` is renamed to `to` on the server: a change of it (or
     /// of a directory beneath) on its way lands first; the ones waiting
     /// follow the rename (`done` runs the rename, holding that off).
@@ -358,9 +423,8 @@ impl<R: Remote + 'static> RemoteFs<R> {
         to: &RelPath,
         done: impl FnOnce() -> FsResult<T>,
     ) -> FsResult<T> {
-        if !self.cfg.writeback {
-            return done();
-        }
+        self.settle_dir_attrs(from);
+        self.settle_dir_attrs(to);
         let _sending = self.dir_attrs.sending.lock();
         let r = done()?;
         self.dir_attrs.removed(to);
@@ -374,9 +438,7 @@ impl<R: Remote + 'static> RemoteFs<R> {
         dir: &RelPath,
         done: impl FnOnce() -> FsResult<T>,
     ) -> FsResult<T> {
-        if !self.cfg.writeback {
-            return done();
-        }
+        self.settle_dir_attrs(dir);
         let _sending = self.dir_attrs.sending.lock();
         let r = done()?;
         self.dir_attrs.removed(dir);

@@ -780,6 +780,7 @@ impl<R: Remote> RemoteFs<R> {
         let Some(entry) = self.cache.entry(&path).filter(|e| e.dirty) else {
             return Ok(());
         };
+        self.settle_dir_attrs(&path);
         let started_gen = {
             let _sealing = state.seal.write();
             let writers = state.writers.load(Ordering::SeqCst);
@@ -1041,6 +1042,7 @@ impl<R: Remote> RemoteFs<R> {
             self.truncated_on_server(ino, &path, &meta);
         }
         self.meta.lock().note_attr(&path, meta.clone());
+        let meta = self.dir_attrs.also_applied(&path, &attr, meta);
         Ok(Attr { ino, meta })
     }
 

@@ -224,6 +224,7 @@ impl<R: Remote> RemoteFs<R> {
         };
         self.same_content_new_version(path, &meta);
         self.meta.lock().note_attr(path, meta.clone());
+        let meta = self.dir_attrs.also_applied(path, &attr, meta);
         Ok(Attr { ino, meta })
     }
 

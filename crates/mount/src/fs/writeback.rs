@@ -237,10 +237,6 @@ impl<R: Remote + 'static> RemoteFs<R> {
         for p in dirty {
             self.uploads.push(p);
         }
-        let fs = self.clone();
-        std::thread::Builder::new()
-            .name("rf-dir-attrs".into())
-            .spawn(move || fs.dir_attr_worker())?;
         for i in 0..self.cfg.upload_workers.max(1) {
             let fs = self.clone();
             std::thread::Builder::new()
