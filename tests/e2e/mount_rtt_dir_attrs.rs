@@ -2,13 +2,10 @@
 //! and times set after files were written into it (as `tar x` does) are
 //! shown at once, merged into one SETATTR, and sent only after the uploads
 //! into the directory have landed, so the server's renames that commit
-//! those uploads do not move the directory's mtime again. In the default
-//! mode a directory's chmod and times answer without waiting for the
-//! server, which still gets them.
+//! those uploads do not move the directory's mtime again.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::time::Duration;
 
 use crate::util::*;
 
@@ -137,45 +134,4 @@ fn tar_x_into_a_writeback_mount_leaves_the_directory_times_of_the_archive() {
         5,
         "{reqs:#?}"
     );
-}
-
-#[test]
-fn chmod_and_times_of_a_directory_answer_without_waiting_for_the_server() {
-    skip_without_fuse!();
-    let root = TestDir::new("root");
-    let srv = Server::start(root.path(), &[]);
-    let m = Mount::start(&srv, &[]);
-    m.cmd("mkdir").arg("d").with_server(&srv).ok();
-    let mark = log_mark(&srv);
-    let mut frozen = Frozen::new(srv.pid());
-    // A synchronous SETATTR would wait for the thaw.
-    m.cmd("chmod")
-        .arg("0700")
-        .arg("d")
-        .timeout(Duration::from_secs(5))
-        .ok();
-    m.cmd("touch")
-        .arg("-m")
-        .arg("-d")
-        .arg(format!("@{STAMP}"))
-        .arg("d")
-        .timeout(Duration::from_secs(5))
-        .ok();
-    let shown = fs::metadata(m.join("d")).unwrap();
-    assert_eq!(
-        (shown.permissions().mode() & 0o7777, shown.mtime()),
-        (0o700, STAMP),
-        "the mount shows the change at once"
-    );
-    frozen.thaw();
-    rfmount_sync(&m);
-    let on_server = fs::metadata(root.join("d")).unwrap();
-    assert_eq!(
-        (on_server.permissions().mode() & 0o7777, on_server.mtime()),
-        (0o700, STAMP)
-    );
-    let reqs = requests_after(&srv, mark);
-    // The chmod may be on its way when the touch comes (then two).
-    let n = count(&reqs, "SETATTR /d");
-    assert!((1..=2).contains(&n), "{reqs:#?}");
 }

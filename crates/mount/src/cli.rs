@@ -455,9 +455,9 @@ fn mount(args: &Args, plan: &Plan) -> Result<Mounted> {
             log::debug!("invalidating inode {ino}: {e}");
         }
     }));
-    fs.start_dir_attrs()
-        .context("starting the sender of directory attributes")?;
     if fs.config().writeback {
+        fs.start_dir_attrs()
+            .context("starting the sender of directory attributes")?;
         fs.start_uploaders().context("starting the uploaders")?;
         info!(
             "write-back mode: close returns once a file is safe in the cache; {} uploads at once",

@@ -418,7 +418,6 @@ impl<R: Remote> RemoteFs<R> {
     ) -> FsResult<Attr> {
         self.check_writable()?;
         let path = self.child(parent, name)?;
-        self.settle_dir_attrs(&path);
         let meta = self.remote.mkdir(&path, mode & 0o7777, owner)?;
         let mut mc = self.meta.lock();
         mc.note_entry(&path, meta.clone());
@@ -443,7 +442,6 @@ impl<R: Remote> RemoteFs<R> {
             .cache
             .entry(&path)
             .is_some_and(|e| e.dirty && e.version.is_none());
-        self.settle_dir_attrs(&path);
         match self.remote.remove(&path) {
             Ok(()) => {}
             // Created here and never uploaded: it only ever existed locally.

@@ -1,17 +1,13 @@
-//! Directory attribute changes (`chmod` and `utimensat` with explicit
-//! times on a directory, and in write-back mode `chown` too): shown by the
-//! mount at once and sent to the server in the background, so that
-//! nothing waits for their round trip.
+//! Directory attribute changes of a write-back mount (`chmod`, `chown`,
+//! and `utimensat` with explicit times, on a directory): shown by the mount
+//! at once and sent to the server in the background, once every upload
+//! into the directory queued before the change has landed.
 //!
 //! Why: `tar x` gives each directory its owner, mode and times after it
-//! extracted the directory's entries: at a 20 ms round trip, three
-//! synchronous SETATTRs per directory. In write-back mode the change also
-//! waits for every upload into the directory queued before it: sent
-//! ahead of them, the server's renames that commit those uploads would
-//! move the directory's mtime again. In the default mode a later change of
-//! the directory's entries (an upload, mkdir, unlink, rename beneath it)
-//! first waits for the change to land, so the server applies the two in
-//! the order they were made.
+//! extracted the directory's entries. Sent at once, ahead of the queued
+//! uploads of those entries, the server's renames that commit the uploads
+//! would move the directory's mtime again; sent synchronously, they are
+//! three round trips per directory that the extraction waits for.
 //!
 //! The changes to one directory that wait together are merged into one
 //! SETATTR (a later field wins). A change the server cannot be reached for
@@ -19,9 +15,13 @@
 //! for by `rfmount sync` and unmount); one the server refuses is logged as
 //! a warning, counted among the mount's errors (`rfmount status`), and the
 //! server's attributes are shown again. The queue is kept in memory: a
-//! crash of rfmount loses the changes still waiting. `chown` in the default
-//! mode stays synchronous: a server not running as root refuses it, and
-//! that refusal is the caller's to see.
+//! crash of rfmount loses the changes still waiting (the files themselves
+//! are in the cache's dirty set).
+//!
+//! Not in the default mode: the ctime shown until the change lands is the
+//! mount's, and the server's replaces it then, so a reader that compares
+//! ctimes (`tar c`: "file changed as we read it") would see the directory
+//! change by itself once the change lands.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -134,16 +134,6 @@ impl DirAttrs {
             .filter(|(d, _)| d.parent().as_ref() == Some(parent))
             .filter_map(|(d, p)| Some((d.file_name()?.to_owned(), p.shown.clone())))
             .collect()
-    }
-
-    /// True while a change of a directory above `path` waits or is on its
-    /// way (and has not failed to reach the server: then what follows
-    /// fails the same way, and waiting would only hang it).
-    fn above(&self, path: &RelPath) -> bool {
-        let st = self.state.lock();
-        st.pending
-            .iter()
-            .any(|(d, p)| d != path && path.starts_with(d) && p.failed.is_none())
     }
 
     /// A change of `dir` was made on the server directly (the server
@@ -311,8 +301,8 @@ impl DirAttrs {
 }
 
 impl<R: Remote + 'static> RemoteFs<R> {
-    /// A change of a directory's mode or times (explicit ones: "now" is the
-    /// server's clock), or in write-back mode its owner, is queued here and
+    /// In write-back mode, a change of a directory's mode, owner or times
+    /// (explicit ones: "now" is the server's clock) is queued here and
     /// answered at once; `None` when it is to be sent now.
     ///
     /// # Errors
@@ -324,9 +314,8 @@ impl<R: Remote + 'static> RemoteFs<R> {
         change: &SetAttr,
     ) -> FsResult<Option<Attr>> {
         let now = |t: &Option<SetTime>| matches!(t, Some(SetTime::Now));
-        let chown = change.uid.is_some() || change.gid.is_some();
-        if !self.dir_attrs.started.load(Ordering::SeqCst)
-            || (chown && !self.cfg.writeback)
+        if !self.cfg.writeback
+            || !self.dir_attrs.started.load(Ordering::SeqCst)
             || change.size.is_some()
             || now(&change.atime)
             || now(&change.mtime)
@@ -344,7 +333,7 @@ impl<R: Remote + 'static> RemoteFs<R> {
             }
         };
         let meta = self.dir_attrs.push(path, base, change, self.uploads.mark());
-        debug!("{path}: attribute change queued");
+        debug!("{path}: attribute change queued behind its uploads");
         Ok(Some(Attr { ino, meta }))
     }
 
@@ -389,18 +378,6 @@ impl<R: Remote + 'static> RemoteFs<R> {
         }
     }
 
-    /// In the default mode, before `path` is created, changed or removed
-    /// on the server: waits for the changes of the directories above it to
-    /// land first. (In write-back mode those wait for the uploads instead.)
-    pub(super) fn settle_dir_attrs(&self, path: &RelPath) {
-        if self.cfg.writeback {
-            return;
-        }
-        while self.dir_attrs.above(path) {
-            self.dir_attrs.wait(Some(POLL));
-        }
-    }
-
     /// Starts the sender of directory attribute changes.
     ///
     /// # Errors
@@ -423,8 +400,9 @@ impl<R: Remote + 'static> RemoteFs<R> {
         to: &RelPath,
         done: impl FnOnce() -> FsResult<T>,
     ) -> FsResult<T> {
-        self.settle_dir_attrs(from);
-        self.settle_dir_attrs(to);
+        if !self.cfg.writeback {
+            return done();
+        }
         let _sending = self.dir_attrs.sending.lock();
         let r = done()?;
         self.dir_attrs.removed(to);
@@ -438,7 +416,9 @@ impl<R: Remote + 'static> RemoteFs<R> {
         dir: &RelPath,
         done: impl FnOnce() -> FsResult<T>,
     ) -> FsResult<T> {
-        self.settle_dir_attrs(dir);
+        if !self.cfg.writeback {
+            return done();
+        }
         let _sending = self.dir_attrs.sending.lock();
         let r = done()?;
         self.dir_attrs.removed(dir);

@@ -780,7 +780,6 @@ impl<R: Remote> RemoteFs<R> {
         let Some(entry) = self.cache.entry(&path).filter(|e| e.dirty) else {
             return Ok(());
         };
-        self.settle_dir_attrs(&path);
         let started_gen = {
             let _sealing = state.seal.write();
             let writers = state.writers.load(Ordering::SeqCst);
