@@ -325,7 +325,14 @@ impl<R: Remote + 'static> RemoteFs<R> {
         let base = match self.dir_attrs.shown(path) {
             Some(m) => m,
             None => {
-                let m = self.meta_of(path)?;
+                // Attributes of any age will do: the server's answer
+                // replaces them once the change lands, and asking now
+                // would be the round trip this saves.
+                let known = self.meta.lock().attr_any(path);
+                let m = match known {
+                    Some(m) => m,
+                    None => self.meta_of(path)?,
+                };
                 if m.kind != FileKind::Dir {
                     return Ok(None);
                 }
