@@ -246,3 +246,6 @@ mod mount_writeback_flush;
 // FUSE passthrough under callbacks: kernel reads with rfmount stopped, pushed changes, writes joining it.
 #[path = "e2e/mount_passthrough.rs"]
 mod mount_passthrough;
+// Write-back directory attributes: shown at once, one SETATTR, after the uploads into the directory.
+#[path = "e2e/mount_rtt_dir_attrs.rs"]
+mod mount_rtt_dir_attrs;

@@ -456,6 +456,8 @@ fn mount(args: &Args, plan: &Plan) -> Result<Mounted> {
         }
     }));
     if fs.config().writeback {
+        fs.start_dir_attrs()
+            .context("starting the sender of directory attributes")?;
         fs.start_uploaders().context("starting the uploaders")?;
         info!(
             "write-back mode: close returns once a file is safe in the cache; {} uploads at once",

@@ -19,6 +19,7 @@ mod backing_refresh;
 mod carried_xattrs;
 mod conflict;
 mod dir;
+mod dir_attrs;
 mod echo;
 mod files;
 mod landed;
@@ -127,6 +128,9 @@ pub struct RemoteFs<R: Remote> {
     prefetcher: Arc<Prefetcher>,
     /// Uploads of a write-back mount (`-o writeback`), started at close.
     uploads: UploadQueue,
+    /// Directory attribute changes of a write-back mount, sent after the
+    /// uploads into the directory.
+    dir_attrs: dir_attrs::DirAttrs,
     /// Locks held on the server, to take again after it lost them.
     held_locks: locks::HeldLocks,
 }
@@ -158,6 +162,7 @@ impl<R: Remote> RemoteFs<R> {
             activity: Activity::default(),
             prefetcher: Arc::default(),
             uploads: UploadQueue::default(),
+            dir_attrs: dir_attrs::DirAttrs::default(),
             held_locks: locks::HeldLocks::default(),
         }
     }
@@ -365,7 +370,9 @@ impl<R: Remote> RemoteFs<R> {
     /// Attributes of a file with changes not yet uploaded, from the cache
     /// file itself: the server's are stale until the upload.
     fn local_meta(&self, path: &RelPath) -> Option<Meta> {
-        let entry = self.cache.entry(path).filter(|e| e.dirty)?;
+        let Some(entry) = self.cache.entry(path).filter(|e| e.dirty) else {
+            return self.dir_attrs.shown(path);
+        };
         let md = std::fs::metadata(self.cache.data_path(path)).ok()?;
         // Any age will do: only the mode is taken, and nothing but this
         // mount's own chmod (recorded in the entry) changes it meanwhile.
@@ -509,7 +516,7 @@ impl<R: Remote> RemoteFs<R> {
         if self.has_unsent_beneath(&path) {
             return Err(not_empty());
         }
-        self.remote.rmdir(&path)?;
+        self.dir_attrs_across_rmdir(&path, || Ok(self.remote.rmdir(&path)?))?;
         self.rmdir_done(&path, true);
         Ok(())
     }
@@ -591,11 +598,13 @@ impl<R: Remote> RemoteFs<R> {
                 .filter(|p| *p != to)
                 .collect()
         };
-        let moved_meta = match self.remote.rename_changed(&from, &to, flags) {
-            Ok(m) => m,
-            Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => None,
-            Err(e) => return Err(e.into()),
-        };
+        let moved_meta = self.dir_attrs_across_rename(&from, &to, || {
+            match self.remote.rename_changed(&from, &to, flags) {
+                Ok(m) => Ok(m),
+                Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })?;
         {
             let mut mc = self.meta.lock();
             let moved = mc.attr_any(&from);

@@ -100,6 +100,11 @@ impl<R: Remote> RemoteFs<R> {
                 None => entries.push((name, m)),
             }
         }
+        for (name, m) in self.dir_attrs.shown_in(&dir) {
+            if let Some(i) = listing.index_of(&name) {
+                entries[i].1 = m;
+            }
+        }
         let parent_ino = match dir.parent() {
             Some(pp) => self.inodes.lock().peek(&pp),
             None => ino,

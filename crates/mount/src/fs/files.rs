@@ -1051,6 +1051,9 @@ impl<R: Remote> RemoteFs<R> {
             mtime,
             ..SetAttr::default()
         };
+        if let Some(a) = self.defer_dir_attrs(ino, &path, &attr)? {
+            return Ok(a);
+        }
         let meta = self.remote.setattr(&path, attr)?;
         if size.is_none() {
             self.same_content_new_version(&path, &meta);
@@ -1058,6 +1061,7 @@ impl<R: Remote> RemoteFs<R> {
             self.truncated_on_server(ino, &path, &meta);
         }
         self.meta.lock().note_attr(&path, meta.clone());
+        let meta = self.dir_attrs.also_applied(&path, &attr, meta);
         Ok(Attr { ino, meta })
     }
 

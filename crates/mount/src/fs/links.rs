@@ -214,6 +214,9 @@ impl<R: Remote> RemoteFs<R> {
             gid,
             ..SetAttr::default()
         };
+        if let Some(a) = self.defer_dir_attrs(ino, path, &attr)? {
+            return Ok(a);
+        }
         let meta = match self.remote.setattr(path, attr) {
             Ok(m) => m,
             Err(e) if e.code() == Some(ErrorCode::NotFound) => return Err(FsError::enoent()),
@@ -221,6 +224,7 @@ impl<R: Remote> RemoteFs<R> {
         };
         self.same_content_new_version(path, &meta);
         self.meta.lock().note_attr(path, meta.clone());
+        let meta = self.dir_attrs.also_applied(path, &attr, meta);
         Ok(Attr { ino, meta })
     }
 

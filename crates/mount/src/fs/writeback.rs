@@ -58,6 +58,10 @@ struct State {
     /// Queued again while running: queued once the run ends.
     again: HashSet<RelPath>,
     failed: HashMap<RelPath, FailedUpload>,
+    /// When each queued or running path was first queued (a count of
+    /// pushes), for what must land before a directory's attributes.
+    since: HashMap<RelPath, u64>,
+    pushes: u64,
 }
 
 /// The queue of a write-back mount.
@@ -72,6 +76,9 @@ impl UploadQueue {
     /// Queues `path` for upload (a no-op when it is already queued).
     pub(crate) fn push(&self, path: RelPath) {
         let mut st = self.state.lock();
+        st.pushes += 1;
+        let at = st.pushes;
+        st.since.entry(path.clone()).or_insert(at);
         if st.running.contains(&path) {
             st.again.insert(path);
             return;
@@ -97,6 +104,7 @@ impl UploadQueue {
         }
         st.queued = st.queued.iter().map(moved).collect();
         st.again = st.again.iter().map(moved).collect();
+        st.since = st.since.drain().map(|(p, n)| (moved(&p), n)).collect();
         st.failed = st
             .failed
             .drain()
@@ -163,10 +171,27 @@ impl UploadQueue {
             }
         }
         if st.again.remove(&path) && st.queued.insert(path.clone()) {
-            st.ready.push_back(path);
+            st.ready.push_back(path.clone());
+        }
+        if !st.queued.contains(&path) {
+            st.since.remove(&path);
         }
         drop(st);
         self.changed.notify_all();
+    }
+
+    /// Pushes so far: uploads queued from now on come after this mark.
+    pub(crate) fn mark(&self) -> u64 {
+        self.state.lock().pushes
+    }
+
+    /// True while an upload beneath `dir` that was queued by `mark` is
+    /// queued, waiting out a back-off, or running.
+    pub(crate) fn busy_beneath(&self, dir: &RelPath, mark: u64) -> bool {
+        let st = self.state.lock();
+        st.since
+            .iter()
+            .any(|(p, n)| *n <= mark && p != dir && p.starts_with(dir))
     }
 
     /// Uploads queued, waiting out a back-off, or running.
@@ -300,16 +325,19 @@ impl<R: Remote + 'static> RemoteFs<R> {
             .iter()
             .filter(|(_, e)| e.dirty && !e.writing)
             .count()
+            + self.dir_attrs.len()
     }
 
     /// Uploads queued or running (write-back mode).
     pub fn queued_uploads(&self) -> usize {
-        self.uploads.len()
+        self.uploads.len() + self.dir_attrs.len()
     }
 
     /// Uploads that failed and wait for their next try.
     pub fn failed_uploads(&self) -> Vec<FailedUpload> {
-        self.uploads.failed()
+        let mut v = self.uploads.failed();
+        v.extend(self.dir_attrs.failed());
+        v
     }
 
     /// Waits up to `timeout` for an upload to end.
