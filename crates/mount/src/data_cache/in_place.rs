@@ -53,6 +53,7 @@ impl DataCache {
             mtime: None,
             changes: Some(Changes::clean(size)),
             xattrs: Vec::new(),
+            unsynced: None,
         };
         let stored = allocated(&dest.metadata()?);
         let mut ix = self.index.lock();
