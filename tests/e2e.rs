@@ -225,6 +225,9 @@ mod mount_ns_ctimes;
 // rsync -aH of a tree with symlinks and hard links into a mount, twice.
 #[path = "e2e/mount_ns_trees.rs"]
 mod mount_ns_trees;
+// A directory created through the mount: its empty listing held under a callback (requests counted).
+#[path = "e2e/mount_mkdir_listing.rs"]
+mod mount_mkdir_listing;
 // Uploads streamed while a big file is written in order: before the close, cancelled by a seek back, a dead server, a conflict.
 #[path = "e2e/mount_streamed_uploads.rs"]
 mod mount_streamed_uploads;

@@ -307,7 +307,11 @@ impl<R: Remote> RemoteFs<R> {
         }
         if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
             let listing = self.meta.lock().listing(&parent);
-            if let Some(l) = listing {
+            // A name whose attributes this mount made stale exists, but
+            // its attributes are asked for.
+            if let Some(l) = listing
+                && !l.is_stale(name)
+            {
                 return l
                     .get(name)
                     .map(|e| e.meta.clone())
@@ -411,10 +415,26 @@ impl<R: Remote> RemoteFs<R> {
     ) -> FsResult<Attr> {
         self.check_writable()?;
         let path = self.child(parent, name)?;
-        let meta = self.remote.mkdir(&path, mode & 0o7777, owner)?;
+        let ticket = self.trust.ticket();
+        let made = self.remote.mkdir_changed(&path, mode & 0o7777, owner)?;
+        // rfserve holds a listing callback on a directory its session
+        // created (and says so with an invalidation before this reply if
+        // the directory was not empty by then): the empty listing and the
+        // attributes stay valid until pushed otherwise, so names created in
+        // it later are known absent without a round trip.
+        let granted = self.trust.granted(ticket);
+        let meta = made.meta;
         let mut mc = self.meta.lock();
-        mc.note_entry(&path, meta.clone());
-        mc.note_empty_dir(&path);
+        mc.note_entry_in_as(
+            &path,
+            meta.clone(),
+            made.parents.into_iter().next(),
+            granted,
+        );
+        if granted {
+            mc.put_attr_as(&path, meta.clone(), true);
+        }
+        mc.note_empty_dir_as(&path, granted);
         drop(mc);
         let ino = self.inodes.lock().lookup_object(&path, known_id(&meta));
         Ok(Attr { ino, meta })

@@ -289,12 +289,15 @@ impl Callbacks {
         let Some(s) = sessions.get_mut(&session) else {
             return;
         };
-        if !s.held.insert(path.clone()) {
-            return;
+        // Held already (a STAT of a directory before its LIST, or before
+        // its creation): the table has it, but the watch this kind needs
+        // may not be there yet.
+        let new = s.held.insert(path.clone());
+        if new {
+            s.order.push_back(path.clone());
+            holders.entry(path.clone()).or_default().insert(session);
         }
-        s.order.push_back(path.clone());
-        holders.entry(path.clone()).or_default().insert(session);
-        while s.order.len() > MAX_PER_SESSION {
+        while new && s.order.len() > MAX_PER_SESSION {
             let Some(old) = s.order.pop_front() else {
                 break;
             };
@@ -439,6 +442,33 @@ impl Callbacks {
         waits
     }
 
+    /// Tells session `session` alone that `path` changed (and forgets its
+    /// callback there), waiting until the frame is written: called before
+    /// a reply, so that the session learns it first.
+    fn tell(&self, session: u64, path: RelPath, change: Change) {
+        let mut inner = self.inner.lock();
+        let Inner {
+            sessions, holders, ..
+        } = &mut *inner;
+        let Some(s) = sessions.get_mut(&session) else {
+            return;
+        };
+        if s.held.remove(&path) {
+            unhold(holders, &path, session);
+        }
+        let Some(view) = path.rebase(&s.prefix, &RelPath::root()) else {
+            return;
+        };
+        let outbox = Arc::clone(&s.outbox);
+        let n = outbox.push(Invalidation {
+            path: view,
+            file_id: FileId::default(),
+            change,
+        });
+        drop(inner);
+        outbox.wait_written(n, Instant::now() + DELIVERY_WAIT);
+    }
+
     fn leave(&self, session: u64) {
         let mut inner = self.inner.lock();
         let Inner {
@@ -547,6 +577,24 @@ impl Session {
     pub(crate) fn hold(&self, path: &RelPath, kind: Held) {
         if let (Some(t), Some(p)) = (&self.table, self.export_path(path)) {
             t.hold(self.id, p, kind);
+        }
+    }
+
+    /// This session just created the directory `path` (session-relative),
+    /// and its mount takes the new directory as empty: it holds a listing
+    /// callback from now on. The export's watch covers the directory only
+    /// from here, so `empty` is asked after it is in place: anything that
+    /// landed in the directory before (another session's change was not
+    /// reported to this one, a change on the server machine not seen) makes
+    /// the session be told that the directory changed, before its reply,
+    /// so its mount does not trust the empty listing.
+    pub(crate) fn hold_new_dir(&self, path: &RelPath, empty: impl FnOnce() -> bool) {
+        let (Some(t), Some(p)) = (&self.table, self.export_path(path)) else {
+            return;
+        };
+        t.hold(self.id, p.clone(), Held::Listing);
+        if !empty() {
+            t.tell(self.id, p, Change::All);
         }
     }
 

@@ -407,7 +407,10 @@ impl<R: Remote> RemoteFs<R> {
         let mc = self.meta.lock();
         let fresh = mc.attr(path).or_else(|| {
             let listing = mc.listing(&path.parent()?)?;
-            listing.get(path.file_name()?).map(|e| e.meta.clone())
+            let name = path.file_name()?;
+            (!listing.is_stale(name))
+                .then(|| listing.get(name).map(|e| e.meta.clone()))
+                .flatten()
         });
         fresh.is_none_or(|m| m.version == v && m.kind == FileKind::File)
     }
