@@ -1011,21 +1011,31 @@ impl<R: Remote> RemoteFs<R> {
                 SetTime::Now => Timestamp::from_system(SystemTime::now()),
                 SetTime::At(t) => t,
             };
-            let mtime = mtime.map(resolve);
+            let mtime_at = mtime.map(resolve);
             if let Some(t) = atime.map(resolve) {
                 self.atimes.lock().insert(path.clone(), t);
             }
-            {
+            let kept = {
                 // An upload in flight sealed the old attributes: this change
-                // must keep the file dirty after it, or it is lost.
+                // must keep the file dirty after it, or it is lost. One that
+                // landed since `dirty` was read left the file clean: the
+                // override would be dropped with no upload to carry it (and
+                // no local attributes to answer with), so the server takes
+                // the change, as for any clean file.
                 let _changing = state.seal.read();
-                self.cache
-                    .set_overrides(&path, mode.map(|m| m & 0o7777), mtime)
-                    .map_err(|e| FsError::cache(format!("recording attributes of {path}"), e))?;
-                state.write_gen.fetch_add(1, Ordering::SeqCst);
+                let still = self.cache.entry(&path).is_some_and(|e| e.dirty);
+                if still {
+                    self.cache
+                        .set_overrides(&path, mode.map(|m| m & 0o7777), mtime_at)
+                        .map_err(|e| FsError::cache(format!("recording attributes of {path}"), e))?;
+                    state.write_gen.fetch_add(1, Ordering::SeqCst);
+                }
+                still
+            };
+            if kept {
+                let meta = self.local_meta(&path).ok_or_else(FsError::enoent)?;
+                return Ok(Attr { ino, meta });
             }
-            let meta = self.local_meta(&path).ok_or_else(FsError::enoent)?;
-            return Ok(Attr { ino, meta });
         }
         let attr = SetAttr {
             mode: mode.map(|m| m & 0o7777),
