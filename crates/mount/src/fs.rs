@@ -30,6 +30,7 @@ mod passthrough;
 mod prefetch;
 mod pushed;
 mod stream;
+mod unsent_rename;
 mod upload_stream;
 mod writeback;
 mod xattr;
@@ -592,9 +593,15 @@ impl<R: Remote> RemoteFs<R> {
                 .filter(|p| *p != to)
                 .collect()
         };
+        let replaces = local_only && self.server_may_have(&to);
         let moved_meta = match self.remote.rename_changed(&from, &to, flags) {
             Ok(m) => m,
-            Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => None,
+            Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => {
+                if replaces {
+                    self.replace_with_unsent(&to)?;
+                }
+                None
+            }
             Err(e) => return Err(e.into()),
         };
         {
