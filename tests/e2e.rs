@@ -240,3 +240,6 @@ mod mount_xattr_uploads;
 // Locks across a cut connection: kept through a resumed session, released after the grace.
 #[path = "e2e/mount_locks_resume.rs"]
 mod mount_locks_resume;
+// A file not uploaded yet (write-back) renamed over one the server has: replaces it, no conflict.
+#[path = "e2e/mount_unsent_rename.rs"]
+mod mount_unsent_rename;

@@ -134,3 +134,29 @@ fn a_file_added_to_a_new_directory_elsewhere_is_seen() {
     );
     assert_eq!(text(&sh(&b, &srv, "cat e/from-a").ok().stdout), "a\n");
 }
+
+#[test]
+fn a_file_made_on_the_server_in_a_directory_stat_ed_before_its_listing_is_seen() {
+    skip_without_fuse!();
+    let root = TestDir::new("root");
+    root.mkdir("d");
+    let srv = Server::start(root.path(), &[]);
+    let m = Mount::start(&srv, LONG_TIMEOUTS);
+    // The STAT gives the mount a callback on d as an object (watched from
+    // the export's root); the LIST that follows must have d itself
+    // watched, or names made in it on the server go unseen.
+    sh(&m, &srv, "stat . >/dev/null").ok();
+    let mark = log_mark(&srv);
+    sh(&m, &srv, "stat d >/dev/null; test -z \"$(ls d)\"").ok();
+    let reqs = requests_after(&srv, mark);
+    assert_eq!(reqs, ["STAT /d", "LIST /d"], "the order this test is about");
+
+    root.write("d/on-server", "s");
+    let listed = || text(&sh(&m, &srv, "ls d").ok().stdout);
+    assert!(
+        seen_within(Duration::from_secs(1), || listed() == "on-server\n"),
+        "the mount lists {:?}",
+        listed()
+    );
+    assert_eq!(text(&sh(&m, &srv, "cat d/on-server").ok().stdout), "s");
+}
