@@ -1027,7 +1027,9 @@ impl<R: Remote> RemoteFs<R> {
                 if still {
                     self.cache
                         .set_overrides(&path, mode.map(|m| m & 0o7777), mtime_at)
-                        .map_err(|e| FsError::cache(format!("recording attributes of {path}"), e))?;
+                        .map_err(|e| {
+                            FsError::cache(format!("recording attributes of {path}"), e)
+                        })?;
                     state.write_gen.fetch_add(1, Ordering::SeqCst);
                 }
                 still
