@@ -1021,7 +1021,8 @@ impl<R: Remote> RemoteFs<R> {
                 // landed since `dirty` was read left the file clean: the
                 // override would be dropped with no upload to carry it (and
                 // no local attributes to answer with), so the server takes
-                // the change, as for any clean file.
+                // the change, as for any clean file. The answer is read
+                // while no upload can mark the file clean.
                 let _changing = state.seal.read();
                 let still = self.cache.entry(&path).is_some_and(|e| e.dirty);
                 if still {
@@ -1031,11 +1032,12 @@ impl<R: Remote> RemoteFs<R> {
                             FsError::cache(format!("recording attributes of {path}"), e)
                         })?;
                     state.write_gen.fetch_add(1, Ordering::SeqCst);
+                    self.local_meta(&path)
+                } else {
+                    None
                 }
-                still
             };
-            if kept {
-                let meta = self.local_meta(&path).ok_or_else(FsError::enoent)?;
+            if let Some(meta) = kept {
                 return Ok(Attr { ino, meta });
             }
         }
