@@ -225,6 +225,9 @@ mod mount_ns_ctimes;
 // rsync -aH of a tree with symlinks and hard links into a mount, twice.
 #[path = "e2e/mount_ns_trees.rs"]
 mod mount_ns_trees;
+// A directory created through the mount: its empty listing held under a callback (requests counted).
+#[path = "e2e/mount_mkdir_listing.rs"]
+mod mount_mkdir_listing;
 // Uploads streamed while a big file is written in order: before the close, cancelled by a seek back, a dead server, a conflict.
 #[path = "e2e/mount_streamed_uploads.rs"]
 mod mount_streamed_uploads;
@@ -249,3 +252,6 @@ mod mount_passthrough;
 // Write-back directory attributes: shown at once, one SETATTR, after the uploads into the directory.
 #[path = "e2e/mount_rtt_dir_attrs.rs"]
 mod mount_rtt_dir_attrs;
+// A file not uploaded yet (write-back) renamed over one the server has: replaces it, no conflict.
+#[path = "e2e/mount_unsent_rename.rs"]
+mod mount_unsent_rename;

@@ -291,6 +291,24 @@ pub trait Remote: Send + Sync + 'static {
     /// Service or transport errors.
     fn mkdir(&self, path: &RelPath, mode: u32, owner: Option<Owner>) -> Result<Meta, RemoteError>;
 
+    /// As [`Remote::mkdir`], with the parent directory's attributes after
+    /// the change when the server said them (as [`Uploaded`] has them for
+    /// a file), so that the parent's cached entries stay usable.
+    ///
+    /// # Errors
+    /// Service or transport errors.
+    fn mkdir_changed(
+        &self,
+        path: &RelPath,
+        mode: u32,
+        owner: Option<Owner>,
+    ) -> Result<Uploaded, RemoteError> {
+        self.mkdir(path, mode, owner).map(|meta| Uploaded {
+            meta,
+            parents: Vec::new(),
+        })
+    }
+
     /// Removes an empty directory.
     ///
     /// # Errors

@@ -711,6 +711,28 @@ impl Remote for TcpRemote {
         )
     }
 
+    fn mkdir_changed(
+        &self,
+        path: &RelPath,
+        mode: u32,
+        owner: Option<Owner>,
+    ) -> Result<Uploaded, RemoteError> {
+        match self.simple(Op::Mkdir {
+            path: path.clone(),
+            mode,
+            owner,
+        })? {
+            Reply::Changed {
+                meta: Some(meta),
+                parents,
+            } => Ok(Uploaded { meta, parents }),
+            r => changed_meta("MKDIR", r).map(|meta| Uploaded {
+                meta,
+                parents: Vec::new(),
+            }),
+        }
+    }
+
     fn rmdir(&self, path: &RelPath) -> Result<(), RemoteError> {
         done("RMDIR", self.simple(Op::Rmdir { path: path.clone() })?)
     }

@@ -33,6 +33,7 @@ mod prefetch;
 mod pushed;
 mod shown_ctime;
 mod stream;
+mod unsent_rename;
 mod upload_stream;
 mod writeback;
 mod xattr;
@@ -318,7 +319,11 @@ impl<R: Remote> RemoteFs<R> {
         }
         if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
             let listing = self.meta.lock().listing(&parent);
-            if let Some(l) = listing {
+            // A name whose attributes this mount made stale exists, but
+            // its attributes are asked for.
+            if let Some(l) = listing
+                && !l.is_stale(name)
+            {
                 return l
                     .get(name)
                     .map(|e| e.meta.clone())
@@ -437,10 +442,26 @@ impl<R: Remote> RemoteFs<R> {
     ) -> FsResult<Attr> {
         self.check_writable()?;
         let path = self.child(parent, name)?;
-        let meta = self.remote.mkdir(&path, mode & 0o7777, owner)?;
+        let ticket = self.trust.ticket();
+        let made = self.remote.mkdir_changed(&path, mode & 0o7777, owner)?;
+        // rfserve holds a listing callback on a directory its session
+        // created (and says so with an invalidation before this reply if
+        // the directory was not empty by then): the empty listing and the
+        // attributes stay valid until pushed otherwise, so names created in
+        // it later are known absent without a round trip.
+        let granted = self.trust.granted(ticket);
+        let meta = made.meta;
         let mut mc = self.meta.lock();
-        mc.note_entry(&path, meta.clone());
-        mc.note_empty_dir(&path);
+        mc.note_entry_in_as(
+            &path,
+            meta.clone(),
+            made.parents.into_iter().next(),
+            granted,
+        );
+        if granted {
+            mc.put_attr_as(&path, meta.clone(), true);
+        }
+        mc.note_empty_dir_as(&path, granted);
         drop(mc);
         let ino = self.inodes.lock().lookup_object(&path, known_id(&meta));
         Ok(Attr { ino, meta })
@@ -598,10 +619,16 @@ impl<R: Remote> RemoteFs<R> {
                 .filter(|p| *p != to)
                 .collect()
         };
+        let replaces = local_only && self.server_may_have(&to);
         let moved_meta = self.dir_attrs_across_rename(&from, &to, || {
             match self.remote.rename_changed(&from, &to, flags) {
                 Ok(m) => Ok(m),
-                Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => Ok(None),
+                Err(e) if local_only && e.code() == Some(ErrorCode::NotFound) => {
+                    if replaces {
+                        self.replace_with_unsent(&to)?;
+                    }
+                    Ok(None)
+                }
                 Err(e) => Err(e.into()),
             }
         })?;

@@ -10,7 +10,7 @@
 //! connection breaks, which makes every entry ordinary again), so it is
 //! served with no round trip at all.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,11 @@ pub struct Listing {
     /// Entries in server order.
     pub entries: Vec<DirEntry>,
     index: HashMap<String, usize>,
+    /// Subdirectories whose own attributes (mtime, ctime, nlink) here are
+    /// stale: something changed inside them through this mount. They still
+    /// exist, so a lookup of another name needs no round trip; their
+    /// attributes are asked for again.
+    stale: HashSet<String>,
 }
 
 impl Listing {
@@ -33,7 +38,23 @@ impl Listing {
             .enumerate()
             .map(|(i, e)| (e.name.clone(), i))
             .collect();
-        Listing { entries, index }
+        Listing {
+            entries,
+            index,
+            stale: HashSet::new(),
+        }
+    }
+
+    /// True when the attributes of `name` here are stale (see
+    /// [`MetaCache::dir_changed`]).
+    pub fn is_stale(&self, name: &str) -> bool {
+        self.stale.contains(name)
+    }
+
+    /// True when some entry's attributes are stale: readdir, which hands
+    /// them all to the kernel, needs a fresh listing.
+    pub fn has_stale(&self) -> bool {
+        !self.stale.is_empty()
     }
 
     /// The entry called `name`.
@@ -47,6 +68,7 @@ impl Listing {
     }
 
     fn upsert(&mut self, name: &str, meta: Meta) {
+        self.stale.remove(name);
         match self.index.get(name) {
             Some(&i) => self.entries[i].meta = meta,
             None => {
@@ -60,6 +82,7 @@ impl Listing {
     }
 
     fn remove(&mut self, name: &str) {
+        self.stale.remove(name);
         let Some(i) = self.index.remove(name) else {
             return;
         };
@@ -183,6 +206,16 @@ impl MetaCache {
     /// Records attributes just received, `trusted` when under a callback.
     pub fn put_attr_as(&mut self, path: &RelPath, meta: Meta, trusted: bool) {
         self.absent.remove(path);
+        // The parent's listing says the same (readdirplus hands its
+        // entries to the kernel, and a trusted listing outlives `attrs`):
+        // a chmod or utimes of a directory `tar x` made must show in
+        // `ls -l` of its parent.
+        if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
+            && let Some((l, _, _)) = self.dirs.get_mut(&parent)
+            && (l.is_stale(name) || l.get(name).is_some_and(|e| e.meta != meta))
+        {
+            Arc::make_mut(l).upsert(name, meta.clone());
+        }
         self.attrs
             .insert(path.clone(), (meta, Instant::now(), trusted));
     }
@@ -270,6 +303,21 @@ impl MetaCache {
     /// them: they replace the stale ones (here and in the grandparent's
     /// listing) instead of being forgotten.
     pub fn note_entry_in(&mut self, path: &RelPath, meta: Meta, parent: Option<Meta>) {
+        self.note_entry_in_as(path, meta, parent, false);
+    }
+
+    /// [`MetaCache::note_entry_in`]; `granted` when the answer came under
+    /// the callbacks (no invalidation between request and answer): the
+    /// parent's new attributes are then trusted as far as its listing is,
+    /// since the server keeps this mount's callbacks across its own
+    /// changes and stat'ed the parent after the change.
+    pub fn note_entry_in_as(
+        &mut self,
+        path: &RelPath,
+        meta: Meta,
+        parent: Option<Meta>,
+        granted: bool,
+    ) {
         let (Some(parent_meta), Some(dir), Some(name)) = (parent, path.parent(), path.file_name())
         else {
             self.note_entry(path, meta);
@@ -288,16 +336,23 @@ impl MetaCache {
         {
             Arc::make_mut(l).upsert(dir_name, parent_meta.clone());
         }
-        // Fresh, but not under a callback: this mount's own change may have
-        // ended the server's promise for the directory.
-        self.attrs.insert(dir, (parent_meta, Instant::now(), false));
+        // Not granted: another change may have landed between the server's
+        // stat of the directory and this, and no callback says so.
+        let keep = granted && parent_trusted;
+        self.attrs.insert(dir, (parent_meta, Instant::now(), keep));
     }
 
     /// Records that this mount created the directory `dir`: it is empty.
     pub fn note_empty_dir(&mut self, dir: &RelPath) {
+        self.note_empty_dir_as(dir, false);
+    }
+
+    /// [`MetaCache::note_empty_dir`], `trusted` when the server holds a
+    /// callback on the new directory for this mount.
+    pub fn note_empty_dir_as(&mut self, dir: &RelPath, trusted: bool) {
         self.dirs.insert(
             dir.clone(),
-            (Arc::new(Listing::new(Vec::new())), Instant::now(), false),
+            (Arc::new(Listing::new(Vec::new())), Instant::now(), trusted),
         );
     }
 
@@ -318,11 +373,15 @@ impl MetaCache {
     /// (mtime, ctime, nlink) are stale wherever they are cached, in its
     /// attribute entry and in its parent's listing, so the next look at
     /// them asks the server. Its own listing, kept up to date in place,
-    /// stays.
+    /// stays; so does the parent's, whose other names are unchanged (the
+    /// next name `tar x` creates beside `dir` is known absent from it).
     pub fn dir_changed(&mut self, dir: &RelPath) {
         self.attrs.remove(dir);
-        if let Some(parent) = dir.parent() {
-            self.dirs.remove(&parent);
+        if let (Some(parent), Some(name)) = (dir.parent(), dir.file_name())
+            && let Some((l, _, _)) = self.dirs.get_mut(&parent)
+            && !l.is_stale(name)
+        {
+            Arc::make_mut(l).stale.insert(name.to_owned());
         }
     }
 

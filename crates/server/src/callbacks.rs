@@ -85,6 +85,24 @@ struct Own {
     /// `None` while the change is being made: the watch may report it
     /// before the request ends.
     left: Option<Stamp>,
+    /// This session's changes of names inside it (a directory) under way:
+    /// each moves its mtime and ctime, so what the session left there is
+    /// known again only when they are done (see [`Callbacks::expect`]).
+    inside: u32,
+}
+
+impl Own {
+    fn is_session_s(&self, session: u64) -> bool {
+        self.session == session && self.at.elapsed() < OWN_CHANGE_WINDOW
+    }
+}
+
+/// The parent directories of `paths`, each once.
+fn parents_of(paths: &[RelPath]) -> Vec<RelPath> {
+    let mut dirs: Vec<RelPath> = paths.iter().filter_map(RelPath::parent).collect();
+    dirs.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+    dirs.dedup();
+    dirs
 }
 
 /// What a path is on the export, as far as telling one change from the
@@ -125,6 +143,23 @@ impl Stamp {
     /// Whether a path found as `now` is still what a change left as `self`.
     fn still(self, now: Stamp) -> bool {
         self == Stamp::Unknown || now == Stamp::Unknown || self == now
+    }
+
+    /// Whether `now` is the same object as `self`, whatever its ctime and
+    /// size: not removed, not replaced.
+    fn same_object(self, now: Stamp) -> bool {
+        match (self, now) {
+            (Stamp::Unknown, _) | (_, Stamp::Unknown) => true,
+            (
+                Stamp::Present { dev, ino, .. },
+                Stamp::Present {
+                    dev: now_dev,
+                    ino: now_ino,
+                    ..
+                },
+            ) => dev == now_dev && ino == now_ino,
+            (a, b) => a == b,
+        }
     }
 }
 
@@ -289,12 +324,15 @@ impl Callbacks {
         let Some(s) = sessions.get_mut(&session) else {
             return;
         };
-        if !s.held.insert(path.clone()) {
-            return;
+        // Held already (a STAT of a directory before its LIST, or before
+        // its creation): the table has it, but the watch this kind needs
+        // may not be there yet.
+        let new = s.held.insert(path.clone());
+        if new {
+            s.order.push_back(path.clone());
+            holders.entry(path.clone()).or_default().insert(session);
         }
-        s.order.push_back(path.clone());
-        holders.entry(path.clone()).or_default().insert(session);
-        while s.order.len() > MAX_PER_SESSION {
+        while new && s.order.len() > MAX_PER_SESSION {
             let Some(old) = s.order.pop_front() else {
                 break;
             };
@@ -326,16 +364,42 @@ impl Callbacks {
     /// report the change before [`Callbacks::changed`] runs for it (the
     /// inotify event is queued by the very system call), and must not send
     /// it back to its writer then either.
+    ///
+    /// A directory the session changed moments ago (made it, say) changes
+    /// again with every name the session then creates or removes in it
+    /// (`mkdir -p a/b/c`, `tar x`): if it is still what the session left,
+    /// that is the session's change too, and the watch's late report of
+    /// the first one (the directory now looks different from what it left)
+    /// is no news to it either.
     fn expect(&self, origin: u64, paths: &[RelPath]) {
+        let dirs = parents_of(paths);
+        // Looked at before the lock, and before the change.
+        let before: Vec<Stamp> = dirs
+            .iter()
+            .map(|d| Stamp::of(self.root.as_deref(), d))
+            .collect();
         let mut inner = self.inner.lock();
         let now = Instant::now();
+        for (d, stamp) in dirs.iter().zip(&before) {
+            if let Some(own) = inner.own.get_mut(d)
+                && own.is_session_s(origin)
+                && own.left.is_none_or(|left| {
+                    left.still(*stamp) || (own.inside > 0 && left.same_object(*stamp))
+                })
+            {
+                own.inside += 1;
+                own.at = now;
+            }
+        }
         for p in paths {
+            let inside = inner.own.get(p).map_or(0, |o| o.inside);
             inner.own.insert(
                 p.clone(),
                 Own {
                     session: origin,
                     at: now,
                     left: None,
+                    inside,
                 },
             );
         }
@@ -366,6 +430,16 @@ impl Callbacks {
             .iter()
             .map(|c| Stamp::of(self.root.as_deref(), &c.path))
             .collect();
+        let paths: Vec<RelPath> = changes.iter().map(|c| c.path.clone()).collect();
+        let dirs = if origin.is_some() {
+            parents_of(&paths)
+        } else {
+            Vec::new()
+        };
+        let dir_stamps: Vec<Stamp> = dirs
+            .iter()
+            .map(|d| Stamp::of(self.root.as_deref(), d))
+            .collect();
         let mut inner = self.inner.lock();
         let now = Instant::now();
         if let Some(o) = origin {
@@ -375,14 +449,28 @@ impl Callbacks {
                     .retain(|_, own| own.at.elapsed() < OWN_CHANGE_WINDOW);
             }
             for (c, stamp) in changes.iter().zip(&stamps) {
+                let inside = inner.own.get(&c.path).map_or(0, |o| o.inside);
                 inner.own.insert(
                     c.path.clone(),
                     Own {
                         session: o,
                         at: now,
                         left: Some(*stamp),
+                        inside,
                     },
                 );
+            }
+            // What the session's change left its directories as (see
+            // `expect`), once no other change of its in them is under way.
+            for (d, stamp) in dirs.iter().zip(&dir_stamps) {
+                if let Some(own) = inner.own.get_mut(d)
+                    && own.is_session_s(o)
+                    && own.inside > 0
+                {
+                    own.inside -= 1;
+                    own.at = now;
+                    own.left = Some(*stamp);
+                }
             }
         }
         for (c, stamp) in changes.iter().zip(&stamps) {
@@ -395,7 +483,19 @@ impl Callbacks {
                     .own
                     .get(&c.path)
                     .filter(|own| own.at.elapsed() < OWN_CHANGE_WINDOW)
-                    .filter(|own| own.left.is_none_or(|left| left.still(*stamp)))
+                    .filter(|own| {
+                        let left_as = |now: Stamp| match own.left {
+                            None => true,
+                            // Names in it changing: its ctime moves, but it
+                            // is still the directory the session left.
+                            Some(left) if own.inside > 0 => left.same_object(now),
+                            Some(left) => left.still(now),
+                        };
+                        // Looked at again when it differs: the session may
+                        // have changed it again between that look and its
+                        // record of what it left, which is then current.
+                        left_as(*stamp) || left_as(Stamp::of(self.root.as_deref(), &c.path))
+                    })
                     .map(|own| own.session),
             };
             if c.change == Change::All {
@@ -437,6 +537,33 @@ impl Callbacks {
             }
         }
         waits
+    }
+
+    /// Tells session `session` alone that `path` changed (and forgets its
+    /// callback there), waiting until the frame is written: called before
+    /// a reply, so that the session learns it first.
+    fn tell(&self, session: u64, path: RelPath, change: Change) {
+        let mut inner = self.inner.lock();
+        let Inner {
+            sessions, holders, ..
+        } = &mut *inner;
+        let Some(s) = sessions.get_mut(&session) else {
+            return;
+        };
+        if s.held.remove(&path) {
+            unhold(holders, &path, session);
+        }
+        let Some(view) = path.rebase(&s.prefix, &RelPath::root()) else {
+            return;
+        };
+        let outbox = Arc::clone(&s.outbox);
+        let n = outbox.push(Invalidation {
+            path: view,
+            file_id: FileId::default(),
+            change,
+        });
+        drop(inner);
+        outbox.wait_written(n, Instant::now() + DELIVERY_WAIT);
     }
 
     fn leave(&self, session: u64) {
@@ -547,6 +674,24 @@ impl Session {
     pub(crate) fn hold(&self, path: &RelPath, kind: Held) {
         if let (Some(t), Some(p)) = (&self.table, self.export_path(path)) {
             t.hold(self.id, p, kind);
+        }
+    }
+
+    /// This session just created the directory `path` (session-relative),
+    /// and its mount takes the new directory as empty: it holds a listing
+    /// callback from now on. The export's watch covers the directory only
+    /// from here, so `empty` is asked after it is in place: anything that
+    /// landed in the directory before (another session's change was not
+    /// reported to this one, a change on the server machine not seen) makes
+    /// the session be told that the directory changed, before its reply,
+    /// so its mount does not trust the empty listing.
+    pub(crate) fn hold_new_dir(&self, path: &RelPath, empty: impl FnOnce() -> bool) {
+        let (Some(t), Some(p)) = (&self.table, self.export_path(path)) else {
+            return;
+        };
+        t.hold(self.id, p.clone(), Held::Listing);
+        if !empty() {
+            t.tell(self.id, p, Change::All);
         }
     }
 

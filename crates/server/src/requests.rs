@@ -117,9 +117,15 @@ fn simple(conn: &Conn, op: Op) -> Result<Reply, WireError> {
         }
         Op::Mkdir { path, mode, owner } => {
             writable(conn)?;
-            store
-                .mkdir(&path, mode, owner)
-                .map(|m| changed(store, Some(m), &[&path]))
+            let meta = store.mkdir(&path, mode, owner)?;
+            // The mount records the new directory as empty and complete: a
+            // listing callback keeps that true (no LIST or STAT in it later).
+            conn.callbacks.hold_new_dir(&path, || {
+                store
+                    .list(&path)
+                    .is_ok_and(|mut entries| entries.next().is_none())
+            });
+            Ok(changed(store, Some(meta), &[&path]))
         }
         Op::Rmdir { path } => {
             writable(conn)?;

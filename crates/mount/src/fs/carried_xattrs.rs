@@ -121,8 +121,12 @@ impl<R: Remote> RemoteFs<R> {
         }
         {
             // An upload in flight carries the old set: this change keeps
-            // the file dirty after it (as a chmod does).
+            // the file dirty after it (as a chmod does). One that landed
+            // since the entry was read made the file the server's.
             let _changing = state.seal.read();
+            if only_here(self.cache.entry(path)).is_none() {
+                return Ok(false);
+            }
             self.cache
                 .set_carried_xattr(path, name, Some(value.to_vec()))
                 .map_err(|e| FsError::cache(format!("recording an attribute of {path}"), e))?;

@@ -50,7 +50,11 @@ impl<R: Remote> RemoteFs<R> {
         // A fresh LIST at every opendir: directories follow close-to-open
         // like files; the listing cache serves the lookups that follow.
         // Except under a callback: the cached listing is current.
-        let trusted = self.meta.lock().listing_trusted(&dir);
+        let trusted = self
+            .meta
+            .lock()
+            .listing_trusted(&dir)
+            .filter(|l| !l.has_stale());
         // A walk's fetch of it ahead is on its way: the same answer.
         let trusted = trusted.or_else(|| self.listed_ahead(&dir));
         let ticket = self.trust.ticket();

@@ -411,7 +411,10 @@ impl<R: Remote> RemoteFs<R> {
         let mc = self.meta.lock();
         let fresh = mc.attr(path).or_else(|| {
             let listing = mc.listing(&path.parent()?)?;
-            listing.get(path.file_name()?).map(|e| e.meta.clone())
+            let name = path.file_name()?;
+            (!listing.is_stale(name))
+                .then(|| listing.get(name).map(|e| e.meta.clone()))
+                .flatten()
         });
         fresh.is_none_or(|m| m.version == v && m.kind == FileKind::File)
     }
@@ -1024,25 +1027,40 @@ impl<R: Remote> RemoteFs<R> {
                 SetTime::Now => Timestamp::from_system(SystemTime::now()),
                 SetTime::At(t) => t,
             };
-            let mtime = mtime.map(resolve);
+            let mtime_at = mtime.map(resolve);
             if let Some(t) = atime.map(resolve) {
                 self.atimes.lock().insert(path.clone(), t);
             }
-            {
+            let kept = {
                 // An upload in flight sealed the old attributes: this change
-                // must keep the file dirty after it, or it is lost.
+                // must keep the file dirty after it, or it is lost. One that
+                // landed since `dirty` was read left the file clean: the
+                // override would be dropped with no upload to carry it (and
+                // no local attributes to answer with), so the server takes
+                // the change, as for any clean file. The answer is read
+                // while no upload can mark the file clean.
                 let _changing = state.seal.read();
-                self.cache
-                    .set_overrides(&path, mode.map(|m| m & 0o7777), mtime)
-                    .map_err(|e| FsError::cache(format!("recording attributes of {path}"), e))?;
-                if mode.is_some() || mtime.is_some() || atime.is_some() {
-                    super::shown_ctime::touch(&self.cache.data_path(&path))
-                        .map_err(|e| FsError::cache(format!("changing the ctime of {path}"), e))?;
+                let still = self.cache.entry(&path).is_some_and(|e| e.dirty);
+                if still {
+                    self.cache
+                        .set_overrides(&path, mode.map(|m| m & 0o7777), mtime_at)
+                        .map_err(|e| {
+                            FsError::cache(format!("recording attributes of {path}"), e)
+                        })?;
+                    if mode.is_some() || mtime.is_some() || atime.is_some() {
+                        super::shown_ctime::touch(&self.cache.data_path(&path)).map_err(|e| {
+                            FsError::cache(format!("changing the ctime of {path}"), e)
+                        })?;
+                    }
+                    state.write_gen.fetch_add(1, Ordering::SeqCst);
+                    self.local_meta(&path)
+                } else {
+                    None
                 }
-                state.write_gen.fetch_add(1, Ordering::SeqCst);
+            };
+            if let Some(meta) = kept {
+                return Ok(Attr { ino, meta });
             }
-            let meta = self.local_meta(&path).ok_or_else(FsError::enoent)?;
-            return Ok(Attr { ino, meta });
         }
         let attr = SetAttr {
             mode: mode.map(|m| m & 0o7777),

@@ -236,7 +236,10 @@ impl<R: Remote> RemoteFs<R> {
             ahead.ended.wait(&mut done);
         }
         drop(done);
-        self.meta.lock().listing_trusted(dir)
+        self.meta
+            .lock()
+            .listing_trusted(dir)
+            .filter(|l| !l.has_stale())
     }
 
     /// Starts fetches of the small files among the [`MAX_FILES`] entries
