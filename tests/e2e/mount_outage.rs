@@ -182,9 +182,11 @@ fn a_transfer_that_makes_progress_outlives_a_short_timeout() {
     skip_without_fuse!();
     let root = TestDir::new("root");
     let local = TestDir::new("local");
-    let big = local.write_random("big.bin", 128 * MIB, 11);
+    // Big enough that the transfers take several freezes however fast
+    // the unfrozen moments are (uploads stream while cp writes).
+    let big = local.write_random("big.bin", 384 * MIB, 11);
     let srv = Server::start(root.path(), &[]);
-    // The server is frozen for 0.6 s out of every 0.7 s: each gap is well
+    // The server is frozen for 0.8 s out of every 0.9 s: each gap is well
     // under the 1.5 s timeout, but all of them together are far over it,
     // in each direction. The deadline is on progress, not on total time.
     let timeout = Duration::from_millis(1500);
@@ -202,7 +204,7 @@ fn a_transfer_that_makes_progress_outlives_a_short_timeout() {
     ] {
         let mut throttle = Throttle::start(
             srv.pid(),
-            Duration::from_millis(600),
+            Duration::from_millis(800),
             Duration::from_millis(100),
         );
         let out = tool(mount, &srv, "cp").arg(src).arg(dst).run();
