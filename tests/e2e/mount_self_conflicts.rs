@@ -254,7 +254,8 @@ fn check_server(m: &Mount, root: &TestDir, dir: &str, model: &BTreeMap<String, V
         assert_eq!(
             show(&root.read(format!("{dir}/{name}")), 200),
             show(content, 200),
-            "{name} on the server"
+            "{name} on the server\n{}",
+            tail(&m.log(), 120)
         );
         assert_eq!(
             show(&fs::read(m.join(dir).join(name)).unwrap(), 200),
