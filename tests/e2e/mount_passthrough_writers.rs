@@ -111,3 +111,38 @@ fn a_passthrough_writer_uploads_once_and_another_mounts_later_change_is_no_confl
         tail(&a.log(), 40)
     );
 }
+
+#[test]
+fn a_passthrough_write_after_an_upload_is_uploaded_at_the_next_close() {
+    skip_without_fuse!();
+    if !kernel_has_passthrough() {
+        eprintln!("skipped: this kernel or user has no FUSE passthrough");
+        return;
+    }
+    let root = TestDir::new("root");
+    root.write("f", "hello world\n");
+    let srv = Server::start(root.path(), &[]);
+    let a = Mount::start(&srv, LONG_TIMEOUTS);
+    assert_eq!(tool(&a, &srv, "cat").arg("f").stdout(), "hello world\n");
+    let r = passthrough_reader(&a, "f");
+    let w = OpenOptions::new()
+        .write(true)
+        .open(a.join("f"))
+        .expect("open for writing");
+    let dup = w.try_clone().expect("dup");
+    w.write_all_at(b"HE", 0).unwrap();
+    drop(w);
+    assert_eq!(fs::read_to_string(root.join("f")).unwrap(), "HEllo world\n");
+    // Written again right after the upload (within one clock tick, most
+    // likely): the stamp the upload kept no longer matches.
+    dup.write_all_at(b"W", 6).unwrap();
+    drop(dup);
+    assert_eq!(
+        fs::read_to_string(root.join("f")).unwrap(),
+        "HEllo World\n",
+        "a write after the upload was not sent at the close\n{}",
+        tail(&a.log(), 30)
+    );
+    drop(r);
+    assert_eq!(tool(&a, &srv, "cat").arg("f").stdout(), "HEllo World\n");
+}
