@@ -12,6 +12,7 @@
 //! another mount closed in between became a conflict.
 
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
@@ -76,6 +77,17 @@ pub(super) fn stamp(path: &Path) -> Option<Stamp> {
 /// cannot be told: a file system with whole-second times (a zero
 /// nanosecond part), or a file written on all along.
 pub(super) fn settled_stamp(path: &Path) -> Option<Stamp> {
+    // A page of a shared mapping that is dirty and writable takes more
+    // writes with no fault, so with no new ctime; written back, it is
+    // write-protected again, and its next write moves the ctime.
+    let f = fs::File::open(path).ok()?;
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: sync_file_range on a descriptor `f` keeps open.
+    if unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, flags) } != 0 {
+        return None;
+    }
     for _ in 0..50 {
         let now = coarse_now();
         let s = stamp(path)?;
