@@ -255,3 +255,6 @@ mod mount_rtt_dir_attrs;
 // A file not uploaded yet (write-back) renamed over one the server has: replaces it, no conflict.
 #[path = "e2e/mount_unsent_rename.rs"]
 mod mount_unsent_rename;
+// A writer joining a passthrough reader uploads once per write, never for nothing.
+#[path = "e2e/mount_passthrough_writers.rs"]
+mod mount_passthrough_writers;

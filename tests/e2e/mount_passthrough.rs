@@ -160,9 +160,9 @@ fn writes_through_an_inode_in_passthrough_reach_the_server_and_other_mounts() {
         .expect("open for writing");
     w.write_all_at(b"HE", 0).unwrap();
     drop(w);
-    // A writer in passthrough uploads at each close, its release included,
-    // which the kernel sends on its own: B writes only once that landed
-    // (else B's upload meets A's later one as a conflict).
+    // A writer in passthrough uploads at its close; its release, which the
+    // kernel sends on its own, finds the cache file as uploaded and marks
+    // it clean (`mount_passthrough_writers` covers B writing before that).
     assert!(
         seen_within(SOON, || pending_files(&a) == 0),
         "A's close never finished uploading"

@@ -22,6 +22,7 @@ mod dir;
 mod dir_attrs;
 mod echo;
 mod files;
+mod kernel_writes;
 mod landed;
 mod links;
 mod locks;

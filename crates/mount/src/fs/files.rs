@@ -16,6 +16,7 @@ use rfmount_proto::{
     ErrorCode, FileKind, Meta, Owner, RelPath, SetAttr, SetTime, Timestamp, Version,
 };
 
+use super::kernel_writes::{self, Landed};
 use super::passthrough::{Backer, InodeIo, Mode};
 use super::stream::{Answer, Stream};
 use super::upload_stream::{self, InOrder};
@@ -57,6 +58,9 @@ pub(crate) struct FileState {
     /// The file is being written in order, and its upload may be
     /// streaming (see `upload_stream.rs`).
     pub(super) in_order: Mutex<Option<InOrder>>,
+    /// The last upload made while a passthrough writer was open, when
+    /// the cache file is known to have been left as it sent it.
+    kernel_landed: Mutex<Option<Landed>>,
 }
 
 impl FileState {
@@ -240,6 +244,10 @@ impl<R: Remote> RemoteFs<R> {
                 self.cache.unpin(&path);
                 return Err(FsError::cache(format!("recording a write to {path}"), e));
             }
+            // Its writes are never seen here: which bytes changed is
+            // unknown, and a partial upload would be refused.
+            self.cache.note_written(&path, 0, u64::MAX);
+            *state.kernel_landed.lock() = None;
             state.kernel_writers.fetch_add(1, Ordering::SeqCst);
         }
         let fh = self.register_handle(ino, file, writable, state, stream, mode);
@@ -814,6 +822,25 @@ impl<R: Remote> RemoteFs<R> {
             }
             state.write_gen.load(Ordering::SeqCst)
         };
+        {
+            // A passthrough writer's close with nothing written since its
+            // last upload: the server has this content already.
+            let _sealing = state.seal.write();
+            if let Some(landed) = self.kernel_unchanged(&path, state) {
+                if state.kernel_writers.load(Ordering::SeqCst) == 0 {
+                    self.cache
+                        .mark_clean(&path, landed.version, landed.stamp.len())
+                        .map_err(|e| FsError::cache(format!("recording upload of {path}"), e))?;
+                    *state.kernel_landed.lock() = None;
+                }
+                return Ok(());
+            }
+        }
+        // Taken before the upload reads the file: a write through the
+        // kernel meanwhile changes it.
+        let before = (state.kernel_writers.load(Ordering::SeqCst) > 0)
+            .then(|| kernel_writes::settled_stamp(&self.cache.data_path(&path)))
+            .flatten();
         if why == Why::Retry {
             self.activity.note_retry();
         }
@@ -867,6 +894,16 @@ impl<R: Remote> RemoteFs<R> {
                     .rebase(&path, meta.version)
                     .map_err(|e| FsError::cache(format!("recording upload of {path}"), e))?;
             }
+            // Still as sent: a later close that finds it so sends nothing.
+            let as_sent = before.filter(|b| {
+                state.write_gen.load(Ordering::SeqCst) == started_gen
+                    && kernel_writes::stamp(&self.cache.data_path(&path)) == Some(*b)
+            });
+            *state.kernel_landed.lock() = as_sent.map(|stamp| Landed {
+                stamp,
+                write_gen: started_gen,
+                version: meta.version,
+            });
         }
         *state.kernel_version.lock() = Some(meta.version);
         // Every name of a hard-linked file now has these attributes.
@@ -898,11 +935,29 @@ impl<R: Remote> RemoteFs<R> {
             return Ok(());
         };
         let _changing = h.state.seal.read();
+        if self.kernel_unchanged(&path, &h.state).is_some() {
+            return Ok(());
+        }
+        *h.state.kernel_landed.lock() = None;
         self.cache
             .note_change(&path)
             .map_err(|e| FsError::cache(format!("recording a write to {path}"), e))?;
+        self.cache.note_written(&path, 0, u64::MAX);
         h.state.write_gen.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// The upload that left the cache file of `path` as it is now, when
+    /// one made while a passthrough writer was open did and nothing was
+    /// changed since (no write seen here, no write through the kernel).
+    fn kernel_unchanged(&self, path: &RelPath, state: &FileState) -> Option<Landed> {
+        let landed = (*state.kernel_landed.lock())?;
+        let now = kernel_writes::stamp(&self.cache.data_path(path))?;
+        let version = self.cache.entry(path)?.version?;
+        (now == landed.stamp
+            && landed.write_gen == state.write_gen.load(Ordering::SeqCst)
+            && landed.version == version)
+            .then_some(landed)
     }
 
     fn put_cached(

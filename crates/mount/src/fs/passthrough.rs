@@ -14,8 +14,9 @@
 //!   writer's writes then go from the kernel straight to the cache file,
 //!   unseen here, so such a handle marks the file changed and being
 //!   written when it opens (before any byte can land, as every write
-//!   does), and each of its closes uploads as if it had written; the file
-//!   is marked clean only once no such writer is open;
+//!   does), and each of its closes uploads as if it had written, unless
+//!   the cache file is as its last upload left it (`kernel_writes.rs`);
+//!   the file is marked clean only once no such writer is open;
 //! - everything else uses the page cache, as before.
 //!
 //! The backing file is registered with the kernel once per inode and kept
