@@ -22,9 +22,20 @@ pub struct Frozen {
 
 impl Frozen {
     /// Stops `pid` (a process this test started).
+    /// Returns once every thread of it has stopped: kill(2) only queues the
+    /// stop, and a thread still running could answer one more request.
     pub fn new(pid: u32) -> Frozen {
         send_signal(pid, libc::SIGSTOP);
-        Frozen { pid, frozen: true }
+        let frozen = Frozen { pid, frozen: true };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all_threads_stopped(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "process {pid} did not stop within 10 s of SIGSTOP"
+            );
+            thread::sleep(Duration::from_millis(2));
+        }
+        frozen
     }
 
     /// Lets it run again.
@@ -40,6 +51,21 @@ impl Drop for Frozen {
     fn drop(&mut self) {
         self.thaw();
     }
+}
+
+/// Whether every thread of `pid` is in the stopped state (`T` in
+/// /proc/PID/task/TID/stat; the state follows the command name's `)`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "T" || state == "t")
+        })
+    })
 }
 
 fn send_signal(pid: u32, sig: i32) {
