@@ -22,21 +22,6 @@ fn head(f: &File) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-/// Files with changes not yet on the server (`rfmount status --json`).
-fn pending_files(m: &Mount) -> u64 {
-    let j = status_json(m);
-    let at = j
-        .find("\"pending_files\":")
-        .expect("pending_files in the status")
-        + 16;
-    j[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .expect("a count")
-}
-
 fn cat(m: &Mount, srv: &Server, name: &str) -> String {
     tool(m, srv, "cat").arg(name).stdout()
 }

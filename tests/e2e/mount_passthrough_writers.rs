@@ -47,21 +47,6 @@ fn passthrough_reader(m: &Mount, name: &str) -> File {
     })
 }
 
-/// Files with changes not yet on the server (`rfmount status --json`).
-fn pending_files(m: &Mount) -> u64 {
-    let j = status_json(m);
-    let at = j
-        .find("\"pending_files\":")
-        .expect("pending_files in the status")
-        + 16;
-    j[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .expect("a count")
-}
-
 fn puts(srv: &Server, mark: usize) -> Vec<String> {
     requests_after(srv, mark)
         .into_iter()

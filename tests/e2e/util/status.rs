@@ -29,6 +29,11 @@ pub fn status_num(json: &str, key: &str) -> u64 {
     digits.parse().unwrap_or_else(|_| panic!("{key} in {json}"))
 }
 
+/// Files of `m` with changes not yet on the server.
+pub fn pending_files(m: &Mount) -> u64 {
+    status_num(&status_json(m), "pending_files")
+}
+
 /// Waits up to `timeout` for `m` to be connected to its server again (a
 /// mount that lost its connection fails requests at once until then);
 /// panics with the last status otherwise.
