@@ -39,7 +39,10 @@ fn stat_of_a_directory_with_unsent_new_files_asks_the_server_nothing() {
     // mtimes have a one-second granularity in some views: make "moved"
     // unmistakable.
     std::thread::sleep(Duration::from_millis(1100));
-    let started = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     for i in 0..3 {
         fs::write(m.join(format!("d/f{i}")), format!("file {i}\n")).unwrap();
     }
@@ -71,6 +74,24 @@ fn stat_of_a_directory_with_unsent_new_files_asks_the_server_nothing() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names.len(), 3, "the new files are listed: {names:?}");
+
+    // A subdirectory made meanwhile (on the server at once): d's link
+    // count is the server's answer to that MKDIR, also once it is older
+    // than the attribute timeout, still with no STAT.
+    m.cmd("mkdir").arg("d/sub").with_server(&srv).ok();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mark = log_mark(&srv);
+    let shown = fs::metadata(m.join("d")).unwrap();
+    let reqs = requests_after(&srv, mark);
+    assert!(
+        !reqs.iter().any(|r| r == "STAT /d"),
+        "stat of d after its subdirectory asked the server: {reqs:#?}"
+    );
+    assert_eq!(
+        shown.nlink(),
+        fs::metadata(root.join("d")).unwrap().nlink(),
+        "d's link count is the server's after the MKDIR of d/sub"
+    );
 
     // Room again: the uploads land, and d shows the server's attributes.
     fs::remove_file(root.join("filler")).unwrap();

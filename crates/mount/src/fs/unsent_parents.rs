@@ -14,9 +14,11 @@
 //! them, as any STAT after that would.
 //!
 //! Kept in memory only: after a restart the directory is asked for again.
-//! Only what would otherwise be a STAT is answered from here, so any
-//! attributes the mount holds from the server (an upload's reply, a fresh
-//! listing) come first.
+//! Only what would otherwise be a STAT is answered from here, so fresh
+//! attributes from the server come first; attributes it gave after the
+//! last create (a subdirectory's MKDIR, an upload's reply) are shown, of
+//! any age, while files wait, since nothing changed the directory on the
+//! server since but this mount (a pushed change forgets what was kept).
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -39,6 +41,20 @@ impl UnsentParents {
     pub(crate) fn forget_beneath(&self, dir: &RelPath) {
         self.shown.lock().retain(|p, _| !p.starts_with(dir));
     }
+
+    /// The server pushed a change of `path` (made elsewhere): what was
+    /// kept for it and for its directory is out of date.
+    pub(crate) fn forget_pushed(&self, path: &RelPath, tree: bool) {
+        let mut shown = self.shown.lock();
+        if tree {
+            shown.retain(|p, _| !p.starts_with(path));
+        } else {
+            shown.remove(path);
+        }
+        if let Some(dir) = path.parent() {
+            shown.remove(&dir);
+        }
+    }
 }
 
 impl<R: Remote> RemoteFs<R> {
@@ -49,18 +65,24 @@ impl<R: Remote> RemoteFs<R> {
         if !self.cfg.writeback {
             return;
         }
-        let known = {
+        let (server, listed) = {
             let mc = self.meta.lock();
-            mc.attr_any(dir).or_else(|| {
-                let name = dir.file_name()?;
-                let listing = mc.listing_any(&dir.parent()?)?;
-                listing.get(name).map(|e| e.meta.clone())
-            })
+            let listed = dir
+                .file_name()
+                .zip(dir.parent())
+                .and_then(|(name, parent)| {
+                    let listing = mc.listing_any(&parent)?;
+                    listing.get(name).map(|e| e.meta.clone())
+                });
+            (mc.attr_any(dir), listed)
         };
+        // Not under the metadata lock (a rename takes that one first).
         let mut shown = self.unsent_parents.shown.lock();
         // The server's attributes when there are any (they are newer than
-        // an earlier create's); else the ones shown since that create.
-        let Some(mut meta) = known.or_else(|| shown.get(dir).cloned()) else {
+        // an earlier create's), else the ones shown since that create, else
+        // the parent's listing.
+        let known = server.or_else(|| shown.get(dir).cloned()).or(listed);
+        let Some(mut meta) = known else {
             return;
         };
         let now = Timestamp::from_system(SystemTime::now());
@@ -83,7 +105,10 @@ impl<R: Remote> RemoteFs<R> {
             .iter()
             .any(|p| p.parent().as_ref() == Some(dir));
         if unsent {
-            return Some(meta);
+            // Attributes the server gave since the last create here (a
+            // subdirectory's MKDIR, an upload's reply) are newer, however
+            // old they are by now: nothing was pushed since.
+            return Some(self.meta.lock().attr_any(dir).unwrap_or(meta));
         }
         // All landed: the server's attributes from now on.
         self.unsent_parents.shown.lock().remove(dir);
