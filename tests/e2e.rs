@@ -258,3 +258,6 @@ mod mount_unsent_rename;
 // A writer joining a passthrough reader uploads once per write, never for nothing.
 #[path = "e2e/mount_passthrough_writers.rs"]
 mod mount_passthrough_writers;
+// A directory with unsent new files (write-back): stat asks nothing; the server's attributes once they land.
+#[path = "e2e/mount_unsent_parents.rs"]
+mod mount_unsent_parents;

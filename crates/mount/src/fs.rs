@@ -34,6 +34,7 @@ mod prefetch;
 mod pushed;
 mod shown_ctime;
 mod stream;
+mod unsent_parents;
 mod unsent_rename;
 mod upload_stream;
 mod writeback;
@@ -133,6 +134,9 @@ pub struct RemoteFs<R: Remote> {
     /// Directory attribute changes of a write-back mount, sent after the
     /// uploads into the directory.
     dir_attrs: dir_attrs::DirAttrs,
+    /// Directories holding files created here and not uploaded yet, on a
+    /// write-back mount: shown without a STAT meanwhile.
+    unsent_parents: unsent_parents::UnsentParents,
     /// Locks held on the server, to take again after it lost them.
     held_locks: locks::HeldLocks,
 }
@@ -165,6 +169,7 @@ impl<R: Remote> RemoteFs<R> {
             prefetcher: Arc::default(),
             uploads: UploadQueue::default(),
             dir_attrs: dir_attrs::DirAttrs::default(),
+            unsent_parents: unsent_parents::UnsentParents::default(),
             held_locks: locks::HeldLocks::default(),
         }
     }
@@ -333,6 +338,9 @@ impl<R: Remote> RemoteFs<R> {
         }
         if self.meta.lock().known_absent(path) {
             return Err(FsError::enoent());
+        }
+        if let Some(m) = self.unsent_parent_meta(path) {
+            return Ok(m);
         }
         let ticket = self.trust.ticket();
         match self.remote.stat(path) {
@@ -546,6 +554,7 @@ impl<R: Remote> RemoteFs<R> {
     /// As [`RemoteFs::unlink_done`] for a directory. Removed elsewhere, it
     /// may have held names this mount knows: they are gone with it.
     fn rmdir_done(&self, path: &RelPath, here: bool) {
+        self.unsent_parents.forget_beneath(path);
         if here {
             self.meta.lock().note_removed(path);
             self.inodes.lock().detach(path);
@@ -638,6 +647,8 @@ impl<R: Remote> RemoteFs<R> {
             let moved = mc.attr_any(&from);
             mc.invalidate_tree(&from);
             mc.invalidate_tree(&to);
+            self.unsent_parents.forget_beneath(&from);
+            self.unsent_parents.forget_beneath(&to);
             for dir in [from.parent(), to.parent()].into_iter().flatten() {
                 mc.dir_changed(&dir);
             }

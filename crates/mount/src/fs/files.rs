@@ -581,6 +581,9 @@ impl<R: Remote> RemoteFs<R> {
         let file = open_data(&self.cache.data_path(&path), true)
             .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
         let meta = self.local_meta(&path).ok_or_else(FsError::enoent)?;
+        if let Some(dir) = path.parent() {
+            self.note_unsent_child(&dir);
+        }
         self.meta.lock().note_entry(&path, meta.clone());
         // A file made here has no attributes until this mount sets some: the
         // kernel's `security.capability` question before each write needs

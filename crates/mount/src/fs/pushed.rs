@@ -150,6 +150,7 @@ impl<R: Remote> RemoteFs<R> {
             let tree = matches!(inv.change, Change::Removed | Change::All);
             log::debug!("pushed: {path} {:?}", inv.change);
             self.meta.lock().pushed(path, tree);
+            self.unsent_parents.forget_pushed(path, tree);
             self.forget_xattrs(path);
             if inv.change == Change::All {
                 // Everything at or below: every inode we know there.
