@@ -258,3 +258,6 @@ mod mount_unsent_rename;
 // A writer joining a passthrough reader uploads once per write, never for nothing.
 #[path = "e2e/mount_passthrough_writers.rs"]
 mod mount_passthrough_writers;
+// Reads of a file still arriving, right behind the fetch or across its chunks, get its bytes.
+#[path = "e2e/mount_cold_reads.rs"]
+mod mount_cold_reads;
