@@ -261,3 +261,6 @@ mod mount_passthrough_writers;
 // A directory with unsent new files (write-back): stat asks nothing; the server's attributes once they land.
 #[path = "e2e/mount_unsent_parents.rs"]
 mod mount_unsent_parents;
+// Reads of a file still arriving, right behind the fetch or across its chunks, get its bytes.
+#[path = "e2e/mount_cold_reads.rs"]
+mod mount_cold_reads;

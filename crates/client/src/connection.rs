@@ -40,7 +40,7 @@ use log::{debug, warn};
 use parking_lot::Mutex;
 use rfmount_proto::{
     AuthKey, ClientMsg, FrameError, Op, PathError, RelPath, ServerHello, ServerMsg, Welcome,
-    read_server_msg, write_frame,
+    read_server_msg_with, write_frame,
 };
 
 use rfmount_transport::{ReadHalf, WriteHalf};
@@ -576,7 +576,7 @@ fn read_loop(mut reader: ReadHalf, shared: Arc<Shared>, addr: String) {
         }
     };
     let why = loop {
-        let msg: ServerMsg = match read_server_msg(&mut reader) {
+        let msg: ServerMsg = match read_server_msg_with(&mut reader, ReadHalf::read_vec) {
             Ok(m) => m,
             Err(FrameError::Closed) => break format!("server {addr} closed the connection"),
             Err(e) => break format!("connection to {addr} lost: {e}"),

@@ -234,6 +234,26 @@ impl Remote for MemRemote {
         Ok(GetOutcome::Fetched(meta))
     }
 
+    /// Hands the content over in chunks, as the TCP remote does, so that
+    /// a sink keeping chunks is exercised by the mount's tests.
+    fn get_sparse(
+        &self,
+        path: &RelPath,
+        have: Option<Version>,
+        started: &mut dyn FnMut(&Meta),
+        sink: &mut dyn crate::GetSink,
+    ) -> Result<GetOutcome, RemoteError> {
+        let mut chunks = Chunked {
+            sink,
+            buf: Vec::new(),
+        };
+        let outcome = self.get_streamed(path, have, started, &mut chunks)?;
+        chunks
+            .flush()
+            .map_err(|e| RemoteError::local("mock sink", e))?;
+        Ok(outcome)
+    }
+
     fn put(
         &self,
         path: &RelPath,
@@ -615,5 +635,33 @@ impl MemRemote {
             },
         );
         Ok(meta)
+    }
+}
+
+/// Bytes of a mock download gathered into chunks of [`MOCK_CHUNK`] for a
+/// [`crate::GetSink`]; `flush` hands over the last, shorter one.
+struct Chunked<'a> {
+    sink: &'a mut dyn crate::GetSink,
+    buf: Vec<u8>,
+}
+
+/// Small, so that a test's few kilobytes still arrive in several chunks.
+const MOCK_CHUNK: usize = 1000;
+
+impl Write for Chunked<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(MOCK_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == MOCK_CHUNK {
+            self.sink.chunk(std::mem::take(&mut self.buf))?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.sink.chunk(std::mem::take(&mut self.buf))?;
+        }
+        self.sink.flush()
     }
 }

@@ -20,6 +20,16 @@ pub trait GetSink: Write {
     /// # Errors
     /// The sink cannot extend itself.
     fn hole(&mut self, len: u64) -> io::Result<()>;
+
+    /// The next chunk of the content, handed over whole: a sink that keeps
+    /// recent chunks (to answer reads from memory while the file is still
+    /// arriving) takes the buffer instead of copying it.
+    ///
+    /// # Errors
+    /// The sink's write error.
+    fn chunk(&mut self, data: Vec<u8>) -> io::Result<()> {
+        self.write_all(&data)
+    }
 }
 
 /// Writes `len` zeros to `sink`: a hole for a sink that cannot keep holes.

@@ -467,7 +467,7 @@ impl TcpRemote {
                 ServerMsg::Data { data, .. } => {
                     hasher.update(&data);
                     received += data.len() as u64;
-                    sink.write_all(&data)
+                    sink.chunk(data)
                 }
                 ServerMsg::DataHole { len, .. } if sparse => {
                     // A hole past the announced size would make the sink

@@ -32,6 +32,7 @@ mod partial;
 mod passthrough;
 mod prefetch;
 mod pushed;
+mod recent_chunks;
 mod shown_ctime;
 mod stream;
 mod unsent_parents;
@@ -68,6 +69,7 @@ pub(crate) use locks::signal_pending;
 pub use passthrough::{Backer, Backing, KernelIo};
 pub use prefetch::Prefetcher;
 pub use pushed::{KernelNote, KernelNotes, PushSink};
+pub use recent_chunks::ReadBuf;
 pub use writeback::FailedUpload;
 use writeback::UploadQueue;
 

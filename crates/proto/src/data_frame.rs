@@ -52,6 +52,23 @@ pub fn seal_data_frame(frame: &mut [u8], id: u64) -> Result<(), FrameError> {
 /// # Errors
 /// As [`crate::read_frame`].
 pub fn read_server_msg<R: Read + ?Sized>(r: &mut R) -> Result<ServerMsg, FrameError> {
+    read_server_msg_with(r, |r, len| {
+        let mut data = vec![0u8; len];
+        r.read_exact(&mut data)?;
+        Ok(data)
+    })
+}
+
+/// [`read_server_msg`], where `content(r, len)` reads a `Data` frame's
+/// `len` content bytes into a buffer of its own (a reader that can fill
+/// memory it has not zeroed saves that pass over every chunk).
+///
+/// # Errors
+/// As [`crate::read_frame`].
+pub fn read_server_msg_with<R: Read + ?Sized>(
+    r: &mut R,
+    content: impl FnOnce(&mut R, usize) -> std::io::Result<Vec<u8>>,
+) -> Result<ServerMsg, FrameError> {
     let len = crate::frame::read_frame_len(r)?;
     let mut head = [0u8; PAYLOAD_HEADER];
     let first = len.min(PAYLOAD_HEADER);
@@ -59,10 +76,9 @@ pub fn read_server_msg<R: Read + ?Sized>(r: &mut R) -> Result<ServerMsg, FrameEr
     if first == PAYLOAD_HEADER {
         let tag = u32::from_le_bytes(head[0..4].try_into().unwrap_or_default());
         let id = u64::from_le_bytes(head[4..12].try_into().unwrap_or_default());
-        let content = u64::from_le_bytes(head[12..20].try_into().unwrap_or_default());
-        if tag == DATA_TAG && content == (len - PAYLOAD_HEADER) as u64 {
-            let mut data = vec![0u8; len - PAYLOAD_HEADER];
-            r.read_exact(&mut data)?;
+        let size = u64::from_le_bytes(head[12..20].try_into().unwrap_or_default());
+        if tag == DATA_TAG && size == (len - PAYLOAD_HEADER) as u64 {
+            let data = content(r, len - PAYLOAD_HEADER)?;
             return Ok(ServerMsg::Data { id, data });
         }
     }

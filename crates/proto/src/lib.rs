@@ -29,7 +29,9 @@ mod version;
 pub use auth::{AuthKey, Nonce, new_nonce};
 pub use checksum::{Checksum, Hasher};
 pub use codec::{DecodeError, EncodeError};
-pub use data_frame::{DATA_HEADER, data_frame_buffer, read_server_msg, seal_data_frame};
+pub use data_frame::{
+    DATA_HEADER, data_frame_buffer, read_server_msg, read_server_msg_with, seal_data_frame,
+};
 pub use error::{ErrorCode, WireError};
 pub use frame::{FrameError, MAX_FRAME, decode_payload, read_frame, read_payload, write_frame};
 pub use messages::{

@@ -177,6 +177,33 @@ fn plain_halves_pass_bytes() {
 }
 
 #[test]
+fn read_vec_takes_exactly_its_length_on_either_kind_and_reports_a_short_end() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (mut r, _w) = plain(TcpStream::connect(addr).unwrap()).unwrap();
+    let (peer, _) = listener.accept().unwrap();
+    let data = pattern(300_000, 7);
+    let sender = thread::spawn(move || {
+        (&peer).write_all(&data).unwrap();
+        (&peer).write_all(b"tail").unwrap();
+        peer
+    });
+    assert_eq!(r.read_vec(300_000).unwrap(), pattern(300_000, 7));
+    let peer = sender.join().unwrap();
+    drop(peer);
+    // Four bytes left, then the close: not enough for eight.
+    let e = r.read_vec(8).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+    assert_eq!(r.drained(), Some(300_004));
+
+    let (mut cr, _cw, _sr, sw) = tls_pair();
+    let sent = pattern(100_000, 3);
+    let writer = thread::spawn(move || (&sw).write_all(&sent).unwrap());
+    assert_eq!(cr.read_vec(100_000).unwrap(), pattern(100_000, 3));
+    writer.join().unwrap();
+}
+
+#[test]
 fn handshake_has_one_deadline_and_keeps_what_a_plain_peer_said() {
     let (_, client_cfg) = configs(&pki());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

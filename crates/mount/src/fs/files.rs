@@ -6,7 +6,7 @@ use std::io::BufReader;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use log::{info, warn};
@@ -20,7 +20,7 @@ use super::kernel_writes::{self, Landed};
 use super::passthrough::{Backer, InodeIo, Mode};
 use super::stream::{Answer, Stream};
 use super::upload_stream::{self, InOrder};
-use super::{Attr, Opened, RemoteFs, conflict};
+use super::{Attr, Opened, ReadBuf, RemoteFs, conflict};
 use crate::data_cache::{EntryInfo, open_data};
 use crate::error::{FsError, FsResult};
 
@@ -93,6 +93,9 @@ pub(crate) struct Handle {
     /// Replaced when taking a lock brings a newer version into the cache
     /// while the file is open (`fs/locks.rs`).
     file: RwLock<File>,
+    /// `file` is no longer the one the handle's fetch writes: the fetch's
+    /// chunks in memory are not its content.
+    replaced: AtomicBool,
     pub(super) writable: bool,
     state: Arc<FileState>,
     /// The fetch this handle's content is still arriving from.
@@ -128,7 +131,9 @@ impl Handle {
 
     /// Points the handle at a new cache file of the same content path.
     pub(super) fn replace_file(&self, file: File) {
-        *self.file.write() = file;
+        let mut current = self.file.write();
+        self.replaced.store(true, Ordering::SeqCst);
+        *current = file;
     }
 }
 
@@ -274,6 +279,7 @@ impl<R: Remote> RemoteFs<R> {
             Arc::new(Handle {
                 ino,
                 file: RwLock::new(file),
+                replaced: AtomicBool::new(false),
                 writable,
                 seen_pushed: AtomicU64::new(state.pushed.load(Ordering::SeqCst)),
                 state,
@@ -610,17 +616,25 @@ impl<R: Remote> RemoteFs<R> {
     ///
     /// # Errors
     /// `EBADF`, cache I/O errors.
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<ReadBuf> {
         let h = self.handle(fh)?;
         let fresh = self.followed(&h, &h.state)?;
         if fresh.is_none()
             && let Some(s) = &h.stream
         {
             s.wait_for(offset.saturating_add(u64::from(size)))?;
+            let current = h.file.read();
+            if !h.replaced.load(Ordering::SeqCst)
+                && let Some(data) = s.recent(offset, size as usize)
+            {
+                return Ok(data);
+            }
+            drop(current);
         }
         let current = h.file.read();
         let file = fresh.as_deref().unwrap_or(&*current);
         read_full_at(file, offset, size as usize)
+            .map(ReadBuf::Owned)
             .map_err(|e| FsError::cache("reading cached file", e))
     }
 

@@ -162,7 +162,7 @@ mod tests {
         let doc = fs.lookup(sub.ino, "doc").unwrap();
         assert_eq!(doc.meta.size, 6);
         let o = fs.open(doc.ino, libc::O_RDONLY).unwrap();
-        assert_eq!(fs.read(o.fh, 0, 100).unwrap(), b"cached");
+        assert_eq!(&*fs.read(o.fh, 0, 100).unwrap(), b"cached");
         fs.release(o.fh);
         // Not in the cache: unknown, so EIO, never ENOENT.
         for name in ["never", "nothing"] {

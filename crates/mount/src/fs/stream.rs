@@ -20,6 +20,7 @@ use parking_lot::{Condvar, Mutex};
 use rfmount_client::{GetOutcome, GetSink, Remote, RemoteError};
 use rfmount_proto::{Meta, RelPath, Version};
 
+use super::recent_chunks::{ReadBuf, RecentChunks};
 use crate::data_cache::DataCache;
 use crate::error::{FsError, FsResult};
 use crate::meta_cache::MetaCache;
@@ -57,6 +58,8 @@ struct Progress {
     abandoned: bool,
     /// When the server answered (its header arrived, or `NotModified`).
     answered: Option<Instant>,
+    /// The chunks that landed last, while the content arrives.
+    recent: RecentChunks,
 }
 
 /// What `open` learns from the server's first answer.
@@ -115,6 +118,7 @@ impl Stream {
                 readers: 0,
                 abandoned: false,
                 answered: None,
+                recent: RecentChunks::default(),
             }),
             changed: Condvar::new(),
         });
@@ -160,6 +164,9 @@ impl Stream {
                 };
                 remote.get_sparse(path, have, &mut started, &mut sink)
             };
+            // Before the file can become the cache entry, which writers
+            // change: from now on reads go to the file.
+            self.st.lock().recent.clear();
             match outcome? {
                 GetOutcome::NotModified(meta) => {
                     self.note_attrs(attrs, &meta);
@@ -356,9 +363,26 @@ impl Stream {
         }
     }
 
+    /// The bytes of `[offset, offset + len)` from a chunk that just
+    /// arrived, when one holds them all (the caller has waited for them).
+    pub(crate) fn recent(&self, offset: u64, len: usize) -> Option<ReadBuf> {
+        let st = self.st.lock();
+        let size = st.meta.as_ref()?.size;
+        st.recent.get(offset, len, size)
+    }
+
     fn landed(&self, n: u64) {
         let mut st = self.st.lock();
         st.received += n;
+        self.changed.notify_all();
+    }
+
+    /// `data` has been written at the end of what landed before.
+    fn landed_chunk(&self, data: Vec<u8>) {
+        let mut st = self.st.lock();
+        let at = st.received;
+        st.received += data.len() as u64;
+        st.recent.push(at, data);
         self.changed.notify_all();
     }
 
@@ -421,6 +445,18 @@ impl GetSink for Landing<'_, '_> {
         }
         self.fetch.hole(len)?;
         self.stream.landed(len);
+        Ok(())
+    }
+
+    fn chunk(&mut self, data: Vec<u8>) -> io::Result<()> {
+        if self.stream.abandoned() {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "every reader closed the file",
+            ));
+        }
+        self.fetch.write_all(&data)?;
+        self.stream.landed_chunk(data);
         Ok(())
     }
 }

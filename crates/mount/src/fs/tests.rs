@@ -39,7 +39,7 @@ const WR: i32 = libc::O_WRONLY;
 fn read_all(f: &Fixture, name: &str) -> Vec<u8> {
     let a = f.fs.lookup(ROOT, name).unwrap();
     let o = f.fs.open(a.ino, RD).unwrap();
-    let data = f.fs.read(o.fh, 0, 1 << 20).unwrap();
+    let data = f.fs.read(o.fh, 0, 1 << 20).unwrap().to_vec();
     f.fs.flush(o.fh).unwrap();
     f.fs.release(o.fh);
     data
