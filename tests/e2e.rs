@@ -258,3 +258,6 @@ mod mount_unsent_rename;
 // A writer joining a passthrough reader uploads once per write, never for nothing.
 #[path = "e2e/mount_passthrough_writers.rs"]
 mod mount_passthrough_writers;
+// A second walk after server changes is prefetched again and never stale.
+#[path = "e2e/mount_prefetch_rewalk.rs"]
+mod mount_prefetch_rewalk;
