@@ -264,3 +264,6 @@ mod mount_unsent_parents;
 // Reads of a file still arriving, right behind the fetch or across its chunks, get its bytes.
 #[path = "e2e/mount_cold_reads.rs"]
 mod mount_cold_reads;
+// A second walk after server changes is prefetched again and never stale.
+#[path = "e2e/mount_prefetch_rewalk.rs"]
+mod mount_prefetch_rewalk;

@@ -21,6 +21,7 @@ mod conflict;
 mod dir;
 mod dir_attrs;
 mod echo;
+mod fetch_workers;
 mod files;
 mod kernel_writes;
 mod landed;

@@ -23,8 +23,8 @@
 //! `RemoteFs::content_trusted` says so, else the open revalidates it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use log::debug;
@@ -35,6 +35,7 @@ use rfmount_proto::{FileKind, RelPath};
 use super::RemoteFs;
 use super::stream::Stream;
 use crate::meta_cache::Listing;
+use rfmount_proto::DirEntry;
 
 /// Prefetches in flight at most.
 pub const MAX_FILES: usize = 16;
@@ -60,6 +61,42 @@ pub struct Prefetcher {
     /// Listings being fetched ahead, by directory: an `opendir` of one
     /// waits for it rather than asking again.
     lists: Arc<Mutex<HashMap<RelPath, Arc<ListAhead>>>>,
+    /// How far the last walk looked into the listing it prefetched from.
+    cursor: Mutex<Option<Cursor>>,
+}
+
+/// What [`RemoteFs::prefetch_one`] made of an entry.
+enum Step {
+    /// Fetched ahead now, or needs no fetch ahead (not a small file, open,
+    /// being fetched, current in the cache).
+    Done,
+    /// Not to be fetched yet (the kernel has not read its name, it is
+    /// being uploaded): a later call looks at it again.
+    NotYet,
+    /// The bounds are reached: look no further.
+    Full,
+}
+
+/// How far prefetches have looked into one listing.
+struct Cursor {
+    dir: RelPath,
+    /// Which listing: a new one (relisted, changed) starts over. Weak, so
+    /// that the cursor neither keeps the listing nor is fooled by another
+    /// one at its address.
+    listing: Weak<Listing>,
+    /// Where the last window started.
+    from: usize,
+    /// Entries before this index were looked at.
+    next: usize,
+}
+
+impl Cursor {
+    /// A window from `from` of `listing` (of `dir`) goes on from this one.
+    fn follows(&self, dir: &RelPath, listing: &Arc<Listing>, from: usize) -> bool {
+        from >= self.from
+            && self.dir == *dir
+            && std::ptr::eq(self.listing.as_ptr(), Arc::as_ptr(listing))
+    }
 }
 
 /// One listing being fetched ahead: done once its answer is stored (or
@@ -107,6 +144,37 @@ impl Prefetcher {
         self.last_used
             .lock()
             .is_some_and(|at| at.elapsed() < WALK_WINDOW)
+    }
+
+    /// Entries of `listing` (of `dir`) before the index returned were
+    /// looked at already by this walk (0: none known). A window that starts
+    /// before the last one is a new walk (the same program again, another
+    /// one): it looks at everything afresh.
+    fn looked_at(&self, dir: &RelPath, listing: &Arc<Listing>, from: usize) -> usize {
+        match &*self.cursor.lock() {
+            Some(c) if c.follows(dir, listing, from) => c.next,
+            _ => 0,
+        }
+    }
+
+    /// Entries of `listing` (of `dir`) before `next` were looked at, by a
+    /// window from `from`.
+    fn note_looked_at(&self, dir: &RelPath, listing: &Arc<Listing>, from: usize, next: usize) {
+        let mut cur = self.cursor.lock();
+        match &mut *cur {
+            Some(c) if c.follows(dir, listing, from) => {
+                c.next = c.next.max(next);
+                c.from = from;
+            }
+            _ => {
+                *cur = Some(Cursor {
+                    dir: dir.clone(),
+                    listing: Arc::downgrade(listing),
+                    from,
+                    next,
+                });
+            }
+        }
     }
 
     fn reserve(&self, size: u64) -> bool {
@@ -244,68 +312,100 @@ impl<R: Remote> RemoteFs<R> {
 
     /// Starts fetches of the small files among the [`MAX_FILES`] entries
     /// of `listing` (of `dir`) from index `from` on, while the bounds let.
-    fn prefetch_from(&self, dir: &RelPath, listing: &Listing, from: usize) {
-        let next = listing.entries.iter().skip(from).take(MAX_FILES);
-        for e in next.filter(|e| e.meta.kind == FileKind::File && e.meta.size <= MAX_FILE_SIZE) {
-            let Ok(p) = dir.join(&e.name) else { continue };
-            // Only names the kernel knows (readdirplus looked them up), and
-            // only a file's own name: hard links share another's copy.
-            let Some(ino) = self.inodes.lock().ino(&p) else {
-                continue;
-            };
-            if self.inodes.lock().path(ino).as_ref() != Some(&p) {
-                continue;
-            }
-            let state = self.file_state(ino);
-            let Some(_guard) = state.upload.try_lock() else {
-                continue;
-            };
-            if state.open_count() > 0 {
-                continue;
-            }
-            let current = state.stream.lock().clone();
-            if let Some(s) = current
-                && (s.is_running()
-                    || s.confirmed()
-                        .is_some_and(|(v, at)| self.content_trusted(&p, v, at)))
-            {
-                continue;
-            }
-            let entry = self.cache.entry(&p);
-            if entry.as_ref().is_some_and(|c| c.dirty) {
-                continue;
-            }
-            // Under a callback the cached copy is current already.
-            if self
-                .trusted_copy(&p, entry.as_ref().and_then(|c| c.version))
-                .is_some()
-            {
-                continue;
-            }
-            let size = e.meta.size;
-            if !self.prefetcher.reserve(size) {
-                break;
-            }
-            let pf = Arc::clone(&self.prefetcher);
-            let done = Box::new(move || pf.release(size));
-            let ticket = self.trust.ticket();
-            match Stream::start(
-                self.remote.clone(),
-                self.cache.clone(),
-                p.clone(),
-                entry.and_then(|c| c.version),
-                Some(done),
-                Some(Arc::clone(&self.meta)),
-                ticket,
-            ) {
-                Ok(s) => {
-                    self.prefetcher.started.fetch_add(1, Ordering::Relaxed);
-                    *state.stream.lock() = Some(s);
+    /// Entries an earlier window of the same walk already looked at (every
+    /// open asks for the window after it, which overlaps the last one but
+    /// for one entry) are not looked at again: that made the walk's cost
+    /// per file grow with the window.
+    fn prefetch_from(&self, dir: &RelPath, listing: &Arc<Listing>, from: usize) {
+        let from = from.min(listing.entries.len());
+        let end = from.saturating_add(MAX_FILES).min(listing.entries.len());
+        let start = self
+            .prefetcher
+            .looked_at(dir, listing, from)
+            .clamp(from, end);
+        let mut reached = start;
+        let mut held = false;
+        for e in &listing.entries[start..end] {
+            match self.prefetch_one(dir, e) {
+                Step::Done => {
+                    if !held {
+                        reached += 1;
+                    }
                 }
-                Err(err) => {
-                    debug!("prefetch of {p}: {err}");
-                    break;
-                }
+                Step::NotYet => held = true,
+                Step::Full => break,
+            }
+        }
+        self.prefetcher.note_looked_at(dir, listing, from, reached);
+    }
+
+    /// Starts the fetch of one entry of `dir` if it is a small file that
+    /// needs one.
+    fn prefetch_one(&self, dir: &RelPath, e: &DirEntry) -> Step {
+        if e.meta.kind != FileKind::File || e.meta.size > MAX_FILE_SIZE {
+            return Step::Done;
+        }
+        let Ok(p) = dir.join(&e.name) else {
+            return Step::Done;
+        };
+        // Only names the kernel knows (readdirplus looked them up), and
+        // only a file's own name: hard links share another's copy.
+        let Some(ino) = self.inodes.lock().ino(&p) else {
+            return Step::NotYet;
+        };
+        if self.inodes.lock().path(ino).as_ref() != Some(&p) {
+            return Step::Done;
+        }
+        let state = self.file_state(ino);
+        let Some(_guard) = state.upload.try_lock() else {
+            return Step::NotYet;
+        };
+        if state.open_count() > 0 {
+            return Step::Done;
+        }
+        let current = state.stream.lock().clone();
+        if let Some(s) = current
+            && (s.is_running()
+                || s.confirmed()
+                    .is_some_and(|(v, at)| self.content_trusted(&p, v, at)))
+        {
+            return Step::Done;
+        }
+        let entry = self.cache.entry(&p);
+        if entry.as_ref().is_some_and(|c| c.dirty) {
+            return Step::Done;
+        }
+        // Under a callback the cached copy is current already.
+        if self
+            .trusted_copy(&p, entry.as_ref().and_then(|c| c.version))
+            .is_some()
+        {
+            return Step::Done;
+        }
+        let size = e.meta.size;
+        if !self.prefetcher.reserve(size) {
+            return Step::Full;
+        }
+        let pf = Arc::clone(&self.prefetcher);
+        let done = Box::new(move || pf.release(size));
+        let ticket = self.trust.ticket();
+        match Stream::start(
+            self.remote.clone(),
+            self.cache.clone(),
+            p.clone(),
+            entry.and_then(|c| c.version),
+            Some(done),
+            Some(Arc::clone(&self.meta)),
+            ticket,
+        ) {
+            Ok(s) => {
+                self.prefetcher.started.fetch_add(1, Ordering::Relaxed);
+                *state.stream.lock() = Some(s);
+                Step::Done
+            }
+            Err(err) => {
+                debug!("prefetch of {p}: {err}");
+                Step::Full
             }
         }
     }

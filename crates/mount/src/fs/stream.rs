@@ -86,11 +86,11 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    /// Starts fetching `path` (`have`: the cached version) on a thread of
-    /// its own. A prefetch passes `on_end`, called once it has ended (or
-    /// could not start), and `attrs`, where it notes the attributes the
-    /// server answered with (the program that reads the file next looks
-    /// it up first).
+    /// Starts fetching `path` (`have`: the cached version) on a fetch
+    /// worker ([`super::fetch_workers`]). A prefetch passes `on_end`,
+    /// called once it has ended (or could not start), and `attrs`, where
+    /// it notes the attributes the server answered with (the program that
+    /// reads the file next looks it up first).
     ///
     /// # Errors
     /// The thread cannot be started.
@@ -123,13 +123,11 @@ impl Stream {
             changed: Condvar::new(),
         });
         let s = stream.clone();
-        std::thread::Builder::new()
-            .name("rf-fetch".into())
-            .spawn(move || {
-                s.run(remote, cache, have, attrs.as_deref());
-                drop(ended);
-            })
-            .map_err(|e| FsError::cache("starting a fetch", e))?;
+        super::fetch_workers::run(move || {
+            s.run(remote, cache, have, attrs.as_deref());
+            drop(ended);
+        })
+        .map_err(|e| FsError::cache("starting a fetch", e))?;
         Ok(stream)
     }
 
