@@ -258,3 +258,6 @@ mod mount_unsent_rename;
 // A writer joining a passthrough reader uploads once per write, never for nothing.
 #[path = "e2e/mount_passthrough_writers.rs"]
 mod mount_passthrough_writers;
+// truncate(2) by name of a file not uploaded yet (write-back queue, failed close): reaches the server, sync waits for it.
+#[path = "e2e/mount_unsent_truncate.rs"]
+mod mount_unsent_truncate;

@@ -35,6 +35,7 @@ mod pushed;
 mod shown_ctime;
 mod stream;
 mod unsent_rename;
+mod unwritten_seal;
 mod upload_stream;
 mod writeback;
 mod xattr;

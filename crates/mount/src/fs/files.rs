@@ -762,11 +762,16 @@ impl<R: Remote> RemoteFs<R> {
             h.state.writers.fetch_sub(1, Ordering::SeqCst);
             // After the count dropped: an uploader that skipped the file
             // because this handle still wrote it finds it queued again.
-            if let Some(path) = path
-                && let Err(e) = self.close_locally(&path, &h.file.read(), &h.state, last, true)
-            {
-                crate::activity::note_failure("close", &e);
-                warn!("{path}: recording the close: {e}");
+            if let Some(path) = path {
+                // Then a change made while the count still held this
+                // handle (a truncate by name) is sealed by one of them.
+                let r = self
+                    .close_locally(&path, &h.file.read(), &h.state, last, true)
+                    .and_then(|()| self.seal_unwritten(h.ino, &path, &h.state));
+                if let Err(e) = r {
+                    crate::activity::note_failure("close", &e);
+                    warn!("{path}: recording the close: {e}");
+                }
             }
         } else if h.writable {
             if let Err(e) = self.upload(h.ino, &h.state, Why::Release) {
@@ -775,6 +780,15 @@ impl<R: Remote> RemoteFs<R> {
             }
             if h.state.writers.fetch_sub(1, Ordering::SeqCst) == 1 {
                 upload_stream::abandon(&h.state);
+            }
+            // A change made while the upload ran (a truncate by name) is
+            // not in what it sent, and no close of it follows.
+            let path = self.inodes.lock().path(h.ino);
+            if let Some(path) = path
+                && let Err(e) = self.seal_unwritten(h.ino, &path, &h.state)
+            {
+                crate::activity::note_failure("close", &e);
+                warn!("{path}: recording the close: {e}");
             }
         }
         if let Some(s) = &h.stream {
@@ -1113,6 +1127,9 @@ impl<R: Remote> RemoteFs<R> {
                     None
                 }
             };
+            // A truncate or attribute change by name has no close to seal
+            // and send it.
+            self.seal_unwritten(ino, &path, &state)?;
             if let Some(meta) = kept {
                 return Ok(Attr { ino, meta });
             }
