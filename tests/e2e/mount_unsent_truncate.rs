@@ -171,3 +171,33 @@ fn files_renamed_and_truncated_while_their_uploads_wait_end_up_right_on_the_serv
     assert_eq!(names, want, "names on the server");
     assert_eq!(srv.count("result=err code=Conflict"), 0);
 }
+
+#[test]
+fn a_file_truncated_by_name_while_a_descriptor_writes_it_keeps_both_on_the_server() {
+    skip_without_fuse!();
+    let root = TestDir::new("root");
+    let srv = Server::start(root.path(), &[]);
+    for opts in [&[][..], &["-o", "writeback"][..]] {
+        let m = Mount::start(&srv, opts);
+        let p = m.join("f");
+        let mut f = File::create(&p).unwrap();
+        f.write_all(b"0123456789").unwrap();
+        // The descriptor's close seals and sends the truncate with its
+        // own writes; its offset stays at 10, past the new end.
+        truncate_by_name(&p, 4);
+        f.write_all(b"XY").unwrap();
+        let fd = f.into_raw_fd();
+        // SAFETY: `fd` is ours alone: `into_raw_fd` gave up the File's claim.
+        assert_eq!(unsafe { libc::close(fd) }, 0, "{opts:?}: close");
+        rfmount_sync(&m);
+        assert_eq!(
+            root.read("f"),
+            b"0123\0\0\0\0\0\0XY",
+            "{opts:?}: f on the server\n{}",
+            tail(&m.log(), 40)
+        );
+        assert_eq!(srv.count("result=err code=Conflict"), 0, "{opts:?}");
+        drop(m);
+        fs::remove_file(root.join("f")).unwrap();
+    }
+}
