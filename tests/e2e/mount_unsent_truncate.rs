@@ -11,6 +11,8 @@ use std::os::fd::IntoRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::mount_common::*;
 use crate::util::*;
@@ -91,6 +93,19 @@ fn a_file_whose_upload_at_close_failed_truncated_by_name_reaches_the_server_trun
         Err(Some(libc::EIO)),
         "close with the server down"
     );
+    // The kernel's release comes after close(2) returned: its upload
+    // fails too, and leaves the file sealed for the retry. Until then the
+    // mount counts the file as still being written, which `rfmount sync`
+    // does not wait for.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !m.log().contains("upload at close failed, kept for retry") {
+        assert!(
+            Instant::now() < deadline,
+            "no release of f within 20 s\n{}",
+            tail(&m.log(), 40)
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     truncate_by_name(&m.join("f"), 4);
     srv.restart();
     rfmount_sync(&m);

@@ -331,7 +331,7 @@ impl<R: Remote> RemoteFs<R> {
         let keep_cache = if entry.as_ref().is_some_and(|e| e.dirty) {
             // Unsent local changes are the newest content there is.
             if trunc {
-                self.truncate_local(path, state, 0)?;
+                self.truncate_local(path, state, 0, false)?;
             }
             !trunc
         } else if trunc {
@@ -1030,10 +1030,44 @@ impl<R: Remote> RemoteFs<R> {
         Ok(self.remote.put(path, &mut src, size, opts)?)
     }
 
-    fn truncate_local(&self, path: &RelPath, state: &FileState, size: u64) -> FsResult<()> {
+    /// `by_name`: a truncate(2), not through a descriptor. A file with a
+    /// sealed unsent version stays sealed then: that was whole, and the
+    /// truncate changes it at once, so nothing is being written, and a
+    /// close that returned before it keeps `rfmount sync` waiting for
+    /// the file (see `unwritten_seal.rs`).
+    fn truncate_local(
+        &self,
+        path: &RelPath,
+        state: &FileState,
+        size: u64,
+        by_name: bool,
+    ) -> FsResult<()> {
         let f = open_data(&self.cache.data_path(path), true)
             .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
-        let _changing = state.seal.read();
+        if !by_name {
+            let _changing = state.seal.read();
+            return self.resize_cached(path, state, &f, size);
+        }
+        // Exclusive: no write lands between the look and the seal.
+        let _sealing = state.seal.write();
+        let sealed = self
+            .cache
+            .entry(path)
+            .is_some_and(|e| e.dirty && !e.writing);
+        self.resize_cached(path, state, &f, size)?;
+        if sealed {
+            self.seal_entry(path, &f)?;
+        }
+        Ok(())
+    }
+
+    fn resize_cached(
+        &self,
+        path: &RelPath,
+        state: &FileState,
+        f: &File,
+        size: u64,
+    ) -> FsResult<()> {
         self.cache
             .note_change(path)
             .map_err(|e| FsError::cache(format!("recording a truncate of {path}"), e))?;
@@ -1041,7 +1075,7 @@ impl<R: Remote> RemoteFs<R> {
             .map_err(|e| FsError::cache(format!("truncating {path}"), e))?;
         self.cache.resize(path, size);
         self.cache.note_truncated(path, size);
-        self.note_stored(path, &f);
+        self.note_stored(path, f);
         state.write_gen.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -1090,7 +1124,7 @@ impl<R: Remote> RemoteFs<R> {
         if dirty || (writing && size.is_some()) {
             let state = state.unwrap_or_else(|| self.file_state(ino));
             if let Some(sz) = size {
-                self.truncate_local(&path, &state, sz)?;
+                self.truncate_local(&path, &state, sz, true)?;
             }
             let resolve = |t: SetTime| match t {
                 SetTime::Now => Timestamp::from_system(SystemTime::now()),

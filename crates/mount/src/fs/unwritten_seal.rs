@@ -12,6 +12,7 @@
 //! same lock: either the change comes first and the release after it
 //! sees it, or the release comes first and the change sees no writer.
 
+use std::fs::File;
 use std::sync::atomic::Ordering;
 
 use log::warn;
@@ -48,14 +49,9 @@ impl<R: Remote> RemoteFs<R> {
                 return Ok(());
             };
             if entry.writing {
-                let sealed = if self.cfg.writeback {
-                    // As a write-back close: durable once the flusher runs.
-                    open_data(&self.cache.data_path(path), false)
-                        .and_then(|f| self.cache.seal_locally(path, &f))
-                } else {
-                    self.cache.seal(path)
-                };
-                sealed.map_err(|e| FsError::cache(format!("recording a change of {path}"), e))?;
+                let f = open_data(&self.cache.data_path(path), false)
+                    .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
+                self.seal_entry(path, &f)?;
             }
             entry.writing
         };
@@ -66,5 +62,17 @@ impl<R: Remote> RemoteFs<R> {
             warn!("{path}: upload of a change failed, kept for retry: {e}");
         }
         Ok(())
+    }
+
+    /// Seals `path` (its cache file `f`) as a close would; the caller
+    /// holds the file's seal lock exclusively.
+    pub(super) fn seal_entry(&self, path: &RelPath, f: &File) -> FsResult<()> {
+        if self.cfg.writeback {
+            // As a write-back close: durable once the flusher runs.
+            self.cache.seal_locally(path, f)
+        } else {
+            self.cache.seal(path)
+        }
+        .map_err(|e| FsError::cache(format!("recording a change of {path}"), e))
     }
 }
