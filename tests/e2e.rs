@@ -267,3 +267,6 @@ mod mount_cold_reads;
 // A second walk after server changes is prefetched again and never stale.
 #[path = "e2e/mount_prefetch_rewalk.rs"]
 mod mount_prefetch_rewalk;
+// truncate(2) by name of a file not uploaded yet (write-back queue, failed close): reaches the server, sync waits for it.
+#[path = "e2e/mount_unsent_truncate.rs"]
+mod mount_unsent_truncate;

@@ -38,6 +38,7 @@ mod shown_ctime;
 mod stream;
 mod unsent_parents;
 mod unsent_rename;
+mod unwritten_seal;
 mod upload_stream;
 mod writeback;
 mod xattr;

@@ -337,7 +337,7 @@ impl<R: Remote> RemoteFs<R> {
         let keep_cache = if entry.as_ref().is_some_and(|e| e.dirty) {
             // Unsent local changes are the newest content there is.
             if trunc {
-                self.truncate_local(path, state, 0)?;
+                self.truncate_local(path, state, 0, false)?;
             }
             !trunc
         } else if trunc {
@@ -779,11 +779,16 @@ impl<R: Remote> RemoteFs<R> {
             h.state.writers.fetch_sub(1, Ordering::SeqCst);
             // After the count dropped: an uploader that skipped the file
             // because this handle still wrote it finds it queued again.
-            if let Some(path) = path
-                && let Err(e) = self.close_locally(&path, &h.file.read(), &h.state, last, true)
-            {
-                crate::activity::note_failure("close", &e);
-                warn!("{path}: recording the close: {e}");
+            if let Some(path) = path {
+                // Then a change made while the count still held this
+                // handle (a truncate by name) is sealed by one of them.
+                let r = self
+                    .close_locally(&path, &h.file.read(), &h.state, last, true)
+                    .and_then(|()| self.seal_unwritten(h.ino, &path, &h.state));
+                if let Err(e) = r {
+                    crate::activity::note_failure("close", &e);
+                    warn!("{path}: recording the close: {e}");
+                }
             }
         } else if h.writable {
             if let Err(e) = self.upload(h.ino, &h.state, Why::Release) {
@@ -792,6 +797,15 @@ impl<R: Remote> RemoteFs<R> {
             }
             if h.state.writers.fetch_sub(1, Ordering::SeqCst) == 1 {
                 upload_stream::abandon(&h.state);
+            }
+            // A change made while the upload ran (a truncate by name) is
+            // not in what it sent, and no close of it follows.
+            let path = self.inodes.lock().path(h.ino);
+            if let Some(path) = path
+                && let Err(e) = self.seal_unwritten(h.ino, &path, &h.state)
+            {
+                crate::activity::note_failure("close", &e);
+                warn!("{path}: recording the close: {e}");
             }
         }
         if let Some(s) = &h.stream {
@@ -1033,10 +1047,44 @@ impl<R: Remote> RemoteFs<R> {
         Ok(self.remote.put(path, &mut src, size, opts)?)
     }
 
-    fn truncate_local(&self, path: &RelPath, state: &FileState, size: u64) -> FsResult<()> {
+    /// `by_name`: a truncate(2), not through a descriptor. A file with a
+    /// sealed unsent version stays sealed then: that was whole, and the
+    /// truncate changes it at once, so nothing is being written, and a
+    /// close that returned before it keeps `rfmount sync` waiting for
+    /// the file (see `unwritten_seal.rs`).
+    fn truncate_local(
+        &self,
+        path: &RelPath,
+        state: &FileState,
+        size: u64,
+        by_name: bool,
+    ) -> FsResult<()> {
         let f = open_data(&self.cache.data_path(path), true)
             .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
-        let _changing = state.seal.read();
+        if !by_name {
+            let _changing = state.seal.read();
+            return self.resize_cached(path, state, &f, size);
+        }
+        // Exclusive: no write lands between the look and the seal.
+        let _sealing = state.seal.write();
+        let sealed = self
+            .cache
+            .entry(path)
+            .is_some_and(|e| e.dirty && !e.writing);
+        self.resize_cached(path, state, &f, size)?;
+        if sealed {
+            self.seal_entry(path, &f)?;
+        }
+        Ok(())
+    }
+
+    fn resize_cached(
+        &self,
+        path: &RelPath,
+        state: &FileState,
+        f: &File,
+        size: u64,
+    ) -> FsResult<()> {
         self.cache
             .note_change(path)
             .map_err(|e| FsError::cache(format!("recording a truncate of {path}"), e))?;
@@ -1044,7 +1092,7 @@ impl<R: Remote> RemoteFs<R> {
             .map_err(|e| FsError::cache(format!("truncating {path}"), e))?;
         self.cache.resize(path, size);
         self.cache.note_truncated(path, size);
-        self.note_stored(path, &f);
+        self.note_stored(path, f);
         state.write_gen.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -1093,7 +1141,7 @@ impl<R: Remote> RemoteFs<R> {
         if dirty || (writing && size.is_some()) {
             let state = state.unwrap_or_else(|| self.file_state(ino));
             if let Some(sz) = size {
-                self.truncate_local(&path, &state, sz)?;
+                self.truncate_local(&path, &state, sz, true)?;
             }
             let resolve = |t: SetTime| match t {
                 SetTime::Now => Timestamp::from_system(SystemTime::now()),
@@ -1130,6 +1178,9 @@ impl<R: Remote> RemoteFs<R> {
                     None
                 }
             };
+            // A truncate or attribute change by name has no close to seal
+            // and send it.
+            self.seal_unwritten(ino, &path, &state)?;
             if let Some(meta) = kept {
                 return Ok(Attr { ino, meta });
             }

@@ -104,6 +104,20 @@ impl UploadQueue {
         }
         st.queued = st.queued.iter().map(moved).collect();
         st.again = st.again.iter().map(moved).collect();
+        // A running upload ends under its old name, where `again` would
+        // not find it: the new name is queued now (its upload waits for
+        // the running one on the file's upload lock).
+        let renamed: Vec<RelPath> = st
+            .running
+            .iter()
+            .filter_map(|p| p.rebase(from, to))
+            .collect();
+        for p in renamed {
+            st.again.remove(&p);
+            if st.queued.insert(p.clone()) {
+                st.ready.push_back(p);
+            }
+        }
         st.since = st.since.drain().map(|(p, n)| (moved(&p), n)).collect();
         st.failed = st
             .failed
@@ -372,6 +386,22 @@ mod tests {
         q.done(p("a"), &Ok(()));
         assert_eq!(q.len(), 0);
         assert_eq!(q.next(&|| true), None);
+    }
+
+    #[test]
+    fn a_file_renamed_while_its_upload_runs_is_queued_under_its_new_name() {
+        let q = UploadQueue::default();
+        q.push(p("d/a"));
+        let stop = || false;
+        assert_eq!(q.next(&stop), Some(p("d/a")));
+        // Closed again while running, then renamed before the run ends.
+        q.push(p("d/a"));
+        q.rename(&p("d"), &p("e"));
+        q.done(p("d/a"), &Ok(()));
+        assert_eq!(q.len(), 1, "the renamed file is queued again");
+        assert_eq!(q.next(&stop), Some(p("e/a")));
+        q.done(p("e/a"), &Ok(()));
+        assert_eq!(q.len(), 0);
     }
 
     #[test]
