@@ -258,3 +258,6 @@ mod mount_unsent_rename;
 // A writer joining a passthrough reader uploads once per write, never for nothing.
 #[path = "e2e/mount_passthrough_writers.rs"]
 mod mount_passthrough_writers;
+// A hard link's other name removed keeps the directory's listing (git's link-then-unlink).
+#[path = "e2e/mount_link_lookups.rs"]
+mod mount_link_lookups;
