@@ -270,3 +270,6 @@ mod mount_prefetch_rewalk;
 // truncate(2) by name of a file not uploaded yet (write-back queue, failed close): reaches the server, sync waits for it.
 #[path = "e2e/mount_unsent_truncate.rs"]
 mod mount_unsent_truncate;
+// A hard link's other name removed keeps the directory's listing (git's link-then-unlink).
+#[path = "e2e/mount_link_lookups.rs"]
+mod mount_link_lookups;

@@ -44,8 +44,10 @@ fn tar_x_in_writeback_mode_costs_one_put_per_file() {
     let (src, tar) = small_tree();
     sh(&m, &srv, "ls d").ok();
     let mark = log_mark(&srv);
-    // `sync` waits for the queued uploads.
-    sh(&m, &srv, &format!("tar -xf {} -C d; sync", s(&tar))).ok();
+    // sync(1) does not reach a FUSE daemon: `rfmount sync` waits for the
+    // queued uploads.
+    sh(&m, &srv, &format!("tar -xf {} -C d", s(&tar))).ok();
+    rfmount_sync(&m);
     let reqs = requests_after(&srv, mark);
     let files = ["/d/t/sub/x", "/d/t/y", "/d/t/z"];
     for f in files {
@@ -135,9 +137,12 @@ fn times_set_after_a_writeback_close_travel_with_the_upload() {
         &m,
         &srv,
         "exec 3>> d/f; echo x > d/f; touch -m -d '2001-02-03 04:05:06 UTC' d/f; \
-         chmod 0600 d/f; exec 3>&-; sync",
+         chmod 0600 d/f; exec 3>&-",
     )
     .ok();
+    // sync(1) does not reach a FUSE daemon: `rfmount sync` is the wait for
+    // the queued upload (which may hold off for more closes first).
+    rfmount_sync(&m);
     assert_eq!(requests_after(&srv, mark), ["PUT /d/f"]);
     let got = fs::metadata(root.join("d/f")).unwrap();
     assert_eq!(got.mtime(), 981_173_106);

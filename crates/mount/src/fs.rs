@@ -527,13 +527,22 @@ impl<R: Remote> RemoteFs<R> {
         }
         // One link fewer moved the file's ctime, so its version: the name
         // its cached copy is kept under needs the new one.
-        for p in others.iter().filter(|p| **p != *path) {
-            self.refresh_own_version(p);
-        }
-        // The remaining names' link count dropped.
+        let fresh: Vec<_> = others
+            .iter()
+            .filter(|p| **p != *path)
+            .map(|p| (p, self.refresh_own_version(p)))
+            .collect();
+        // The remaining names' link count dropped: their attributes are
+        // the ones just asked for, or unknown. Their directories' listings
+        // still hold (git links every object to its name and unlinks the
+        // temporary one: dropping the listing sent the next object's
+        // negative lookups to the server).
         let mut mc = self.meta.lock();
-        for p in others.iter().filter(|p| **p != *path) {
-            mc.invalidate(p);
+        for (p, meta) in fresh {
+            match meta {
+                Some(meta) => mc.note_attr(p, meta),
+                None => mc.attrs_changed(p),
+            }
         }
         drop(mc);
         self.creators.lock().remove(path);

@@ -376,8 +376,16 @@ impl MetaCache {
     /// stays; so does the parent's, whose other names are unchanged (the
     /// next name `tar x` creates beside `dir` is known absent from it).
     pub fn dir_changed(&mut self, dir: &RelPath) {
-        self.attrs.remove(dir);
-        if let (Some(parent), Some(name)) = (dir.parent(), dir.file_name())
+        self.attrs_changed(dir);
+    }
+
+    /// The attributes of `path` changed through this mount while its name
+    /// stayed (a hard link's count dropped): they are stale here and in
+    /// the parent's listing, whose names all still hold, so a name created
+    /// beside it later is still known absent.
+    pub fn attrs_changed(&mut self, path: &RelPath) {
+        self.attrs.remove(path);
+        if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
             && let Some((l, _, _)) = self.dirs.get_mut(&parent)
             && !l.is_stale(name)
         {

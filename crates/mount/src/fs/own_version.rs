@@ -43,16 +43,21 @@ impl<R: Remote> RemoteFs<R> {
 
     /// As [`Self::own_change_new_version`] where the server's answer did
     /// not carry the attributes (an xattr change, the unlink of another
-    /// name): asks for them, only when a cached copy needs them.
-    pub(super) fn refresh_own_version(&self, path: &RelPath) {
-        if self.cache.entry(path).is_none() {
-            return;
-        }
+    /// name): asks for them, only when a cached copy needs them. Returns
+    /// the attributes it got.
+    pub(super) fn refresh_own_version(&self, path: &RelPath) -> Option<Meta> {
+        self.cache.entry(path)?;
         match self.remote.stat(path) {
-            Ok(meta) => self.own_change_new_version(path, &meta),
+            Ok(meta) => {
+                self.own_change_new_version(path, &meta);
+                Some(meta)
+            }
             // Without the new version the next open revalidates; a clean
             // copy is fetched again, a dirty one's upload may be kept aside.
-            Err(e) => debug!("{path}: version after this mount's change unknown: {e}"),
+            Err(e) => {
+                debug!("{path}: version after this mount's change unknown: {e}");
+                None
+            }
         }
     }
 
