@@ -10,6 +10,13 @@
 //! the last one sent. Uploads of one file never overlap (the per-file
 //! upload lock), so an older version never lands after a newer one.
 //!
+//! Uploads hold off while closes keep coming (see [`QUIET`]): a burst of
+//! closes (`cp -r`, `tar x`, a build) runs on both cores without the
+//! uploads and rfserve competing with it for them, and a file renamed or
+//! removed within the burst is uploaded under its final name, or not at
+//! all. The hold is bounded ([`HOLD_MAX`]) and lifted while anyone waits
+//! for the uploads (`rfmount sync`, unmount).
+//!
 //! A failed upload is retried with back-off (logged, and listed by
 //! `rfmount status`). Nothing depends on the queue surviving: the cache's
 //! dirty set is the record of what is owed to the server, and the periodic
@@ -32,6 +39,17 @@ use crate::error::FsResult;
 const BACKOFF_START: Duration = Duration::from_millis(500);
 /// Longest pause between tries of one upload.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The queue's uploads wait until no close has been queued for this long.
+const QUIET: Duration = Duration::from_millis(50);
+/// ... but never longer than this after the first of the burst was queued
+/// (so a steady stream of closes is still uploaded as it goes).
+const HOLD_MAX: Duration = Duration::from_secs(1);
+/// How long a wait for the uploads lifts the hold: a little longer than
+/// one round of `rfmount sync`'s wait (100 ms), so the hold returns soon
+/// after the wait ends (the bench's next row starts right after its
+/// `rfmount sync`).
+const HURRY_FOR: Duration = Duration::from_millis(250);
 
 /// An upload that failed and waits for its next try.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +80,37 @@ struct State {
     /// pushes), for what must land before a directory's attributes.
     since: HashMap<RelPath, u64>,
     pushes: u64,
+    hold: Hold,
+}
+
+/// When the uploads of a burst of closes may start.
+#[derive(Default)]
+struct Hold {
+    /// The last push.
+    last_push: Option<Instant>,
+    /// When `ready` last turned non-empty.
+    since: Option<Instant>,
+    /// Someone waits for the uploads until then: no holding.
+    hurry_until: Option<Instant>,
+}
+
+impl Hold {
+    fn pushed(&mut self, now: Instant, was_idle: bool) {
+        self.last_push = Some(now);
+        if was_idle || self.since.is_none() {
+            self.since = Some(now);
+        }
+    }
+
+    /// How much longer the uploads wait, if at all.
+    fn left(&self, now: Instant) -> Option<Duration> {
+        if self.hurry_until.is_some_and(|t| t > now) {
+            return None;
+        }
+        let quiet = QUIET.checked_sub(now.duration_since(self.last_push?))?;
+        let bound = HOLD_MAX.checked_sub(now.duration_since(self.since?))?;
+        Some(quiet.min(bound)).filter(|d| !d.is_zero())
+    }
 }
 
 /// The queue of a write-back mount.
@@ -84,10 +133,21 @@ impl UploadQueue {
             return;
         }
         if st.queued.insert(path.clone()) {
+            let was_idle = st.ready.is_empty();
+            st.hold.pushed(Instant::now(), was_idle);
             st.ready.push_back(path);
             drop(st);
             self.changed.notify_all();
         }
+    }
+
+    /// Someone waits for the uploads: they start now, without holding off
+    /// for more closes.
+    fn hurry(&self) {
+        let mut st = self.state.lock();
+        st.hold.hurry_until = Some(Instant::now() + HURRY_FOR);
+        drop(st);
+        self.changed.notify_all();
     }
 
     /// `from` (and everything beneath it) is now `to`: its queued uploads
@@ -142,9 +202,18 @@ impl UploadQueue {
                 let (_, p) = st.delayed.swap_remove(i);
                 st.ready.push_back(p);
             }
+            if !st.ready.is_empty()
+                && let Some(left) = st.hold.left(now)
+            {
+                self.changed.wait_until(&mut st, now + left);
+                continue;
+            }
             if let Some(p) = st.ready.pop_front() {
                 st.queued.remove(&p);
                 st.running.insert(p.clone());
+                if st.ready.is_empty() {
+                    st.hold.since = None;
+                }
                 return Some(p);
             }
             let wake = st
@@ -226,8 +295,10 @@ impl UploadQueue {
         v
     }
 
-    /// Waits until an upload ends or `timeout` passes.
+    /// Waits until an upload ends or `timeout` passes (and lifts the hold
+    /// meanwhile: the caller waits for the uploads).
     pub(crate) fn wait_change(&self, timeout: Duration) {
+        self.hurry();
         let mut st = self.state.lock();
         self.changed.wait_for(&mut st, timeout);
     }
@@ -402,6 +473,28 @@ mod tests {
         assert_eq!(q.next(&stop), Some(p("e/a")));
         q.done(p("e/a"), &Ok(()));
         assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn a_burst_is_held_until_closes_pause_and_a_wait_lifts_the_hold() {
+        let q = UploadQueue::default();
+        let stop = || false;
+        let started = Instant::now();
+        q.push(p("a"));
+        assert_eq!(q.next(&stop), Some(p("a")));
+        assert!(started.elapsed() >= QUIET);
+        q.done(p("a"), &Ok(()));
+        // Someone waits for the uploads: the next one starts at once.
+        q.wait_change(Duration::ZERO);
+        q.push(p("b"));
+        let mut st = q.state.lock();
+        assert_eq!(st.hold.left(Instant::now()), None);
+        st.hold.hurry_until = None;
+        assert!(st.hold.left(Instant::now()).is_some());
+        // The hold never outlasts HOLD_MAX, however many closes follow.
+        let later = Instant::now() + HOLD_MAX;
+        st.hold.last_push = Some(later);
+        assert_eq!(st.hold.left(later), None);
     }
 
     #[test]
