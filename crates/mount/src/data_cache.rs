@@ -363,6 +363,21 @@ impl DataCache {
         mode: Option<u32>,
         base: Option<Version>,
     ) -> io::Result<()> {
+        self.create_empty_open(path, mode, base).map(drop)
+    }
+
+    /// As [`DataCache::create_empty_from`], returning the new cache file
+    /// opened for reading and writing (a create's handle: one open of the
+    /// cache file, not two).
+    ///
+    /// # Errors
+    /// The cache directory is not writable.
+    pub fn create_empty_open(
+        &self,
+        path: &RelPath,
+        mode: Option<u32>,
+        base: Option<Version>,
+    ) -> io::Result<std::fs::File> {
         let old = self.entry(path);
         let info = EntryInfo {
             version: base,
@@ -380,10 +395,10 @@ impl DataCache {
         // Recorded first: a crash between the two must not leave a clean or
         // a closed record over emptied content.
         self.store(path, info, false)?;
-        self.files.create_empty(path)?;
+        let file = self.files.create_empty(path)?;
         self.index.lock().set_alloc(path, 0);
         self.freed.notify_all();
-        Ok(())
+        Ok(file)
     }
 
     /// A local change to `path` is about to land: records it as dirty and

@@ -93,18 +93,20 @@ impl Layout {
     }
 
     /// Creates (or empties) `path`'s data file.
-    pub fn create_empty(&self, path: &RelPath) -> io::Result<()> {
+    pub fn create_empty(&self, path: &RelPath) -> io::Result<File> {
         let data = self.data(path);
         let dir = data.parent().unwrap_or(&self.root);
+        // Readable too: a create serves its handle from this descriptor
+        // instead of opening the file a second time.
         in_dir(dir, || {
             OpenOptions::new()
+                .read(true)
                 .write(true)
                 .create(true)
                 .truncate(true)
                 .mode(0o600)
                 .open(&data)
-        })?;
-        Ok(())
+        })
     }
 
     /// Moves the data of `from` to `to`'s place.

@@ -577,15 +577,14 @@ impl<R: Remote> RemoteFs<R> {
         }
         // A new name: its upload must not replace a file another mount
         // created meanwhile.
-        self.cache
-            .create_empty_from(&path, Some(mode & !umask & 0o7777), None)
+        let file = self
+            .cache
+            .create_empty_open(&path, Some(mode & !umask & 0o7777), None)
             .map_err(|e| FsError::cache(format!("creating {path}"), e))?;
         let ino = self.inodes.lock().lookup(&path);
         let state = self.file_state(ino);
         state.write_gen.fetch_add(1, Ordering::SeqCst);
         *state.kernel_version.lock() = None;
-        let file = open_data(&self.cache.data_path(&path), true)
-            .map_err(|e| FsError::cache(format!("opening cached {path}"), e))?;
         let meta = self.local_meta(&path).ok_or_else(FsError::enoent)?;
         if let Some(dir) = path.parent() {
             self.note_unsent_child(&dir);
