@@ -173,3 +173,15 @@ pub fn wait_same_file(expected: &Path, actual: &Path, timeout: Duration) -> Resu
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// Whether this kernel has FUSE passthrough (6.9 and later) for root.
+pub fn kernel_has_passthrough() -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    root && (major, minor) >= (6, 9)
+}

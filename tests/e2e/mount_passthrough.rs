@@ -26,18 +26,6 @@ fn cat(m: &Mount, srv: &Server, name: &str) -> String {
     tool(m, srv, "cat").arg(name).stdout()
 }
 
-/// Whether this kernel has FUSE passthrough (6.9 and later) for root.
-fn kernel_has_passthrough() -> bool {
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut nums = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse::<u32>().ok());
-    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    root && (major, minor) >= (6, 9)
-}
-
 #[test]
 fn a_clean_cached_file_is_read_by_the_kernel_while_rfmount_is_stopped() {
     skip_without_fuse!();

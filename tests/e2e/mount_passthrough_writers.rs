@@ -11,18 +11,6 @@ use std::time::Duration;
 use crate::mount_common::*;
 use crate::util::*;
 
-/// Whether this kernel has FUSE passthrough (6.9 and later) for root.
-fn kernel_has_passthrough() -> bool {
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut nums = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse::<u32>().ok());
-    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    root && (major, minor) >= (6, 9)
-}
-
 /// Opens `name` in `m` for reading once an open goes into passthrough
 /// (an earlier tool's release, sent by the kernel on its own, may still be
 /// pending: its page-cache handle keeps the next open out of passthrough).
